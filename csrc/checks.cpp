@@ -1,0 +1,121 @@
+#include "checks.h"
+
+#include <c10/util/Exception.h>
+
+#include <cmath>
+#include <vector>
+
+#include "options.h"
+
+namespace actattn {
+namespace {
+
+void check_rank4_floating(const char* op, const char* name, const at::Tensor& t) {
+  TORCH_CHECK(t.defined(), op, ": ", name, " must be a tensor, got an undefined tensor");
+  TORCH_CHECK_VALUE(t.dim() == 4, op, ": ", name, " must have 4 dimensions (batch, heads, seq_len, head_dim), got ",
+                    t.dim(), " dimensions with shape ", t.sym_sizes());
+  TORCH_CHECK_TYPE(at::isFloatingType(t.scalar_type()), op, ": ", name,
+                   " must be a floating-point tensor (float64, float32, bfloat16 or float16), got ", t.scalar_type());
+}
+
+void check_size(const char* op, const char* what, const char* a_name, const at::Tensor& a, int64_t a_dim,
+                const char* b_name, const at::Tensor& b, int64_t b_dim) {
+  TORCH_CHECK_VALUE(a.sym_size(a_dim) == b.sym_size(b_dim), op, ": ", b_name, " must have the same ", what, " as ",
+                    a_name, " (", a.sym_size(a_dim), "); got ", b.sym_size(b_dim), " (", a_name, " shape ",
+                    a.sym_sizes(), ", ", b_name, " shape ", b.sym_sizes(), ")");
+}
+
+void check_head_dim(const char* op, const char* name, const at::Tensor& t) {
+  const c10::SymInt& dim = t.sym_size(3);
+  TORCH_CHECK_VALUE(dim >= 1 && dim <= kMaxHeadDim, op, ": the head dim of ", name, " must be between 1 and ",
+                    kMaxHeadDim, ", got ", dim);
+}
+
+void check_finite(const char* op, const char* name, std::optional<double> value) {
+  TORCH_CHECK_VALUE(!value || std::isfinite(*value), op, ": ", name, " must be finite, got ", *value);
+}
+
+void check_state(const char* name, const at::Tensor& state, const at::Tensor& q, const at::Tensor& v,
+                 bool with_value_dim) {
+  const char* op = "actattn.linear_attention";
+  TORCH_CHECK_TYPE(state.scalar_type() == accumulation_dtype(q.scalar_type()), op, ": ", name, " must have dtype ",
+                   accumulation_dtype(q.scalar_type()), " (the accumulation type of ", q.scalar_type(),
+                   " inputs), got ", state.scalar_type());
+  TORCH_CHECK(state.device() == q.device(), op, ": ", name, " must be on ", q.device(), " like q, got ",
+              state.device());
+  std::vector<c10::SymInt> expected{q.sym_size(0), q.sym_size(1), q.sym_size(3)};
+  if (with_value_dim) expected.push_back(v.sym_size(3));
+  bool ok = state.dim() == static_cast<int64_t>(expected.size());
+  for (size_t d = 0; ok && d < expected.size(); ++d) ok = state.sym_size(d) == expected[d];
+  TORCH_CHECK_VALUE(ok, op, ": ", name, " must have shape ",
+                    with_value_dim ? "(batch, heads, qk_dim, v_dim) = " : "(batch, heads, qk_dim) = ",
+                    c10::SymIntArrayRef(expected), ", got ", state.sym_sizes());
+}
+
+}  // namespace
+
+void check_qkv(const char* op, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+  check_rank4_floating(op, "q", q);
+  check_rank4_floating(op, "k", k);
+  check_rank4_floating(op, "v", v);
+  TORCH_CHECK_TYPE(k.scalar_type() == q.scalar_type() && v.scalar_type() == q.scalar_type(), op,
+                   ": q, k and v must have the same dtype, got q ", q.scalar_type(), ", k ", k.scalar_type(), ", v ",
+                   v.scalar_type());
+  TORCH_CHECK(k.device() == q.device() && v.device() == q.device(), op,
+              ": q, k and v must be on the same device, got q on ", q.device(), ", k on ", k.device(), ", v on ",
+              v.device());
+  check_size(op, "batch size (dim 0)", "q", q, 0, "k", k, 0);
+  check_size(op, "batch size (dim 0)", "q", q, 0, "v", v, 0);
+  check_size(op, "number of heads (dim 1)", "q", q, 1, "k", k, 1);
+  check_size(op, "number of heads (dim 1)", "q", q, 1, "v", v, 1);
+  check_size(op, "sequence length (dim 2)", "k", k, 2, "v", v, 2);
+  check_size(op, "head dim (dim 3)", "q", q, 3, "k", k, 3);
+  check_head_dim(op, "q and k", q);
+  check_head_dim(op, "v", v);
+}
+
+void check_score_options(c10::string_view activation, std::optional<double> scale, std::optional<double> bias,
+                         std::optional<double> divisor) {
+  const char* op = "actattn.attention";
+  const ScoreActivation act = parse_score_activation(activation);
+  check_finite(op, "scale", scale);
+  check_finite(op, "bias", bias);
+  check_finite(op, "divisor", divisor);
+  TORCH_CHECK_VALUE(!divisor || *divisor > 0, op, ": divisor must be positive, got ", *divisor);
+  if (act == ScoreActivation::kSoftmax) {
+    TORCH_CHECK_VALUE(!bias, op, ": bias must be None with activation='softmax' (softmax is invariant to it), got ",
+                      *bias);
+    TORCH_CHECK_VALUE(!divisor, op,
+                      ": divisor must be None with activation='softmax' (softmax normalises itself), got ", *divisor);
+  }
+}
+
+void check_linear_options(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                          c10::string_view feature_map, bool causal, double eps, std::optional<double> scale,
+                          const std::optional<at::Tensor>& initial_state,
+                          const std::optional<at::Tensor>& initial_normalizer) {
+  const char* op = "actattn.linear_attention";
+  parse_feature_map(feature_map);
+  TORCH_CHECK_VALUE(std::isfinite(eps) && eps >= 0, op, ": eps must be finite and >= 0, got ", eps);
+  check_finite(op, "scale", scale);
+  if (causal) {
+    TORCH_CHECK_VALUE(q.sym_size(2) == k.sym_size(2), op,
+                      ": causal linear attention needs as many queries as keys; got q_len ", q.sym_size(2),
+                      " and k_len ", k.sym_size(2));
+  }
+  const bool has_state = initial_state.has_value() || initial_normalizer.has_value();
+  TORCH_CHECK_VALUE(!has_state || causal, op,
+                    ": initial_state is only defined for causal=True (a non-causal call sees all its keys at once)");
+  if (initial_state) check_state("initial_state", *initial_state, q, v, /*with_value_dim=*/true);
+  if (initial_normalizer) check_state("initial_normalizer", *initial_normalizer, q, v, /*with_value_dim=*/false);
+}
+
+void check_same_layout(const char* op, const char* name, const at::Tensor& grad, const at::Tensor& like) {
+  TORCH_CHECK(grad.sym_sizes() == like.sym_sizes() && grad.scalar_type() == like.scalar_type() &&
+                  grad.device() == like.device(),
+              op, ": ", name, " must match shape ", like.sym_sizes(), ", dtype ", like.scalar_type(), " and device ",
+              like.device(), "; got shape ", grad.sym_sizes(), ", dtype ", grad.scalar_type(), ", device ",
+              grad.device());
+}
+
+}  // namespace actattn

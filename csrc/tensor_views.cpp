@@ -1,0 +1,37 @@
+#include "tensor_views.h"
+
+#include <c10/util/Exception.h>
+
+namespace actattn {
+
+at::Tensor with_contiguous_rows(const at::Tensor& t) {
+  return t.size(-1) == 1 || t.stride(-1) == 1 ? t : t.contiguous();
+}
+
+RowView row_view(const at::Tensor& t) {
+  TORCH_INTERNAL_ASSERT(t.dim() == 4 && (t.size(3) == 1 || t.stride(3) == 1));
+  RowView view;
+  view.data = t.data_ptr();
+  view.batch_stride = t.stride(0);
+  view.head_stride = t.stride(1);
+  view.row_stride = t.stride(2);
+  return view;
+}
+
+ScalarKind scalar_kind(at::ScalarType dtype) {
+  TORCH_INTERNAL_ASSERT(dtype == at::kFloat || dtype == at::kDouble);
+  return dtype == at::kDouble ? ScalarKind::kFloat64 : ScalarKind::kFloat32;
+}
+
+AttentionShape attention_shape(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+  AttentionShape s;
+  s.batch = q.size(0);
+  s.heads = q.size(1);
+  s.q_len = q.size(2);
+  s.k_len = k.size(2);
+  s.qk_dim = q.size(3);
+  s.v_dim = v.size(3);
+  return s;
+}
+
+}  // namespace actattn

@@ -1,0 +1,99 @@
+// Linear attention forward on the CPU, feature map phi fused (kernels/feature_maps.h).
+//
+// Causal, chunked (chunk C = kLinearChunk): per (batch, head) a running state S (Dk x Dv) and
+// normaliser z (Dk) start from the initial state. For each chunk, every row t gets
+//   num_t = a_t^T S + sum_{u <= t in chunk} (a_t . b_u) v_u,   den_t = a_t . z + sum_{u <= t} a_t . b_u + eps
+// (inter-chunk through the state, intra-chunk as a small masked quadratic), then the chunk is absorbed:
+// S += sum_u b_u v_u^T, z += sum_u b_u. Time O(N Dk Dv + N C (Dk + Dv)).
+// Non-causal: S and z are summed over all keys first, then num_i = a_i^T S, den_i = a_i . z + eps.
+// Memory: O(C (Dk + Dv) + Dk Dv) per thread; no per-position state is ever kept.
+// Output: o_i = num_i / den_i when normalising, num_i otherwise; the final S and z.
+// Saved for backward: den_i (batch * heads * q_len, when normalising) and the output.
+#include <vector>
+
+#include "../dispatch.h"
+#include "cpu_kernels.h"
+#include "linear_chunk.h"
+#include "row_math.h"
+
+namespace actattn {
+namespace {
+
+template <typename T, typename Acc, typename Map, bool kCausal>
+void forward_heads(const LinearParams& p) {
+  const AttentionShape& s = p.shape;
+  const int64_t dk = s.qk_dim, dv = s.v_dim;
+  const Acc eps = Acc(p.eps);
+  Acc* denominators = static_cast<Acc*>(p.denominator.data);
+
+  // Writes o_t from its numerator and denominator (eps already added).
+  auto write_row = [&](int64_t b, int64_t h, int64_t i, const Acc* num, Acc den) {
+    if (p.normalize) denominators[(b * s.heads + h) * s.q_len + i] = den;
+    cpu::store(num, p.normalize ? Acc(1) / den : Acc(1), cpu::row_ptr<T>(p.out, b, h, i), dv);
+  };
+
+#pragma omp parallel
+  {
+    std::vector<Acc> state(dk * dv), normalizer(dk), num(dv);
+    cpu::LinearChunk<Acc> queries(dk, dv), keys(dk, dv);
+#pragma omp for schedule(static)
+    for (int64_t bh = 0; bh < s.batch * s.heads; ++bh) {
+      const int64_t b = bh / s.heads, h = bh % s.heads;
+      cpu::load_state(p.initial_state, bh, dk * dv, state.data());
+      cpu::load_state(p.initial_normalizer, bh, dk, normalizer.data());
+
+      if constexpr (kCausal) {
+        for (int64_t start = 0; start < s.q_len; start += cpu::kLinearChunk) {
+          const int64_t rows = std::min(cpu::kLinearChunk, s.q_len - start);
+          cpu::load_queries<T, Acc, Map>(p, b, h, start, rows, queries);
+          cpu::load_keys_values<T, Acc, Map>(p, b, h, start, rows, keys);
+          for (int64_t t = 0; t < rows; ++t) {
+            const Acc* a = queries.a_row(t, dk);
+            cpu::state_times_query(a, state.data(), dk, dv, num.data());
+            Acc den = cpu::dot<Acc>(a, normalizer.data(), dk) + eps;
+            for (int64_t u = 0; u <= t; ++u) {
+              const Acc weight = cpu::dot<Acc>(a, keys.b_row(u, dk), dk);
+              cpu::axpy(weight, keys.v_row(u, dv), num.data(), dv);
+              den += weight;
+            }
+            write_row(b, h, start + t, num.data(), den);
+          }
+          cpu::absorb_keys(keys, dk, dv, state.data(), normalizer.data());
+        }
+      } else {
+        for (int64_t start = 0; start < s.k_len; start += cpu::kLinearChunk) {
+          const int64_t rows = std::min(cpu::kLinearChunk, s.k_len - start);
+          cpu::load_keys_values<T, Acc, Map>(p, b, h, start, rows, keys);
+          cpu::absorb_keys(keys, dk, dv, state.data(), normalizer.data());
+        }
+        for (int64_t start = 0; start < s.q_len; start += cpu::kLinearChunk) {
+          const int64_t rows = std::min(cpu::kLinearChunk, s.q_len - start);
+          cpu::load_queries<T, Acc, Map>(p, b, h, start, rows, queries);
+          for (int64_t t = 0; t < rows; ++t) {
+            const Acc* a = queries.a_row(t, dk);
+            cpu::state_times_query(a, state.data(), dk, dv, num.data());
+            write_row(b, h, start + t, num.data(), cpu::dot<Acc>(a, normalizer.data(), dk) + eps);
+          }
+        }
+      }
+      cpu::store_state(state.data(), bh, dk * dv, p.final_state);
+      cpu::store_state(normalizer.data(), bh, dk, p.final_normalizer);
+    }
+  }
+}
+
+}  // namespace
+
+void linear_attention_forward_cpu(const LinearParams& params) {
+  dispatch_dtype(params.dtype, [&](auto types) {
+    using T = typename decltype(types)::scalar_t;
+    using Acc = typename decltype(types)::acc_t;
+    dispatch_feature_map(params.feature_map, [&](auto map) {
+      dispatch_bool(params.causal, [&](auto causal) {
+        forward_heads<T, Acc, decltype(map), decltype(causal)::value>(params);
+      });
+    });
+  });
+}
+
+}  // namespace actattn

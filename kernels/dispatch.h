@@ -1,0 +1,58 @@
+// The one place where runtime choices become compile-time constants. Each helper calls `fn` with a
+// tag value whose type carries the choice, so kernels are templates with no runtime branches on
+// dtype, activation, feature map or masking in their inner loops.
+#pragma once
+
+#include <stdexcept>
+#include <type_traits>
+#include <utility>
+
+#include "feature_maps.h"
+#include "params.h"
+#include "score_activations.h"
+
+namespace actattn {
+
+template <typename Scalar, typename Acc>
+struct TypePair {
+  using scalar_t = Scalar;  // element type in memory
+  using acc_t = Acc;        // accumulation type
+};
+
+template <typename Fn>
+void dispatch_dtype(ScalarKind kind, Fn&& fn) {
+  switch (kind) {
+    case ScalarKind::kFloat32: return fn(TypePair<float, float>{});
+    case ScalarKind::kFloat64: return fn(TypePair<double, double>{});
+  }
+  throw std::invalid_argument("actattn: unknown ScalarKind");
+}
+
+template <typename Fn>
+void dispatch_bool(bool value, Fn&& fn) {
+  if (value) return fn(std::true_type{});
+  return fn(std::false_type{});
+}
+
+// Calls fn with a default-constructed activation functor template, e.g. SoftmaxScore<Acc>{}.
+template <typename Acc, typename Fn>
+void dispatch_score_activation(ScoreActivation activation, Fn&& fn) {
+  switch (activation) {
+    case ScoreActivation::kSoftmax: return fn(SoftmaxScore<Acc>{});
+    case ScoreActivation::kSigmoid: return fn(SigmoidScore<Acc>{});
+    case ScoreActivation::kRelu: return fn(ReluScore<Acc>{});
+  }
+  throw std::invalid_argument("actattn: unknown ScoreActivation");
+}
+
+template <typename Fn>
+void dispatch_feature_map(FeatureMapKind map, Fn&& fn) {
+  switch (map) {
+    case FeatureMapKind::kIdentity: return fn(IdentityMap{});
+    case FeatureMapKind::kRelu: return fn(ReluMap{});
+    case FeatureMapKind::kElu: return fn(EluPlusOneMap{});
+  }
+  throw std::invalid_argument("actattn: unknown FeatureMapKind");
+}
+
+}  // namespace actattn

@@ -1,0 +1,95 @@
+// Plain-data descriptions of one attention call, shared by the CPU and CUDA kernels.
+// Nothing here knows torch: csrc/ fills these structs from tensors (the flash-attention habit),
+// so kernels can be built, read and tested as ordinary C++.
+#pragma once
+
+#include <cstdint>
+
+namespace actattn {
+
+// Element type of q, k, v and the outputs. Accumulation is float32 for every type but float64.
+enum class ScalarKind { kFloat32, kFloat64 };
+
+// The activation applied to each score s = scale * q.k + bias of quadratic attention.
+enum class ScoreActivation { kSoftmax, kSigmoid, kRelu };
+
+// The feature map phi applied to queries and keys of linear attention.
+enum class FeatureMapKind { kIdentity, kRelu, kElu };
+
+// A rank-4 tensor (batch, head, row, column) whose columns are contiguous (stride 1).
+// Kernels read the other three strides, so transposed views of (B, N, H, D) tensors need no copy.
+struct RowView {
+  void* data = nullptr;
+  int64_t batch_stride = 0;
+  int64_t head_stride = 0;
+  int64_t row_stride = 0;
+};
+
+// A contiguous (batch, head, row) tensor of per-row statistics (log-sum-exp, denominators).
+struct RowStatsView {
+  void* data = nullptr;  // batch * heads * rows elements, in the accumulation type
+};
+
+// Sizes shared by every op: q is (batch, heads, q_len, qk_dim), k is (batch, heads, k_len, qk_dim),
+// v is (batch, heads, k_len, v_dim), the output is (batch, heads, q_len, v_dim).
+struct AttentionShape {
+  int64_t batch = 0;
+  int64_t heads = 0;
+  int64_t q_len = 0;
+  int64_t k_len = 0;
+  int64_t qk_dim = 0;
+  int64_t v_dim = 0;
+};
+
+// P = act(scale * Q K^T + bias) / divisor (softmax ignores bias and divisor), O = P V.
+struct QuadraticParams {
+  ScalarKind dtype = ScalarKind::kFloat32;
+  ScoreActivation activation = ScoreActivation::kSoftmax;
+  bool causal = false;  // key j is visible to query i iff j <= i (top-left aligned, like SDPA)
+  AttentionShape shape;
+  double scale = 1.0;
+  double bias = 0.0;
+  double divisor = 1.0;
+
+  RowView q, k, v;
+  RowView out;             // forward: written; backward: read (softmax only)
+  RowStatsView log_sum_exp;  // softmax only: forward writes it, backward reads it
+
+  // Backward only.
+  RowView grad_out;
+  RowView grad_q, grad_k, grad_v;
+};
+
+// Linear attention: a_i = scale * phi(q_i), b_j = phi(k_j),
+//   num_i = a_i^T S_i, den_i = a_i . z_i + eps, o_i = num_i / den_i (or num_i without normalisation),
+// where S_i = S_0 + sum_{j visible to i} b_j v_j^T and z_i = z_0 + sum_{j visible} b_j.
+// Causal: j <= i (q_len == k_len); non-causal: every j.
+struct LinearParams {
+  ScalarKind dtype = ScalarKind::kFloat32;
+  FeatureMapKind feature_map = FeatureMapKind::kElu;
+  bool causal = false;
+  bool normalize = true;
+  AttentionShape shape;
+  double scale = 1.0;
+  double eps = 1e-6;
+
+  RowView q, k, v;
+  RowView out;
+  // (batch, heads, qk_dim, v_dim) and (batch, heads, qk_dim), contiguous, accumulation type.
+  // initial_* may be null (zero state); final_* are always written by the forward.
+  const void* initial_state = nullptr;
+  const void* initial_normalizer = nullptr;
+  void* final_state = nullptr;
+  void* final_normalizer = nullptr;
+  RowStatsView denominator;  // (batch, heads, q_len): den_i, written by forward when normalize
+
+  // Backward only. grad_final_* may be null (no gradient flows into the final state).
+  RowView grad_out;
+  const void* grad_final_state = nullptr;
+  const void* grad_final_normalizer = nullptr;
+  RowView grad_q, grad_k, grad_v;
+  void* grad_initial_state = nullptr;       // always written, same layout as final_state
+  void* grad_initial_normalizer = nullptr;  // always written, same layout as final_normalizer
+};
+
+}  // namespace actattn
