@@ -9,7 +9,7 @@ at::Tensor with_contiguous_rows(const at::Tensor& t) {
 }
 
 RowView row_view(const at::Tensor& t) {
-  TORCH_INTERNAL_ASSERT(t.dim() == 4 && (t.size(3) == 1 || t.stride(3) == 1));
+  TORCH_INTERNAL_ASSERT(t.dim() == 4 && (t.numel() == 0 || t.size(3) == 1 || t.stride(3) == 1));
   RowView view;
   view.data = t.data_ptr();
   view.batch_stride = t.stride(0);

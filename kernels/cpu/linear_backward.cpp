@@ -71,15 +71,9 @@ void store_key_grad(const LinearParams& p, int64_t b, int64_t h, int64_t j, cons
 
 // dS += sum_t a_t dnum_t^T, dz += sum_t a_t dden_t over a chunk's query rows.
 template <typename Acc>
-void absorb_output_grads(const cpu::LinearChunk<Acc>& queries, const OutputGrads<Acc>& g, int64_t qk_dim,
-                         int64_t v_dim, Acc* grad_state, Acc* grad_normalizer) {
-  for (int64_t t = 0; t < queries.rows; ++t) {
-    const Acc* a = queries.a_row(t, qk_dim);
-    for (int64_t d = 0; d < qk_dim; ++d) {
-      cpu::axpy(a[d], g.num.data() + t * v_dim, grad_state + d * v_dim, v_dim);
-      grad_normalizer[d] += a[d] * g.den[t];
-    }
-  }
+void absorb_output_grads(const cpu::LinearChunk<Acc>& queries, const OutputGrads<Acc>& g,
+                         cpu::RunningState<Acc>& grad_state) {
+  grad_state.add_chunk(queries.a.data(), g.num.data(), g.den.data(), queries.rows);
 }
 
 template <typename T, typename Acc, typename Map, bool kCausal>
@@ -89,17 +83,15 @@ void backward_heads(const LinearParams& p) {
 
 #pragma omp parallel
   {
-    std::vector<Acc> state(dk * dv), normalizer(dk), grad_state(dk * dv), grad_normalizer(dk);
+    cpu::RunningState<Acc> state(dk, dv), grad_state(dk, dv);
     std::vector<Acc> grad_a(dk), grad_b(dk), grad_v(dv);
     cpu::LinearChunk<Acc> queries(dk, dv), keys(dk, dv);
     OutputGrads<Acc> out_grads(dv);
 #pragma omp for schedule(static)
     for (int64_t bh = 0; bh < s.batch * s.heads; ++bh) {
       const int64_t b = bh / s.heads, h = bh % s.heads;
-      cpu::load_state(p.initial_state, bh, dk * dv, state.data());
-      cpu::load_state(p.initial_normalizer, bh, dk, normalizer.data());
-      cpu::load_state(p.grad_final_state, bh, dk * dv, grad_state.data());
-      cpu::load_state(p.grad_final_normalizer, bh, dk, grad_normalizer.data());
+      state.load(p.initial_state, p.initial_normalizer, bh);
+      grad_state.load(p.grad_final_state, p.grad_final_normalizer, bh);
 
       if constexpr (kCausal) {
         // Forward sweep: dq from the state each row sees.
@@ -110,14 +102,14 @@ void backward_heads(const LinearParams& p) {
           load_output_grads<T, Acc>(p, b, h, start, rows, out_grads);
           for (int64_t t = 0; t < rows; ++t) {
             const Acc* dnum = out_grads.num.data() + t * dv;
-            state_times_vector(state.data(), dnum, normalizer.data(), out_grads.den[t], dk, dv, grad_a.data());
+            state_times_vector(state.kv.data(), dnum, state.normalizer.data(), out_grads.den[t], dk, dv, grad_a.data());
             for (int64_t u = 0; u <= t; ++u) {
               const Acc coef = cpu::dot<Acc>(keys.v_row(u, dv), dnum, dv) + out_grads.den[t];
               cpu::axpy(coef, keys.b_row(u, dk), grad_a.data(), dk);
             }
             store_query_grad<T, Acc, Map>(p, b, h, start + t, grad_a.data());
           }
-          cpu::absorb_keys(keys, dk, dv, state.data(), normalizer.data());
+          cpu::absorb_keys(keys, state);
         }
         // Reverse sweep: dk, dv from the gradient of every state that includes the key.
         const int64_t chunks = (s.k_len + cpu::kLinearChunk - 1) / cpu::kLinearChunk;
@@ -130,8 +122,9 @@ void backward_heads(const LinearParams& p) {
           for (int64_t u = 0; u < rows; ++u) {
             const Acc* bu = keys.b_row(u, dk);
             const Acc* vu = keys.v_row(u, dv);
-            state_times_vector(grad_state.data(), vu, grad_normalizer.data(), Acc(1), dk, dv, grad_b.data());
-            cpu::state_times_query(bu, grad_state.data(), dk, dv, grad_v.data());
+            state_times_vector(grad_state.kv.data(), vu, grad_state.normalizer.data(), Acc(1), dk, dv,
+                               grad_b.data());
+            cpu::state_times_query(bu, grad_state.kv.data(), dk, dv, grad_v.data());
             for (int64_t t = u; t < rows; ++t) {
               const Acc* dnum = out_grads.num.data() + t * dv;
               const Acc* at = queries.a_row(t, dk);
@@ -141,39 +134,38 @@ void backward_heads(const LinearParams& p) {
             store_key_grad<T, Acc, Map>(p, b, h, start + u, grad_b.data());
             cpu::store(grad_v.data(), Acc(1), cpu::row_ptr<T>(p.grad_v, b, h, start + u), dv);
           }
-          absorb_output_grads(queries, out_grads, dk, dv, grad_state.data(), grad_normalizer.data());
+          absorb_output_grads(queries, out_grads, grad_state);
         }
       } else {
         for (int64_t start = 0; start < s.k_len; start += cpu::kLinearChunk) {
           const int64_t rows = std::min(cpu::kLinearChunk, s.k_len - start);
           cpu::load_keys_values<T, Acc, Map>(p, b, h, start, rows, keys);
-          cpu::absorb_keys(keys, dk, dv, state.data(), normalizer.data());
+          cpu::absorb_keys(keys, state);
         }
         for (int64_t start = 0; start < s.q_len; start += cpu::kLinearChunk) {
           const int64_t rows = std::min(cpu::kLinearChunk, s.q_len - start);
           cpu::load_queries<T, Acc, Map>(p, b, h, start, rows, queries);
           load_output_grads<T, Acc>(p, b, h, start, rows, out_grads);
           for (int64_t t = 0; t < rows; ++t) {
-            state_times_vector(state.data(), out_grads.num.data() + t * dv, normalizer.data(), out_grads.den[t], dk,
-                               dv, grad_a.data());
+            state_times_vector(state.kv.data(), out_grads.num.data() + t * dv, state.normalizer.data(),
+                               out_grads.den[t], dk, dv, grad_a.data());
             store_query_grad<T, Acc, Map>(p, b, h, start + t, grad_a.data());
           }
-          absorb_output_grads(queries, out_grads, dk, dv, grad_state.data(), grad_normalizer.data());
+          absorb_output_grads(queries, out_grads, grad_state);
         }
         for (int64_t start = 0; start < s.k_len; start += cpu::kLinearChunk) {
           const int64_t rows = std::min(cpu::kLinearChunk, s.k_len - start);
           cpu::load_keys_values<T, Acc, Map>(p, b, h, start, rows, keys);
           for (int64_t u = 0; u < rows; ++u) {
-            state_times_vector(grad_state.data(), keys.v_row(u, dv), grad_normalizer.data(), Acc(1), dk, dv,
-                               grad_b.data());
-            cpu::state_times_query(keys.b_row(u, dk), grad_state.data(), dk, dv, grad_v.data());
+            state_times_vector(grad_state.kv.data(), keys.v_row(u, dv), grad_state.normalizer.data(), Acc(1), dk,
+                               dv, grad_b.data());
+            cpu::state_times_query(keys.b_row(u, dk), grad_state.kv.data(), dk, dv, grad_v.data());
             store_key_grad<T, Acc, Map>(p, b, h, start + u, grad_b.data());
             cpu::store(grad_v.data(), Acc(1), cpu::row_ptr<T>(p.grad_v, b, h, start + u), dv);
           }
         }
       }
-      cpu::store_state(grad_state.data(), bh, dk * dv, p.grad_initial_state);
-      cpu::store_state(grad_normalizer.data(), bh, dk, p.grad_initial_normalizer);
+      grad_state.store(p.grad_initial_state, p.grad_initial_normalizer, bh);
     }
   }
 }

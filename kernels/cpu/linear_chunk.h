@@ -52,17 +52,66 @@ void load_keys_values(const LinearParams& p, int64_t b, int64_t h, int64_t start
   }
 }
 
-// state (Dk x Dv) += sum_t b_t v_t^T and normalizer (Dk) += sum_t b_t over the chunk's rows.
+// A running (Dk x Dv) matrix and (Dk) vector sum, the state S, z of linear attention (or its gradient),
+// grown one chunk at a time. Each chunk's terms are first summed on their own and then added, so the
+// rounding error grows like C + N / C instead of N: in float32 this is what keeps the kernel within
+// the error of torch's (pairwise-summing) composite.
 template <typename Acc>
-void absorb_keys(const LinearChunk<Acc>& c, int64_t qk_dim, int64_t v_dim, Acc* state, Acc* normalizer) {
-  for (int64_t t = 0; t < c.rows; ++t) {
-    const Acc* bt = c.b_row(t, qk_dim);
-    const Acc* vt = c.v_row(t, v_dim);
-    for (int64_t d = 0; d < qk_dim; ++d) {
-      axpy(bt[d], vt, state + d * v_dim, v_dim);
-      normalizer[d] += bt[d];
+struct RunningState {
+  int64_t qk_dim, v_dim;
+  std::vector<Acc> kv, normalizer, chunk_kv, chunk_normalizer;
+
+  RunningState(int64_t qk_dim_, int64_t v_dim_)
+      : qk_dim(qk_dim_),
+        v_dim(v_dim_),
+        kv(qk_dim_ * v_dim_),
+        normalizer(qk_dim_),
+        chunk_kv(qk_dim_ * v_dim_),
+        chunk_normalizer(qk_dim_) {}
+
+  // Starts from slice bh of contiguous (B, H, Dk, Dv) and (B, H, Dk) tensors; null pointers mean zeros.
+  void load(const void* kv_src, const void* normalizer_src, int64_t bh) {
+    load_slice(kv_src, bh, kv);
+    load_slice(normalizer_src, bh, normalizer);
+  }
+
+  void store(void* kv_dst, void* normalizer_dst, int64_t bh) const {
+    std::copy(kv.begin(), kv.end(), static_cast<Acc*>(kv_dst) + bh * qk_dim * v_dim);
+    std::copy(normalizer.begin(), normalizer.end(), static_cast<Acc*>(normalizer_dst) + bh * qk_dim);
+  }
+
+  // Adds sum_t left_t right_t^T to kv and sum_t left_t * weight_t to normalizer over `rows` rows
+  // (left: rows x Dk, right: rows x Dv; a null weight means 1).
+  void add_chunk(const Acc* left, const Acc* right, const Acc* weight, int64_t rows) {
+    std::fill(chunk_kv.begin(), chunk_kv.end(), Acc(0));
+    std::fill(chunk_normalizer.begin(), chunk_normalizer.end(), Acc(0));
+    for (int64_t t = 0; t < rows; ++t) {
+      const Acc* l = left + t * qk_dim;
+      const Acc w = weight ? weight[t] : Acc(1);
+      for (int64_t d = 0; d < qk_dim; ++d) {
+        axpy(l[d], right + t * v_dim, chunk_kv.data() + d * v_dim, v_dim);
+        chunk_normalizer[d] += l[d] * w;
+      }
+    }
+    axpy(Acc(1), chunk_kv.data(), kv.data(), qk_dim * v_dim);
+    axpy(Acc(1), chunk_normalizer.data(), normalizer.data(), qk_dim);
+  }
+
+ private:
+  static void load_slice(const void* src, int64_t bh, std::vector<Acc>& dst) {
+    if (src == nullptr) {
+      std::fill(dst.begin(), dst.end(), Acc(0));
+    } else {
+      const Acc* from = static_cast<const Acc*>(src) + bh * static_cast<int64_t>(dst.size());
+      std::copy(from, from + dst.size(), dst.begin());
     }
   }
+};
+
+// state += sum_t b_t v_t^T, normalizer += sum_t b_t over the chunk's keys.
+template <typename Acc>
+void absorb_keys(const LinearChunk<Acc>& c, RunningState<Acc>& state) {
+  state.add_chunk(c.b.data(), c.v.data(), nullptr, c.rows);
 }
 
 // out (Dv) = a^T state, i.e. sum_d a[d] * state[d, :].
@@ -70,22 +119,6 @@ template <typename Acc>
 void state_times_query(const Acc* a, const Acc* state, int64_t qk_dim, int64_t v_dim, Acc* out) {
   std::fill(out, out + v_dim, Acc(0));
   for (int64_t d = 0; d < qk_dim; ++d) axpy(a[d], state + d * v_dim, out, v_dim);
-}
-
-// Copies a (batch, head) slice of a contiguous state tensor, or zeros when the tensor is absent.
-template <typename Acc>
-void load_state(const void* src, int64_t bh, int64_t size, Acc* dst) {
-  if (src == nullptr) {
-    std::fill(dst, dst + size, Acc(0));
-  } else {
-    const Acc* from = static_cast<const Acc*>(src) + bh * size;
-    std::copy(from, from + size, dst);
-  }
-}
-
-template <typename Acc>
-void store_state(const Acc* src, int64_t bh, int64_t size, void* dst) {
-  std::copy(src, src + size, static_cast<Acc*>(dst) + bh * size);
 }
 
 }  // namespace cpu

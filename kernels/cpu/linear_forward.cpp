@@ -34,13 +34,13 @@ void forward_heads(const LinearParams& p) {
 
 #pragma omp parallel
   {
-    std::vector<Acc> state(dk * dv), normalizer(dk), num(dv);
+    cpu::RunningState<Acc> state(dk, dv);
+    std::vector<Acc> num(dv);
     cpu::LinearChunk<Acc> queries(dk, dv), keys(dk, dv);
 #pragma omp for schedule(static)
     for (int64_t bh = 0; bh < s.batch * s.heads; ++bh) {
       const int64_t b = bh / s.heads, h = bh % s.heads;
-      cpu::load_state(p.initial_state, bh, dk * dv, state.data());
-      cpu::load_state(p.initial_normalizer, bh, dk, normalizer.data());
+      state.load(p.initial_state, p.initial_normalizer, bh);
 
       if constexpr (kCausal) {
         for (int64_t start = 0; start < s.q_len; start += cpu::kLinearChunk) {
@@ -49,8 +49,8 @@ void forward_heads(const LinearParams& p) {
           cpu::load_keys_values<T, Acc, Map>(p, b, h, start, rows, keys);
           for (int64_t t = 0; t < rows; ++t) {
             const Acc* a = queries.a_row(t, dk);
-            cpu::state_times_query(a, state.data(), dk, dv, num.data());
-            Acc den = cpu::dot<Acc>(a, normalizer.data(), dk) + eps;
+            cpu::state_times_query(a, state.kv.data(), dk, dv, num.data());
+            Acc den = cpu::dot<Acc>(a, state.normalizer.data(), dk) + eps;
             for (int64_t u = 0; u <= t; ++u) {
               const Acc weight = cpu::dot<Acc>(a, keys.b_row(u, dk), dk);
               cpu::axpy(weight, keys.v_row(u, dv), num.data(), dv);
@@ -58,26 +58,25 @@ void forward_heads(const LinearParams& p) {
             }
             write_row(b, h, start + t, num.data(), den);
           }
-          cpu::absorb_keys(keys, dk, dv, state.data(), normalizer.data());
+          cpu::absorb_keys(keys, state);
         }
       } else {
         for (int64_t start = 0; start < s.k_len; start += cpu::kLinearChunk) {
           const int64_t rows = std::min(cpu::kLinearChunk, s.k_len - start);
           cpu::load_keys_values<T, Acc, Map>(p, b, h, start, rows, keys);
-          cpu::absorb_keys(keys, dk, dv, state.data(), normalizer.data());
+          cpu::absorb_keys(keys, state);
         }
         for (int64_t start = 0; start < s.q_len; start += cpu::kLinearChunk) {
           const int64_t rows = std::min(cpu::kLinearChunk, s.q_len - start);
           cpu::load_queries<T, Acc, Map>(p, b, h, start, rows, queries);
           for (int64_t t = 0; t < rows; ++t) {
             const Acc* a = queries.a_row(t, dk);
-            cpu::state_times_query(a, state.data(), dk, dv, num.data());
-            write_row(b, h, start + t, num.data(), cpu::dot<Acc>(a, normalizer.data(), dk) + eps);
+            cpu::state_times_query(a, state.kv.data(), dk, dv, num.data());
+            write_row(b, h, start + t, num.data(), cpu::dot<Acc>(a, state.normalizer.data(), dk) + eps);
           }
         }
       }
-      cpu::store_state(state.data(), bh, dk * dv, p.final_state);
-      cpu::store_state(normalizer.data(), bh, dk, p.final_normalizer);
+      state.store(p.final_state, p.final_normalizer, bh);
     }
   }
 }

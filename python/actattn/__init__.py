@@ -1,1 +1,20 @@
+"""actattn: attention with softmax, sigmoid, ReLU and linear (feature-map) activations.
+
+Forward and backward kernels for CPU (and CUDA where built), registered as torch custom ops under
+``torch.ops.actattn`` with autograd, fake tensors for ``torch.compile``, and a LibTorch C++ API.
+"""
+
+from . import reference
 from ._ops import ops
+from .functional import FEATURE_MAPS, SCORE_ACTIVATIONS, LinearAttentionState, attention, linear_attention
+
+__all__ = [
+    "FEATURE_MAPS",
+    "SCORE_ACTIVATIONS",
+    "LinearAttentionState",
+    "attention",
+    "linear_attention",
+    "ops",
+    "reference",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,140 @@
+"""Short, obviously-correct PyTorch versions of every actattn op.
+
+They materialise what the kernels avoid (the N x N score matrix, one D x Dv state per position) and
+compute in the dtype they are given, so the tests use them both as the float64 truth and as the
+"torch composite in the same dtype" of the low-precision error rule. Defaults match the kernels'.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def default_scale(head_dim: int) -> float:
+    return 1.0 / math.sqrt(head_dim)
+
+
+def causal_mask(q_len: int, k_len: int, device=None) -> Tensor:
+    """Query i sees key j iff j <= i (top-left aligned, like SDPA's is_causal)."""
+    return torch.ones(q_len, k_len, dtype=torch.bool, device=device).tril()
+
+
+def attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    activation: str = "softmax",
+    causal: bool = False,
+    scale: Optional[float] = None,
+    bias: Optional[float] = None,
+    divisor: Optional[float] = None,
+) -> Tensor:
+    k_len = max(k.shape[-2], 1)
+    scale = default_scale(q.shape[-1]) if scale is None else scale
+    scores = scale * (q @ k.transpose(-2, -1))
+    visible = causal_mask(q.shape[-2], k.shape[-2], q.device) if causal else None
+    if activation == "softmax":
+        if visible is not None:
+            scores = scores.masked_fill(~visible, float("-inf"))
+        probs = scores.softmax(dim=-1)
+    elif activation == "sigmoid":
+        bias = -math.log(k_len) if bias is None else bias
+        probs = torch.sigmoid(scores + bias) / (1.0 if divisor is None else divisor)
+    elif activation == "relu":
+        bias = 0.0 if bias is None else bias
+        probs = F.relu(scores + bias) / (k_len if divisor is None else divisor)
+    else:
+        raise ValueError(f"unknown activation {activation!r}")
+    if visible is not None:
+        probs = probs * visible
+    return probs @ v
+
+
+def feature_map(x: Tensor, name: str) -> Tensor:
+    if name == "identity":
+        return x
+    if name == "relu":
+        return F.relu(x)
+    if name == "elu":
+        return F.elu(x) + 1
+    raise ValueError(f"unknown feature map {name!r}")
+
+
+def linear_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    feature_map_name: str = "elu",
+    causal: bool = False,
+    normalize: bool = True,
+    eps: float = 1e-6,
+    scale: Optional[float] = None,
+    initial_state: Optional[Tuple[Tensor, Tensor]] = None,
+) -> Tuple[Tensor, Tuple[Tensor, Tensor]]:
+    """Returns (out, (kv, normalizer)) where kv and normalizer are the state after all keys."""
+    scale = default_scale(q.shape[-1]) if scale is None else scale
+    a = scale * feature_map(q, feature_map_name)
+    b = feature_map(k, feature_map_name)
+    batch, heads, _, qk_dim = q.shape
+    v_dim = v.shape[-1]
+    if initial_state is None:
+        kv0 = q.new_zeros(batch, heads, qk_dim, v_dim)
+        z0 = q.new_zeros(batch, heads, qk_dim)
+    else:
+        kv0, z0 = (t.to(q.dtype) for t in initial_state)
+    outer = b.unsqueeze(-1) * v.unsqueeze(-2)  # (B, H, Nk, Dk, Dv): one state per position
+    if causal:
+        kv = kv0.unsqueeze(2) + outer.cumsum(dim=2)
+        z = z0.unsqueeze(2) + b.cumsum(dim=2)
+    else:
+        kv = (kv0 + outer.sum(dim=2)).unsqueeze(2)
+        z = (z0 + b.sum(dim=2)).unsqueeze(2)
+    num = (a.unsqueeze(-1) * kv).sum(dim=-2)
+    out = num / ((a * z).sum(dim=-1, keepdim=True) + eps) if normalize else num
+    return out, (kv0 + outer.sum(dim=2), z0 + b.sum(dim=2))
+
+
+def chunked_linear_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    feature_map_name: str = "elu",
+    causal: bool = False,
+    normalize: bool = True,
+    eps: float = 1e-6,
+    scale: Optional[float] = None,
+    chunk: int = 64,
+) -> Tensor:
+    """Linear attention as people write it in torch: matmuls, causal by chunks of ``chunk`` positions.
+
+    Per chunk c: ``out_c = a_c @ S_<c + tril(a_c b_c^T) @ v_c`` with ``S_<c`` the exclusive prefix sum of
+    ``b_c^T v_c`` over chunks (the denominator likewise). O(N D^2) memory, no per-position state. The
+    tests use it as the "torch composite in the same dtype" of the low-precision error rule, and the
+    benchmarks as the torch baseline.
+    """
+    scale = default_scale(q.shape[-1]) if scale is None else scale
+    a = scale * feature_map(q, feature_map_name)
+    b = feature_map(k, feature_map_name)
+    if not causal:
+        num = a @ (b.transpose(-2, -1) @ v)
+        den = a @ b.sum(dim=-2, keepdim=True).transpose(-2, -1)
+        return num / (den + eps) if normalize else num
+    batch, heads, n, qk_dim = q.shape
+    pad = (-n) % chunk
+    a, b, v = (F.pad(t, (0, 0, 0, pad)) for t in (a, b, v))
+    chunks = (n + pad) // chunk
+    a, b, v = (t.reshape(batch, heads, chunks, chunk, t.shape[-1]) for t in (a, b, v))
+    kv = b.transpose(-2, -1) @ v  # (B, H, chunks, Dk, Dv)
+    prefix_kv = kv.cumsum(dim=2) - kv
+    z = b.sum(dim=-2)  # (B, H, chunks, Dk)
+    prefix_z = z.cumsum(dim=2) - z
+    within = (a @ b.transpose(-2, -1)).tril()
+    num = a @ prefix_kv + within @ v
+    den = (a @ prefix_z.unsqueeze(-1)).squeeze(-1) + within.sum(dim=-1)
+    out = num / (den + eps).unsqueeze(-1) if normalize else num
+    return out.reshape(batch, heads, chunks * chunk, -1)[:, :, :n]

@@ -1,0 +1,145 @@
+"""Quadratic attention (softmax, sigmoid, relu; causal or not) against actattn.reference."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import actattn
+from actattn import reference
+from conftest import grads, max_error, random_like, random_qkv
+
+ACTIVATIONS = ["softmax", "sigmoid", "relu"]
+
+# (B, H, Nq, Nk, Dk, Dv): tile edges (the kernels tile keys by 64), Nq != Nk, Dk != Dv, D from 1 to 256.
+SHAPES = [
+    (1, 1, 1, 1, 1, 1),
+    (2, 2, 2, 2, 3, 3),
+    (1, 2, 63, 63, 16, 16),
+    (1, 1, 64, 64, 64, 64),
+    (2, 1, 65, 65, 96, 96),
+    (1, 1, 257, 257, 128, 128),
+    (1, 1, 65, 65, 256, 256),
+    (1, 2, 63, 130, 16, 32),
+    (1, 1, 130, 63, 3, 1),
+    (1, 1, 64, 65, 64, 96),
+]
+
+
+def check_against_reference(shape, activation, causal, device, **options):
+    q, k, v = random_qkv(shape, device=device, requires_grad=True)
+    out = actattn.attention(q, k, v, activation=activation, causal=causal, **options)
+    expected = reference.attention(q, k, v, activation, causal, **options)
+    torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-12)
+    grad_out = random_like(out)
+    for got, want, name in zip(grads(out, (q, k, v), grad_out), grads(expected, (q, k, v), grad_out), "qkv"):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12, msg=lambda m: f"grad_{name}: {m}")
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_matches_reference_float64(shape, activation, causal, device):
+    check_against_reference(shape, activation, causal, device)
+
+
+@pytest.mark.parametrize("options", [{"scale": 0.3}, {"bias": 0.5, "divisor": 3.0}, {"bias": -2.0}])
+@pytest.mark.parametrize("activation", ["sigmoid", "relu"])
+def test_explicit_constants(activation, options, device):
+    check_against_reference((1, 2, 9, 11, 5, 4), activation, True, device, **options)
+
+
+def test_softmax_matches_sdpa(device):
+    q, k, v = random_qkv((2, 3, 17, 23, 8, 8), device=device)
+    for causal in (False, True):
+        out = actattn.attention(q, k, v, causal=causal)
+        torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v, is_causal=causal))
+
+
+def test_defaults_follow_the_papers(device):
+    q, k, v = random_qkv((1, 1, 4, 6, 2, 3), device=device)
+    scores = (q @ k.transpose(-2, -1)) / math.sqrt(2)
+    sigmoid = actattn.attention(q, k, v, activation="sigmoid")
+    torch.testing.assert_close(sigmoid, torch.sigmoid(scores - math.log(6)) @ v)
+    relu = actattn.attention(q, k, v, activation="relu")
+    torch.testing.assert_close(relu, (F.relu(scores) / 6) @ v)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_gradcheck(activation, causal, device):
+    q, k, v = random_qkv((1, 2, 5, 7, 3, 4), device=device, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda q, k, v: actattn.attention(q, k, v, activation=activation, causal=causal), (q, k, v)
+    )
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_low_precision_error_at_most_twice_the_composite(activation, causal, dtype, device):
+    """flash-attention's rule: |kernel - fp64 reference| <= 2 |torch composite in dtype - fp64 reference|."""
+    q64, k64, v64 = random_qkv((2, 2, 97, 97, 64, 64), device=device, requires_grad=True)
+    q, k, v = (t.detach().to(dtype).requires_grad_() for t in (q64, k64, v64))
+    q64, k64, v64 = (t.detach().double().requires_grad_() for t in (q, k, v))  # the same rounded inputs
+    out = actattn.attention(q, k, v, activation=activation, causal=causal)
+    composite = reference.attention(q, k, v, activation, causal)
+    truth = reference.attention(q64, k64, v64, activation, causal)
+    assert out.dtype == dtype
+    assert max_error(out, truth) <= 2 * max_error(composite, truth) + 1e-6
+    grad_out = random_like(truth)
+    got = grads(out, (q, k, v), grad_out.to(dtype))
+    comp = grads(composite, (q, k, v), grad_out.to(dtype))
+    want = grads(truth, (q64, k64, v64), grad_out)
+    for g, c, w, name in zip(got, comp, want, "qkv"):
+        assert g.dtype == dtype
+        assert max_error(g, w) <= 2 * max_error(c, w) + 1e-6, f"grad_{name}"
+
+
+def test_non_contiguous_inputs(device):
+    batch, heads, n, d = 2, 3, 20, 8
+    gen = torch.Generator().manual_seed(0)
+    # (B, N, H, D) viewed as (B, H, N, D), and a value tensor whose last dim is strided.
+    q, k = (torch.randn(batch, n, heads, d, generator=gen, dtype=torch.float64).transpose(1, 2) for _ in range(2))
+    v = torch.randn(batch, heads, d, n, generator=gen, dtype=torch.float64).transpose(-2, -1)
+    q, k, v = (t.to(device).requires_grad_() for t in (q, k, v))
+    assert not any(t.is_contiguous() for t in (q, k, v))
+    for activation in ACTIVATIONS:
+        out = actattn.attention(q, k, v, activation=activation, causal=True)
+        expected = reference.attention(q, k, v, activation, True)
+        torch.testing.assert_close(out, expected)
+        grad_out = random_like(out).transpose(-2, -1).contiguous().transpose(-2, -1)  # strided grad too
+        for got, want in zip(grads(out, (q, k, v), grad_out), grads(expected, (q, k, v), grad_out)):
+            torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("shape", [(0, 2, 5, 5, 4, 4), (1, 2, 0, 5, 4, 4), (1, 2, 5, 0, 4, 4), (1, 0, 3, 3, 4, 2)])
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_empty_inputs(shape, activation, device):
+    q, k, v = random_qkv(shape, device=device, requires_grad=True)
+    out = actattn.attention(q, k, v, activation=activation, causal=True)
+    assert out.shape == (shape[0], shape[1], shape[2], shape[5])
+    # No key: every output row is an empty sum, exactly zero (never uninitialised memory or NaN).
+    assert torch.equal(out, torch.zeros_like(out))
+    dq, dk, dv = grads(out, (q, k, v), torch.ones_like(out))
+    assert dq.shape == q.shape and dk.shape == k.shape and dv.shape == v.shape
+    assert all(torch.equal(g, torch.zeros_like(g)) for g in (dq, dk, dv))
+
+
+def test_backward_is_deterministic(device):
+    q, k, v = random_qkv((2, 4, 130, 130, 32, 32), dtype=torch.float32, device=device, requires_grad=True)
+    runs = []
+    for _ in range(2):
+        out = actattn.attention(q, k, v, causal=True)
+        runs.append(grads(out, (q, k, v), random_like(out)))
+    for first, second in zip(*runs):
+        assert torch.equal(first, second)
+
+
+def test_large_scores_stay_finite(device):
+    q, k, v = random_qkv((1, 1, 70, 70, 16, 16), device=device)
+    for activation in ACTIVATIONS:
+        out = actattn.attention(q * 1e4, k, v, activation=activation)
+        assert torch.isfinite(out).all(), activation
+        torch.testing.assert_close(out, reference.attention(q * 1e4, k, v, activation))

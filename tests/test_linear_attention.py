@@ -1,0 +1,232 @@
+"""Linear attention (identity, relu, elu+1; causal or not; normalised or not; with state)."""
+
+import pytest
+import torch
+
+import actattn
+from actattn import reference
+from conftest import grads, max_error, random_like, random_qkv
+
+FEATURE_MAPS = ["identity", "relu", "elu"]
+
+# (B, H, Nq, Nk, Dk, Dv): chunk edges (the kernels chunk by 64), Dk != Dv, D from 1 to 256.
+CAUSAL_SHAPES = [
+    (1, 1, 1, 1, 1, 1),
+    (2, 2, 2, 2, 3, 3),
+    (1, 2, 63, 63, 16, 16),
+    (1, 1, 64, 64, 64, 64),
+    (2, 1, 65, 65, 96, 96),
+    (1, 1, 257, 257, 128, 128),
+    (1, 1, 65, 65, 256, 256),
+    (1, 1, 130, 130, 64, 96),
+]
+# Non-causal calls may also have Nq != Nk.
+FULL_SHAPES = CAUSAL_SHAPES + [(1, 2, 63, 130, 16, 32), (1, 1, 130, 63, 3, 1)]
+
+
+def positive_inputs(feature_map, q, k):
+    # With identity and normalisation the denominator a.z can come arbitrarily close to zero on random
+    # data, and the result is then ill-conditioned for any implementation; keep q.k positive there.
+    if feature_map == "identity":
+        return q.abs(), k.abs()
+    return q, k
+
+
+def check_against_reference(shape, feature_map, causal, normalize, device, with_state=False, **options):
+    q, k, v = random_qkv(shape, device=device)
+    if normalize:
+        q, k = positive_inputs(feature_map, q, k)
+    leaves = [t.detach().requires_grad_() for t in (q, k, v)]
+    state = None
+    if with_state:
+        gen = torch.Generator().manual_seed(7)
+        batch, heads, _, _, qk_dim, v_dim = shape
+        kv = torch.randn(batch, heads, qk_dim, v_dim, generator=gen, dtype=torch.float64)
+        z = torch.rand(batch, heads, qk_dim, generator=gen, dtype=torch.float64)
+        state = (kv.to(device).requires_grad_(), z.to(device).requires_grad_())
+        leaves += list(state)
+    q, k, v = leaves[:3]
+    out, final = actattn.linear_attention(
+        q, k, v, feature_map=feature_map, causal=causal, normalize=normalize, initial_state=state,
+        return_state=True, **options
+    )
+    expected, expected_final = reference.linear_attention(
+        q, k, v, feature_map, causal, normalize, initial_state=state, **options
+    )
+    torch.testing.assert_close(out, expected, rtol=1e-9, atol=1e-11)
+    torch.testing.assert_close(tuple(final), expected_final, rtol=1e-9, atol=1e-11)
+    grad_outputs = [random_like(out, seed=1), random_like(final.kv, seed=2), random_like(final.normalizer, seed=3)]
+    got = grads([out, *final], leaves, grad_outputs)
+    want = grads([expected, *expected_final], leaves, grad_outputs)
+    for g, w, name in zip(got, want, ["q", "k", "v", "initial kv", "initial normalizer"]):
+        torch.testing.assert_close(g, w, rtol=1e-9, atol=1e-11, msg=lambda m: f"grad of {name}: {m}")
+
+
+@pytest.mark.parametrize("shape", CAUSAL_SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("normalize", [True, False], ids=["norm", "unnorm"])
+@pytest.mark.parametrize("feature_map", FEATURE_MAPS)
+def test_causal_matches_reference_float64(shape, feature_map, normalize, device):
+    check_against_reference(shape, feature_map, True, normalize, device)
+
+
+@pytest.mark.parametrize("shape", FULL_SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("normalize", [True, False], ids=["norm", "unnorm"])
+@pytest.mark.parametrize("feature_map", FEATURE_MAPS)
+def test_non_causal_matches_reference_float64(shape, feature_map, normalize, device):
+    check_against_reference(shape, feature_map, False, normalize, device)
+
+
+@pytest.mark.parametrize("normalize", [True, False], ids=["norm", "unnorm"])
+@pytest.mark.parametrize("feature_map", FEATURE_MAPS)
+def test_initial_state_matches_reference(feature_map, normalize, device):
+    check_against_reference((2, 2, 70, 70, 5, 6), feature_map, True, normalize, device, with_state=True)
+
+
+@pytest.mark.parametrize("options", [{"scale": 0.7}, {"eps": 0.5}, {"scale": 2.0, "eps": 0.0}])
+def test_explicit_scale_and_eps(options, device):
+    check_against_reference((1, 2, 66, 66, 4, 3), "elu", True, True, device, **options)
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("normalize", [True, False], ids=["norm", "unnorm"])
+@pytest.mark.parametrize("feature_map", FEATURE_MAPS)
+def test_gradcheck(feature_map, normalize, causal, device):
+    q, k, v = random_qkv((1, 2, 6, 6, 3, 4), device=device)
+    if normalize:
+        q, k = positive_inputs(feature_map, q, k)
+    inputs = [t.detach().requires_grad_() for t in (q, k, v)]
+    if causal:
+        gen = torch.Generator().manual_seed(3)
+        inputs.append(torch.randn(1, 2, 3, 4, generator=gen, dtype=torch.float64).to(device).requires_grad_())
+        inputs.append(torch.rand(1, 2, 3, generator=gen, dtype=torch.float64).to(device).requires_grad_())
+
+    def fn(q, k, v, *state):
+        out, final = actattn.linear_attention(
+            q, k, v, feature_map=feature_map, causal=causal, normalize=normalize,
+            initial_state=tuple(state) if state else None, return_state=True,
+        )
+        return out, final.kv, final.normalizer
+
+    assert torch.autograd.gradcheck(fn, inputs)
+
+
+@pytest.mark.parametrize("normalize", [True, False], ids=["norm", "unnorm"])
+@pytest.mark.parametrize("feature_map", FEATURE_MAPS)
+def test_pieces_with_state_equal_one_call(feature_map, normalize, device):
+    q, k, v = random_qkv((2, 2, 200, 200, 8, 5), device=device)
+    if normalize:
+        q, k = positive_inputs(feature_map, q, k)
+    q, k, v = (t.detach().requires_grad_() for t in (q, k, v))
+    options = dict(feature_map=feature_map, causal=True, normalize=normalize)
+    whole, whole_state = actattn.linear_attention(q, k, v, return_state=True, **options)
+
+    pieces, state = [], None
+    for start, stop in [(0, 37), (37, 101), (101, 102), (102, 200)]:  # uneven, one of a single token
+        piece, state = actattn.linear_attention(
+            q[:, :, start:stop], k[:, :, start:stop], v[:, :, start:stop], initial_state=state,
+            return_state=True, **options
+        )
+        pieces.append(piece)
+    torch.testing.assert_close(torch.cat(pieces, dim=2), whole, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(tuple(state), tuple(whole_state), rtol=1e-10, atol=1e-12)
+    grad_out = random_like(whole)
+    for got, want in zip(grads(torch.cat(pieces, dim=2), (q, k, v), grad_out), grads(whole, (q, k, v), grad_out)):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("normalize", [True, False], ids=["norm", "unnorm"])
+def test_chunked_composite_matches_reference(normalize, causal, device):
+    q, k, v = random_qkv((2, 2, 150, 150, 8, 5), device=device)
+    expected, _ = reference.linear_attention(q, k, v, "elu", causal, normalize)
+    torch.testing.assert_close(reference.chunked_linear_attention(q, k, v, "elu", causal, normalize), expected)
+
+
+def test_token_by_token_generation(device):
+    q, k, v = random_qkv((1, 2, 12, 12, 4, 4), device=device)
+    whole = actattn.linear_attention(q, k, v, causal=True)
+    state, steps = None, []
+    for t in range(12):
+        step, state = actattn.linear_attention(
+            q[:, :, t : t + 1], k[:, :, t : t + 1], v[:, :, t : t + 1], causal=True, initial_state=state,
+            return_state=True,
+        )
+        steps.append(step)
+    torch.testing.assert_close(torch.cat(steps, dim=2), whole)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("normalize", [True, False], ids=["norm", "unnorm"])
+@pytest.mark.parametrize("feature_map", ["relu", "elu"])
+def test_low_precision_error_at_most_twice_the_composite(feature_map, normalize, causal, dtype, device):
+    """flash-attention's rule: |kernel - fp64 reference| <= 2 |torch composite in dtype - fp64 reference|.
+
+    The composite is the matmul form people run in torch (reference.chunked_linear_attention, the
+    benchmarks' baseline). The per-position cumsum reference is no yardstick here: its reductions over
+    the head dim go through torch's tree-summing .sum(), which in float32 is ~2.5x more accurate
+    than any matmul (torch's own included) on unnormalised outputs.
+    """
+    q, k, v = (t.to(dtype).requires_grad_() for t in random_qkv((2, 2, 150, 150, 64, 64), device=device))
+    q64, k64, v64 = (t.detach().double().requires_grad_() for t in (q, k, v))
+    options = (feature_map, causal, normalize)
+    out, state = actattn.linear_attention(
+        q, k, v, feature_map=feature_map, causal=causal, normalize=normalize, return_state=True
+    )
+    composite = reference.chunked_linear_attention(q, k, v, *options)
+    truth, truth_state = reference.linear_attention(q64, k64, v64, *options)
+    assert out.dtype == dtype and state.kv.dtype == torch.float32
+    assert max_error(out, truth) <= 2 * max_error(composite, truth) + 1e-6
+    assert max_error(state.kv, truth_state[0]) <= 1e-4 * truth_state[0].abs().max().item()
+    grad_out = random_like(truth)
+    got = grads(out, (q, k, v), grad_out.to(dtype))
+    comp = grads(composite, (q, k, v), grad_out.to(dtype))
+    want = grads(truth, (q64, k64, v64), grad_out)
+    for g, c, w, name in zip(got, comp, want, "qkv"):
+        assert g.dtype == dtype
+        assert max_error(g, w) <= 2 * max_error(c, w) + 1e-6, f"grad_{name}"
+
+
+def test_non_contiguous_inputs(device):
+    batch, heads, n, d = 2, 3, 70, 8
+    gen = torch.Generator().manual_seed(0)
+    q, k = (torch.randn(batch, n, heads, d, generator=gen, dtype=torch.float64).transpose(1, 2) for _ in range(2))
+    v = torch.randn(batch, heads, d, n, generator=gen, dtype=torch.float64).transpose(-2, -1)
+    q, k, v = (t.to(device).requires_grad_() for t in (q, k, v))
+    for causal in (False, True):
+        out = actattn.linear_attention(q, k, v, causal=causal)
+        expected, _ = reference.linear_attention(q, k, v, "elu", causal)
+        torch.testing.assert_close(out, expected)
+        grad_out = random_like(out)
+        for got, want in zip(grads(out, (q, k, v), grad_out), grads(expected, (q, k, v), grad_out)):
+            torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("shape", [(0, 2, 5, 5, 4, 4), (1, 2, 0, 0, 4, 4), (1, 0, 3, 3, 4, 2)])
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+def test_empty_inputs(shape, causal, device):
+    q, k, v = random_qkv(shape, device=device, requires_grad=True)
+    out, state = actattn.linear_attention(q, k, v, causal=causal, return_state=True)
+    assert out.shape == (shape[0], shape[1], shape[2], shape[5])
+    assert state.kv.shape == (shape[0], shape[1], shape[4], shape[5])
+    assert torch.equal(state.kv, torch.zeros_like(state.kv))
+    dq, dk, dv = grads(out.sum() + state.kv.sum(), (q, k, v), None)
+    assert dq.shape == q.shape and dk.shape == k.shape and dv.shape == v.shape
+
+
+def test_empty_sequence_returns_a_copy_of_the_state(device):
+    q, k, v = random_qkv((1, 2, 0, 0, 3, 4), device=device)
+    state = actattn.LinearAttentionState(torch.ones(1, 2, 3, 4, dtype=torch.float64, device=device),
+                                         torch.ones(1, 2, 3, dtype=torch.float64, device=device))
+    _, final = actattn.linear_attention(q, k, v, causal=True, initial_state=state, return_state=True)
+    assert torch.equal(final.kv, state.kv) and final.kv.data_ptr() != state.kv.data_ptr()
+
+
+def test_backward_is_deterministic(device):
+    q, k, v = random_qkv((2, 4, 200, 200, 32, 32), dtype=torch.float32, device=device, requires_grad=True)
+    runs = []
+    for _ in range(2):
+        out = actattn.linear_attention(q, k, v, causal=True)
+        runs.append(grads(out, (q, k, v), random_like(out)))
+    for first, second in zip(*runs):
+        assert torch.equal(first, second)
