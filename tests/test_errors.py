@@ -1,0 +1,89 @@
+"""Bad input raises an error that names the argument, what was expected and what was given."""
+
+import pytest
+import torch
+
+import actattn
+from conftest import random_qkv
+
+
+def qkv(shape=(2, 2, 5, 5, 4, 4), **kwargs):
+    return random_qkv(shape, dtype=torch.float32, **kwargs)
+
+
+ATTENTION_CASES = [
+    ("wrong rank", lambda q, k, v: actattn.attention(q[0], k, v), ValueError, r"q must have 4 dimensions.*got 3"),
+    ("batch", lambda q, k, v: actattn.attention(q, k[:1], v[:1]), ValueError, r"k must have the same batch size"),
+    ("heads", lambda q, k, v: actattn.attention(q, k, v[:, :1]), ValueError, r"v must have the same number of heads"),
+    ("k/v length", lambda q, k, v: actattn.attention(q, k, v[:, :, :3]), ValueError, r"v must have the same sequence length \(dim 2\) as k \(5\); got 3"),
+    ("q/k dim", lambda q, k, v: actattn.attention(q, k[..., :3], v), ValueError, r"k must have the same head dim.*as q \(4\); got 3"),
+    ("integer", lambda q, k, v: actattn.attention(q.long(), k.long(), v.long()), TypeError, r"q must be a floating-point tensor.*Long"),
+    ("mixed dtypes", lambda q, k, v: actattn.attention(q, k.double(), v), TypeError, r"same dtype.*q Float, k Double"),
+    ("activation", lambda q, k, v: actattn.attention(q, k, v, activation="tanh"), ValueError, r"activation must be one of 'softmax', 'sigmoid', 'relu'; got 'tanh'"),
+    ("softmax bias", lambda q, k, v: actattn.attention(q, k, v, bias=1.0), ValueError, r"bias must be None with activation='softmax'"),
+    ("divisor", lambda q, k, v: actattn.attention(q, k, v, activation="relu", divisor=0.0), ValueError, r"divisor must be positive, got 0"),
+    ("nan scale", lambda q, k, v: actattn.attention(q, k, v, scale=float("nan")), ValueError, r"scale must be finite"),
+]
+
+LINEAR_CASES = [
+    ("feature map", lambda q, k, v: actattn.linear_attention(q, k, v, feature_map="softplus"), ValueError, r"feature_map must be one of 'identity', 'relu', 'elu'; got 'softplus'"),
+    ("causal lengths", lambda q, k, v: actattn.linear_attention(q, k[:, :, :3], v[:, :, :3], causal=True), ValueError, r"needs as many queries as keys; got q_len 5 and k_len 3"),
+    ("eps", lambda q, k, v: actattn.linear_attention(q, k, v, eps=-1.0), ValueError, r"eps must be finite and >= 0, got -1"),
+    ("state without causal", lambda q, k, v: actattn.linear_attention(q, k, v, initial_state=(torch.zeros(2, 2, 4, 4), torch.zeros(2, 2, 4))), ValueError, r"initial_state is only defined for causal=True"),
+    ("state shape", lambda q, k, v: actattn.linear_attention(q, k, v, causal=True, initial_state=(torch.zeros(2, 2, 4, 3), torch.zeros(2, 2, 4))), ValueError, r"initial_state must have shape \(batch, heads, qk_dim, v_dim\) = \[2, 2, 4, 4\], got \[2, 2, 4, 3\]"),
+    ("normalizer shape", lambda q, k, v: actattn.linear_attention(q, k, v, causal=True, initial_state=(torch.zeros(2, 2, 4, 4), torch.zeros(2, 4))), ValueError, r"initial_normalizer must have shape \(batch, heads, qk_dim\) = \[2, 2, 4\], got \[2, 4\]"),
+    ("state dtype", lambda q, k, v: actattn.linear_attention(q, k, v, causal=True, initial_state=(torch.zeros(2, 2, 4, 4, dtype=torch.float64), torch.zeros(2, 2, 4))), TypeError, r"initial_state must have dtype Float .*got Double"),
+    ("state type", lambda q, k, v: actattn.linear_attention(q, k, v, causal=True, initial_state=torch.zeros(2, 2, 4, 4)), TypeError, r"initial_state must be a LinearAttentionState"),
+    ("wrong rank", lambda q, k, v: actattn.linear_attention(q, k, v.flatten(0, 1)), ValueError, r"v must have 4 dimensions"),
+]
+
+
+@pytest.mark.parametrize("name,call,error,message", ATTENTION_CASES + LINEAR_CASES, ids=lambda x: x if isinstance(x, str) else "")
+def test_bad_input_raises(name, call, error, message):
+    q, k, v = qkv()
+    with pytest.raises(error, match=message):
+        call(q, k, v)
+
+
+@pytest.mark.parametrize("dim", [257, 300])
+def test_head_dim_over_the_maximum(dim):
+    q, k, v = qkv((1, 1, 2, 2, dim, 4))
+    with pytest.raises(ValueError, match=rf"head dim of q and k must be between 1 and 256, got {dim}"):
+        actattn.attention(q, k, v)
+    q, k, v = qkv((1, 1, 2, 2, 4, dim))
+    with pytest.raises(ValueError, match=rf"head dim of v must be between 1 and 256, got {dim}"):
+        actattn.linear_attention(q, k, v)
+
+
+def test_zero_head_dim():
+    q, k, v = qkv((1, 1, 2, 2, 0, 4))
+    with pytest.raises(ValueError, match=r"between 1 and 256, got 0"):
+        actattn.attention(q, k, v)
+
+
+def test_errors_also_come_from_the_ops_directly():
+    # The C++ checks, not only the Python wrappers, reject bad names (LibTorch users call the ops directly).
+    q, k, v = qkv()
+    with pytest.raises(ValueError, match="activation must be one of"):
+        torch.ops.actattn.attention(q, k, v, "tanh")
+    with pytest.raises(ValueError, match="feature_map must be one of"):
+        torch.ops.actattn.linear_attention(q, k, v, "softplus")
+
+
+def test_errors_under_fake_tensors():
+    # torch.compile traces with fake tensors: the meta kernels must reject the same inputs.
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        q, k, v = (torch.empty(2, 2, 5, 4) for _ in range(3))
+        with pytest.raises(ValueError, match=r"v must have the same sequence length \(dim 2\) as k"):
+            torch.ops.actattn.attention(q, k, v[:, :, :3])
+        with pytest.raises(ValueError, match=r"needs as many queries as keys"):
+            torch.ops.actattn.linear_attention(q, k[:, :, :3], v[:, :, :3], "elu", True)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a second device")
+def test_mixed_devices():
+    q, k, v = qkv()
+    with pytest.raises(RuntimeError, match=r"same device"):
+        actattn.attention(q.cuda(), k, v)
