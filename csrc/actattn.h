@@ -1,0 +1,52 @@
+// actattn's C++ API for LibTorch users. The functions call the registered operators through the
+// dispatcher, so they run on any device actattn was built for and are differentiable with autograd.
+//
+//   #include <actattn.h>
+//   at::Tensor out = actattn::attention(q, k, v, {.activation = "sigmoid", .causal = true});
+//   auto [y, state] = actattn::linear_attention(q, k, v, {.causal = true});
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <optional>
+#include <string>
+
+namespace actattn {
+
+struct AttentionOptions {
+  std::string activation = "softmax";  // "softmax", "sigmoid" or "relu"
+  bool causal = false;                 // query i sees keys j <= i (top-left aligned)
+  std::optional<double> scale;         // default 1 / sqrt(qk_dim)
+  std::optional<double> bias;          // added to scores; default -log(k_len) for sigmoid, 0 for relu
+  std::optional<double> divisor;       // divides probabilities; default k_len for relu, 1 for sigmoid
+};
+
+// q (B, H, Nq, Dk), k (B, H, Nk, Dk), v (B, H, Nk, Dv) -> (B, H, Nq, Dv).
+at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                     const AttentionOptions& options = {});
+
+// The recurrent state of causal linear attention: sum_j phi(k_j) v_j^T (B, H, Dk, Dv) and sum_j phi(k_j)
+// (B, H, Dk), in float32 (float64 for float64 inputs).
+struct LinearAttentionState {
+  at::Tensor kv;
+  at::Tensor normalizer;
+};
+
+struct LinearAttentionOptions {
+  std::string feature_map = "elu";  // "identity", "relu" or "elu" (elu(x) + 1)
+  bool causal = false;
+  bool normalize = true;
+  double eps = 1e-6;
+  std::optional<double> scale;  // multiplies phi(q); default 1 / sqrt(qk_dim)
+};
+
+struct LinearAttentionResult {
+  at::Tensor out;              // (B, H, Nq, Dv)
+  LinearAttentionState state;  // after this call's keys; feed it to the next call of a causal sequence
+};
+
+LinearAttentionResult linear_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                       const LinearAttentionOptions& options = {},
+                                       const std::optional<LinearAttentionState>& initial_state = std::nullopt);
+
+}  // namespace actattn
