@@ -18,3 +18,4 @@ __all__ = [
     "reference",
 ]
 __version__ = "0.1.0"
+

@@ -1,0 +1,104 @@
+"""Times actattn's ops against torch baselines measured in the same run, and prints a markdown table.
+
+    .venv/bin/python benchmarks/bench.py [--device cpu|cuda] [--dtype float32|bfloat16|float16]
+                                         [--batch 2] [--heads 4] [--head-dim 64] [--seq-lens 512 2048]
+
+Baselines: softmax against F.scaled_dot_product_attention; sigmoid and relu scores against the
+materialising torch composite (actattn.reference.attention); linear attention against the matmul
+composite (actattn.reference.chunked_linear_attention, chunk 64). "ratio" is actattn's time over the
+baseline's: below 1 means actattn is faster. Times are medians over --repeats runs after a warm-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from typing import Callable, List, Tuple
+
+import torch
+import torch.nn.functional as F
+
+import actattn
+from actattn import reference
+
+
+def timed(fn: Callable[[], torch.Tensor], device: str, repeats: int, backward: bool) -> float:
+    """Median milliseconds of fn() (and a backward through it when backward)."""
+
+    def once():
+        out = fn()
+        if backward:
+            out.backward(torch.ones_like(out))
+
+    once()  # warm-up: allocations, first-call dispatch
+    times = []
+    for _ in range(repeats):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        once()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append(1e3 * (time.perf_counter() - start))
+    return statistics.median(times)
+
+
+def cases(q, k, v) -> List[Tuple[str, str, Callable, Callable]]:
+    """(case, baseline name, actattn call, baseline call)."""
+    return [
+        ("softmax", "SDPA", lambda: actattn.attention(q, k, v), lambda: F.scaled_dot_product_attention(q, k, v)),
+        ("softmax causal", "SDPA", lambda: actattn.attention(q, k, v, causal=True),
+         lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True)),
+        ("sigmoid causal", "composite", lambda: actattn.attention(q, k, v, activation="sigmoid", causal=True),
+         lambda: reference.attention(q, k, v, "sigmoid", True)),
+        ("relu causal", "composite", lambda: actattn.attention(q, k, v, activation="relu", causal=True),
+         lambda: reference.attention(q, k, v, "relu", True)),
+        ("linear elu", "composite", lambda: actattn.linear_attention(q, k, v),
+         lambda: reference.chunked_linear_attention(q, k, v, "elu")),
+        ("linear relu causal", "composite",
+         lambda: actattn.linear_attention(q, k, v, feature_map="relu", causal=True),
+         lambda: reference.chunked_linear_attention(q, k, v, "relu", True)),
+        ("linear elu causal", "composite", lambda: actattn.linear_attention(q, k, v, causal=True),
+         lambda: reference.chunked_linear_attention(q, k, v, "elu", True)),
+    ]
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--head-dim", type=int, default=64)
+    parser.add_argument("--seq-lens", type=int, nargs="+", default=[512, 2048])
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args(argv)
+    dtype = getattr(torch, args.dtype)
+
+    print(
+        f"device {args.device} ({torch.get_num_threads()} threads)" if args.device == "cpu" else f"device {args.device}",
+        f"| torch {torch.__version__} | {args.dtype} | B={args.batch} H={args.heads} D={args.head_dim}"
+        f" | median of {args.repeats} | ratio = actattn / baseline (< 1: actattn faster)\n",
+    )
+    print("| case | N | baseline | actattn fwd ms | baseline fwd ms | ratio fwd "
+          "| actattn fwd+bwd ms | baseline fwd+bwd ms | ratio fwd+bwd |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for n in args.seq_lens:
+        gen = torch.Generator().manual_seed(0)
+        q, k, v = (
+            torch.randn(args.batch, args.heads, n, args.head_dim, generator=gen).to(args.device, dtype).requires_grad_()
+            for _ in range(3)
+        )
+        for case, baseline, ours, theirs in cases(q, k, v):
+            row = []
+            for backward in (False, True):
+                with torch.set_grad_enabled(backward):
+                    a = timed(ours, args.device, args.repeats, backward)
+                    b = timed(theirs, args.device, args.repeats, backward)
+                row += [f"{a:.2f}", f"{b:.2f}", f"{a / b:.2f}"]
+            print(f"| {case} | {n} | {baseline} | " + " | ".join(row) + " |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Sets up everything actattn needs on a fresh Debian machine, idempotently:
+# the compilers and CMake (Debian packages), a virtual environment in .venv with torch and the test
+# tools, and actattn itself installed in editable mode (its C++ extension built in place).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+for tool in g++ make cmake; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "bootstrap: installing Debian packages for: ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++ make cmake >/dev/null
+fi
+
+PYTHON=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install -q -r requirements-dev.txt
+
+# The build uses the venv's torch (no build isolation), with both cores.
+MAX_JOBS=${MAX_JOBS:-$(nproc)} .venv/bin/python -m pip install -q --no-build-isolation -e .
+.venv/bin/python -c "import actattn, torch; print('bootstrap: actattn', actattn.__version__, 'with torch', torch.__version__)"

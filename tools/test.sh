@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Runs every test: sets up (tools/bootstrap.sh), then the Python suite (pytest) and the C++ suite
+# (CMake build against the venv's LibTorch, then CTest). Exits non-zero if anything fails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash tools/bootstrap.sh
+
+status=0
+.venv/bin/python -m pytest tests -q -p no:cacheprovider || status=$?
+if [ "$status" -eq 5 ]; then
+  echo "test.sh: pytest collected no tests; the suite is missing or broken" >&2
+  exit 1
+fi
+[ "$status" -eq 0 ] || exit "$status"
+
+torch_prefix=$(.venv/bin/python -c 'import torch; print(torch.utils.cmake_prefix_path)')
+cmake -S . -B build/cmake -DCMAKE_PREFIX_PATH="$torch_prefix" >/dev/null
+cmake --build build/cmake -j "$(nproc)"
+ctest --test-dir build/cmake --output-on-failure
