@@ -1,0 +1,60 @@
+// Tiles shared by the quadratic-attention CPU kernels. A key tile of up to kKeyTile keys is loaded
+// once, transposed, into the accumulation type; every query row of a block then computes its scores
+// against it as Dk vectorised axpys over the tile (s += q[d] * K^T[d, :]), so one key tile serves many
+// query rows from L1 instead of being re-read from memory for each.
+#pragma once
+
+#include <algorithm>
+#include <limits>
+#include <vector>
+
+#include "../params.h"
+#include "row_math.h"
+
+namespace actattn {
+namespace cpu {
+
+constexpr int64_t kKeyTile = 64;
+constexpr int64_t kQueryBlock = 32;
+
+// Keys [start, start + cols): transposed (Dk x kKeyTile) and row-major (kKeyTile x Dk); values
+// row-major (kKeyTile x Dv) and, for the backward, transposed (Dv x kKeyTile).
+template <typename Acc>
+struct KeyTile {
+  int64_t start = 0, cols = 0;
+  std::vector<Acc> k_t, k, v_t, v;
+
+  KeyTile(int64_t qk_dim, int64_t v_dim)
+      : k_t(qk_dim * kKeyTile), k(kKeyTile * qk_dim), v_t(v_dim * kKeyTile), v(kKeyTile * v_dim) {}
+
+  template <typename T>
+  void load(const QuadraticParams& p, int64_t b, int64_t h, int64_t start_, int64_t cols_, bool transpose_v) {
+    start = start_;
+    cols = cols_;
+    const int64_t dk = p.shape.qk_dim, dv = p.shape.v_dim;
+    for (int64_t t = 0; t < cols; ++t) {
+      const T* kr = row_ptr<T>(p.k, b, h, start + t);
+      const T* vr = row_ptr<T>(p.v, b, h, start + t);
+      for (int64_t d = 0; d < dk; ++d) k_t[d * kKeyTile + t] = k[t * dk + d] = Acc(kr[d]);
+      for (int64_t e = 0; e < dv; ++e) v[t * dv + e] = Acc(vr[e]);
+      if (transpose_v)
+        for (int64_t e = 0; e < dv; ++e) v_t[e * kKeyTile + t] = Acc(vr[e]);
+    }
+  }
+
+  // out[t] = init + sum_d x[d] * M^T[d, t] for t < cols, with M^T the transposed tile (k_t or v_t).
+  static void row_times_tile(const Acc* x, const std::vector<Acc>& m_t, int64_t dim, int64_t cols, Acc init,
+                             Acc* out) {
+    std::fill(out, out + cols, init);
+    for (int64_t d = 0; d < dim; ++d) axpy(x[d], m_t.data() + d * kKeyTile, out, cols);
+  }
+
+  // Number of leading keys of the tile visible to query row i (all when not causal).
+  int64_t visible_to(int64_t i, bool causal) const {
+    if (!causal) return cols;
+    return std::clamp<int64_t>(i + 1 - start, 0, cols);
+  }
+};
+
+}  // namespace cpu
+}  // namespace actattn
