@@ -5,10 +5,12 @@
 //
 // Two passes, each owning what it writes, so there are no atomics and the result is bit-identical
 // run to run whatever the thread count: a key pass (one tile of kKeyTile keys per task, every query
-// row streamed past it) writes dK and dV; a query pass (kQueryBlock rows per task, every key tile
-// streamed past them) writes dQ. Scores are recomputed in both: twice the score flops of a single
-// pass, in exchange for determinism and no N x N buffer.
-// Memory: delta (batch * heads * q_len, softmax only) plus O(kKeyTile * (Dk + Dv)) per thread.
+// row streamed past it kRows at a time) writes dK and dV; a query pass (kQueryBlock rows per task,
+// every key tile streamed past them) writes dQ. Scores are recomputed in both: twice the score flops
+// of a single pass, in exchange for determinism and no N x N buffer. Products are register-blocked
+// (tile_gemm.h).
+// Memory: delta (batch * heads * q_len, softmax only) plus O((kKeyTile + kQueryBlock) * (Dk + Dv)) per
+// thread.
 #include <algorithm>
 #include <vector>
 
@@ -22,6 +24,7 @@ namespace {
 
 using cpu::kKeyTile;
 using cpu::kQueryBlock;
+using cpu::kRows;
 
 template <typename T, typename Acc, typename Activation, bool kCausal>
 struct Backward {
@@ -33,26 +36,36 @@ struct Backward {
   Backward(const QuadraticParams& params, Activation activation)
       : p(params), act(activation), lse(static_cast<const Acc*>(params.log_sum_exp.data)) {}
 
-  // dL/ds of query row i against the first n keys of the tile, into ds (and p into probs).
-  // q_scaled carries `scale`; scores and dprobs are scratch of kKeyTile.
-  void row_grads(const cpu::KeyTile<Acc>& tile, int64_t q_row, const Acc* q_scaled, const Acc* dout, int64_t n,
-                 Acc* probs, Acc* ds) const {
+  // For kRows query rows starting at q_row0 (q rows pre-scaled, zero-padded past q_len) against the
+  // tile: probabilities into probs and dL/ds into ds (both kRows x kKeyTile), zero where a row does not
+  // see a key. Returns the number of tile columns any of the rows sees.
+  int64_t row_block_grads(const cpu::KeyTile<Acc>& tile, int64_t bh, int64_t q_row0, const Acc* q_scaled,
+                          const Acc* dout, Acc* probs, Acc* ds) const {
     const AttentionShape& s = p.shape;
-    tile.row_times_tile(q_scaled, tile.k_t, s.qk_dim, n, Acc(p.bias), probs);
-    tile.row_times_tile(dout, tile.v_t, s.v_dim, n, Acc(0), ds);  // dp, overwritten by ds below
-    const Acc row_lse = Activation::kNormalizesRows ? lse[q_row] : Acc(0);
-    const Acc row_delta = Activation::kNormalizesRows ? delta[q_row] : Acc(0);
+    const int64_t last_row = std::min(q_row0 + kRows, s.q_len) - 1;
+    const int64_t widest = tile.visible_to(last_row, kCausal);
+    if (widest == 0) return 0;
+    const int64_t width = cpu::padded_width(widest);
+    cpu::rows_times_matrix(q_scaled, s.qk_dim, tile.k_t.data(), kKeyTile, s.qk_dim, width, Acc(p.bias), probs,
+                           kKeyTile);
+    cpu::rows_times_matrix(dout, s.v_dim, tile.v_t.data(), kKeyTile, s.v_dim, width, Acc(0), ds, kKeyTile);
+    for (int64_t r = 0; r < kRows; ++r) {
+      const int64_t i = q_row0 + r;
+      const int64_t n = i < s.q_len ? tile.visible_to(i, kCausal) : 0;
+      Acc* prob_row = probs + r * kKeyTile;
+      Acc* ds_row = ds + r * kKeyTile;  // holds dp on entry
+      const Acc row_lse = Activation::kNormalizesRows && n > 0 ? lse[bh * s.q_len + i] : Acc(0);
+      const Acc row_delta = Activation::kNormalizesRows && n > 0 ? delta[bh * s.q_len + i] : Acc(0);
 #pragma omp simd
-    for (int64_t t = 0; t < n; ++t) {
-      const Acc score = probs[t];
-      probs[t] = act.prob(score, row_lse);
-      ds[t] = act.dscore(score, probs[t], ds[t], row_delta);
+      for (int64_t t = 0; t < n; ++t) {
+        const Acc score = prob_row[t];
+        prob_row[t] = act.prob(score, row_lse);
+        ds_row[t] = act.dscore(score, prob_row[t], ds_row[t], row_delta);
+      }
+      std::fill(prob_row + n, prob_row + widest, Acc(0));
+      std::fill(ds_row + n, ds_row + widest, Acc(0));
     }
-  }
-
-  template <typename Src>
-  static void load_row(const Src* src, Acc alpha, int64_t n, Acc* dst) {
-    for (int64_t d = 0; d < n; ++d) dst[d] = alpha * Acc(src[d]);
+    return widest;
   }
 
   void run() {
@@ -67,8 +80,7 @@ struct Backward {
       for (int64_t row = 0; row < q_rows; ++row) {
         const int64_t i = row % s.q_len, bh = row / s.q_len;
         const int64_t b = bh / s.heads, h = bh % s.heads;
-        delta[row] =
-            cpu::dot<Acc>(cpu::row_ptr<T>(p.grad_out, b, h, i), cpu::row_ptr<T>(p.out, b, h, i), s.v_dim);
+        delta[row] = cpu::dot<Acc>(cpu::row_ptr<T>(p.grad_out, b, h, i), cpu::row_ptr<T>(p.out, b, h, i), dv);
       }
     }
 
@@ -77,7 +89,8 @@ struct Backward {
 #pragma omp parallel
     {
       cpu::KeyTile<Acc> tile(dk, dv);
-      std::vector<Acc> q_scaled(dk), dout(dv), probs(kKeyTile), ds(kKeyTile);
+      std::vector<Acc> q_scaled(kQueryBlock * dk), dout(kQueryBlock * dv);
+      std::vector<Acc> probs(kRows * kKeyTile), ds(kRows * kKeyTile);
       std::vector<Acc> grad_k(kKeyTile * dk), grad_v(kKeyTile * dv), grad_q(kQueryBlock * dk);
 
 #pragma omp for schedule(dynamic, 1)
@@ -87,15 +100,13 @@ struct Backward {
         tile.template load<T>(p, b, h, j0, std::min(kKeyTile, s.k_len - j0), /*transpose_v=*/true);
         std::fill(grad_k.begin(), grad_k.end(), Acc(0));
         std::fill(grad_v.begin(), grad_v.end(), Acc(0));
-        for (int64_t i = kCausal ? j0 : 0; i < s.q_len; ++i) {
-          const int64_t n = tile.visible_to(i, kCausal);
-          load_row(cpu::row_ptr<T>(p.q, b, h, i), scale, dk, q_scaled.data());
-          load_row(cpu::row_ptr<T>(p.grad_out, b, h, i), Acc(1), dv, dout.data());
-          row_grads(tile, bh * s.q_len + i, q_scaled.data(), dout.data(), n, probs.data(), ds.data());
-          for (int64_t t = 0; t < n; ++t) {
-            cpu::axpy(probs[t], dout.data(), grad_v.data() + t * dv, dv);
-            cpu::axpy(ds[t], q_scaled.data(), grad_k.data() + t * dk, dk);  // q_scaled: the `scale` of dK
-          }
+        for (int64_t i = kCausal ? j0 : 0; i < s.q_len; i += kRows) {
+          cpu::load_rows<T>(p.q, b, h, i, kRows, s.q_len, dk, scale, q_scaled.data());
+          cpu::load_rows<T>(p.grad_out, b, h, i, kRows, s.q_len, dv, Acc(1), dout.data());
+          const int64_t n = row_block_grads(tile, bh, i, q_scaled.data(), dout.data(), probs.data(), ds.data());
+          cpu::accumulate_transposed_rows(probs.data(), kKeyTile, dout.data(), dv, n, dv, grad_v.data());
+          // q_scaled carries the `scale` of dK = scale * sum_i ds_ij q_i.
+          cpu::accumulate_transposed_rows(ds.data(), kKeyTile, q_scaled.data(), dk, n, dk, grad_k.data());
         }
         for (int64_t t = 0; t < tile.cols; ++t) {
           cpu::store(grad_k.data() + t * dk, Acc(1), cpu::row_ptr<T>(p.grad_k, b, h, j0 + t), dk);
@@ -108,19 +119,16 @@ struct Backward {
         const int64_t bh = task / query_blocks, b = bh / s.heads, h = bh % s.heads;
         const int64_t i0 = (task % query_blocks) * kQueryBlock;
         const int64_t rows = std::min(kQueryBlock, s.q_len - i0);
+        cpu::load_rows<T>(p.q, b, h, i0, kQueryBlock, s.q_len, dk, scale, q_scaled.data());
+        cpu::load_rows<T>(p.grad_out, b, h, i0, kQueryBlock, s.q_len, dv, Acc(1), dout.data());
         std::fill(grad_q.begin(), grad_q.end(), Acc(0));
         const int64_t key_end = kCausal ? std::min(i0 + rows, s.k_len) : s.k_len;
         for (int64_t j0 = 0; j0 < key_end; j0 += kKeyTile) {
           tile.template load<T>(p, b, h, j0, std::min(kKeyTile, key_end - j0), /*transpose_v=*/true);
-          for (int64_t r = 0; r < rows; ++r) {
-            const int64_t i = i0 + r;
-            const int64_t n = tile.visible_to(i, kCausal);
-            if (n == 0) continue;
-            load_row(cpu::row_ptr<T>(p.q, b, h, i), scale, dk, q_scaled.data());
-            load_row(cpu::row_ptr<T>(p.grad_out, b, h, i), Acc(1), dv, dout.data());
-            row_grads(tile, bh * s.q_len + i, q_scaled.data(), dout.data(), n, probs.data(), ds.data());
-            Acc* grad_row = grad_q.data() + r * dk;
-            for (int64_t t = 0; t < n; ++t) cpu::axpy(ds[t], tile.k.data() + t * dk, grad_row, dk);
+          for (int64_t r0 = 0; r0 < rows; r0 += kRows) {
+            const int64_t n = row_block_grads(tile, bh, i0 + r0, q_scaled.data() + r0 * dk, dout.data() + r0 * dv,
+                                              probs.data(), ds.data());
+            cpu::accumulate_rows_times_matrix(ds.data(), kKeyTile, tile.k.data(), n, dk, grad_q.data() + r0 * dk, dk);
           }
         }
         for (int64_t r = 0; r < rows; ++r) {

@@ -1,13 +1,14 @@
 // Quadratic attention forward on the CPU: O = act(scale * Q K^T + bias) V.
 //
 // Algorithm: tasks are blocks of kQueryBlock query rows of one (batch, head), spread over OpenMP
-// threads. A block walks the keys visible to its last row in tiles of kKeyTile (quadratic_tile.h):
-// each tile is loaded once, and each row of the block computes its scores against it, applies the
-// activation and accumulates p * v. Softmax runs the online max/sum recurrence (FlashAttention): per
-// tile the running max m and sum l are updated and the row accumulator rescaled by exp(m_old - m_new),
-// so no row of probabilities is ever stored. Sigmoid and ReLU need no row state.
-// Memory: per thread one key/value tile and the block's accumulators, O(kKeyTile * (Dk + Dv) +
-// kQueryBlock * Dv); never N x N.
+// threads. A block walks the keys visible to its last row in tiles of kKeyTile (quadratic_tile.h);
+// each tile is loaded once and serves the block's rows kRows at a time through register-blocked
+// products (tile_gemm.h): scores S = Q K^T, the activation, then O += P V. Softmax runs the online
+// max/sum recurrence (FlashAttention): per tile the running max m and sum l are updated and the row
+// accumulator rescaled by exp(m_old - m_new), so no row of probabilities is ever stored. Sigmoid and
+// ReLU need no row state. Causal rows zero the probabilities of the keys after them.
+// Memory: per thread one key/value tile and the block's rows, O(kKeyTile * (Dk + Dv) +
+// kQueryBlock * (Dk + Dv)); never N x N.
 // Saved for backward: the output and, for softmax only, the row log-sum-exp (batch * heads * q_len).
 // A row that sees no key (k_len == 0) gets a zero output and log-sum-exp -inf.
 #include <algorithm>
@@ -25,13 +26,13 @@ namespace {
 
 using cpu::kKeyTile;
 using cpu::kQueryBlock;
+using cpu::kRows;
 
 template <typename T, typename Acc, typename Activation, bool kCausal>
 void forward_blocks(const QuadraticParams& p, Activation act) {
   const AttentionShape& s = p.shape;
   const int64_t dk = s.qk_dim, dv = s.v_dim;
   const int64_t blocks_per_head = (s.q_len + kQueryBlock - 1) / kQueryBlock;
-  const Acc scale = Acc(p.scale);
   const Acc bias = Acc(p.bias);
   constexpr Acc kNegInf = -std::numeric_limits<Acc>::infinity();
   Acc* lse = static_cast<Acc*>(p.log_sum_exp.data);
@@ -39,17 +40,14 @@ void forward_blocks(const QuadraticParams& p, Activation act) {
 #pragma omp parallel
   {
     cpu::KeyTile<Acc> tile(dk, dv);
-    std::vector<Acc> q_block(kQueryBlock * dk), acc(kQueryBlock * dv), scores(kKeyTile);
+    std::vector<Acc> q_block(kQueryBlock * dk), acc(kQueryBlock * dv), probs(kRows * kKeyTile);
     std::vector<Acc> row_max(kQueryBlock), row_sum(kQueryBlock);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t task = 0; task < s.batch * s.heads * blocks_per_head; ++task) {
       const int64_t bh = task / blocks_per_head, b = bh / s.heads, h = bh % s.heads;
       const int64_t i0 = (task % blocks_per_head) * kQueryBlock;
       const int64_t rows = std::min(kQueryBlock, s.q_len - i0);
-      for (int64_t r = 0; r < rows; ++r) {
-        const T* q = cpu::row_ptr<T>(p.q, b, h, i0 + r);
-        for (int64_t d = 0; d < dk; ++d) q_block[r * dk + d] = scale * Acc(q[d]);
-      }
+      cpu::load_rows<T>(p.q, b, h, i0, kQueryBlock, s.q_len, dk, Acc(p.scale), q_block.data());
       std::fill(acc.begin(), acc.end(), Acc(0));
       std::fill(row_max.begin(), row_max.end(), kNegInf);
       std::fill(row_sum.begin(), row_sum.end(), Acc(0));
@@ -57,30 +55,39 @@ void forward_blocks(const QuadraticParams& p, Activation act) {
       const int64_t key_end = kCausal ? std::min(i0 + rows, s.k_len) : s.k_len;
       for (int64_t j0 = 0; j0 < key_end; j0 += kKeyTile) {
         tile.template load<T>(p, b, h, j0, std::min(kKeyTile, key_end - j0), /*transpose_v=*/false);
-        for (int64_t r = 0; r < rows; ++r) {
-          const int64_t n = tile.visible_to(i0 + r, kCausal);
-          if (n == 0) continue;
-          Acc* acc_row = acc.data() + r * dv;
-          tile.row_times_tile(q_block.data() + r * dk, tile.k_t, dk, n, bias, scores.data());
-          if constexpr (Activation::kNormalizesRows) {
-            Acc tile_max = row_max[r];
-            for (int64_t t = 0; t < n; ++t) tile_max = std::max(tile_max, scores[t]);
-            // exp(-inf - finite) = 0 resets the empty accumulator on the first tile.
-            const Acc correction = std::exp(row_max[r] - tile_max);
-            cpu::scale_in_place(correction, acc_row, dv);
-            Acc sum = 0;
+        for (int64_t r0 = 0; r0 < rows; r0 += kRows) {
+          const int64_t widest = tile.visible_to(std::min(i0 + r0 + kRows, i0 + rows) - 1, kCausal);
+          if (widest == 0) continue;
+          cpu::rows_times_matrix(q_block.data() + r0 * dk, dk, tile.k_t.data(), kKeyTile, dk,
+                                 cpu::padded_width(widest), bias, probs.data(), kKeyTile);
+          for (int64_t r = 0; r < kRows; ++r) {
+            Acc* row = probs.data() + r * kKeyTile;
+            const int64_t n = r0 + r < rows ? tile.visible_to(i0 + r0 + r, kCausal) : 0;
+            if constexpr (Activation::kNormalizesRows) {
+              if (n > 0) {
+                const int64_t qr = r0 + r;
+                Acc tile_max = row_max[qr];
+                for (int64_t t = 0; t < n; ++t) tile_max = std::max(tile_max, row[t]);
+                // exp(-inf - finite) = 0 resets the empty accumulator on the first tile.
+                const Acc correction = std::exp(row_max[qr] - tile_max);
+                cpu::scale_in_place(correction, acc.data() + qr * dv, dv);
+                Acc sum = 0;
 #pragma omp simd reduction(+ : sum)
-            for (int64_t t = 0; t < n; ++t) {
-              scores[t] = std::exp(scores[t] - tile_max);
-              sum += scores[t];
-            }
-            row_sum[r] = row_sum[r] * correction + sum;
-            row_max[r] = tile_max;
-          } else {
+                for (int64_t t = 0; t < n; ++t) {
+                  row[t] = std::exp(row[t] - tile_max);
+                  sum += row[t];
+                }
+                row_sum[qr] = row_sum[qr] * correction + sum;
+                row_max[qr] = tile_max;
+              }
+            } else {
 #pragma omp simd
-            for (int64_t t = 0; t < n; ++t) scores[t] = act.prob(scores[t], Acc(0));
+              for (int64_t t = 0; t < n; ++t) row[t] = act.prob(row[t], Acc(0));
+            }
+            std::fill(row + n, row + widest, Acc(0));  // keys after a causal row, padded rows
           }
-          for (int64_t t = 0; t < n; ++t) cpu::axpy(scores[t], tile.v.data() + t * dv, acc_row, dv);
+          cpu::accumulate_rows_times_matrix(probs.data(), kKeyTile, tile.v.data(), widest, dv,
+                                            acc.data() + r0 * dv, dv);
         }
       }
 

@@ -10,12 +10,33 @@
 
 #include "../params.h"
 #include "row_math.h"
+#include "tile_gemm.h"
 
 namespace actattn {
 namespace cpu {
 
 constexpr int64_t kKeyTile = 64;
 constexpr int64_t kQueryBlock = 32;
+static_assert(kKeyTile % kCols == 0 && kQueryBlock % kRows == 0, "tiles must hold whole register blocks");
+
+// Columns of a key tile computed for n visible keys: n rounded up to whole register blocks.
+inline int64_t padded_width(int64_t n) { return (n + kCols - 1) / kCols * kCols; }
+
+// Rows [first, first + count) of a (batch, head) slice, times alpha, into dst (kQueryBlock x dim or
+// kRows x dim); rows past `available` are zero so that padded register blocks contribute nothing.
+template <typename T, typename Acc>
+void load_rows(const RowView& view, int64_t b, int64_t h, int64_t first, int64_t count, int64_t available,
+               int64_t dim, Acc alpha, Acc* dst) {
+  for (int64_t r = 0; r < count; ++r) {
+    Acc* out = dst + r * dim;
+    if (first + r < available) {
+      const T* src = row_ptr<T>(view, b, h, first + r);
+      for (int64_t d = 0; d < dim; ++d) out[d] = alpha * Acc(src[d]);
+    } else {
+      std::fill(out, out + dim, Acc(0));
+    }
+  }
+}
 
 // Keys [start, start + cols): transposed (Dk x kKeyTile) and row-major (kKeyTile x Dk); values
 // row-major (kKeyTile x Dv) and, for the backward, transposed (Dv x kKeyTile).
@@ -40,13 +61,6 @@ struct KeyTile {
       if (transpose_v)
         for (int64_t e = 0; e < dv; ++e) v_t[e * kKeyTile + t] = Acc(vr[e]);
     }
-  }
-
-  // out[t] = init + sum_d x[d] * M^T[d, t] for t < cols, with M^T the transposed tile (k_t or v_t).
-  static void row_times_tile(const Acc* x, const std::vector<Acc>& m_t, int64_t dim, int64_t cols, Acc init,
-                             Acc* out) {
-    std::fill(out, out + cols, init);
-    for (int64_t d = 0; d < dim; ++d) axpy(x[d], m_t.data() + d * kKeyTile, out, cols);
   }
 
   // Number of leading keys of the tile visible to query row i (all when not causal).

@@ -1,0 +1,86 @@
+// Register-blocked products of small tiles for the quadratic-attention CPU kernels. Each helper works
+// on kRows rows at a time and keeps a kRows x kCols block of accumulators in registers across the
+// reduction, so the inner loop does kRows * kCols FMAs per kCols loads instead of one load and one
+// store per FMA (the axpy form). Sizes are compile-time, so the compiler vectorises the kCols loop.
+// A row block is always kRows rows: callers pad missing rows with zeros and ignore their results.
+#pragma once
+
+#include <cstdint>
+
+namespace actattn {
+namespace cpu {
+
+constexpr int kRows = 4;
+constexpr int kCols = 16;
+
+// out (kRows x width) = init + a (kRows x depth, row stride a_stride) @ b (depth x width, row stride
+// b_stride). width must be a multiple of kCols (tiles are padded to kKeyTile columns).
+template <typename Acc>
+inline void rows_times_matrix(const Acc* a, int64_t a_stride, const Acc* b, int64_t b_stride, int64_t depth,
+                              int64_t width, Acc init, Acc* out, int64_t out_stride) {
+  for (int64_t c0 = 0; c0 < width; c0 += kCols) {
+    Acc acc[kRows][kCols];
+    for (int r = 0; r < kRows; ++r)
+      for (int c = 0; c < kCols; ++c) acc[r][c] = init;
+    for (int64_t d = 0; d < depth; ++d) {
+      const Acc* brow = b + d * b_stride + c0;
+      for (int r = 0; r < kRows; ++r) {
+        const Acc av = a[r * a_stride + d];
+#pragma omp simd
+        for (int c = 0; c < kCols; ++c) acc[r][c] += av * brow[c];
+      }
+    }
+    for (int r = 0; r < kRows; ++r)
+      for (int c = 0; c < kCols; ++c) out[r * out_stride + c0 + c] = acc[r][c];
+  }
+}
+
+// acc (kRows x width, row stride acc_stride) += p (kRows x depth, row stride p_stride) @ m (depth x width,
+// row stride width); any width (a scalar tail handles width % kCols).
+template <typename Acc>
+inline void accumulate_rows_times_matrix(const Acc* p, int64_t p_stride, const Acc* m, int64_t depth, int64_t width,
+                                         Acc* acc, int64_t acc_stride) {
+  int64_t c0 = 0;
+  for (; c0 + kCols <= width; c0 += kCols) {
+    Acc block[kRows][kCols];
+    for (int r = 0; r < kRows; ++r)
+      for (int c = 0; c < kCols; ++c) block[r][c] = acc[r * acc_stride + c0 + c];
+    for (int64_t t = 0; t < depth; ++t) {
+      const Acc* mrow = m + t * width + c0;
+      for (int r = 0; r < kRows; ++r) {
+        const Acc pv = p[r * p_stride + t];
+#pragma omp simd
+        for (int c = 0; c < kCols; ++c) block[r][c] += pv * mrow[c];
+      }
+    }
+    for (int r = 0; r < kRows; ++r)
+      for (int c = 0; c < kCols; ++c) acc[r * acc_stride + c0 + c] = block[r][c];
+  }
+  for (int64_t c = c0; c < width; ++c)
+    for (int r = 0; r < kRows; ++r) {
+      Acc sum = acc[r * acc_stride + c];
+      for (int64_t t = 0; t < depth; ++t) sum += p[r * p_stride + t] * m[t * width + c];
+      acc[r * acc_stride + c] = sum;
+    }
+}
+
+// acc (depth x width) += p^T (depth x kRows) @ x (kRows x width, row stride x_stride), where p is
+// kRows x depth with row stride p_stride: acc[t, :] += sum_r p[r, t] * x[r, :].
+template <typename Acc>
+inline void accumulate_transposed_rows(const Acc* p, int64_t p_stride, const Acc* x, int64_t x_stride, int64_t depth,
+                                       int64_t width, Acc* acc) {
+  for (int64_t t = 0; t < depth; ++t) {
+    Acc coef[kRows];
+    for (int r = 0; r < kRows; ++r) coef[r] = p[r * p_stride + t];
+    Acc* out = acc + t * width;
+#pragma omp simd
+    for (int64_t c = 0; c < width; ++c) {
+      Acc sum = out[c];
+      for (int r = 0; r < kRows; ++r) sum += coef[r] * x[r * x_stride + c];
+      out[c] = sum;
+    }
+  }
+}
+
+}  // namespace cpu
+}  // namespace actattn
