@@ -6,8 +6,9 @@
 //   db_j   = dS_j v_j + dz_j,   dv_j = dS_j^T b_j,   with dS_j = dS_final + sum_{i sees j} a_i dnum_i^T
 //   dq = scale * phi'(q) * da,  dk = phi'(k) * db,  d(initial state) = dS_final + sum_i a_i dnum_i^T.
 // Causal, chunked like the forward: a forward sweep rebuilds S_i chunk by chunk for dq, a reverse sweep
-// accumulates dS chunk by chunk for dk and dv; inside a chunk the masked C x C terms are summed directly.
-// Non-causal: the full S for dq, the full dS for dk and dv.
+// accumulates dS chunk by chunk for dk and dv; the state terms of a chunk are chunk-by-matrix products,
+// the masked C x C terms inside a chunk are summed directly. Non-causal: the full S for dq, the full dS
+// for dk and dv.
 // Memory: O(C (Dk + Dv) + Dk Dv) per thread; reads den_i and o_i saved by the forward, no per-position
 // state. Each (batch, head) is owned by one thread, so gradients are deterministic.
 #include <vector>
@@ -20,153 +21,149 @@
 namespace actattn {
 namespace {
 
-template <typename Acc>
-struct OutputGrads {
-  std::vector<Acc> num;  // C x Dv: dL/dnum_t
-  std::vector<Acc> den;  // C: dL/dden_t
-  explicit OutputGrads(int64_t v_dim) : num(cpu::kLinearChunk * v_dim), den(cpu::kLinearChunk) {}
-};
+template <typename T, typename Acc, typename Map, bool kCausal>
+struct Backward {
+  const LinearParams& p;
+  const AttentionShape& s;
+  const int64_t dk, dv;
 
-template <typename T, typename Acc>
-void load_output_grads(const LinearParams& p, int64_t b, int64_t h, int64_t start, int64_t rows,
-                       OutputGrads<Acc>& g) {
-  const int64_t dv = p.shape.v_dim;
-  const Acc* denominators = static_cast<const Acc*>(p.denominator.data);
-  for (int64_t t = 0; t < rows; ++t) {
-    const T* grad_out = cpu::row_ptr<T>(p.grad_out, b, h, start + t);
-    Acc* dnum = g.num.data() + t * dv;
-    if (p.normalize) {
-      const Acc den = denominators[(b * p.shape.heads + h) * p.shape.q_len + start + t];
-      const T* out = cpu::row_ptr<T>(p.out, b, h, start + t);
-      for (int64_t e = 0; e < dv; ++e) dnum[e] = Acc(grad_out[e]) / den;
-      g.den[t] = -cpu::dot<Acc>(grad_out, out, dv) / den;
-    } else {
-      for (int64_t e = 0; e < dv; ++e) dnum[e] = Acc(grad_out[e]);
-      g.den[t] = Acc(0);
+  cpu::RunningState<Acc> state, grad_state;
+  cpu::LinearChunk<Acc> queries, keys;
+  std::vector<Acc> grad_num, grad_den;  // dL/dnum_t (C x Dv), dL/dden_t (C)
+  std::vector<Acc> grad_a, grad_b, grad_v;  // C x Dk, C x Dk, C x Dv
+
+  explicit Backward(const LinearParams& params)
+      : p(params),
+        s(params.shape),
+        dk(s.qk_dim),
+        dv(s.v_dim),
+        state(dk, dv),
+        grad_state(dk, dv),
+        queries(dk, dv),
+        keys(dk, dv),
+        grad_num(cpu::kLinearChunk * dv),
+        grad_den(cpu::kLinearChunk),
+        grad_a(cpu::kLinearChunk * dk),
+        grad_b(cpu::kLinearChunk * dk),
+        grad_v(cpu::kLinearChunk * dv) {}
+
+  void load_output_grads(int64_t b, int64_t h, int64_t start, int64_t rows) {
+    const Acc* denominators = static_cast<const Acc*>(p.denominator.data);
+    for (int64_t t = 0; t < rows; ++t) {
+      const T* grad_out = cpu::row_ptr<T>(p.grad_out, b, h, start + t);
+      Acc* dnum = grad_num.data() + t * dv;
+      if (p.normalize) {
+        const Acc den = denominators[(b * s.heads + h) * s.q_len + start + t];
+        for (int64_t e = 0; e < dv; ++e) dnum[e] = Acc(grad_out[e]) / den;
+        grad_den[t] = -cpu::dot<Acc>(grad_out, cpu::row_ptr<T>(p.out, b, h, start + t), dv) / den;
+      } else {
+        for (int64_t e = 0; e < dv; ++e) dnum[e] = Acc(grad_out[e]);
+        grad_den[t] = Acc(0);
+      }
+    }
+    cpu::zero_padding_rows(grad_num, rows, dv);
+  }
+
+  // dq for the chunk's query rows, from the state before the chunk (and, causal, the chunk's keys).
+  void query_grads(int64_t b, int64_t h, int64_t start) {
+    const int64_t rows = queries.rows;
+    cpu::chunk_times_matrix(grad_num.data(), rows, dv, state.transpose(), dk, grad_a.data());
+    for (int64_t t = 0; t < rows; ++t) {
+      Acc* da = grad_a.data() + t * dk;
+      cpu::axpy(grad_den[t], state.normalizer.data(), da, dk);
+      if constexpr (kCausal) {
+        const Acc* dnum = grad_num.data() + t * dv;
+        for (int64_t u = 0; u <= t; ++u)
+          cpu::axpy(cpu::dot<Acc>(keys.v_row(u, dv), dnum, dv) + grad_den[t], keys.b_row(u, dk), da, dk);
+      }
+      const T* q = cpu::row_ptr<T>(p.q, b, h, start + t);
+      T* dq = cpu::row_ptr<T>(p.grad_q, b, h, start + t);
+      const Acc scale = Acc(p.scale);
+      for (int64_t d = 0; d < dk; ++d) dq[d] = T(scale * Map::derivative(Acc(q[d])) * da[d]);
     }
   }
-}
 
-// grad (Dk) = state (Dk x Dv) times vec (Dv) + normalizer * coef.
-template <typename Acc>
-void state_times_vector(const Acc* state, const Acc* vec, const Acc* normalizer, Acc coef, int64_t qk_dim,
-                        int64_t v_dim, Acc* grad) {
-  for (int64_t d = 0; d < qk_dim; ++d) grad[d] = cpu::dot<Acc>(state + d * v_dim, vec, v_dim) + normalizer[d] * coef;
-}
+  // dk, dv for the chunk's key rows, from the gradient of the state after the chunk (and, causal, the
+  // chunk's queries).
+  void key_grads(int64_t b, int64_t h, int64_t start) {
+    const int64_t rows = keys.rows;
+    cpu::chunk_times_matrix(keys.v.data(), rows, dv, grad_state.transpose(), dk, grad_b.data());
+    cpu::chunk_times_matrix(keys.b.data(), rows, dk, grad_state.kv.data(), dv, grad_v.data());
+    for (int64_t u = 0; u < rows; ++u) {
+      Acc* db = grad_b.data() + u * dk;
+      Acc* dvu = grad_v.data() + u * dv;
+      cpu::axpy(Acc(1), grad_state.normalizer.data(), db, dk);
+      if constexpr (kCausal) {
+        const Acc* bu = keys.b_row(u, dk);
+        const Acc* vu = keys.v_row(u, dv);
+        for (int64_t t = u; t < rows; ++t) {
+          const Acc* dnum = grad_num.data() + t * dv;
+          const Acc* at = queries.a_row(t, dk);
+          cpu::axpy(cpu::dot<Acc>(dnum, vu, dv) + grad_den[t], at, db, dk);
+          cpu::axpy(cpu::dot<Acc>(at, bu, dk), dnum, dvu, dv);
+        }
+      }
+      const T* k = cpu::row_ptr<T>(p.k, b, h, start + u);
+      T* dk_row = cpu::row_ptr<T>(p.grad_k, b, h, start + u);
+      for (int64_t d = 0; d < dk; ++d) dk_row[d] = T(Map::derivative(Acc(k[d])) * db[d]);
+      cpu::store(dvu, Acc(1), cpu::row_ptr<T>(p.grad_v, b, h, start + u), dv);
+    }
+  }
 
-template <typename T, typename Acc, typename Map>
-void store_query_grad(const LinearParams& p, int64_t b, int64_t h, int64_t i, const Acc* grad_a) {
-  const T* q = cpu::row_ptr<T>(p.q, b, h, i);
-  T* dq = cpu::row_ptr<T>(p.grad_q, b, h, i);
-  const Acc scale = Acc(p.scale);
-  for (int64_t d = 0; d < p.shape.qk_dim; ++d) dq[d] = T(scale * Map::derivative(Acc(q[d])) * grad_a[d]);
-}
+  // dS += sum_t a_t dnum_t^T, dz += sum_t a_t dden_t over the chunk's query rows.
+  void absorb_output_grads() { grad_state.add_chunk(queries.a.data(), grad_num.data(), grad_den.data(), queries.rows); }
 
-template <typename T, typename Acc, typename Map>
-void store_key_grad(const LinearParams& p, int64_t b, int64_t h, int64_t j, const Acc* grad_b) {
-  const T* k = cpu::row_ptr<T>(p.k, b, h, j);
-  T* dk = cpu::row_ptr<T>(p.grad_k, b, h, j);
-  for (int64_t d = 0; d < p.shape.qk_dim; ++d) dk[d] = T(Map::derivative(Acc(k[d])) * grad_b[d]);
-}
+  void run_head(int64_t bh) {
+    const int64_t b = bh / s.heads, h = bh % s.heads;
+    state.load(p.initial_state, p.initial_normalizer, bh);
+    grad_state.load(p.grad_final_state, p.grad_final_normalizer, bh);
+    const int64_t C = cpu::kLinearChunk;
 
-// dS += sum_t a_t dnum_t^T, dz += sum_t a_t dden_t over a chunk's query rows.
-template <typename Acc>
-void absorb_output_grads(const cpu::LinearChunk<Acc>& queries, const OutputGrads<Acc>& g,
-                         cpu::RunningState<Acc>& grad_state) {
-  grad_state.add_chunk(queries.a.data(), g.num.data(), g.den.data(), queries.rows);
-}
+    if constexpr (kCausal) {
+      for (int64_t start = 0; start < s.q_len; start += C) {  // forward sweep: dq
+        const int64_t rows = std::min(C, s.q_len - start);
+        cpu::load_queries<T, Acc, Map>(p, b, h, start, rows, queries);
+        cpu::load_keys_values<T, Acc, Map>(p, b, h, start, rows, keys);
+        load_output_grads(b, h, start, rows);
+        query_grads(b, h, start);
+        cpu::absorb_keys(keys, state);
+      }
+      for (int64_t start = (s.k_len - 1) / C * C; start >= 0 && s.k_len > 0; start -= C) {  // reverse: dk, dv
+        const int64_t rows = std::min(C, s.k_len - start);
+        cpu::load_queries<T, Acc, Map>(p, b, h, start, rows, queries);
+        cpu::load_keys_values<T, Acc, Map>(p, b, h, start, rows, keys);
+        load_output_grads(b, h, start, rows);
+        key_grads(b, h, start);
+        absorb_output_grads();
+      }
+    } else {
+      for (int64_t start = 0; start < s.k_len; start += C) {
+        cpu::load_keys_values<T, Acc, Map>(p, b, h, start, std::min(C, s.k_len - start), keys);
+        cpu::absorb_keys(keys, state);
+      }
+      for (int64_t start = 0; start < s.q_len; start += C) {
+        const int64_t rows = std::min(C, s.q_len - start);
+        cpu::load_queries<T, Acc, Map>(p, b, h, start, rows, queries);
+        load_output_grads(b, h, start, rows);
+        query_grads(b, h, start);
+        absorb_output_grads();
+      }
+      for (int64_t start = 0; start < s.k_len; start += C) {
+        cpu::load_keys_values<T, Acc, Map>(p, b, h, start, std::min(C, s.k_len - start), keys);
+        key_grads(b, h, start);
+      }
+    }
+    grad_state.store(p.grad_initial_state, p.grad_initial_normalizer, bh);
+  }
+};
 
 template <typename T, typename Acc, typename Map, bool kCausal>
 void backward_heads(const LinearParams& p) {
-  const AttentionShape& s = p.shape;
-  const int64_t dk = s.qk_dim, dv = s.v_dim;
-
 #pragma omp parallel
   {
-    cpu::RunningState<Acc> state(dk, dv), grad_state(dk, dv);
-    std::vector<Acc> grad_a(dk), grad_b(dk), grad_v(dv);
-    cpu::LinearChunk<Acc> queries(dk, dv), keys(dk, dv);
-    OutputGrads<Acc> out_grads(dv);
+    Backward<T, Acc, Map, kCausal> backward(p);
 #pragma omp for schedule(static)
-    for (int64_t bh = 0; bh < s.batch * s.heads; ++bh) {
-      const int64_t b = bh / s.heads, h = bh % s.heads;
-      state.load(p.initial_state, p.initial_normalizer, bh);
-      grad_state.load(p.grad_final_state, p.grad_final_normalizer, bh);
-
-      if constexpr (kCausal) {
-        // Forward sweep: dq from the state each row sees.
-        for (int64_t start = 0; start < s.q_len; start += cpu::kLinearChunk) {
-          const int64_t rows = std::min(cpu::kLinearChunk, s.q_len - start);
-          cpu::load_queries<T, Acc, Map>(p, b, h, start, rows, queries);
-          cpu::load_keys_values<T, Acc, Map>(p, b, h, start, rows, keys);
-          load_output_grads<T, Acc>(p, b, h, start, rows, out_grads);
-          for (int64_t t = 0; t < rows; ++t) {
-            const Acc* dnum = out_grads.num.data() + t * dv;
-            state_times_vector(state.kv.data(), dnum, state.normalizer.data(), out_grads.den[t], dk, dv, grad_a.data());
-            for (int64_t u = 0; u <= t; ++u) {
-              const Acc coef = cpu::dot<Acc>(keys.v_row(u, dv), dnum, dv) + out_grads.den[t];
-              cpu::axpy(coef, keys.b_row(u, dk), grad_a.data(), dk);
-            }
-            store_query_grad<T, Acc, Map>(p, b, h, start + t, grad_a.data());
-          }
-          cpu::absorb_keys(keys, state);
-        }
-        // Reverse sweep: dk, dv from the gradient of every state that includes the key.
-        const int64_t chunks = (s.k_len + cpu::kLinearChunk - 1) / cpu::kLinearChunk;
-        for (int64_t chunk = chunks - 1; chunk >= 0; --chunk) {
-          const int64_t start = chunk * cpu::kLinearChunk;
-          const int64_t rows = std::min(cpu::kLinearChunk, s.k_len - start);
-          cpu::load_queries<T, Acc, Map>(p, b, h, start, rows, queries);
-          cpu::load_keys_values<T, Acc, Map>(p, b, h, start, rows, keys);
-          load_output_grads<T, Acc>(p, b, h, start, rows, out_grads);
-          for (int64_t u = 0; u < rows; ++u) {
-            const Acc* bu = keys.b_row(u, dk);
-            const Acc* vu = keys.v_row(u, dv);
-            state_times_vector(grad_state.kv.data(), vu, grad_state.normalizer.data(), Acc(1), dk, dv,
-                               grad_b.data());
-            cpu::state_times_query(bu, grad_state.kv.data(), dk, dv, grad_v.data());
-            for (int64_t t = u; t < rows; ++t) {
-              const Acc* dnum = out_grads.num.data() + t * dv;
-              const Acc* at = queries.a_row(t, dk);
-              cpu::axpy(cpu::dot<Acc>(dnum, vu, dv) + out_grads.den[t], at, grad_b.data(), dk);
-              cpu::axpy(cpu::dot<Acc>(at, bu, dk), dnum, grad_v.data(), dv);
-            }
-            store_key_grad<T, Acc, Map>(p, b, h, start + u, grad_b.data());
-            cpu::store(grad_v.data(), Acc(1), cpu::row_ptr<T>(p.grad_v, b, h, start + u), dv);
-          }
-          absorb_output_grads(queries, out_grads, grad_state);
-        }
-      } else {
-        for (int64_t start = 0; start < s.k_len; start += cpu::kLinearChunk) {
-          const int64_t rows = std::min(cpu::kLinearChunk, s.k_len - start);
-          cpu::load_keys_values<T, Acc, Map>(p, b, h, start, rows, keys);
-          cpu::absorb_keys(keys, state);
-        }
-        for (int64_t start = 0; start < s.q_len; start += cpu::kLinearChunk) {
-          const int64_t rows = std::min(cpu::kLinearChunk, s.q_len - start);
-          cpu::load_queries<T, Acc, Map>(p, b, h, start, rows, queries);
-          load_output_grads<T, Acc>(p, b, h, start, rows, out_grads);
-          for (int64_t t = 0; t < rows; ++t) {
-            state_times_vector(state.kv.data(), out_grads.num.data() + t * dv, state.normalizer.data(),
-                               out_grads.den[t], dk, dv, grad_a.data());
-            store_query_grad<T, Acc, Map>(p, b, h, start + t, grad_a.data());
-          }
-          absorb_output_grads(queries, out_grads, grad_state);
-        }
-        for (int64_t start = 0; start < s.k_len; start += cpu::kLinearChunk) {
-          const int64_t rows = std::min(cpu::kLinearChunk, s.k_len - start);
-          cpu::load_keys_values<T, Acc, Map>(p, b, h, start, rows, keys);
-          for (int64_t u = 0; u < rows; ++u) {
-            state_times_vector(grad_state.kv.data(), keys.v_row(u, dv), grad_state.normalizer.data(), Acc(1), dk,
-                               dv, grad_b.data());
-            cpu::state_times_query(keys.b_row(u, dk), grad_state.kv.data(), dk, dv, grad_v.data());
-            store_key_grad<T, Acc, Map>(p, b, h, start + u, grad_b.data());
-            cpu::store(grad_v.data(), Acc(1), cpu::row_ptr<T>(p.grad_v, b, h, start + u), dv);
-          }
-        }
-      }
-      grad_state.store(p.grad_initial_state, p.grad_initial_normalizer, bh);
-    }
+    for (int64_t bh = 0; bh < p.shape.batch * p.shape.heads; ++bh) backward.run_head(bh);
   }
 }
 

@@ -1,5 +1,8 @@
-// One chunk of C consecutive rows of linear attention, loaded into accumulation-type buffers with the
-// feature map applied: a_t = scale * phi(q_t), b_t = phi(k_t), v_t. Shared by forward and backward.
+// Building blocks of the linear-attention CPU kernels: one chunk of C consecutive rows loaded into
+// accumulation-type buffers with the feature map applied (a_t = scale * phi(q_t), b_t = phi(k_t), v_t),
+// the running state S, z, and chunk-by-state products. Products go kRows rows at a time through the
+// register-blocked helpers of tile_gemm.h; chunk buffers are zero past their rows, up to a whole
+// number of kRows, so the padded rows contribute nothing.
 #pragma once
 
 #include <algorithm>
@@ -7,16 +10,20 @@
 
 #include "../params.h"
 #include "row_math.h"
+#include "tile_gemm.h"
 
 namespace actattn {
 namespace cpu {
 
 constexpr int64_t kLinearChunk = 64;
+static_assert(kLinearChunk % kRows == 0, "chunks must hold whole register blocks");
+
+inline int64_t padded_rows(int64_t rows) { return (rows + kRows - 1) / kRows * kRows; }
 
 template <typename Acc>
 struct LinearChunk {
   int64_t rows = 0;
-  std::vector<Acc> a, b, v;  // rows x Dk, rows x Dk, rows x Dv
+  std::vector<Acc> a, b, v;  // kLinearChunk x Dk, kLinearChunk x Dk, kLinearChunk x Dv
 
   LinearChunk(int64_t qk_dim, int64_t v_dim)
       : a(kLinearChunk * qk_dim), b(kLinearChunk * qk_dim), v(kLinearChunk * v_dim) {}
@@ -25,6 +32,12 @@ struct LinearChunk {
   const Acc* b_row(int64_t t, int64_t qk_dim) const { return b.data() + t * qk_dim; }
   const Acc* v_row(int64_t t, int64_t v_dim) const { return v.data() + t * v_dim; }
 };
+
+// Zeroes rows [rows, padded_rows(rows)) of a (kLinearChunk x dim) buffer.
+template <typename Acc>
+void zero_padding_rows(std::vector<Acc>& buffer, int64_t rows, int64_t dim) {
+  std::fill(buffer.begin() + rows * dim, buffer.begin() + padded_rows(rows) * dim, Acc(0));
+}
 
 // Loads phi-mapped queries of rows [start, start + rows) into chunk.a.
 template <typename T, typename Acc, typename Map>
@@ -36,6 +49,7 @@ void load_queries(const LinearParams& p, int64_t b, int64_t h, int64_t start, in
     const T* q = row_ptr<T>(p.q, b, h, start + t);
     for (int64_t d = 0; d < dk; ++d) c.a[t * dk + d] = scale * Map::value(Acc(q[d]));
   }
+  zero_padding_rows(c.a, rows, dk);
 }
 
 // Loads phi-mapped keys and values of rows [start, start + rows) into chunk.b and chunk.v.
@@ -50,16 +64,27 @@ void load_keys_values(const LinearParams& p, int64_t b, int64_t h, int64_t start
     for (int64_t d = 0; d < dk; ++d) c.b[t * dk + d] = Map::value(Acc(k[d]));
     for (int64_t e = 0; e < dv; ++e) c.v[t * dv + e] = Acc(v[e]);
   }
+  zero_padding_rows(c.b, rows, dk);
+  zero_padding_rows(c.v, rows, dv);
+}
+
+// out (padded_rows(rows) x width) = x (rows x depth, zero-padded) @ m (depth x width).
+template <typename Acc>
+void chunk_times_matrix(const Acc* x, int64_t rows, int64_t depth, const Acc* m, int64_t width, Acc* out) {
+  std::fill(out, out + padded_rows(rows) * width, Acc(0));
+  for (int64_t r0 = 0; r0 < rows; r0 += kRows)
+    accumulate_rows_times_matrix(x + r0 * depth, depth, m, depth, width, out + r0 * width, width);
 }
 
 // A running (Dk x Dv) matrix and (Dk) vector sum, the state S, z of linear attention (or its gradient),
 // grown one chunk at a time. Each chunk's terms are first summed on their own and then added, so the
 // rounding error grows like C + N / C instead of N: in float32 this is what keeps the kernel within
-// the error of torch's (pairwise-summing) composite.
+// the error of torch's matmul composite.
 template <typename Acc>
 struct RunningState {
   int64_t qk_dim, v_dim;
   std::vector<Acc> kv, normalizer, chunk_kv, chunk_normalizer;
+  std::vector<Acc> kv_transposed;  // (Dv x Dk), filled by transpose()
 
   RunningState(int64_t qk_dim_, int64_t v_dim_)
       : qk_dim(qk_dim_),
@@ -67,7 +92,8 @@ struct RunningState {
         kv(qk_dim_ * v_dim_),
         normalizer(qk_dim_),
         chunk_kv(qk_dim_ * v_dim_),
-        chunk_normalizer(qk_dim_) {}
+        chunk_normalizer(qk_dim_),
+        kv_transposed(qk_dim_ * v_dim_) {}
 
   // Starts from slice bh of contiguous (B, H, Dk, Dv) and (B, H, Dk) tensors; null pointers mean zeros.
   void load(const void* kv_src, const void* normalizer_src, int64_t bh) {
@@ -81,20 +107,22 @@ struct RunningState {
   }
 
   // Adds sum_t left_t right_t^T to kv and sum_t left_t * weight_t to normalizer over `rows` rows
-  // (left: rows x Dk, right: rows x Dv; a null weight means 1).
+  // (left: rows x Dk, right: rows x Dv, both zero-padded to whole register blocks; null weight means 1).
   void add_chunk(const Acc* left, const Acc* right, const Acc* weight, int64_t rows) {
     std::fill(chunk_kv.begin(), chunk_kv.end(), Acc(0));
     std::fill(chunk_normalizer.begin(), chunk_normalizer.end(), Acc(0));
-    for (int64_t t = 0; t < rows; ++t) {
-      const Acc* l = left + t * qk_dim;
-      const Acc w = weight ? weight[t] : Acc(1);
-      for (int64_t d = 0; d < qk_dim; ++d) {
-        axpy(l[d], right + t * v_dim, chunk_kv.data() + d * v_dim, v_dim);
-        chunk_normalizer[d] += l[d] * w;
-      }
-    }
+    for (int64_t t0 = 0; t0 < rows; t0 += kRows)
+      accumulate_transposed_rows(left + t0 * qk_dim, qk_dim, right + t0 * v_dim, v_dim, qk_dim, v_dim,
+                                 chunk_kv.data());
+    for (int64_t t = 0; t < rows; ++t) axpy(weight ? weight[t] : Acc(1), left + t * qk_dim, chunk_normalizer.data(), qk_dim);
     axpy(Acc(1), chunk_kv.data(), kv.data(), qk_dim * v_dim);
     axpy(Acc(1), chunk_normalizer.data(), normalizer.data(), qk_dim);
+  }
+
+  const Acc* transpose() {
+    for (int64_t d = 0; d < qk_dim; ++d)
+      for (int64_t e = 0; e < v_dim; ++e) kv_transposed[e * qk_dim + d] = kv[d * v_dim + e];
+    return kv_transposed.data();
   }
 
  private:
@@ -112,13 +140,6 @@ struct RunningState {
 template <typename Acc>
 void absorb_keys(const LinearChunk<Acc>& c, RunningState<Acc>& state) {
   state.add_chunk(c.b.data(), c.v.data(), nullptr, c.rows);
-}
-
-// out (Dv) = a^T state, i.e. sum_d a[d] * state[d, :].
-template <typename Acc>
-void state_times_query(const Acc* a, const Acc* state, int64_t qk_dim, int64_t v_dim, Acc* out) {
-  std::fill(out, out + v_dim, Acc(0));
-  for (int64_t d = 0; d < qk_dim; ++d) axpy(a[d], state + d * v_dim, out, v_dim);
 }
 
 }  // namespace cpu

@@ -3,8 +3,8 @@
 // Causal, chunked (chunk C = kLinearChunk): per (batch, head) a running state S (Dk x Dv) and
 // normaliser z (Dk) start from the initial state. For each chunk, every row t gets
 //   num_t = a_t^T S + sum_{u <= t in chunk} (a_t . b_u) v_u,   den_t = a_t . z + sum_{u <= t} a_t . b_u + eps
-// (inter-chunk through the state, intra-chunk as a small masked quadratic), then the chunk is absorbed:
-// S += sum_u b_u v_u^T, z += sum_u b_u. Time O(N Dk Dv + N C (Dk + Dv)).
+// (inter-chunk as one chunk-by-state product, intra-chunk as a small masked quadratic), then the chunk
+// is absorbed: S += sum_u b_u v_u^T, z += sum_u b_u. Time O(N Dk Dv + N C (Dk + Dv)).
 // Non-causal: S and z are summed over all keys first, then num_i = a_i^T S, den_i = a_i . z + eps.
 // Memory: O(C (Dk + Dv) + Dk Dv) per thread; no per-position state is ever kept.
 // Output: o_i = num_i / den_i when normalising, num_i otherwise; the final S and z.
@@ -26,55 +26,49 @@ void forward_heads(const LinearParams& p) {
   const Acc eps = Acc(p.eps);
   Acc* denominators = static_cast<Acc*>(p.denominator.data);
 
-  // Writes o_t from its numerator and denominator (eps already added).
-  auto write_row = [&](int64_t b, int64_t h, int64_t i, const Acc* num, Acc den) {
-    if (p.normalize) denominators[(b * s.heads + h) * s.q_len + i] = den;
-    cpu::store(num, p.normalize ? Acc(1) / den : Acc(1), cpu::row_ptr<T>(p.out, b, h, i), dv);
-  };
-
 #pragma omp parallel
   {
     cpu::RunningState<Acc> state(dk, dv);
-    std::vector<Acc> num(dv);
     cpu::LinearChunk<Acc> queries(dk, dv), keys(dk, dv);
+    std::vector<Acc> num(cpu::kLinearChunk * dv);
+
+    // Writes the chunk's outputs from num (inter-chunk part already in) and, when causal, adds the
+    // intra-chunk terms first.
+    auto finish_chunk = [&](int64_t b, int64_t h, int64_t start) {
+      for (int64_t t = 0; t < queries.rows; ++t) {
+        const Acc* a = queries.a_row(t, dk);
+        Acc* num_row = num.data() + t * dv;
+        Acc den = cpu::dot<Acc>(a, state.normalizer.data(), dk) + eps;
+        if constexpr (kCausal) {
+          for (int64_t u = 0; u <= t; ++u) {
+            const Acc weight = cpu::dot<Acc>(a, keys.b_row(u, dk), dk);
+            cpu::axpy(weight, keys.v_row(u, dv), num_row, dv);
+            den += weight;
+          }
+        }
+        const int64_t i = start + t;
+        if (p.normalize) denominators[(b * s.heads + h) * s.q_len + i] = den;
+        cpu::store(num_row, p.normalize ? Acc(1) / den : Acc(1), cpu::row_ptr<T>(p.out, b, h, i), dv);
+      }
+    };
+
 #pragma omp for schedule(static)
     for (int64_t bh = 0; bh < s.batch * s.heads; ++bh) {
       const int64_t b = bh / s.heads, h = bh % s.heads;
       state.load(p.initial_state, p.initial_normalizer, bh);
-
-      if constexpr (kCausal) {
-        for (int64_t start = 0; start < s.q_len; start += cpu::kLinearChunk) {
-          const int64_t rows = std::min(cpu::kLinearChunk, s.q_len - start);
-          cpu::load_queries<T, Acc, Map>(p, b, h, start, rows, queries);
-          cpu::load_keys_values<T, Acc, Map>(p, b, h, start, rows, keys);
-          for (int64_t t = 0; t < rows; ++t) {
-            const Acc* a = queries.a_row(t, dk);
-            cpu::state_times_query(a, state.kv.data(), dk, dv, num.data());
-            Acc den = cpu::dot<Acc>(a, state.normalizer.data(), dk) + eps;
-            for (int64_t u = 0; u <= t; ++u) {
-              const Acc weight = cpu::dot<Acc>(a, keys.b_row(u, dk), dk);
-              cpu::axpy(weight, keys.v_row(u, dv), num.data(), dv);
-              den += weight;
-            }
-            write_row(b, h, start + t, num.data(), den);
-          }
-          cpu::absorb_keys(keys, state);
-        }
-      } else {
+      if (!kCausal) {
         for (int64_t start = 0; start < s.k_len; start += cpu::kLinearChunk) {
-          const int64_t rows = std::min(cpu::kLinearChunk, s.k_len - start);
-          cpu::load_keys_values<T, Acc, Map>(p, b, h, start, rows, keys);
+          cpu::load_keys_values<T, Acc, Map>(p, b, h, start, std::min(cpu::kLinearChunk, s.k_len - start), keys);
           cpu::absorb_keys(keys, state);
         }
-        for (int64_t start = 0; start < s.q_len; start += cpu::kLinearChunk) {
-          const int64_t rows = std::min(cpu::kLinearChunk, s.q_len - start);
-          cpu::load_queries<T, Acc, Map>(p, b, h, start, rows, queries);
-          for (int64_t t = 0; t < rows; ++t) {
-            const Acc* a = queries.a_row(t, dk);
-            cpu::state_times_query(a, state.kv.data(), dk, dv, num.data());
-            write_row(b, h, start + t, num.data(), cpu::dot<Acc>(a, state.normalizer.data(), dk) + eps);
-          }
-        }
+      }
+      for (int64_t start = 0; start < s.q_len; start += cpu::kLinearChunk) {
+        const int64_t rows = std::min(cpu::kLinearChunk, s.q_len - start);
+        cpu::load_queries<T, Acc, Map>(p, b, h, start, rows, queries);
+        if constexpr (kCausal) cpu::load_keys_values<T, Acc, Map>(p, b, h, start, rows, keys);
+        cpu::chunk_times_matrix(queries.a.data(), rows, dk, state.kv.data(), dv, num.data());
+        finish_chunk(b, h, start);
+        if constexpr (kCausal) cpu::absorb_keys(keys, state);
       }
       state.store(p.final_state, p.final_normalizer, bh);
     }
