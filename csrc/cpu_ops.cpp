@@ -26,16 +26,12 @@ OptionalTensor contiguous_or_none(const OptionalTensor& t) {
   return t->contiguous();
 }
 
-std::tuple<at::Tensor, at::Tensor> cpu_attention_forward(const at::Tensor& q, const at::Tensor& k,
-                                                         const at::Tensor& v, c10::string_view activation,
-                                                         bool causal, std::optional<double> scale,
-                                                         std::optional<double> bias, std::optional<double> divisor) {
-  check_qkv("actattn.attention", q, k, v);
-  check_score_options(activation, scale, bias, divisor);
-  const at::Tensor qw = widen(q), kw = widen(k), vw = widen(v);
-
+// Everything of a quadratic call but the tensor views, with defaults applied.
+QuadraticParams quadratic_params(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                 c10::string_view activation, bool causal, std::optional<double> scale,
+                                 std::optional<double> bias, std::optional<double> divisor) {
   QuadraticParams p;
-  p.dtype = scalar_kind(qw.scalar_type());
+  p.dtype = scalar_kind(accumulation_dtype(q.scalar_type()));
   p.activation = parse_score_activation(activation);
   p.causal = causal;
   p.shape = attention_shape(q, k, v);
@@ -43,6 +39,17 @@ std::tuple<at::Tensor, at::Tensor> cpu_attention_forward(const at::Tensor& q, co
   p.scale = c.scale;
   p.bias = c.bias;
   p.divisor = c.divisor;
+  return p;
+}
+
+std::tuple<at::Tensor, at::Tensor> cpu_attention_forward(const at::Tensor& q, const at::Tensor& k,
+                                                         const at::Tensor& v, c10::string_view activation,
+                                                         bool causal, std::optional<double> scale,
+                                                         std::optional<double> bias, std::optional<double> divisor) {
+  check_qkv("actattn.attention", q, k, v);
+  check_score_options(activation, scale, bias, divisor);
+  const at::Tensor qw = widen(q), kw = widen(k), vw = widen(v);
+  QuadraticParams p = quadratic_params(q, k, v, activation, causal, scale, bias, divisor);
 
   at::Tensor out = at::empty({p.shape.batch, p.shape.heads, p.shape.q_len, p.shape.v_dim}, qw.options());
   const bool softmax = p.activation == ScoreActivation::kSoftmax;
@@ -68,16 +75,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cpu_attention_backward(
   check_same_layout(op, "grad_out", grad_out, out);
   const at::Tensor qw = widen(q), kw = widen(k), vw = widen(v), ow = widen(out), gw = widen(grad_out);
   const at::Tensor lse = log_sum_exp.contiguous();
-
-  QuadraticParams p;
-  p.dtype = scalar_kind(qw.scalar_type());
-  p.activation = parse_score_activation(activation);
-  p.causal = causal;
-  p.shape = attention_shape(q, k, v);
-  const ScoreConstants c = resolve_score_constants(p.activation, p.shape.k_len, p.shape.qk_dim, scale, bias, divisor);
-  p.scale = c.scale;
-  p.bias = c.bias;
-  p.divisor = c.divisor;
+  QuadraticParams p = quadratic_params(q, k, v, activation, causal, scale, bias, divisor);
   TORCH_CHECK(p.activation != ScoreActivation::kSoftmax ||
                   lse.numel() == p.shape.batch * p.shape.heads * p.shape.q_len,
               op, ": log_sum_exp must have ", p.shape.batch * p.shape.heads * p.shape.q_len, " elements, got ",
@@ -99,6 +97,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cpu_attention_backward(
   return {grad_q.to(q.scalar_type()), grad_k.to(k.scalar_type()), grad_v.to(v.scalar_type())};
 }
 
+// Everything of a linear call but the pointers, with defaults applied.
 LinearParams linear_params(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                            c10::string_view feature_map, bool causal, bool normalize, double eps,
                            std::optional<double> scale) {

@@ -33,3 +33,22 @@ def grads(outputs, inputs, grad_outputs):
 
 def max_error(a, b):
     return (a.double() - b.double()).abs().max().item() if a.numel() else 0.0
+
+
+def assert_within_twice_composite(kernel, composite, inputs, dtype, slack=1e-6):
+    """flash-attention's rule for low precision, forward and gradients of q, k, v:
+    |kernel(x) - truth| <= 2 |composite(x) - truth| (+ slack), where x are the inputs rounded to dtype,
+    composite is the torch composite run in dtype and truth the same composite in float64 on the same
+    rounded inputs."""
+    low = [t.detach().to(dtype).requires_grad_() for t in inputs]
+    exact = [t.detach().double().requires_grad_() for t in low]
+    out, comp, truth = kernel(*low), composite(*low), composite(*exact)
+    assert out.dtype == dtype
+    assert max_error(out, truth) <= 2 * max_error(comp, truth) + slack, "output"
+    grad_out = random_like(truth)
+    got = grads(out, low, grad_out.to(dtype))
+    comp_grads = grads(comp, low, grad_out.to(dtype))
+    want = grads(truth, exact, grad_out)
+    for g, c, w, name in zip(got, comp_grads, want, "qkv"):
+        assert g.dtype == dtype
+        assert max_error(g, w) <= 2 * max_error(c, w) + slack, f"grad_{name}"

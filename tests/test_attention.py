@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 import actattn
 from actattn import reference
-from conftest import grads, max_error, random_like, random_qkv
+from conftest import assert_within_twice_composite, grads, random_like, random_qkv
 
 ACTIVATIONS = ["softmax", "sigmoid", "relu"]
 
@@ -80,21 +80,12 @@ def test_gradcheck(activation, causal, device):
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_low_precision_error_at_most_twice_the_composite(activation, causal, dtype, device):
     """flash-attention's rule: |kernel - fp64 reference| <= 2 |torch composite in dtype - fp64 reference|."""
-    q64, k64, v64 = random_qkv((2, 2, 97, 97, 64, 64), device=device, requires_grad=True)
-    q, k, v = (t.detach().to(dtype).requires_grad_() for t in (q64, k64, v64))
-    q64, k64, v64 = (t.detach().double().requires_grad_() for t in (q, k, v))  # the same rounded inputs
-    out = actattn.attention(q, k, v, activation=activation, causal=causal)
-    composite = reference.attention(q, k, v, activation, causal)
-    truth = reference.attention(q64, k64, v64, activation, causal)
-    assert out.dtype == dtype
-    assert max_error(out, truth) <= 2 * max_error(composite, truth) + 1e-6
-    grad_out = random_like(truth)
-    got = grads(out, (q, k, v), grad_out.to(dtype))
-    comp = grads(composite, (q, k, v), grad_out.to(dtype))
-    want = grads(truth, (q64, k64, v64), grad_out)
-    for g, c, w, name in zip(got, comp, want, "qkv"):
-        assert g.dtype == dtype
-        assert max_error(g, w) <= 2 * max_error(c, w) + 1e-6, f"grad_{name}"
+    assert_within_twice_composite(
+        lambda q, k, v: actattn.attention(q, k, v, activation=activation, causal=causal),
+        lambda q, k, v: reference.attention(q, k, v, activation, causal),
+        random_qkv((2, 2, 97, 97, 64, 64), device=device),
+        dtype,
+    )
 
 
 def test_non_contiguous_inputs(device):
