@@ -89,6 +89,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cpu_attention_backward(
   p.v = row_view(vw);
   p.out = row_view(ow);
   p.log_sum_exp.data = lse.data_ptr();
+  at::Tensor delta = at::empty({lse.numel()}, lse.options());
+  p.delta.data = delta.data_ptr();
   p.grad_out = row_view(gw);
   p.grad_q = row_view(grad_q);
   p.grad_k = row_view(grad_k);

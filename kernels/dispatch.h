@@ -7,6 +7,11 @@
 #include <type_traits>
 #include <utility>
 
+#if defined(__CUDACC__)
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#endif
+
 #include "feature_maps.h"
 #include "params.h"
 #include "score_activations.h"
@@ -19,14 +24,30 @@ struct TypePair {
   using acc_t = Acc;        // accumulation type
 };
 
+// The CPU kernels' element types: float32 and float64.
 template <typename Fn>
 void dispatch_dtype(ScalarKind kind, Fn&& fn) {
   switch (kind) {
     case ScalarKind::kFloat32: return fn(TypePair<float, float>{});
     case ScalarKind::kFloat64: return fn(TypePair<double, double>{});
+    default: break;
+  }
+  throw std::invalid_argument("actattn: the CPU kernels take float32 or float64");
+}
+
+#if defined(__CUDACC__)
+// The CUDA kernels' element types: half types accumulate in float32.
+template <typename Fn>
+void dispatch_dtype_cuda(ScalarKind kind, Fn&& fn) {
+  switch (kind) {
+    case ScalarKind::kFloat32: return fn(TypePair<float, float>{});
+    case ScalarKind::kFloat64: return fn(TypePair<double, double>{});
+    case ScalarKind::kFloat16: return fn(TypePair<__half, float>{});
+    case ScalarKind::kBFloat16: return fn(TypePair<__nv_bfloat16, float>{});
   }
   throw std::invalid_argument("actattn: unknown ScalarKind");
 }
+#endif
 
 template <typename Fn>
 void dispatch_bool(bool value, Fn&& fn) {

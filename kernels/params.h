@@ -8,7 +8,8 @@
 namespace actattn {
 
 // Element type of q, k, v and the outputs. Accumulation is float32 for every type but float64.
-enum class ScalarKind { kFloat32, kFloat64 };
+// The CPU kernels take float32 and float64 (csrc widens half types); the CUDA kernels take all four.
+enum class ScalarKind { kFloat32, kFloat64, kFloat16, kBFloat16 };
 
 // The activation applied to each score s = scale * q.k + bias of quadratic attention.
 enum class ScoreActivation { kSoftmax, kSigmoid, kRelu };
@@ -52,8 +53,9 @@ struct QuadraticParams {
   double divisor = 1.0;
 
   RowView q, k, v;
-  RowView out;             // forward: written; backward: read (softmax only)
+  RowView out;               // forward: written; backward: read (softmax only)
   RowStatsView log_sum_exp;  // softmax only: forward writes it, backward reads it
+  RowStatsView delta;        // softmax backward only: workspace for rowsum(dO * O), batch * heads * q_len
 
   // Backward only.
   RowView grad_out;

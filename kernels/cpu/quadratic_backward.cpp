@@ -9,7 +9,7 @@
 // every key tile streamed past them) writes dQ. Scores are recomputed in both: twice the score flops
 // of a single pass, in exchange for determinism and no N x N buffer. Products are register-blocked
 // (tile_gemm.h).
-// Memory: delta (batch * heads * q_len, softmax only) plus O((kKeyTile + kQueryBlock) * (Dk + Dv)) per
+// Memory: delta (batch * heads * q_len, softmax only, in params.delta) plus O((kKeyTile + kQueryBlock) * (Dk + Dv)) per
 // thread.
 #include <algorithm>
 #include <vector>
@@ -31,10 +31,13 @@ struct Backward {
   const QuadraticParams& p;
   Activation act;
   const Acc* lse;
-  std::vector<Acc> delta;
+  Acc* delta;  // params.delta, filled here
 
   Backward(const QuadraticParams& params, Activation activation)
-      : p(params), act(activation), lse(static_cast<const Acc*>(params.log_sum_exp.data)) {}
+      : p(params),
+        act(activation),
+        lse(static_cast<const Acc*>(params.log_sum_exp.data)),
+        delta(static_cast<Acc*>(params.delta.data)) {}
 
   // For kRows query rows starting at q_row0 (q rows pre-scaled, zero-padded past q_len) against the
   // tile: probabilities into probs and dL/ds into ds (both kRows x kKeyTile), zero where a row does not
@@ -75,7 +78,6 @@ struct Backward {
     const Acc scale = Acc(p.scale);
 
     if constexpr (Activation::kNormalizesRows) {
-      delta.resize(q_rows);
 #pragma omp parallel for schedule(static)
       for (int64_t row = 0; row < q_rows; ++row) {
         const int64_t i = row % s.q_len, bh = row / s.q_len;
