@@ -1,7 +1,9 @@
 """Builds actattn's C++ extension (actattn._C) with torch.utils.cpp_extension.
 
-CPU kernels are always built. CUDA kernels are added by the CUDA issue; until then the build is
-CPU-only and says so.
+CPU kernels are always built. The CUDA kernels are built too when torch is a CUDA build and nvcc is
+found (CUDA_HOME), unless ACTATTN_CUDA=0; ACTATTN_CUDA=1 makes a missing CUDA toolchain an error.
+TORCH_CUDA_ARCH_LIST picks the GPU targets (default: the visible GPU's, else torch's list), e.g.
+TORCH_CUDA_ARCH_LIST="8.0;9.0".
 """
 
 import glob
@@ -10,15 +12,34 @@ import platform
 import shlex
 
 from setuptools import find_packages, setup
-from torch.utils.cpp_extension import BuildExtension, CppExtension
+import torch
+from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
 
-def sources():
+def sources(with_cuda):
     # Relative paths: setuptools refuses absolute ones in an extension's sources.
-    files = glob.glob("csrc/*.cpp", root_dir=ROOT) + glob.glob("kernels/cpu/*.cpp", root_dir=ROOT)
-    return sorted(files)
+    patterns = ["csrc/*.cpp", "kernels/cpu/*.cpp"]
+    if with_cuda:
+        patterns += ["csrc/cuda/*.cpp", "kernels/cuda/*.cu"]
+    return sorted(f for pattern in patterns for f in glob.glob(pattern, root_dir=ROOT))
+
+
+def want_cuda():
+    """Whether to build the CUDA kernels (see the module docstring)."""
+    choice = os.environ.get("ACTATTN_CUDA", "auto")
+    possible = torch.version.cuda is not None and CUDA_HOME is not None
+    if choice == "0":
+        return False
+    if choice == "1" and not possible:
+        raise RuntimeError(
+            f"ACTATTN_CUDA=1 but torch {torch.__version__} is not a CUDA build or nvcc was not found "
+            f"(CUDA_HOME={CUDA_HOME})"
+        )
+    if not possible:
+        print(f"actattn: building the CPU kernels only (torch {torch.__version__}, CUDA_HOME={CUDA_HOME})")
+    return possible
 
 
 def cpu_arch_flags():
@@ -34,13 +55,16 @@ def cpu_arch_flags():
 
 def extension():
     debug = os.environ.get("ACTATTN_DEBUG", "0") == "1"
+    with_cuda = want_cuda()
     # -fno-math-errno lets exp() vectorise; unlike -ffast-math it keeps NaN and inf semantics.
     cxx_flags = ["-fopenmp", "-Wall", "-fno-math-errno"] + cpu_arch_flags()
     cxx_flags += ["-O0", "-g"] if debug else ["-O3"]
-    return CppExtension(
+    nvcc_flags = ["--expt-relaxed-constexpr", "-lineinfo"] + (["-O0", "-G"] if debug else ["-O3"])
+    build = CUDAExtension if with_cuda else CppExtension
+    return build(
         name="actattn._C",
-        sources=sources(),
-        extra_compile_args={"cxx": cxx_flags},
+        sources=sources(with_cuda),
+        extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags} if with_cuda else {"cxx": cxx_flags},
         extra_link_args=["-fopenmp"],
     )
 

@@ -44,6 +44,20 @@ def timed(fn: Callable[[], torch.Tensor], device: str, repeats: int, backward: b
     return statistics.median(times)
 
 
+def timed_or_none(fn, device: str, repeats: int, backward: bool):
+    """timed(), or None when the call runs out of memory (the materialising composites at long N)."""
+    try:
+        return timed(fn, device, repeats, backward)
+    except torch.OutOfMemoryError:
+        if device == "cuda":
+            torch.cuda.empty_cache()
+        return None
+
+
+def fmt(value) -> str:
+    return "OOM" if value is None else f"{value:.2f}"
+
+
 def cases(q, k, v) -> List[Tuple[str, str, Callable, Callable]]:
     """(case, baseline name, actattn call, baseline call)."""
     return [
@@ -73,6 +87,7 @@ def main(argv=None) -> None:
     parser.add_argument("--head-dim", type=int, default=64)
     parser.add_argument("--seq-lens", type=int, nargs="+", default=[512, 2048])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--cases", nargs="+", default=None, help="only cases starting with one of these")
     args = parser.parse_args(argv)
     dtype = getattr(torch, args.dtype)
 
@@ -91,12 +106,14 @@ def main(argv=None) -> None:
             for _ in range(3)
         )
         for case, baseline, ours, theirs in cases(q, k, v):
+            if args.cases and not any(case.startswith(prefix) for prefix in args.cases):
+                continue
             row = []
             for backward in (False, True):
                 with torch.set_grad_enabled(backward):
-                    a = timed(ours, args.device, args.repeats, backward)
-                    b = timed(theirs, args.device, args.repeats, backward)
-                row += [f"{a:.2f}", f"{b:.2f}", f"{a / b:.2f}"]
+                    a = timed_or_none(ours, args.device, args.repeats, backward)
+                    b = timed_or_none(theirs, args.device, args.repeats, backward)
+                row += [fmt(a), fmt(b), fmt(a / b if a and b else None)]
             print(f"| {case} | {n} | {baseline} | " + " | ".join(row) + " |", flush=True)
 
 

@@ -19,8 +19,13 @@ RowView row_view(const at::Tensor& t) {
 }
 
 ScalarKind scalar_kind(at::ScalarType dtype) {
-  TORCH_INTERNAL_ASSERT(dtype == at::kFloat || dtype == at::kDouble);
-  return dtype == at::kDouble ? ScalarKind::kFloat64 : ScalarKind::kFloat32;
+  switch (dtype) {
+    case at::kFloat: return ScalarKind::kFloat32;
+    case at::kDouble: return ScalarKind::kFloat64;
+    case at::kHalf: return ScalarKind::kFloat16;
+    case at::kBFloat16: return ScalarKind::kBFloat16;
+    default: TORCH_INTERNAL_ASSERT(false, "actattn: no kernel element type for ", dtype);
+  }
 }
 
 AttentionShape attention_shape(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {

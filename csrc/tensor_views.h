@@ -13,7 +13,7 @@ at::Tensor with_contiguous_rows(const at::Tensor& t);
 // Row view of a rank-4 tensor whose last dim is contiguous.
 RowView row_view(const at::Tensor& t);
 
-// The kernels' element type for a float32 or float64 tensor.
+// The kernels' element type for a float32, float64, float16 or bfloat16 tensor.
 ScalarKind scalar_kind(at::ScalarType dtype);
 
 // Shape of a call from q (B, H, Nq, Dk), k (B, H, Nk, Dk), v (B, H, Nk, Dv).

@@ -92,6 +92,7 @@ struct LinearParams {
   RowView grad_q, grad_k, grad_v;
   void* grad_initial_state = nullptr;       // always written, same layout as final_state
   void* grad_initial_normalizer = nullptr;  // always written, same layout as final_normalizer
+  void* workspace = nullptr;  // CUDA backward only: linear_attention_backward_workspace(params) elements
 };
 
 }  // namespace actattn

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Runs every test: sets up (tools/bootstrap.sh), then the Python suite (pytest) and the C++ suite
+# Runs every test: sets up (tools/bootstrap.sh), compiles the CUDA sources (tools/check_cuda.sh; no GPU
+# needed), then the Python suite (pytest; its CUDA cases run where a GPU is present) and the C++ suite
 # (CMake build against the venv's LibTorch, then CTest). Exits non-zero if anything fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/bootstrap.sh
+bash tools/check_cuda.sh
 
 status=0
 .venv/bin/python -m pytest tests -q -p no:cacheprovider || status=$?

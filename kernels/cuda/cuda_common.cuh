@@ -1,0 +1,76 @@
+// Device helpers shared by the CUDA kernels.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+#include "../params.h"
+
+namespace actattn {
+namespace cuda {
+
+constexpr int kWarp = 32;
+
+template <typename T>
+__device__ __forceinline__ T* row_ptr(const RowView& view, int64_t b, int64_t h, int64_t n) {
+  return static_cast<T*>(view.data) + b * view.batch_stride + h * view.head_stride + n * view.row_stride;
+}
+
+// Conversions through float for the half types, direct otherwise.
+template <typename Acc, typename T>
+__device__ __forceinline__ Acc to_acc(T x) {
+  return static_cast<Acc>(x);
+}
+template <>
+__device__ __forceinline__ float to_acc<float, __half>(__half x) {
+  return __half2float(x);
+}
+template <>
+__device__ __forceinline__ float to_acc<float, __nv_bfloat16>(__nv_bfloat16 x) {
+  return __bfloat162float(x);
+}
+
+template <typename T, typename Acc>
+__device__ __forceinline__ T from_acc(Acc x) {
+  return static_cast<T>(x);
+}
+template <>
+__device__ __forceinline__ __half from_acc<__half, float>(float x) {
+  return __float2half_rn(x);
+}
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_acc<__nv_bfloat16, float>(float x) {
+  return __float2bfloat16_rn(x);
+}
+
+template <typename Acc>
+__device__ __forceinline__ Acc warp_sum(Acc x) {
+  for (int offset = kWarp / 2; offset > 0; offset /= 2) x += __shfl_xor_sync(0xffffffffu, x, offset);
+  return x;
+}
+
+template <typename Acc>
+__device__ __forceinline__ Acc warp_max(Acc x) {
+  for (int offset = kWarp / 2; offset > 0; offset /= 2) x = max(x, __shfl_xor_sync(0xffffffffu, x, offset));
+  return x;
+}
+
+// Throws with the kernel's name if the launch failed (bad configuration); never synchronises.
+inline void check_launch(const char* kernel) {
+  const cudaError_t error = cudaGetLastError();
+  if (error != cudaSuccess) {
+    throw std::runtime_error(std::string("actattn: launching ") + kernel + " failed: " + cudaGetErrorString(error));
+  }
+}
+
+inline unsigned blocks_for(int64_t items, int64_t per_block) {
+  return static_cast<unsigned>((items + per_block - 1) / per_block);
+}
+
+}  // namespace cuda
+}  // namespace actattn

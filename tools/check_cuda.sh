@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Compiles all CUDA code without a GPU and without linking, so a CUDA compile error never lands:
+#  - every kernel in kernels/cuda/ with nvcc, for sm_80 and sm_90, with the flags torch's extension
+#    builder adds (no implicit half conversions);
+#  - the torch glue of the CUDA backend (csrc/cuda/) against the headers of torch's CUDA build (2.14.1,
+#    cu130, unpacked from its wheel: the CPU build lacks c10/cuda's generated headers).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+NVCC=${NVCC:-$(command -v nvcc || true)}
+if [ -z "$NVCC" ]; then
+  echo "check_cuda.sh: nvcc not found (set NVCC=/path/to/nvcc)" >&2
+  exit 1
+fi
+# Ask nvcc where its headers are (it may be a wrapper script outside the toolkit).
+CUDA_INCLUDE=$("$NVCC" -v -E -x cu /dev/null 2>&1 | sed -n 's/^#\$ INCLUDES="-I\([^"]*\)".*/\1/p' | head -n 1 | xargs)
+out=build/cuda-check
+mkdir -p "$out"
+
+torch_headers=$out/torch-cuda-headers
+if [ ! -f "$torch_headers/torch/include/c10/cuda/impl/cuda_cmake_macros.h" ]; then
+  rm -rf "$out/wheel" "$torch_headers" && mkdir -p "$out/wheel" "$torch_headers"
+  .venv/bin/python -m pip download -q --no-deps torch==2.14.1 -d "$out/wheel" 2>&1 | grep -v '^WARNING' || true
+  (cd "$torch_headers" && unzip -q -o ../wheel/torch-2.14.1-*.whl 'torch/include/*')
+  rm -rf "$out/wheel"
+fi
+
+flags=(-std=c++17 -O3 --expt-relaxed-constexpr -D__CUDA_NO_HALF_OPERATORS__ -D__CUDA_NO_HALF_CONVERSIONS__
+       -D__CUDA_NO_BFLOAT16_CONVERSIONS__ -D__CUDA_NO_HALF2_OPERATORS__
+       -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90)
+pids=()
+for source in kernels/cuda/*.cu; do
+  "$NVCC" "${flags[@]}" -c "$source" -o "$out/$(basename "$source" .cu).o" &
+  pids+=($!)
+done
+TI=$torch_headers/torch/include
+for source in csrc/cuda/*.cpp; do
+  g++ -std=c++20 -fsyntax-only -Wall -I"$TI" -I"$TI/torch/csrc/api/include" -I"$CUDA_INCLUDE" "$source" &
+  pids+=($!)
+done
+status=0
+for pid in "${pids[@]}"; do wait "$pid" || status=1; done
+if [ "$status" -ne 0 ]; then
+  echo "check_cuda.sh: CUDA compile check FAILED" >&2
+  exit 1
+fi
+echo "check_cuda.sh: all CUDA sources compile (kernels for sm_80 and sm_90, glue against torch 2.14.1 cu130 headers)"
