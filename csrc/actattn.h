@@ -19,6 +19,7 @@ struct AttentionOptions {
   std::optional<double> scale;         // default 1 / sqrt(qk_dim)
   std::optional<double> bias;          // added to scores; default -log(k_len) for sigmoid, 0 for relu
   std::optional<double> divisor;       // divides probabilities; default k_len for relu, 1 for sigmoid
+  std::optional<at::Tensor> key_lengths;  // (B,) int: keys past a sequence's length are padding
 };
 
 // q (B, H, Nq, Dk), k (B, H, Nk, Dk), v (B, H, Nk, Dv) -> (B, H, Nq, Dv).
@@ -38,6 +39,7 @@ struct LinearAttentionOptions {
   bool normalize = true;
   double eps = 1e-6;
   std::optional<double> scale;  // multiplies phi(q); default 1 / sqrt(qk_dim)
+  std::optional<at::Tensor> key_lengths;  // (B,) int: keys past a sequence's length are padding
 };
 
 struct LinearAttentionResult {

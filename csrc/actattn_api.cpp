@@ -11,8 +11,9 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
                              .findSchemaOrThrow("actattn::attention", "")
                              .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
                                                c10::string_view, bool, std::optional<double>, std::optional<double>,
-                                               std::optional<double>)>();
-  return op.call(q, k, v, options.activation, options.causal, options.scale, options.bias, options.divisor);
+                                               std::optional<double>, const OptionalTensor&)>();
+  return op.call(q, k, v, options.activation, options.causal, options.scale, options.bias, options.divisor,
+                 options.key_lengths);
 }
 
 LinearAttentionResult linear_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
@@ -23,14 +24,14 @@ LinearAttentionResult linear_attention(const at::Tensor& q, const at::Tensor& k,
           .findSchemaOrThrow("actattn::linear_attention", "")
           .typed<std::tuple<at::Tensor, at::Tensor, at::Tensor>(
               const at::Tensor&, const at::Tensor&, const at::Tensor&, c10::string_view, bool, bool, double,
-              std::optional<double>, const OptionalTensor&, const OptionalTensor&)>();
+              std::optional<double>, const OptionalTensor&, const OptionalTensor&, const OptionalTensor&)>();
   OptionalTensor kv, normalizer;
   if (initial_state) {
     kv = initial_state->kv;
     normalizer = initial_state->normalizer;
   }
   auto [out, final_kv, final_normalizer] = op.call(q, k, v, options.feature_map, options.causal, options.normalize,
-                                                   options.eps, options.scale, kv, normalizer);
+                                                   options.eps, options.scale, kv, normalizer, options.key_lengths);
   return {out, {final_kv, final_normalizer}};
 }
 

@@ -24,10 +24,11 @@ class AttentionFunction : public torch::autograd::Function<AttentionFunction> {
  public:
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                             c10::string_view activation, bool causal, std::optional<double> scale,
-                            std::optional<double> bias, std::optional<double> divisor) {
+                            std::optional<double> bias, std::optional<double> divisor,
+                            const OptionalTensor& key_lengths) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    auto [out, log_sum_exp] = ops::attention_forward(q, k, v, activation, causal, scale, bias, divisor);
-    ctx->save_for_backward({q, k, v, out, log_sum_exp});
+    auto [out, log_sum_exp] = ops::attention_forward(q, k, v, activation, causal, scale, bias, divisor, key_lengths);
+    ctx->save_for_backward({q, k, v, out, log_sum_exp, key_lengths.value_or(at::Tensor())});
     ctx->saved_data["activation"] = std::string(activation);
     ctx->saved_data["causal"] = causal;
     ctx->saved_data["scale"] = scale;
@@ -42,8 +43,9 @@ class AttentionFunction : public torch::autograd::Function<AttentionFunction> {
     auto [grad_q, grad_k, grad_v] = ops::attention_backward(
         grads[0], saved[0], saved[1], saved[2], saved[3], saved[4], activation, ctx->saved_data["causal"].toBool(),
         ctx->saved_data["scale"].toOptional<double>(), ctx->saved_data["bias"].toOptional<double>(),
-        ctx->saved_data["divisor"].toOptional<double>());
-    return {grad_q, grad_k, grad_v, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+        ctx->saved_data["divisor"].toOptional<double>(), defined_or_none(saved[5]));
+    return {grad_q,       grad_k,       grad_v,       at::Tensor(), at::Tensor(),
+            at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -52,12 +54,12 @@ class LinearAttentionFunction : public torch::autograd::Function<LinearAttention
   static variable_list forward(AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                c10::string_view feature_map, bool causal, bool normalize, double eps,
                                std::optional<double> scale, const OptionalTensor& initial_state,
-                               const OptionalTensor& initial_normalizer) {
+                               const OptionalTensor& initial_normalizer, const OptionalTensor& key_lengths) {
     at::AutoDispatchBelowADInplaceOrView guard;
     auto [out, final_state, final_normalizer, denominator] = ops::linear_attention_forward(
-        q, k, v, feature_map, causal, normalize, eps, scale, initial_state, initial_normalizer);
+        q, k, v, feature_map, causal, normalize, eps, scale, initial_state, initial_normalizer, key_lengths);
     ctx->save_for_backward({q, k, v, out, denominator, initial_state.value_or(at::Tensor()),
-                            initial_normalizer.value_or(at::Tensor())});
+                            initial_normalizer.value_or(at::Tensor()), key_lengths.value_or(at::Tensor())});
     ctx->saved_data["feature_map"] = std::string(feature_map);
     ctx->saved_data["causal"] = causal;
     ctx->saved_data["normalize"] = normalize;
@@ -78,41 +80,44 @@ class LinearAttentionFunction : public torch::autograd::Function<LinearAttention
         grad_out, defined_or_none(grads[1]), defined_or_none(grads[2]), saved[0], saved[1], saved[2], out, saved[4],
         ctx->saved_data["feature_map"].toStringRef(), ctx->saved_data["causal"].toBool(),
         ctx->saved_data["normalize"].toBool(), ctx->saved_data["eps"].toDouble(),
-        ctx->saved_data["scale"].toOptional<double>(), initial_state, initial_normalizer);
+        ctx->saved_data["scale"].toOptional<double>(), initial_state, initial_normalizer, defined_or_none(saved[7]));
     return {grad_q,       grad_k,       grad_v,       at::Tensor(),
             at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(),
-            initial_state ? grad_state : at::Tensor(), initial_normalizer ? grad_normalizer : at::Tensor()};
+            initial_state ? grad_state : at::Tensor(), initial_normalizer ? grad_normalizer : at::Tensor(),
+            at::Tensor()};
   }
 };
 
 at::Tensor attention_autograd(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                               c10::string_view activation, bool causal, std::optional<double> scale,
-                              std::optional<double> bias, std::optional<double> divisor) {
-  return AttentionFunction::apply(q, k, v, activation, causal, scale, bias, divisor);
+                              std::optional<double> bias, std::optional<double> divisor,
+                              const OptionalTensor& key_lengths) {
+  return AttentionFunction::apply(q, k, v, activation, causal, scale, bias, divisor, key_lengths);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_attention_autograd(
     const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, c10::string_view feature_map, bool causal,
     bool normalize, double eps, std::optional<double> scale, const OptionalTensor& initial_state,
-    const OptionalTensor& initial_normalizer) {
+    const OptionalTensor& initial_normalizer, const OptionalTensor& key_lengths) {
   const variable_list outputs = LinearAttentionFunction::apply(q, k, v, feature_map, causal, normalize, eps, scale,
-                                                               initial_state, initial_normalizer);
+                                                               initial_state, initial_normalizer, key_lengths);
   return {outputs[0], outputs[1], outputs[2]};
 }
 
 // Below the autograd key (inference, tracing with no grad) the public ops are their forward op.
 at::Tensor attention_composite(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                c10::string_view activation, bool causal, std::optional<double> scale,
-                               std::optional<double> bias, std::optional<double> divisor) {
-  return std::get<0>(ops::attention_forward(q, k, v, activation, causal, scale, bias, divisor));
+                               std::optional<double> bias, std::optional<double> divisor,
+                               const OptionalTensor& key_lengths) {
+  return std::get<0>(ops::attention_forward(q, k, v, activation, causal, scale, bias, divisor, key_lengths));
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_attention_composite(
     const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, c10::string_view feature_map, bool causal,
     bool normalize, double eps, std::optional<double> scale, const OptionalTensor& initial_state,
-    const OptionalTensor& initial_normalizer) {
+    const OptionalTensor& initial_normalizer, const OptionalTensor& key_lengths) {
   auto [out, final_state, final_normalizer, denominator] = ops::linear_attention_forward(
-      q, k, v, feature_map, causal, normalize, eps, scale, initial_state, initial_normalizer);
+      q, k, v, feature_map, causal, normalize, eps, scale, initial_state, initial_normalizer, key_lengths);
   return {out, final_state, final_normalizer};
 }
 

@@ -110,6 +110,17 @@ void check_linear_options(const at::Tensor& q, const at::Tensor& k, const at::Te
   if (initial_normalizer) check_state("initial_normalizer", *initial_normalizer, q, v, /*with_value_dim=*/false);
 }
 
+void check_key_lengths(const std::optional<at::Tensor>& key_lengths, const at::Tensor& q) {
+  if (!key_lengths) return;
+  const at::Tensor& t = *key_lengths;
+  const char* op = "actattn";
+  TORCH_CHECK_TYPE(t.scalar_type() == at::kLong || t.scalar_type() == at::kInt, op,
+                   ": key_lengths must be an int64 or int32 tensor, got ", t.scalar_type());
+  TORCH_CHECK_VALUE(t.dim() == 1 && t.sym_size(0) == q.sym_size(0), op,
+                    ": key_lengths must have shape (batch,) = [", q.sym_size(0), "], got ", t.sym_sizes());
+  TORCH_CHECK(t.device() == q.device(), op, ": key_lengths must be on ", q.device(), " like q, got ", t.device());
+}
+
 void check_same_layout(const char* op, const char* name, const at::Tensor& grad, const at::Tensor& like) {
   TORCH_CHECK(grad.sym_sizes() == like.sym_sizes() && grad.scalar_type() == like.scalar_type() &&
                   grad.device() == like.device(),

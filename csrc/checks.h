@@ -23,6 +23,9 @@ void check_linear_options(const at::Tensor& q, const at::Tensor& k, const at::Te
                           const std::optional<at::Tensor>& initial_state,
                           const std::optional<at::Tensor>& initial_normalizer);
 
+// Optional (batch,) integer key lengths on q's device.
+void check_key_lengths(const std::optional<at::Tensor>& key_lengths, const at::Tensor& q);
+
 // A gradient that must have the shape, dtype and device of the tensor it belongs to.
 void check_same_layout(const char* op, const char* name, const at::Tensor& grad, const at::Tensor& like);
 

@@ -23,9 +23,11 @@ at::Tensor empty_rows(const at::Tensor& q, c10::SymInt batch, c10::SymInt heads,
 std::tuple<at::Tensor, at::Tensor> attention_forward_meta(const at::Tensor& q, const at::Tensor& k,
                                                           const at::Tensor& v, c10::string_view activation,
                                                           bool /*causal*/, std::optional<double> scale,
-                                                          std::optional<double> bias, std::optional<double> divisor) {
+                                                          std::optional<double> bias, std::optional<double> divisor,
+                                                          const OptionalTensor& key_lengths) {
   check_qkv("actattn.attention", q, k, v);
   check_score_options(activation, scale, bias, divisor);
+  check_key_lengths(key_lengths, q);
   at::Tensor out = at::empty_symint({q.sym_size(0), q.sym_size(1), q.sym_size(2), v.sym_size(3)}, q.options());
   const bool softmax = parse_score_activation(activation) == ScoreActivation::kSoftmax;
   return {out, empty_rows(q, q.sym_size(0), q.sym_size(1), q.sym_size(2), softmax)};
@@ -34,10 +36,11 @@ std::tuple<at::Tensor, at::Tensor> attention_forward_meta(const at::Tensor& q, c
 std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_backward_meta(
     const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
     const at::Tensor& /*log_sum_exp*/, c10::string_view activation, bool /*causal*/, std::optional<double> scale,
-    std::optional<double> bias, std::optional<double> divisor) {
+    std::optional<double> bias, std::optional<double> divisor, const OptionalTensor& key_lengths) {
   const char* op = "actattn.attention backward";
   check_qkv(op, q, k, v);
   check_score_options(activation, scale, bias, divisor);
+  check_key_lengths(key_lengths, q);
   check_same_layout(op, "grad_out", grad_out, out);
   return {at::empty_symint(q.sym_sizes(), q.options()), at::empty_symint(k.sym_sizes(), k.options()),
           at::empty_symint(v.sym_sizes(), v.options())};
@@ -54,9 +57,10 @@ at::Tensor normalizer_like(const at::Tensor& q) {
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> linear_attention_forward_meta(
     const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, c10::string_view feature_map, bool causal,
     bool normalize, double eps, std::optional<double> scale, const OptionalTensor& initial_state,
-    const OptionalTensor& initial_normalizer) {
+    const OptionalTensor& initial_normalizer, const OptionalTensor& key_lengths) {
   check_qkv("actattn.linear_attention", q, k, v);
   check_linear_options(q, k, v, feature_map, causal, eps, scale, initial_state, initial_normalizer);
+  check_key_lengths(key_lengths, q);
   at::Tensor out = at::empty_symint({q.sym_size(0), q.sym_size(1), q.sym_size(2), v.sym_size(3)}, q.options());
   return {out, state_like(q, v), normalizer_like(q), empty_rows(q, q.sym_size(0), q.sym_size(1), q.sym_size(2), normalize)};
 }
@@ -66,10 +70,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> linear_at
     const OptionalTensor& /*grad_final_normalizer*/, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
     const at::Tensor& out, const at::Tensor& /*denominator*/, c10::string_view feature_map, bool causal,
     bool /*normalize*/, double eps, std::optional<double> scale, const OptionalTensor& initial_state,
-    const OptionalTensor& initial_normalizer) {
+    const OptionalTensor& initial_normalizer, const OptionalTensor& key_lengths) {
   const char* op = "actattn.linear_attention backward";
   check_qkv(op, q, k, v);
   check_linear_options(q, k, v, feature_map, causal, eps, scale, initial_state, initial_normalizer);
+  check_key_lengths(key_lengths, q);
   check_same_layout(op, "grad_out", grad_out, out);
   return {at::empty_symint(q.sym_sizes(), q.options()), at::empty_symint(k.sym_sizes(), k.options()),
           at::empty_symint(v.sym_sizes(), v.options()), state_like(q, v), normalizer_like(q)};

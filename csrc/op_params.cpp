@@ -17,6 +17,8 @@ QuadraticParams quadratic_params(const at::Tensor& q, const at::Tensor& k, const
   p.scale = c.scale;
   p.bias = c.bias;
   p.divisor = c.divisor;
+  p.bias_follows_keys = c.bias_follows_keys;
+  p.divisor_follows_keys = c.divisor_follows_keys;
   return p;
 }
 

@@ -33,16 +33,28 @@ inline OptionalTensor contiguous_or_none(const OptionalTensor& t) {
   return t->contiguous();
 }
 
+// Key lengths as the kernels read them: contiguous int64 on the inputs' device.
+inline OptionalTensor as_key_lengths(const OptionalTensor& t) {
+  if (!t) return std::nullopt;
+  return t->to(at::kLong).contiguous();
+}
+
+inline const int64_t* key_lengths_data(const OptionalTensor& t) { return t ? t->data_ptr<int64_t>() : nullptr; }
+
 template <typename Backend>
 std::tuple<at::Tensor, at::Tensor> attention_forward(const at::Tensor& q, const at::Tensor& k,
                                                          const at::Tensor& v, c10::string_view activation,
                                                          bool causal, std::optional<double> scale,
-                                                         std::optional<double> bias, std::optional<double> divisor) {
+                                                         std::optional<double> bias, std::optional<double> divisor,
+                                                         const OptionalTensor& key_lengths) {
   check_qkv("actattn.attention", q, k, v);
   const auto device_guard = Backend::guard(q);
   check_score_options(activation, scale, bias, divisor);
+  check_key_lengths(key_lengths, q);
   const at::Tensor qw = Backend::input(q), kw = Backend::input(k), vw = Backend::input(v);
   QuadraticParams p = quadratic_params(qw, kw, vw, activation, causal, scale, bias, divisor);
+  const OptionalTensor lengths = as_key_lengths(key_lengths);
+  p.key_lengths = key_lengths_data(lengths);
 
   at::Tensor out = at::empty({p.shape.batch, p.shape.heads, p.shape.q_len, p.shape.v_dim}, qw.options());
   const bool softmax = p.activation == ScoreActivation::kSoftmax;
@@ -62,15 +74,18 @@ template <typename Backend>
 std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_backward(
     const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
     const at::Tensor& log_sum_exp, c10::string_view activation, bool causal, std::optional<double> scale,
-    std::optional<double> bias, std::optional<double> divisor) {
+    std::optional<double> bias, std::optional<double> divisor, const OptionalTensor& key_lengths) {
   const char* op = "actattn.attention backward";
   check_qkv(op, q, k, v);
   const auto device_guard = Backend::guard(q);
   check_score_options(activation, scale, bias, divisor);
+  check_key_lengths(key_lengths, q);
   check_same_layout(op, "grad_out", grad_out, out);
   const at::Tensor qw = Backend::input(q), kw = Backend::input(k), vw = Backend::input(v), ow = Backend::input(out), gw = Backend::input(grad_out);
   const at::Tensor lse = log_sum_exp.contiguous();
   QuadraticParams p = quadratic_params(qw, kw, vw, activation, causal, scale, bias, divisor);
+  const OptionalTensor lengths = as_key_lengths(key_lengths);
+  p.key_lengths = key_lengths_data(lengths);
   TORCH_CHECK(p.activation != ScoreActivation::kSoftmax ||
                   lse.numel() == p.shape.batch * p.shape.heads * p.shape.q_len,
               op, ": log_sum_exp must have ", p.shape.batch * p.shape.heads * p.shape.q_len, " elements, got ",
@@ -98,15 +113,18 @@ template <typename Backend>
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> linear_attention_forward(
     const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, c10::string_view feature_map, bool causal,
     bool normalize, double eps, std::optional<double> scale, const OptionalTensor& initial_state,
-    const OptionalTensor& initial_normalizer) {
+    const OptionalTensor& initial_normalizer, const OptionalTensor& key_lengths) {
   check_qkv("actattn.linear_attention", q, k, v);
   const auto device_guard = Backend::guard(q);
   check_linear_options(q, k, v, feature_map, causal, eps, scale, initial_state, initial_normalizer);
+  check_key_lengths(key_lengths, q);
   const at::Tensor qw = Backend::input(q), kw = Backend::input(k), vw = Backend::input(v);
   const OptionalTensor state0 = contiguous_or_none(initial_state);
   const OptionalTensor norm0 = contiguous_or_none(initial_normalizer);
 
   LinearParams p = linear_params(qw, kw, vw, feature_map, causal, normalize, eps, scale);
+  const OptionalTensor lengths = as_key_lengths(key_lengths);
+  p.key_lengths = key_lengths_data(lengths);
   const auto& s = p.shape;
   at::Tensor out = at::empty({s.batch, s.heads, s.q_len, s.v_dim}, qw.options());
   at::Tensor final_state = at::empty({s.batch, s.heads, s.qk_dim, s.v_dim}, accumulation_options(qw));
@@ -131,11 +149,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> linear_at
     const at::Tensor& grad_out, const OptionalTensor& grad_final_state, const OptionalTensor& grad_final_normalizer,
     const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
     const at::Tensor& denominator, c10::string_view feature_map, bool causal, bool normalize, double eps,
-    std::optional<double> scale, const OptionalTensor& initial_state, const OptionalTensor& initial_normalizer) {
+    std::optional<double> scale, const OptionalTensor& initial_state, const OptionalTensor& initial_normalizer,
+    const OptionalTensor& key_lengths) {
   const char* op = "actattn.linear_attention backward";
   check_qkv(op, q, k, v);
   const auto device_guard = Backend::guard(q);
   check_linear_options(q, k, v, feature_map, causal, eps, scale, initial_state, initial_normalizer);
+  check_key_lengths(key_lengths, q);
   check_same_layout(op, "grad_out", grad_out, out);
   const at::Tensor qw = Backend::input(q), kw = Backend::input(k), vw = Backend::input(v), ow = Backend::input(out), gw = Backend::input(grad_out);
   const at::Tensor den = denominator.contiguous();
@@ -145,6 +165,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> linear_at
   const OptionalTensor grad_norm = contiguous_or_none(grad_final_normalizer);
 
   LinearParams p = linear_params(qw, kw, vw, feature_map, causal, normalize, eps, scale);
+  const OptionalTensor lengths = as_key_lengths(key_lengths);
+  p.key_lengths = key_lengths_data(lengths);
   const auto& s = p.shape;
   TORCH_CHECK(!normalize || den.numel() == s.batch * s.heads * s.q_len, op, ": denominator must have ",
               s.batch * s.heads * s.q_len, " elements, got ", den.numel());

@@ -34,6 +34,8 @@ ScoreConstants resolve_score_constants(ScoreActivation activation, int64_t k_len
   c.scale = scale.value_or(1.0 / std::sqrt(static_cast<double>(qk_dim)));
   c.bias = bias.value_or(activation == ScoreActivation::kSigmoid ? -std::log(keys) : 0.0);
   c.divisor = divisor.value_or(activation == ScoreActivation::kRelu ? keys : 1.0);
+  c.bias_follows_keys = !bias && activation == ScoreActivation::kSigmoid;
+  c.divisor_follows_keys = !divisor && activation == ScoreActivation::kRelu;
   return c;
 }
 

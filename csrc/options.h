@@ -24,6 +24,9 @@ struct ScoreConstants {
   double scale;    // default 1 / sqrt(qk_dim)
   double bias;     // default -log(k_len) for sigmoid, 0 otherwise
   double divisor;  // default k_len for relu, 1 otherwise
+  // Set when the default depends on the number of keys: kernels then use each sequence's own key count.
+  bool bias_follows_keys;
+  bool divisor_follows_keys;
 };
 ScoreConstants resolve_score_constants(ScoreActivation activation, int64_t k_len, int64_t qk_dim,
                                        std::optional<double> scale, std::optional<double> bias,

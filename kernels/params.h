@@ -51,6 +51,13 @@ struct QuadraticParams {
   double scale = 1.0;
   double bias = 0.0;
   double divisor = 1.0;
+  // Defaults that depend on the number of keys (sigmoid's bias -log n, relu's divisor n) are recomputed
+  // per sequence from its key count (key_lengths.h) when these are set.
+  bool bias_follows_keys = false;
+  bool divisor_follows_keys = false;
+  // (batch,) int64, optional: sequence b has keys [0, key_lengths[b]) (clamped to [0, k_len]); the rest
+  // are padding and take no part. Null: every sequence has k_len keys.
+  const int64_t* key_lengths = nullptr;
 
   RowView q, k, v;
   RowView out;               // forward: written; backward: read (softmax only)
@@ -74,6 +81,7 @@ struct LinearParams {
   AttentionShape shape;
   double scale = 1.0;
   double eps = 1e-6;
+  const int64_t* key_lengths = nullptr;  // as in QuadraticParams: keys past a sequence's length are padding
 
   RowView q, k, v;
   RowView out;

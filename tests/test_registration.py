@@ -15,6 +15,7 @@ def attention_cases(device):
     yield (q, k, v), {"activation": "softmax", "causal": True}
     yield (q, k, v), {"activation": "sigmoid", "causal": True, "bias": -1.0}
     yield (q, k, v), {"activation": "relu", "causal": False, "scale": 0.5, "divisor": 4.0}
+    yield (q, k, v), {"activation": "sigmoid", "causal": False, "key_lengths": torch.tensor([11, 4], device=device)}
 
 
 def linear_cases(device):
@@ -25,6 +26,7 @@ def linear_cases(device):
     yield (q, k, v), {"feature_map": "relu", "causal": True, "normalize": False}
     yield (q, k, v), {"feature_map": "identity", "causal": True, "eps": 0.1, "scale": 0.5}
     yield (q, k, v), {"feature_map": "elu", "causal": True, "initial_state": kv, "initial_normalizer": z}
+    yield (q, k, v), {"feature_map": "relu", "causal": True, "key_lengths": torch.tensor([70, 33], device=device)}
 
 
 def test_opcheck_attention(device):
@@ -39,13 +41,14 @@ def test_opcheck_linear_attention(device):
 
 def test_opcheck_forward_and_backward_ops(device):
     q, k, v = random_qkv((1, 2, 9, 11, 4, 3), device=device)
-    for activation in ("softmax", "relu"):
-        args = (q, k, v, activation, True, None, None, None)
+    lengths = torch.tensor([7], device=device)
+    for activation, key_lengths in (("softmax", None), ("relu", lengths)):
+        args = (q, k, v, activation, True, None, None, None, key_lengths)
         torch.library.opcheck(ops._attention_forward.default, args)
         out, lse = ops._attention_forward(*args)
         torch.library.opcheck(ops._attention_backward.default, (torch.ones_like(out), q, k, v, out, lse, *args[3:]))
     q, k, v = random_qkv((1, 2, 9, 9, 4, 3), device=device)
-    args = (q, k, v, "elu", True, True, 1e-6, None, None, None)
+    args = (q, k, v, "elu", True, True, 1e-6, None, None, None, lengths)
     torch.library.opcheck(ops._linear_attention_forward.default, args)
     out, kv, z, den = ops._linear_attention_forward(*args)
     grad_args = (torch.ones_like(out), torch.ones_like(kv), None, q, k, v, out, den, *args[3:])

@@ -11,6 +11,7 @@
 // for dk and dv.
 // Memory: O(C (Dk + Dv) + Dk Dv) per thread; reads den_i and o_i saved by the forward, no per-position
 // state. Each (batch, head) is owned by one thread, so gradients are deterministic.
+#include <algorithm>
 #include <vector>
 
 #include "../dispatch.h"
@@ -87,6 +88,7 @@ struct Backward {
   // chunk's queries).
   void key_grads(int64_t b, int64_t h, int64_t start) {
     const int64_t rows = keys.rows;
+    const int64_t key_count = keys_of(p.key_lengths, b, s.k_len);
     cpu::chunk_times_matrix(keys.v.data(), rows, dv, grad_state.transpose(), dk, grad_b.data());
     cpu::chunk_times_matrix(keys.b.data(), rows, dk, grad_state.kv.data(), dv, grad_v.data());
     for (int64_t u = 0; u < rows; ++u) {
@@ -105,8 +107,14 @@ struct Backward {
       }
       const T* k = cpu::row_ptr<T>(p.k, b, h, start + u);
       T* dk_row = cpu::row_ptr<T>(p.grad_k, b, h, start + u);
+      T* dv_row = cpu::row_ptr<T>(p.grad_v, b, h, start + u);
+      if (start + u >= key_count) {  // padding keys get zero gradients
+        std::fill(dk_row, dk_row + dk, T(0));
+        std::fill(dv_row, dv_row + dv, T(0));
+        continue;
+      }
       for (int64_t d = 0; d < dk; ++d) dk_row[d] = T(Map::derivative(Acc(k[d])) * db[d]);
-      cpu::store(dvu, Acc(1), cpu::row_ptr<T>(p.grad_v, b, h, start + u), dv);
+      cpu::store(dvu, Acc(1), dv_row, dv);
     }
   }
 

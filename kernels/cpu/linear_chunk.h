@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "../key_lengths.h"
 #include "../params.h"
 #include "row_math.h"
 #include "tile_gemm.h"
@@ -52,13 +53,17 @@ void load_queries(const LinearParams& p, int64_t b, int64_t h, int64_t start, in
   zero_padding_rows(c.a, rows, dk);
 }
 
-// Loads phi-mapped keys and values of rows [start, start + rows) into chunk.b and chunk.v.
+// Loads phi-mapped keys and values of rows [start, start + rows) into chunk.b and chunk.v. Padding keys
+// (past the sequence's key length) load as zeros, so they add nothing to any state or product.
 template <typename T, typename Acc, typename Map>
 void load_keys_values(const LinearParams& p, int64_t b, int64_t h, int64_t start, int64_t rows,
                       LinearChunk<Acc>& c) {
   const int64_t dk = p.shape.qk_dim, dv = p.shape.v_dim;
+  const int64_t valid = std::clamp<int64_t>(keys_of(p.key_lengths, b, p.shape.k_len) - start, 0, rows);
   c.rows = rows;
-  for (int64_t t = 0; t < rows; ++t) {
+  std::fill(c.b.begin() + valid * dk, c.b.begin() + rows * dk, Acc(0));
+  std::fill(c.v.begin() + valid * dv, c.v.begin() + rows * dv, Acc(0));
+  for (int64_t t = 0; t < valid; ++t) {
     const T* k = row_ptr<T>(p.k, b, h, start + t);
     const T* v = row_ptr<T>(p.v, b, h, start + t);
     for (int64_t d = 0; d < dk; ++d) c.b[t * dk + d] = Map::value(Acc(k[d]));

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "../dispatch.h"
+#include "../key_lengths.h"
 #include "cpu_kernels.h"
 #include "quadratic_tile.h"
 #include "row_math.h"
@@ -29,27 +30,29 @@ using cpu::kRows;
 template <typename T, typename Acc, typename Activation, bool kCausal>
 struct Backward {
   const QuadraticParams& p;
-  Activation act;
+  const Activation activation;
   const Acc* lse;
   Acc* delta;  // params.delta, filled here
 
-  Backward(const QuadraticParams& params, Activation activation)
+  Backward(const QuadraticParams& params, Activation act)
       : p(params),
-        act(activation),
+        activation(act),
         lse(static_cast<const Acc*>(params.log_sum_exp.data)),
         delta(static_cast<Acc*>(params.delta.data)) {}
 
   // For kRows query rows starting at q_row0 (q rows pre-scaled, zero-padded past q_len) against the
   // tile: probabilities into probs and dL/ds into ds (both kRows x kKeyTile), zero where a row does not
   // see a key. Returns the number of tile columns any of the rows sees.
-  int64_t row_block_grads(const cpu::KeyTile<Acc>& tile, int64_t bh, int64_t q_row0, const Acc* q_scaled,
-                          const Acc* dout, Acc* probs, Acc* ds) const {
+  int64_t row_block_grads(const cpu::KeyTile<Acc>& tile, const SequenceConstants<Acc>& constants, int64_t bh,
+                          int64_t q_row0, const Acc* q_scaled, const Acc* dout, Acc* probs, Acc* ds) const {
+    Activation act = activation;
+    act.inv_divisor = constants.inv_divisor;
     const AttentionShape& s = p.shape;
     const int64_t last_row = std::min(q_row0 + kRows, s.q_len) - 1;
     const int64_t widest = tile.visible_to(last_row, kCausal);
     if (widest == 0) return 0;
     const int64_t width = cpu::padded_width(widest);
-    cpu::rows_times_matrix(q_scaled, s.qk_dim, tile.k_t.data(), kKeyTile, s.qk_dim, width, Acc(p.bias), probs,
+    cpu::rows_times_matrix(q_scaled, s.qk_dim, tile.k_t.data(), kKeyTile, s.qk_dim, width, constants.bias, probs,
                            kKeyTile);
     cpu::rows_times_matrix(dout, s.v_dim, tile.v_t.data(), kKeyTile, s.v_dim, width, Acc(0), ds, kKeyTile);
     for (int64_t r = 0; r < kRows; ++r) {
@@ -99,18 +102,22 @@ struct Backward {
       for (int64_t task = 0; task < s.batch * s.heads * key_tiles; ++task) {
         const int64_t bh = task / key_tiles, b = bh / s.heads, h = bh % s.heads;
         const int64_t j0 = (task % key_tiles) * kKeyTile;
-        tile.template load<T>(p, b, h, j0, std::min(kKeyTile, s.k_len - j0), /*transpose_v=*/true);
+        const int64_t keys = keys_of(p.key_lengths, b, s.k_len);
+        const SequenceConstants<Acc> constants = sequence_constants<Acc>(p, b);
+        // Padding keys of the tile (past the sequence's length) keep zero gradients.
+        tile.template load<T>(p, b, h, j0, std::clamp<int64_t>(keys - j0, 0, kKeyTile), /*transpose_v=*/true);
         std::fill(grad_k.begin(), grad_k.end(), Acc(0));
         std::fill(grad_v.begin(), grad_v.end(), Acc(0));
-        for (int64_t i = kCausal ? j0 : 0; i < s.q_len; i += kRows) {
+        for (int64_t i = kCausal ? j0 : 0; tile.cols > 0 && i < s.q_len; i += kRows) {
           cpu::load_rows<T>(p.q, b, h, i, kRows, s.q_len, dk, scale, q_scaled.data());
           cpu::load_rows<T>(p.grad_out, b, h, i, kRows, s.q_len, dv, Acc(1), dout.data());
-          const int64_t n = row_block_grads(tile, bh, i, q_scaled.data(), dout.data(), probs.data(), ds.data());
+          const int64_t n =
+              row_block_grads(tile, constants, bh, i, q_scaled.data(), dout.data(), probs.data(), ds.data());
           cpu::accumulate_transposed_rows(probs.data(), kKeyTile, dout.data(), dv, n, dv, grad_v.data());
           // q_scaled carries the `scale` of dK = scale * sum_i ds_ij q_i.
           cpu::accumulate_transposed_rows(ds.data(), kKeyTile, q_scaled.data(), dk, n, dk, grad_k.data());
         }
-        for (int64_t t = 0; t < tile.cols; ++t) {
+        for (int64_t t = 0; t < std::min(kKeyTile, s.k_len - j0); ++t) {
           cpu::store(grad_k.data() + t * dk, Acc(1), cpu::row_ptr<T>(p.grad_k, b, h, j0 + t), dk);
           cpu::store(grad_v.data() + t * dv, Acc(1), cpu::row_ptr<T>(p.grad_v, b, h, j0 + t), dv);
         }
@@ -124,12 +131,14 @@ struct Backward {
         cpu::load_rows<T>(p.q, b, h, i0, kQueryBlock, s.q_len, dk, scale, q_scaled.data());
         cpu::load_rows<T>(p.grad_out, b, h, i0, kQueryBlock, s.q_len, dv, Acc(1), dout.data());
         std::fill(grad_q.begin(), grad_q.end(), Acc(0));
-        const int64_t key_end = kCausal ? std::min(i0 + rows, s.k_len) : s.k_len;
+        const int64_t keys = keys_of(p.key_lengths, b, s.k_len);
+        const SequenceConstants<Acc> constants = sequence_constants<Acc>(p, b);
+        const int64_t key_end = kCausal ? std::min(i0 + rows, keys) : keys;
         for (int64_t j0 = 0; j0 < key_end; j0 += kKeyTile) {
           tile.template load<T>(p, b, h, j0, std::min(kKeyTile, key_end - j0), /*transpose_v=*/true);
           for (int64_t r0 = 0; r0 < rows; r0 += kRows) {
-            const int64_t n = row_block_grads(tile, bh, i0 + r0, q_scaled.data() + r0 * dk, dout.data() + r0 * dv,
-                                              probs.data(), ds.data());
+            const int64_t n = row_block_grads(tile, constants, bh, i0 + r0, q_scaled.data() + r0 * dk,
+                                              dout.data() + r0 * dv, probs.data(), ds.data());
             cpu::accumulate_rows_times_matrix(ds.data(), kKeyTile, tile.k.data(), n, dk, grad_q.data() + r0 * dk, dk);
           }
         }
@@ -148,7 +157,6 @@ void quadratic_attention_backward_cpu(const QuadraticParams& params) {
     using T = typename decltype(types)::scalar_t;
     using Acc = typename decltype(types)::acc_t;
     dispatch_score_activation<Acc>(params.activation, [&](auto activation) {
-      activation.inv_divisor = Acc(1) / Acc(params.divisor);
       dispatch_bool(params.causal, [&](auto causal) {
         Backward<T, Acc, decltype(activation), decltype(causal)::value>(params, activation).run();
       });

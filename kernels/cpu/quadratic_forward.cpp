@@ -10,13 +10,15 @@
 // Memory: per thread one key/value tile and the block's rows, O(kKeyTile * (Dk + Dv) +
 // kQueryBlock * (Dk + Dv)); never N x N.
 // Saved for backward: the output and, for softmax only, the row log-sum-exp (batch * heads * q_len).
-// A row that sees no key (k_len == 0) gets a zero output and log-sum-exp -inf.
+// Keys past a sequence's key length (params.key_lengths) are skipped like masked ones. A row that sees
+// no key gets a zero output and log-sum-exp -inf.
 #include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
 
 #include "../dispatch.h"
+#include "../key_lengths.h"
 #include "cpu_kernels.h"
 #include "quadratic_tile.h"
 #include "row_math.h"
@@ -29,16 +31,16 @@ using cpu::kQueryBlock;
 using cpu::kRows;
 
 template <typename T, typename Acc, typename Activation, bool kCausal>
-void forward_blocks(const QuadraticParams& p, Activation act) {
+void forward_blocks(const QuadraticParams& p, const Activation activation) {
   const AttentionShape& s = p.shape;
   const int64_t dk = s.qk_dim, dv = s.v_dim;
   const int64_t blocks_per_head = (s.q_len + kQueryBlock - 1) / kQueryBlock;
-  const Acc bias = Acc(p.bias);
   constexpr Acc kNegInf = -std::numeric_limits<Acc>::infinity();
   Acc* lse = static_cast<Acc*>(p.log_sum_exp.data);
 
 #pragma omp parallel
   {
+    Activation act = activation;  // per thread: its divisor changes with the sequence
     cpu::KeyTile<Acc> tile(dk, dv);
     std::vector<Acc> q_block(kQueryBlock * dk), acc(kQueryBlock * dv), probs(kRows * kKeyTile);
     std::vector<Acc> row_max(kQueryBlock), row_sum(kQueryBlock);
@@ -47,19 +49,22 @@ void forward_blocks(const QuadraticParams& p, Activation act) {
       const int64_t bh = task / blocks_per_head, b = bh / s.heads, h = bh % s.heads;
       const int64_t i0 = (task % blocks_per_head) * kQueryBlock;
       const int64_t rows = std::min(kQueryBlock, s.q_len - i0);
+      const int64_t keys = keys_of(p.key_lengths, b, s.k_len);
+      const SequenceConstants<Acc> constants = sequence_constants<Acc>(p, b);
+      act.inv_divisor = constants.inv_divisor;
       cpu::load_rows<T>(p.q, b, h, i0, kQueryBlock, s.q_len, dk, Acc(p.scale), q_block.data());
       std::fill(acc.begin(), acc.end(), Acc(0));
       std::fill(row_max.begin(), row_max.end(), kNegInf);
       std::fill(row_sum.begin(), row_sum.end(), Acc(0));
 
-      const int64_t key_end = kCausal ? std::min(i0 + rows, s.k_len) : s.k_len;
+      const int64_t key_end = kCausal ? std::min(i0 + rows, keys) : keys;
       for (int64_t j0 = 0; j0 < key_end; j0 += kKeyTile) {
         tile.template load<T>(p, b, h, j0, std::min(kKeyTile, key_end - j0), /*transpose_v=*/false);
         for (int64_t r0 = 0; r0 < rows; r0 += kRows) {
           const int64_t widest = tile.visible_to(std::min(i0 + r0 + kRows, i0 + rows) - 1, kCausal);
           if (widest == 0) continue;
           cpu::rows_times_matrix(q_block.data() + r0 * dk, dk, tile.k_t.data(), kKeyTile, dk,
-                                 cpu::padded_width(widest), bias, probs.data(), kKeyTile);
+                                 cpu::padded_width(widest), constants.bias, probs.data(), kKeyTile);
           for (int64_t r = 0; r < kRows; ++r) {
             Acc* row = probs.data() + r * kKeyTile;
             const int64_t n = r0 + r < rows ? tile.visible_to(i0 + r0 + r, kCausal) : 0;
@@ -113,7 +118,6 @@ void quadratic_attention_forward_cpu(const QuadraticParams& params) {
     using T = typename decltype(types)::scalar_t;
     using Acc = typename decltype(types)::acc_t;
     dispatch_score_activation<Acc>(params.activation, [&](auto activation) {
-      activation.inv_divisor = Acc(1) / Acc(params.divisor);
       dispatch_bool(params.causal, [&](auto causal) {
         forward_blocks<T, Acc, decltype(activation), decltype(causal)::value>(params, activation);
       });

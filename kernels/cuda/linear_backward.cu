@@ -96,18 +96,19 @@ __global__ void __launch_bounds__(cuda::kLinearThreads) backward_kernel(const Li
   Acc* inv_den = grad_den + kLinearChunk;              // C
 
   auto load_queries = [&](int64_t start, int rows) {
-    cuda::load_mapped<T, Acc, Map>(p.q, b, h, start, rows, dk, Acc(p.scale), a);
+    cuda::load_mapped<T, Acc, Map>(p.q, b, h, start, rows, rows, dk, Acc(p.scale), a);
     for (int t = threadIdx.x; t < rows; t += blockDim.x) {
       const int64_t row = bh * s.q_len + start + t;
       inv_den[t] = p.normalize ? Acc(1) / static_cast<const Acc*>(p.denominator.data)[row] : Acc(1);
       grad_den[t] = ws.grad_den[row];
     }
     __syncthreads();
-    cuda::load_columns<T, Acc, kColumns>(p.grad_out, b, h, start, rows, col0, cols, inv_den, grad_num);
+    cuda::load_columns<T, Acc, kColumns>(p.grad_out, b, h, start, rows, rows, col0, cols, inv_den, grad_num);
   };
   auto load_keys = [&](int64_t start, int rows) {
-    cuda::load_mapped<T, Acc, Map>(p.k, b, h, start, rows, dk, Acc(1), keys);
-    cuda::load_columns<T, Acc, kColumns>(p.v, b, h, start, rows, col0, cols, nullptr, values);
+    const int valid = cuda::valid_rows(p, b, start, rows);
+    cuda::load_mapped<T, Acc, Map>(p.k, b, h, start, rows, valid, dk, Acc(1), keys);
+    cuda::load_columns<T, Acc, kColumns>(p.v, b, h, start, rows, valid, col0, cols, nullptr, values);
   };
   // mixed[t][u] and qk[t][u] for u <= t (causal chunk), zero elsewhere.
   auto chunk_products = [&](int rows, bool with_qk) {
@@ -132,11 +133,16 @@ __global__ void __launch_bounds__(cuda::kLinearThreads) backward_kernel(const Li
       partial_q[(bh * s.q_len + start + t) * dk + d] = da;
     }
   };
-  // Partial db of the chunk's keys into partial_k, and their dv (column-local, final).
+  // Partial db of the chunk's keys into partial_k, and their dv (column-local, final); zero for padding.
   auto key_grads = [&](int64_t start, int rows) {
+    const int valid = cuda::valid_rows(p, b, start, rows);
     for (int64_t idx = threadIdx.x; idx < rows * dk; idx += blockDim.x) {
       const int u = static_cast<int>(idx / dk);
       const int64_t d = idx % dk;
+      if (u >= valid) {
+        partial_k[(bh * s.k_len + start + u) * dk + d] = Acc(0);
+        continue;
+      }
       Acc db = first_block ? grad_normalizer[d] : Acc(0);
       for (int e = 0; e < kColumns; ++e) db += grad_state[d * kColumns + e] * values[u * kColumns + e];
       if constexpr (kCausal)
@@ -146,6 +152,10 @@ __global__ void __launch_bounds__(cuda::kLinearThreads) backward_kernel(const Li
     for (int idx = threadIdx.x; idx < rows * kColumns; idx += blockDim.x) {
       const int u = idx / kColumns, e = idx % kColumns;
       if (e >= cols) continue;
+      if (u >= valid) {
+        cuda::row_ptr<T>(p.grad_v, b, h, start + u)[col0 + e] = cuda::from_acc<T>(Acc(0));
+        continue;
+      }
       Acc dv = Acc(0);
       for (int64_t d = 0; d < dk; ++d) dv += grad_state[d * kColumns + e] * keys[u * dk + d];
       if constexpr (kCausal)

@@ -5,6 +5,7 @@
 #pragma once
 
 #include "../feature_maps.h"
+#include "../key_lengths.h"
 #include "cuda_common.cuh"
 
 namespace actattn {
@@ -24,25 +25,32 @@ inline int64_t linear_column_blocks(int64_t v_dim) {
   return (v_dim + linear_columns<Acc>() - 1) / linear_columns<Acc>();
 }
 
-// Rows [start, start + rows) of phi-mapped q (times scale) or phi-mapped k into dst (rows x Dk).
+// Rows [start, start + rows) of phi-mapped q (times scale) or phi-mapped k into dst (rows x Dk); rows
+// from `valid` on (padding keys) are zero.
 template <typename T, typename Acc, typename Map>
-__device__ void load_mapped(const RowView& view, int64_t b, int64_t h, int64_t start, int rows, int64_t dim,
-                            Acc alpha, Acc* dst) {
+__device__ void load_mapped(const RowView& view, int64_t b, int64_t h, int64_t start, int rows, int valid,
+                            int64_t dim, Acc alpha, Acc* dst) {
   for (int64_t idx = threadIdx.x; idx < rows * dim; idx += blockDim.x) {
     const int64_t t = idx / dim, d = idx % dim;
-    dst[idx] = alpha * Map::value(to_acc<Acc>(row_ptr<T>(view, b, h, start + t)[d]));
+    dst[idx] = t < valid ? alpha * Map::value(to_acc<Acc>(row_ptr<T>(view, b, h, start + t)[d])) : Acc(0);
   }
 }
 
+// Rows of a chunk starting at `start` that are real keys of sequence b (not padding).
+__device__ __forceinline__ int valid_rows(const LinearParams& p, int64_t b, int64_t start, int rows) {
+  const int64_t n = keys_of(p.key_lengths, b, p.shape.k_len) - start;
+  return static_cast<int>(n < 0 ? 0 : (n > rows ? rows : n));
+}
+
 // Columns [col0, col0 + cols) of rows [start, start + rows) into dst (rows x kColumns), times alpha_t
-// (alpha may be null for 1).
+// (alpha may be null for 1); rows from `valid` on are zero.
 template <typename T, typename Acc, int kColumns>
-__device__ void load_columns(const RowView& view, int64_t b, int64_t h, int64_t start, int rows, int64_t col0,
-                             int cols, const Acc* alpha, Acc* dst) {
+__device__ void load_columns(const RowView& view, int64_t b, int64_t h, int64_t start, int rows, int valid,
+                             int64_t col0, int cols, const Acc* alpha, Acc* dst) {
   for (int idx = threadIdx.x; idx < rows * kColumns; idx += blockDim.x) {
     const int t = idx / kColumns, e = idx % kColumns;
     Acc value = Acc(0);
-    if (e < cols) value = to_acc<Acc>(row_ptr<T>(view, b, h, start + t)[col0 + e]);
+    if (e < cols && t < valid) value = to_acc<Acc>(row_ptr<T>(view, b, h, start + t)[col0 + e]);
     dst[idx] = alpha ? value * alpha[t] : value;
   }
 }

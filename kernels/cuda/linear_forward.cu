@@ -46,8 +46,9 @@ __global__ void __launch_bounds__(cuda::kLinearThreads) forward_kernel(const Lin
   if constexpr (!kCausal) {
     for (int64_t start = 0; start < s.k_len; start += kLinearChunk) {
       const int rows = static_cast<int>(min(int64_t(kLinearChunk), s.k_len - start));
-      cuda::load_mapped<T, Acc, Map>(p.k, b, h, start, rows, dk, Acc(1), keys);
-      cuda::load_columns<T, Acc, kColumns>(p.v, b, h, start, rows, col0, cols, nullptr, values);
+      const int valid = cuda::valid_rows(p, b, start, rows);
+      cuda::load_mapped<T, Acc, Map>(p.k, b, h, start, rows, valid, dk, Acc(1), keys);
+      cuda::load_columns<T, Acc, kColumns>(p.v, b, h, start, rows, valid, col0, cols, nullptr, values);
       __syncthreads();
       cuda::absorb_chunk<Acc, kColumns>(keys, values, nullptr, rows, dk, state, normalizer);
       __syncthreads();
@@ -56,10 +57,11 @@ __global__ void __launch_bounds__(cuda::kLinearThreads) forward_kernel(const Lin
 
   for (int64_t start = 0; start < s.q_len; start += kLinearChunk) {
     const int rows = static_cast<int>(min(int64_t(kLinearChunk), s.q_len - start));
-    cuda::load_mapped<T, Acc, Map>(p.q, b, h, start, rows, dk, Acc(p.scale), a);
+    cuda::load_mapped<T, Acc, Map>(p.q, b, h, start, rows, rows, dk, Acc(p.scale), a);
     if constexpr (kCausal) {
-      cuda::load_mapped<T, Acc, Map>(p.k, b, h, start, rows, dk, Acc(1), keys);
-      cuda::load_columns<T, Acc, kColumns>(p.v, b, h, start, rows, col0, cols, nullptr, values);
+      const int valid = cuda::valid_rows(p, b, start, rows);
+      cuda::load_mapped<T, Acc, Map>(p.k, b, h, start, rows, valid, dk, Acc(1), keys);
+      cuda::load_columns<T, Acc, kColumns>(p.v, b, h, start, rows, valid, col0, cols, nullptr, values);
     }
     __syncthreads();
     if constexpr (kCausal) {

@@ -10,6 +10,7 @@
 #include <cmath>
 
 #include "../dispatch.h"
+#include "../key_lengths.h"
 #include "cuda_common.cuh"
 #include "cuda_kernels.h"
 
@@ -82,7 +83,7 @@ __device__ __forceinline__ void pair_grads(const QuadraticParams& p, const Activ
 
 template <typename T, typename Acc, typename Activation, bool kCausal>
 __global__ void __launch_bounds__(kRowsPerBlock * kWarp)
-    key_grads_kernel(const QuadraticParams p, const Activation act) {
+    key_grads_kernel(const QuadraticParams p, Activation act) {
   __shared__ Acc k_shared[kRowsPerBlock][256];
   __shared__ Acc v_shared[kRowsPerBlock][256];
   const AttentionShape s = p.shape;
@@ -90,6 +91,9 @@ __global__ void __launch_bounds__(kRowsPerBlock * kWarp)
   const int64_t row = int64_t(blockIdx.x) * kRowsPerBlock + warp;
   if (row >= s.batch * s.heads * s.k_len) return;
   const int64_t j = row % s.k_len, bh = row / s.k_len, b = bh / s.heads, h = bh % s.heads;
+  const SequenceConstants<Acc> constants = sequence_constants<Acc>(p, b);
+  act.inv_divisor = constants.inv_divisor;
+  const bool padding = j >= keys_of(p.key_lengths, b, s.k_len);  // a padding key gets zero gradients
   load_shared(cuda::row_ptr<T>(p.k, b, h, j), s.qk_dim, Acc(1), k_shared[warp], lane);
   load_shared(cuda::row_ptr<T>(p.v, b, h, j), s.v_dim, Acc(1), v_shared[warp], lane);
   const Acc scale = Acc(p.scale);
@@ -98,12 +102,13 @@ __global__ void __launch_bounds__(kRowsPerBlock * kWarp)
 #pragma unroll
   for (int c = 0; c < kColsPerLane; ++c) grad_k[c] = grad_v[c] = Acc(0);
 
-  for (int64_t i0 = kCausal ? j : 0; i0 < s.q_len; i0 += kWarp) {  // every such query sees key j
+  for (int64_t i0 = kCausal ? j : 0; !padding && i0 < s.q_len; i0 += kWarp) {  // every such query sees key j
     const int n = static_cast<int>(min(int64_t(kWarp), s.q_len - i0));
     Acc prob = Acc(0), ds = Acc(0);
     if (lane < n) {
       const int64_t i = i0 + lane;
-      const Acc score = scale * dot_shared(k_shared[warp], cuda::row_ptr<T>(p.q, b, h, i), s.qk_dim) + Acc(p.bias);
+      const Acc score =
+          scale * dot_shared(k_shared[warp], cuda::row_ptr<T>(p.q, b, h, i), s.qk_dim) + constants.bias;
       const Acc dp = dot_shared(v_shared[warp], cuda::row_ptr<T>(p.grad_out, b, h, i), s.v_dim);
       pair_grads(p, act, bh * s.q_len + i, score, dp, &prob, &ds);
     }
@@ -120,7 +125,7 @@ __global__ void __launch_bounds__(kRowsPerBlock * kWarp)
 
 template <typename T, typename Acc, typename Activation, bool kCausal>
 __global__ void __launch_bounds__(kRowsPerBlock * kWarp)
-    query_grads_kernel(const QuadraticParams p, const Activation act) {
+    query_grads_kernel(const QuadraticParams p, Activation act) {
   __shared__ Acc q_shared[kRowsPerBlock][256];
   __shared__ Acc dout_shared[kRowsPerBlock][256];
   const AttentionShape s = p.shape;
@@ -128,6 +133,9 @@ __global__ void __launch_bounds__(kRowsPerBlock * kWarp)
   const int64_t row = int64_t(blockIdx.x) * kRowsPerBlock + warp;
   if (row >= s.batch * s.heads * s.q_len) return;
   const int64_t i = row % s.q_len, bh = row / s.q_len, b = bh / s.heads, h = bh % s.heads;
+  const int64_t keys = keys_of(p.key_lengths, b, s.k_len);
+  const SequenceConstants<Acc> constants = sequence_constants<Acc>(p, b);
+  act.inv_divisor = constants.inv_divisor;
   const Acc scale = Acc(p.scale);
   load_shared(cuda::row_ptr<T>(p.q, b, h, i), s.qk_dim, scale, q_shared[warp], lane);
   load_shared(cuda::row_ptr<T>(p.grad_out, b, h, i), s.v_dim, Acc(1), dout_shared[warp], lane);
@@ -136,13 +144,13 @@ __global__ void __launch_bounds__(kRowsPerBlock * kWarp)
 #pragma unroll
   for (int c = 0; c < kColsPerLane; ++c) grad_q[c] = Acc(0);
 
-  const int64_t visible = kCausal ? min(i + 1, s.k_len) : s.k_len;
+  const int64_t visible = kCausal ? min(i + 1, keys) : keys;
   for (int64_t j0 = 0; j0 < visible; j0 += kWarp) {
     const int n = static_cast<int>(min(int64_t(kWarp), visible - j0));
     Acc prob = Acc(0), ds = Acc(0);
     if (lane < n) {
       const int64_t j = j0 + lane;
-      const Acc score = dot_shared(q_shared[warp], cuda::row_ptr<T>(p.k, b, h, j), s.qk_dim) + Acc(p.bias);
+      const Acc score = dot_shared(q_shared[warp], cuda::row_ptr<T>(p.k, b, h, j), s.qk_dim) + constants.bias;
       const Acc dp = dot_shared(dout_shared[warp], cuda::row_ptr<T>(p.v, b, h, j), s.v_dim);
       pair_grads(p, act, row, score, dp, &prob, &ds);
     }
@@ -164,7 +172,6 @@ void quadratic_attention_backward_cuda(const QuadraticParams& params, cudaStream
     using T = typename decltype(types)::scalar_t;
     using Acc = typename decltype(types)::acc_t;
     dispatch_score_activation<Acc>(params.activation, [&](auto activation) {
-      activation.inv_divisor = Acc(1) / Acc(params.divisor);
       using Activation = decltype(activation);
       if (Activation::kNormalizesRows && q_rows > 0) {
         delta_kernel<T, Acc><<<cuda::blocks_for(q_rows, kRowsPerBlock), threads, 0, stream>>>(params);

@@ -14,6 +14,7 @@
 #include <limits>
 
 #include "../dispatch.h"
+#include "../key_lengths.h"
 #include "cuda_common.cuh"
 #include "cuda_kernels.h"
 
@@ -26,13 +27,16 @@ constexpr int kColsPerLane = 8;  // 256 / 32
 
 template <typename T, typename Acc, typename Activation, bool kCausal>
 __global__ void __launch_bounds__(kRowsPerBlock * kWarp)
-    forward_kernel(const QuadraticParams p, const Activation act) {
+    forward_kernel(const QuadraticParams p, Activation act) {
   __shared__ Acc q_shared[kRowsPerBlock][256];
   const AttentionShape s = p.shape;
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
   const int64_t row = int64_t(blockIdx.x) * kRowsPerBlock + warp;
   if (row >= s.batch * s.heads * s.q_len) return;  // whole warps leave together
   const int64_t i = row % s.q_len, bh = row / s.q_len, b = bh / s.heads, h = bh % s.heads;
+  const int64_t keys = keys_of(p.key_lengths, b, s.k_len);
+  const SequenceConstants<Acc> constants = sequence_constants<Acc>(p, b);
+  if constexpr (!Activation::kNormalizesRows) act.inv_divisor = constants.inv_divisor;  // softmax has none
 
   Acc* q = q_shared[warp];
   const T* q_row = cuda::row_ptr<T>(p.q, b, h, i);
@@ -45,7 +49,7 @@ __global__ void __launch_bounds__(kRowsPerBlock * kWarp)
   const Acc neg_inf = -std::numeric_limits<Acc>::infinity();
   Acc running_max = neg_inf, running_sum = Acc(0);
 
-  const int64_t visible = kCausal ? min(i + 1, s.k_len) : s.k_len;
+  const int64_t visible = kCausal ? min(i + 1, keys) : keys;
   for (int64_t j0 = 0; j0 < visible; j0 += kWarp) {
     const int n = static_cast<int>(min(int64_t(kWarp), visible - j0));
     Acc score = neg_inf;
@@ -53,7 +57,7 @@ __global__ void __launch_bounds__(kRowsPerBlock * kWarp)
       const T* k = cuda::row_ptr<T>(p.k, b, h, j0 + lane);
       Acc dot = Acc(0);
       for (int64_t d = 0; d < s.qk_dim; ++d) dot += q[d] * cuda::to_acc<Acc>(k[d]);
-      score = dot + Acc(p.bias);
+      score = dot + constants.bias;
     }
     Acc prob;
     if constexpr (Activation::kNormalizesRows) {
@@ -104,7 +108,6 @@ void quadratic_attention_forward_cuda(const QuadraticParams& params, cudaStream_
     using T = typename decltype(types)::scalar_t;
     using Acc = typename decltype(types)::acc_t;
     dispatch_score_activation<Acc>(params.activation, [&](auto activation) {
-      activation.inv_divisor = Acc(1) / Acc(params.divisor);
       dispatch_bool(params.causal, [&](auto causal) {
         forward_kernel<T, Acc, decltype(activation), decltype(causal)::value>
             <<<cuda::blocks_for(rows, kRowsPerBlock), kRowsPerBlock * kWarp, 0, stream>>>(params, activation);

@@ -44,6 +44,7 @@ def attention(
     scale: Optional[float] = None,
     bias: Optional[float] = None,
     divisor: Optional[float] = None,
+    key_lengths: Optional[Tensor] = None,
 ) -> Tensor:
     """Quadratic attention ``O = act(scale * Q K^T + bias) / divisor @ V``, never materialising N x N.
 
@@ -59,12 +60,15 @@ def attention(
         causal: query ``i`` sees keys ``j <= i``. With ``Nq != Nk`` the mask is aligned at the top-left,
             as ``F.scaled_dot_product_attention(is_causal=True)`` does.
         scale: multiplies ``Q K^T``; default ``1 / sqrt(Dk)``.
+        key_lengths: optional ``(B,)`` integer tensor: sequence ``b`` has keys ``0 .. key_lengths[b] - 1``;
+            the others are padding and take no part (values are clamped to ``[0, Nk]``). The
+            length-dependent defaults (sigmoid's bias, relu's divisor) then use each sequence's length.
 
     Returns:
         ``(B, H, Nq, Dv)`` in the dtype of q. A query that sees no key (only when ``Nk == 0``) gets zeros.
     """
     _check_choice("activation", activation, SCORE_ACTIVATIONS)
-    return ops.attention(q, k, v, activation, causal, scale, bias, divisor)
+    return ops.attention(q, k, v, activation, causal, scale, bias, divisor, key_lengths)
 
 
 def linear_attention(
@@ -79,6 +83,7 @@ def linear_attention(
     scale: Optional[float] = None,
     initial_state: Optional[Union[LinearAttentionState, Tuple[Tensor, Tensor]]] = None,
     return_state: bool = False,
+    key_lengths: Optional[Tensor] = None,
 ) -> Union[Tensor, Tuple[Tensor, LinearAttentionState]]:
     """Linear attention ``phi(Q) (phi(K)^T V)`` in O(N) time and memory, phi fused into the kernel.
 
@@ -100,6 +105,8 @@ def linear_attention(
             ``return_state=True``. Differentiable. Default: zeros.
         return_state: also return the :class:`LinearAttentionState` after this call's keys, to feed
             the next call (process a long sequence in pieces, or generate token by token).
+        key_lengths: optional ``(B,)`` integer tensor: keys of sequence ``b`` from ``key_lengths[b]`` on
+            are padding and enter no state (clamped to ``[0, Nk]``); their gradients are zero.
 
     Returns:
         ``out`` of shape ``(B, H, Nq, Dv)``, or ``(out, state)`` when ``return_state``.
@@ -114,7 +121,7 @@ def linear_attention(
             )
         state_kv, state_normalizer = initial_state
     out, kv, normalizer = ops.linear_attention(
-        q, k, v, feature_map, causal, normalize, eps, scale, state_kv, state_normalizer
+        q, k, v, feature_map, causal, normalize, eps, scale, state_kv, state_normalizer, key_lengths
     )
     if return_state:
         return out, LinearAttentionState(kv, normalizer)

@@ -24,6 +24,13 @@ def causal_mask(q_len: int, k_len: int, device=None) -> Tensor:
     return torch.ones(q_len, k_len, dtype=torch.bool, device=device).tril()
 
 
+def key_mask(key_lengths: Optional[Tensor], batch: int, k_len: int, device=None) -> Tensor:
+    """(B, 1, 1, Nk) bool: True for real keys, False for padding."""
+    if key_lengths is None:
+        return torch.ones(batch, 1, 1, k_len, dtype=torch.bool, device=device)
+    return (torch.arange(k_len, device=device) < key_lengths.to(device).view(-1, 1, 1, 1))
+
+
 def attention(
     q: Tensor,
     k: Tensor,
@@ -33,26 +40,30 @@ def attention(
     scale: Optional[float] = None,
     bias: Optional[float] = None,
     divisor: Optional[float] = None,
+    key_lengths: Optional[Tensor] = None,
 ) -> Tensor:
-    k_len = max(k.shape[-2], 1)
+    batch, k_len = q.shape[0], k.shape[-2]
+    # Keys per sequence, at least 1 so that the length-dependent defaults stay finite.
+    keys = (torch.full((batch,), k_len) if key_lengths is None else key_lengths.cpu().clamp(0, k_len)).clamp(min=1)
+    keys = keys.to(device=q.device, dtype=q.dtype).view(-1, 1, 1, 1)
     scale = default_scale(q.shape[-1]) if scale is None else scale
     scores = scale * (q @ k.transpose(-2, -1))
-    visible = causal_mask(q.shape[-2], k.shape[-2], q.device) if causal else None
+    visible = key_mask(key_lengths, batch, k_len, q.device)
+    if causal:
+        visible = visible & causal_mask(q.shape[-2], k_len, q.device)
     if activation == "softmax":
-        if visible is not None:
-            scores = scores.masked_fill(~visible, float("-inf"))
-        probs = scores.softmax(dim=-1)
+        scores = scores.masked_fill(~visible, float("-inf"))
+        # A row without any visible key gives 0, not the NaN of softmax over nothing.
+        probs = scores.softmax(dim=-1).nan_to_num(0.0)
     elif activation == "sigmoid":
-        bias = -math.log(k_len) if bias is None else bias
+        bias = -keys.log() if bias is None else bias
         probs = torch.sigmoid(scores + bias) / (1.0 if divisor is None else divisor)
     elif activation == "relu":
         bias = 0.0 if bias is None else bias
-        probs = F.relu(scores + bias) / (k_len if divisor is None else divisor)
+        probs = F.relu(scores + bias) / (keys if divisor is None else divisor)
     else:
         raise ValueError(f"unknown activation {activation!r}")
-    if visible is not None:
-        probs = probs * visible
-    return probs @ v
+    return (probs * visible) @ v
 
 
 def feature_map(x: Tensor, name: str) -> Tensor:
@@ -75,11 +86,14 @@ def linear_attention(
     eps: float = 1e-6,
     scale: Optional[float] = None,
     initial_state: Optional[Tuple[Tensor, Tensor]] = None,
+    key_lengths: Optional[Tensor] = None,
 ) -> Tuple[Tensor, Tuple[Tensor, Tensor]]:
     """Returns (out, (kv, normalizer)) where kv and normalizer are the state after all keys."""
     scale = default_scale(q.shape[-1]) if scale is None else scale
     a = scale * feature_map(q, feature_map_name)
-    b = feature_map(k, feature_map_name)
+    padding = ~key_mask(key_lengths, q.shape[0], k.shape[-2], q.device).transpose(-2, -1)  # (B, 1, Nk, 1)
+    b = feature_map(k, feature_map_name).masked_fill(padding, 0.0)
+    v = v.masked_fill(padding, 0.0)
     batch, heads, _, qk_dim = q.shape
     v_dim = v.shape[-1]
     if initial_state is None:

@@ -95,6 +95,22 @@ void test_linear_attention_state_and_backward() {
   check("linear non-causal forward", close(actattn::linear_attention(q, k, v).out, expected));
 }
 
+void test_key_lengths() {
+  torch::manual_seed(2);
+  const auto options = torch::dtype(torch::kFloat64);
+  at::Tensor q = torch::randn({2, 2, 5, 4}, options);
+  at::Tensor k = torch::randn({2, 2, 9, 4}, options);
+  at::Tensor v = torch::randn({2, 2, 9, 3}, options);
+  at::Tensor key_lengths = torch::tensor({9, 6}, torch::kLong);
+  using at::indexing::Slice;
+  for (const std::string activation : {"softmax", "sigmoid", "relu"}) {
+    at::Tensor padded = actattn::attention(q, k, v, {.activation = activation, .key_lengths = key_lengths});
+    at::Tensor alone = actattn::attention(q.index({Slice(1, 2)}), k.index({Slice(1, 2), Slice(), Slice(0, 6)}),
+                                          v.index({Slice(1, 2), Slice(), Slice(0, 6)}), {.activation = activation});
+    check("key_lengths " + activation + " == unpadded", close(padded.index({Slice(1, 2)}), alone));
+  }
+}
+
 void test_bad_input_throws() {
   at::Tensor q = torch::randn({1, 1, 4, 2});
   bool threw = false;
@@ -111,6 +127,7 @@ void test_bad_input_throws() {
 int main() {
   test_attention_forward_and_backward();
   test_linear_attention_state_and_backward();
+  test_key_lengths();
   test_bad_input_throws();
   std::cout << passed << " passed, " << failed << " failed\n";
   return failed == 0 ? 0 : 1;
