@@ -4,9 +4,10 @@ Forward and backward kernels for CPU (and CUDA where built), registered as torch
 ``torch.ops.actattn`` with autograd, fake tensors for ``torch.compile``, and a LibTorch C++ API.
 """
 
-from . import reference
+from . import nn, reference
 from ._ops import ops
 from .functional import FEATURE_MAPS, SCORE_ACTIVATIONS, LinearAttentionState, attention, linear_attention
+from .nn import swap_attention
 
 __all__ = [
     "FEATURE_MAPS",
@@ -14,8 +15,10 @@ __all__ = [
     "LinearAttentionState",
     "attention",
     "linear_attention",
+    "nn",
     "ops",
     "reference",
+    "swap_attention",
 ]
 __version__ = "0.1.0"
 
