@@ -78,5 +78,6 @@ setup(
     ext_modules=[extension()],
     cmdclass={"build_ext": BuildExtension},
     python_requires=">=3.10",
-    install_requires=["torch>=2.4"],
+    install_requires=["torch>=2.4", "matplotlib", "tqdm"],
+    entry_points={"console_scripts": ["actattn-compare=actattn.compare:main", "actattn-demo=actattn.demo:main"]},
 )

@@ -48,7 +48,7 @@ std::tuple<at::Tensor, at::Tensor> attention_forward(const at::Tensor& q, const 
                                                          std::optional<double> bias, std::optional<double> divisor,
                                                          const OptionalTensor& key_lengths) {
   check_qkv("actattn.attention", q, k, v);
-  const auto device_guard = Backend::guard(q);
+  [[maybe_unused]] const auto device_guard = Backend::guard(q);
   check_score_options(activation, scale, bias, divisor);
   check_key_lengths(key_lengths, q);
   const at::Tensor qw = Backend::input(q), kw = Backend::input(k), vw = Backend::input(v);
@@ -77,7 +77,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_backward(
     std::optional<double> bias, std::optional<double> divisor, const OptionalTensor& key_lengths) {
   const char* op = "actattn.attention backward";
   check_qkv(op, q, k, v);
-  const auto device_guard = Backend::guard(q);
+  [[maybe_unused]] const auto device_guard = Backend::guard(q);
   check_score_options(activation, scale, bias, divisor);
   check_key_lengths(key_lengths, q);
   check_same_layout(op, "grad_out", grad_out, out);
@@ -115,7 +115,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> linear_attention_forw
     bool normalize, double eps, std::optional<double> scale, const OptionalTensor& initial_state,
     const OptionalTensor& initial_normalizer, const OptionalTensor& key_lengths) {
   check_qkv("actattn.linear_attention", q, k, v);
-  const auto device_guard = Backend::guard(q);
+  [[maybe_unused]] const auto device_guard = Backend::guard(q);
   check_linear_options(q, k, v, feature_map, causal, eps, scale, initial_state, initial_normalizer);
   check_key_lengths(key_lengths, q);
   const at::Tensor qw = Backend::input(q), kw = Backend::input(k), vw = Backend::input(v);
@@ -153,7 +153,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> linear_at
     const OptionalTensor& key_lengths) {
   const char* op = "actattn.linear_attention backward";
   check_qkv(op, q, k, v);
-  const auto device_guard = Backend::guard(q);
+  [[maybe_unused]] const auto device_guard = Backend::guard(q);
   check_linear_options(q, k, v, feature_map, causal, eps, scale, initial_state, initial_normalizer);
   check_key_lengths(key_lengths, q);
   check_same_layout(op, "grad_out", grad_out, out);

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from torch import Tensor, nn
@@ -11,7 +11,10 @@ from .kinds import get_kind
 
 
 class CausalSelfAttention(nn.Module):
-    """Causal multi-head self-attention of one kind on (B, N, dim) inputs, fused q/k/v projection."""
+    """Causal multi-head self-attention of one kind on (B, N, dim) inputs, fused q/k/v projection.
+
+    ``observer``, when set, is called as ``observer(module, q, k, v, out)`` on every forward (the
+    gradient-flow recorder uses it to see the attention's inputs and output)."""
 
     def __init__(self, dim: int, heads: int, attention: str = "softmax") -> None:
         super().__init__()
@@ -21,11 +24,14 @@ class CausalSelfAttention(nn.Module):
         self.heads = heads
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
+        self.observer: Optional[Callable] = None
 
     def forward(self, x: Tensor, key_lengths: Optional[Tensor] = None) -> Tensor:
         batch, n, dim = x.shape
         q, k, v = self.qkv(x).view(batch, n, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)
         out = self.kind(q, k, v, True, key_lengths)
+        if self.observer is not None:
+            self.observer(self, q, k, v, out)
         return self.proj(out.transpose(1, 2).reshape(batch, n, dim))
 
 
