@@ -22,7 +22,8 @@ def test_quick_run_writes_report_and_plots(tmp_path):
     assert "| softmax |" in report and "| linear-elu |" in report
     data = json.loads((tmp_path / "report.json").read_text())
     assert len(data["results"][0]["history"]["loss"]) == 8
-    for name in ("loss.png", "metric.png", "grad_norm_per_layer.png", "grad_norm_over_steps.png"):
+    assert "## Depth sweep at initialisation" in report
+    for name in ("loss.png", "metric.png", "grad_norm_per_layer.png", "grad_norm_over_steps.png", "depth_sweep.png"):
         assert (tmp_path / name).stat().st_size > 1000, name
     assert all(r["history"]["gradflow"] for r in results)
 

@@ -26,7 +26,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from .gradflow import GradientFlowRecorder, plot_layer_norms, plot_over_steps
+from .gradflow import GradientFlowRecorder, depth_sweep, plot_depth_sweep, plot_layer_norms, plot_over_steps
 from .nn.blocks import DecoderLM
 from .nn.kinds import KINDS
 from .tasks import IGNORE, MQAR, TextLM
@@ -34,8 +34,9 @@ from .tasks import IGNORE, MQAR, TextLM
 PRESETS = {
     # name: (steps, batch_size, seq_len, dim, heads, layers, eval_every, record_every)
     "default": dict(steps=600, batch_size=32, seq_len=64, dim=64, heads=4, layers=4, eval_every=100,
-                    record_every=50),
-    "quick": dict(steps=30, batch_size=8, seq_len=32, dim=32, heads=2, layers=2, eval_every=10, record_every=10),
+                    record_every=50, sweep_depths=[2, 4, 8, 16, 32, 64]),
+    "quick": dict(steps=30, batch_size=8, seq_len=32, dim=32, heads=2, layers=2, eval_every=10, record_every=10,
+                  sweep_depths=[2, 4]),
 }
 
 
@@ -62,6 +63,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=Path("out/compare"))
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--sweep-depths", type=int, nargs="*", help="depths of the depth sweep at initialisation "
+                        "(default 2 4 8 16 32 64; none to skip)")
     args = parser.parse_args(argv)
     for key, value in PRESETS["quick" if args.quick else "default"].items():
         if getattr(args, key) is None:
@@ -207,11 +210,13 @@ def summarize(kind: str, history: Dict, task, env: Distributed) -> Dict:
     }
 
 
-def write_report(args, task, results: List[Dict]) -> Path:
+def write_report(args, task, results: List[Dict], sweep: List[Dict]) -> Path:
     args.out.mkdir(parents=True, exist_ok=True)
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     metric = f"final_{task.metric}"
-    (args.out / "report.json").write_text(json.dumps({"config": config, "results": results}, indent=1))
+    (args.out / "report.json").write_text(
+        json.dumps({"config": config, "results": results, "depth_sweep": sweep}, indent=1)
+    )
     memory = "peak GPU memory (MiB)" if args.device.startswith("cuda") else "process peak RSS so far (MiB)"
     lines = [
         "# actattn activation comparison",
@@ -239,11 +244,31 @@ def write_report(args, task, results: List[Dict]) -> Path:
         "![loss](loss.png) ![metric](metric.png)",
         "![gradient norm per layer](grad_norm_per_layer.png) ![gradient norm over steps](grad_norm_over_steps.png)",
     ]
+    if sweep:
+        depths = sorted({r["depth"] for r in sweep})
+        lines += [
+            "",
+            "## Depth sweep at initialisation",
+            "",
+            f"Gradient norm of the first layer over the last, for stacks of blocks (dim {args.dim}, {args.heads} "
+            "heads) on random input, with and without residual connections (LayerNorm in both).",
+            "",
+            "| kind | residual | " + " | ".join(f"{d} layers" for d in depths) + " |",
+            "|---|---|" + "---|" * len(depths),
+        ]
+        for kind in dict.fromkeys(r["kind"] for r in sweep):
+            for residual in (False, True):
+                row = {r["depth"]: r["first_over_last"] for r in sweep if r["kind"] == kind and r["residual"] == residual}
+                lines.append(f"| {kind} | {'yes' if residual else 'no'} | " +
+                             " | ".join(f"{row[d]:.3g}" for d in depths) + " |")
+        lines += ["", "![depth sweep](depth_sweep.png)"]
     (args.out / "report.md").write_text("\n".join(lines) + "\n")
     plot_curves(results, args.out, task.metric)
     records = {r["kind"]: r["history"]["gradflow"] for r in results}
     plot_layer_norms(records, str(args.out / "grad_norm_per_layer.png"))
     plot_over_steps(records, str(args.out / "grad_norm_over_steps.png"))
+    if sweep:
+        plot_depth_sweep(sweep, str(args.out / "depth_sweep.png"))
     return args.out / "report.md"
 
 
@@ -286,7 +311,11 @@ def main(argv=None) -> List[Dict]:
         task = make_task(args)
         results = [train_kind(kind, args, task, env) for kind in args.kinds]
         if env.main:
-            report = write_report(args, task, results)
+            sweep = []
+            if args.sweep_depths:
+                sweep = depth_sweep(args.kinds, args.sweep_depths, dim=args.dim, heads=args.heads,
+                                    seq_len=args.seq_len, seed=args.seed, device=str(env.device))
+            report = write_report(args, task, results, sweep)
             print(f"\nreport: {report}")
             print(report.read_text())
         return results

@@ -190,6 +190,29 @@ def depth_sweep(kinds: Sequence[str], depths: Sequence[int] = (2, 4, 8, 16, 32, 
     return results
 
 
+def plot_depth_sweep(results: List[Dict], path: str) -> None:
+    """First/last-layer gradient-norm ratio against depth, one line per kind, plain and residual panels."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for ax, residual in zip(axes, (False, True)):
+        for kind in dict.fromkeys(r["kind"] for r in results):
+            points = [r for r in results if r["kind"] == kind and r["residual"] == residual]
+            ax.plot([r["depth"] for r in points], [r["first_over_last"] for r in points], marker="o", label=kind)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("layers")
+        ax.set_title("residual + LayerNorm" if residual else "no residual (LayerNorm only)")
+    axes[0].set_ylabel("grad norm, first layer / last layer")
+    axes[1].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 class _PlainAttention(nn.Module):
     """A layer without residual connection: attn(LN(x)) (LN keeps each layer's input scale fixed)."""
 
