@@ -15,28 +15,18 @@ from __future__ import annotations
 import argparse
 import math
 import time
-from typing import Callable, Dict, List
+from typing import Dict, List
 
 import torch
 import torch.nn.functional as F
 
-from .functional import attention, linear_attention
-
-KINDS: Dict[str, Callable] = {
-    "softmax": lambda q, k, v: attention(q, k, v, activation="softmax", causal=True),
-    "sigmoid": lambda q, k, v: attention(q, k, v, activation="sigmoid", causal=True),
-    "relu": lambda q, k, v: attention(q, k, v, activation="relu", causal=True),
-    "linear-identity": lambda q, k, v: linear_attention(q, k, v, feature_map="identity", causal=True, normalize=False),
-    "linear-relu": lambda q, k, v: linear_attention(q, k, v, feature_map="relu", causal=True),
-    "linear-elu": lambda q, k, v: linear_attention(q, k, v, feature_map="elu", causal=True),
-}
-
+from .nn.kinds import KINDS
 
 def attention_layer(kind: str, x: torch.Tensor, weight: torch.Tensor, heads: int) -> torch.Tensor:
     batch, seq_len, width = x.shape
     q, k, v = (F.layer_norm(x, (width,)) @ weight).split(width, dim=-1)
     q, k, v = (t.view(batch, seq_len, heads, width // heads).transpose(1, 2) for t in (q, k, v))
-    return KINDS[kind](q, k, v).transpose(1, 2).reshape(batch, seq_len, width)
+    return KINDS[kind](q, k, v, causal=True, key_lengths=None).transpose(1, 2).reshape(batch, seq_len, width)
 
 
 def run_stack(
