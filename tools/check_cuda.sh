@@ -21,7 +21,11 @@ torch_headers=$out/torch-cuda-headers
 if [ ! -f "$torch_headers/torch/include/c10/cuda/impl/cuda_cmake_macros.h" ]; then
   rm -rf "$out/wheel" "$torch_headers" && mkdir -p "$out/wheel" "$torch_headers"
   .venv/bin/python -m pip download -q --no-deps torch==2.14.1 -d "$out/wheel" 2>&1 | grep -v '^WARNING' || true
-  (cd "$torch_headers" && unzip -q -o ../wheel/torch-2.14.1-*.whl 'torch/include/*')
+  .venv/bin/python - "$out"/wheel/torch-2.14.1-*.whl "$torch_headers" <<'PY'
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as wheel:
+    wheel.extractall(sys.argv[2], [name for name in wheel.namelist() if name.startswith("torch/include/")])
+PY
   rm -rf "$out/wheel"
 fi
 
