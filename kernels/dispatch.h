@@ -3,6 +3,7 @@
 // dtype, activation, feature map or masking in their inner loops.
 #pragma once
 
+#include <cstdint>
 #include <stdexcept>
 #include <type_traits>
 #include <utility>
@@ -46,6 +47,28 @@ void dispatch_dtype_cuda(ScalarKind kind, Fn&& fn) {
     case ScalarKind::kBFloat16: return fn(TypePair<__nv_bfloat16, float>{});
   }
   throw std::invalid_argument("actattn: unknown ScalarKind");
+}
+
+// The tensor-core kernels' element types.
+template <typename Fn>
+void dispatch_half_dtype(ScalarKind kind, Fn&& fn) {
+  switch (kind) {
+    case ScalarKind::kFloat16: return fn(TypePair<__half, float>{});
+    case ScalarKind::kBFloat16: return fn(TypePair<__nv_bfloat16, float>{});
+    default: break;
+  }
+  throw std::invalid_argument("actattn: the tensor-core kernels take float16 or bfloat16");
+}
+
+// Head dims with a tiled tensor-core instantiation (kernels/cuda/tensor_core_paths.h).
+template <typename Fn>
+void dispatch_tensor_core_head_dim(int64_t dim, Fn&& fn) {
+  switch (dim) {
+    case 64: return fn(std::integral_constant<int, 64>{});
+    case 128: return fn(std::integral_constant<int, 128>{});
+    default: break;
+  }
+  throw std::invalid_argument("actattn: no tensor-core kernel for this head dim");
 }
 #endif
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test: sets up (tools/bootstrap.sh), compiles the CUDA sources (tools/check_cuda.sh; no GPU
 # needed), then the Python suite (pytest; its CUDA cases run where a GPU is present) and the C++ suite
-# (CMake build against the venv's LibTorch, then CTest). Exits non-zero if anything fails.
+# (CMake build against the venv's LibTorch, then CTest, which also runs the tensor-core kernels on the
+# CPU through kernels/cuda/warp_emulation.h). Exits non-zero if anything fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/bootstrap.sh
@@ -18,4 +19,9 @@ fi
 torch_prefix=$(.venv/bin/python -c 'import torch; print(torch.utils.cmake_prefix_path)')
 cmake -S . -B build/cmake -DCMAKE_PREFIX_PATH="$torch_prefix" >/dev/null
 cmake --build build/cmake -j "$(nproc)"
+# The emulated tensor-core kernel test needs only CUDA's headers, which check_cuda.sh already required.
+if ! ctest --test-dir build/cmake -N | grep -q actattn_tensor_core_emulation; then
+  echo "test.sh: the emulated tensor-core kernel test was not configured (CUDA headers not found)" >&2
+  exit 1
+fi
 ctest --test-dir build/cmake --output-on-failure

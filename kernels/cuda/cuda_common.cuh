@@ -60,6 +60,15 @@ __device__ __forceinline__ Acc warp_max(Acc x) {
   return x;
 }
 
+#if !defined(ACTATTN_WARP_EMULATION)
+// The block's dynamic shared memory (the launch's third parameter), 16-byte aligned.
+template <typename T>
+__device__ __forceinline__ T* dynamic_shared() {
+  extern __shared__ uint4 actattn_dynamic_shared[];
+  return reinterpret_cast<T*>(actattn_dynamic_shared);
+}
+#endif
+
 // Throws with the kernel's name if the launch failed (bad configuration); never synchronises.
 inline void check_launch(const char* kernel) {
   const cudaError_t error = cudaGetLastError();

@@ -1,4 +1,5 @@
-// Quadratic attention backward on CUDA, by recomputation. First, simple version.
+// Quadratic attention backward on CUDA, by recomputation: the generic path, and the delta kernel that
+// the tensor-core path (quadratic_backward_tc.cu, float16 / bfloat16 at head dim 64 or 128) shares.
 //   s_ij = scale * q_i.k_j + bias, p_ij = prob(s_ij), dp_ij = dO_i.v_j, ds_ij = dscore(s_ij, p_ij, dp_ij, delta_i)
 //   dV_j = sum_i p_ij dO_i,  dK_j = scale * sum_i ds_ij q_i,  dQ_i = scale * sum_j ds_ij k_j
 // where, for softmax, p_ij = exp(s_ij - lse_i) and delta_i = dO_i . O_i (first kernel, into params.delta).
@@ -13,6 +14,7 @@
 #include "../key_lengths.h"
 #include "cuda_common.cuh"
 #include "cuda_kernels.h"
+#include "tensor_core_paths.h"
 
 namespace actattn {
 namespace {
@@ -168,6 +170,7 @@ void quadratic_attention_backward_cuda(const QuadraticParams& params, cudaStream
   const AttentionShape& s = params.shape;
   const int64_t q_rows = s.batch * s.heads * s.q_len, k_rows = s.batch * s.heads * s.k_len;
   const unsigned threads = kRowsPerBlock * kWarp;
+  const bool tensor_cores = cuda::quadratic_takes_tensor_cores(params, /*backward=*/true);
   dispatch_dtype_cuda(params.dtype, [&](auto types) {
     using T = typename decltype(types)::scalar_t;
     using Acc = typename decltype(types)::acc_t;
@@ -177,6 +180,7 @@ void quadratic_attention_backward_cuda(const QuadraticParams& params, cudaStream
         delta_kernel<T, Acc><<<cuda::blocks_for(q_rows, kRowsPerBlock), threads, 0, stream>>>(params);
         cuda::check_launch("quadratic_attention_backward (delta)");
       }
+      if (tensor_cores) return cuda::quadratic_backward_tensor_core(params, stream);
       dispatch_bool(params.causal, [&](auto causal) {
         constexpr bool kCausal = decltype(causal)::value;
         if (k_rows > 0) {

@@ -1,4 +1,6 @@
-// Quadratic attention forward on CUDA: O = act(scale * Q K^T + bias) V. First, simple version.
+// Quadratic attention forward on CUDA: O = act(scale * Q K^T + bias) V, the generic path (float32,
+// float64, any head dim, any alignment); float16 / bfloat16 calls at head dim 64 or 128 go to the
+// tensor-core kernel (quadratic_forward_tc.cu, chosen in tensor_core_paths.h).
 //
 // Algorithm: one warp per query row (kRowsPerBlock rows per block). The warp walks the visible keys
 // 32 at a time, one key per lane: each lane computes its score against the row's q (held in shared
@@ -8,8 +10,7 @@
 // Memory: q of each row in shared memory (kRowsPerBlock * 256 accumulation-type values), the output
 // accumulator in registers; never N x N.
 // Saved for backward: the output and, for softmax, the row log-sum-exp.
-// This version favours obvious correctness over speed (no tensor cores, keys read per lane); the
-// tiled tensor-core kernels replace it behind the same entry point.
+// This path favours obvious correctness over speed (no tensor cores, keys read per lane).
 #include <cmath>
 #include <limits>
 
@@ -17,6 +18,7 @@
 #include "../key_lengths.h"
 #include "cuda_common.cuh"
 #include "cuda_kernels.h"
+#include "tensor_core_paths.h"
 
 namespace actattn {
 namespace {
@@ -104,6 +106,9 @@ __global__ void __launch_bounds__(kRowsPerBlock * kWarp)
 void quadratic_attention_forward_cuda(const QuadraticParams& params, cudaStream_t stream) {
   const int64_t rows = params.shape.batch * params.shape.heads * params.shape.q_len;
   if (rows == 0) return;
+  if (cuda::quadratic_takes_tensor_cores(params, /*backward=*/false)) {
+    return cuda::quadratic_forward_tensor_core(params, stream);
+  }
   dispatch_dtype_cuda(params.dtype, [&](auto types) {
     using T = typename decltype(types)::scalar_t;
     using Acc = typename decltype(types)::acc_t;

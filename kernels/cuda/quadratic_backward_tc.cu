@@ -1,0 +1,48 @@
+// Launches the kernels of quadratic_backward_tc.cuh: dispatch of dtype, activation, masking and head dim.
+#include "../dispatch.h"
+#include "quadratic_backward_tc.cuh"
+#include "tensor_core_paths.h"
+
+namespace actattn {
+namespace cuda {
+namespace {
+
+using namespace quadratic_backward_tc;
+
+template <int kD, typename T, typename Activation, bool kCausal>
+void launch(const QuadraticParams& params, Activation activation, cudaStream_t stream) {
+  const AttentionShape& s = params.shape;
+  constexpr int shared = shared_bytes<kD>();
+  const unsigned bh = static_cast<unsigned>(s.batch * s.heads);
+  if (s.k_len > 0) {
+    auto kernel = key_grads_kernel<T, Activation, kCausal, kD>;
+    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, shared);
+    kernel<<<dim3(bh, blocks_for(s.k_len, kBlockRows)), kWarps * kWarp, shared, stream>>>(params, activation);
+    check_launch("quadratic_attention_backward (dK, dV, tensor cores)");
+  }
+  if (s.q_len > 0) {
+    auto kernel = query_grads_kernel<T, Activation, kCausal, kD>;
+    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, shared);
+    kernel<<<dim3(bh, blocks_for(s.q_len, kBlockRows)), kWarps * kWarp, shared, stream>>>(params, activation);
+    check_launch("quadratic_attention_backward (dQ, tensor cores)");
+  }
+}
+
+}  // namespace
+
+void quadratic_backward_tensor_core(const QuadraticParams& params, cudaStream_t stream) {
+  if (params.shape.batch * params.shape.heads == 0) return;
+  dispatch_half_dtype(params.dtype, [&](auto types) {
+    using T = typename decltype(types)::scalar_t;
+    dispatch_score_activation<float>(params.activation, [&](auto activation) {
+      dispatch_bool(params.causal, [&](auto causal) {
+        dispatch_tensor_core_head_dim(params.shape.qk_dim, [&](auto dim) {
+          launch<decltype(dim)::value, T, decltype(activation), decltype(causal)::value>(params, activation, stream);
+        });
+      });
+    });
+  });
+}
+
+}  // namespace cuda
+}  // namespace actattn

@@ -1,0 +1,39 @@
+// Launches the kernels of quadratic_forward_tc.cuh: dispatch of dtype, activation, masking and head dim.
+#include "../dispatch.h"
+#include "quadratic_forward_tc.cuh"
+#include "tensor_core_paths.h"
+
+namespace actattn {
+namespace cuda {
+namespace {
+
+using namespace quadratic_forward_tc;
+
+template <int kD, typename T, typename Activation, bool kCausal>
+void launch(const QuadraticParams& params, Activation activation, cudaStream_t stream) {
+  auto kernel = forward_kernel<T, Activation, kCausal, kD>;
+  constexpr int shared = forward_shared_bytes<kD>();
+  cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, shared);
+  const AttentionShape& s = params.shape;
+  const dim3 grid(static_cast<unsigned>(s.batch * s.heads), blocks_for(s.q_len, kBlockRows));
+  kernel<<<grid, kWarps * kWarp, shared, stream>>>(params, activation);
+  check_launch("quadratic_attention_forward (tensor cores)");
+}
+
+}  // namespace
+
+void quadratic_forward_tensor_core(const QuadraticParams& params, cudaStream_t stream) {
+  dispatch_half_dtype(params.dtype, [&](auto types) {
+    using T = typename decltype(types)::scalar_t;
+    dispatch_score_activation<float>(params.activation, [&](auto activation) {
+      dispatch_bool(params.causal, [&](auto causal) {
+        dispatch_tensor_core_head_dim(params.shape.qk_dim, [&](auto dim) {
+          launch<decltype(dim)::value, T, decltype(activation), decltype(causal)::value>(params, activation, stream);
+        });
+      });
+    });
+  });
+}
+
+}  // namespace cuda
+}  // namespace actattn

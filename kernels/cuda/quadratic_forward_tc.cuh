@@ -1,0 +1,149 @@
+// Quadratic attention forward on tensor cores (float16 / bfloat16, head dim 64 or 128, sm_80+):
+// O = act(scale * Q K^T + bias) V, flash-attention 2's schedule.
+//
+// Algorithm: a block of 4 warps owns 64 query rows of one (batch, head), 16 rows per warp, and walks the
+// visible keys in tiles of 64 (causal: only tiles that start at or before the block's last row). Per tile,
+// K and V are copied into shared memory; each warp computes its 16 x 64 scores S = Q K^T with mma.sync
+// (Q fragments stay in registers for the whole walk), applies the activation in registers, rounds P to
+// the input type and adds P V into a float32 16 x D accumulator, again in registers. Softmax keeps the
+// running row max and sum (online softmax) and rescales the accumulator when the max grows; sigmoid and
+// relu need no row statistics. Masked scores (causal, padding keys) become probability 0.
+// Memory: shared Q, K, V tiles (3 x 64 x (D + 8) elements: 27 KiB at D = 64, 51 KiB at D = 128);
+// never N x N.
+// Saved for backward: the output and, for softmax, the row log-sum-exp (float32).
+#pragma once
+
+#include <cmath>
+
+#include "../key_lengths.h"
+#include "mma.cuh"
+
+namespace actattn {
+namespace cuda {
+namespace quadratic_forward_tc {
+
+constexpr int kWarps = 4;
+constexpr int kBlockRows = 16 * kWarps;  // query rows per block
+constexpr int kKeyTile = 64;
+
+template <int kD>
+constexpr int forward_shared_bytes() {
+  return 3 * kBlockRows * (kD + 8) * 2;
+}
+
+template <typename T, typename Activation, bool kCausal, int kD>
+__global__ void __launch_bounds__(kWarps * kWarp) forward_kernel(const QuadraticParams p, Activation act) {
+  constexpr int kLd = kD + 8;  // padded rows: ldmatrix's 8 row addresses fall in distinct banks
+  constexpr int kSteps = kD / 16, kScoreTiles = kKeyTile / 8, kOutTiles = kD / 8;
+  T* q_tile = dynamic_shared<T>();
+  T* k_tile = q_tile + kBlockRows * kLd;
+  T* v_tile = k_tile + kKeyTile * kLd;
+
+  const AttentionShape s = p.shape;
+  const int64_t bh = blockIdx.x, b = bh / s.heads, h = bh % s.heads;
+  const int64_t q0 = int64_t(blockIdx.y) * kBlockRows;
+  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp, g = lane / 4, t = lane % 4;
+  const int64_t keys = keys_of(p.key_lengths, b, s.k_len);
+  const SequenceConstants<float> constants = sequence_constants<float>(p, b);
+  if constexpr (!Activation::kNormalizesRows) act.inv_divisor = constants.inv_divisor;  // softmax has none
+  const float scale = static_cast<float>(p.scale);
+  const int64_t warp_row0 = q0 + warp * 16;
+  const int64_t rows[2] = {warp_row0 + g, warp_row0 + g + 8};  // this thread's rows (accumulator halves)
+
+  mma::load_tile<T, kBlockRows, kD>(q_tile, kLd, p.q, b, h, q0, s.q_len);
+  __syncthreads();
+  mma::FragA q_frag[kSteps];
+#pragma unroll
+  for (int ks = 0; ks < kSteps; ++ks) q_frag[ks] = mma::load_a(q_tile + warp * 16 * kLd + ks * 16, kLd, lane);
+
+  mma::FragC out[kOutTiles];
+  mma::zero(out);
+  constexpr float kNegInf = -INFINITY;
+  float row_max[2] = {kNegInf, kNegInf}, row_sum[2] = {0.f, 0.f};  // row_sum: this thread's columns only
+
+  const int64_t key_end = kCausal ? min(keys, q0 + kBlockRows) : keys;
+  for (int64_t k0 = 0; k0 < key_end; k0 += kKeyTile) {
+    __syncthreads();  // every warp is done with the previous K and V tiles
+    mma::load_tile<T, kKeyTile, kD>(k_tile, kLd, p.k, b, h, k0, keys);
+    mma::load_tile<T, kKeyTile, kD>(v_tile, kLd, p.v, b, h, k0, keys);
+    __syncthreads();
+
+    mma::FragC score[kScoreTiles];
+    mma::zero(score);
+    mma::mma_a_bt<T>(score, q_frag, k_tile, kLd, lane);
+
+    // Tiles wholly inside the sequence and below the diagonal need no mask.
+    const bool masked_tile = k0 + kKeyTile > keys || (kCausal && k0 + kKeyTile - 1 > warp_row0);
+    float tile_max[2] = {kNegInf, kNegInf};
+#pragma unroll
+    for (int n = 0; n < kScoreTiles; ++n) {
+#pragma unroll
+      for (int r = 0; r < 4; ++r) {
+        const int64_t j = k0 + n * 8 + 2 * t + (r & 1);
+        const bool visible = !masked_tile || (j < keys && (!kCausal || j <= rows[r >> 1]));
+        const float sc = score[n].x[r] * scale + constants.bias;
+        if constexpr (Activation::kNormalizesRows) {
+          score[n].x[r] = visible ? sc : kNegInf;
+          tile_max[r >> 1] = fmaxf(tile_max[r >> 1], score[n].x[r]);
+        } else {
+          score[n].x[r] = visible ? act.prob(sc, 0.f) : 0.f;
+        }
+      }
+    }
+    if constexpr (Activation::kNormalizesRows) {
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        // The four threads of a quad hold the row's 64 scores between them.
+        float m = fmaxf(tile_max[half], __shfl_xor_sync(0xffffffffu, tile_max[half], 1));
+        m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 2));
+        const float new_max = fmaxf(row_max[half], m);
+        const float base = new_max == kNegInf ? 0.f : new_max;  // a row with no key yet: every p is 0
+        const float correction = __expf(row_max[half] - base);
+        float sum = 0.f;
+#pragma unroll
+        for (int n = 0; n < kScoreTiles; ++n) {
+#pragma unroll
+          for (int c = 0; c < 2; ++c) {
+            float& x = score[n].x[2 * half + c];
+            x = __expf(x - base);
+            sum += x;
+          }
+        }
+        row_sum[half] = row_sum[half] * correction + sum;
+        row_max[half] = new_max;
+#pragma unroll
+        for (int n = 0; n < kOutTiles; ++n) {
+          out[n].x[2 * half] *= correction;
+          out[n].x[2 * half + 1] *= correction;
+        }
+      }
+    }
+    mma::mma_p_b<T, kKeyTile / 16>(out, score, v_tile, kLd, lane);
+  }
+
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int64_t i = rows[half];
+    float out_scale = 1.f;
+    if constexpr (Activation::kNormalizesRows) {
+      float total = row_sum[half] + __shfl_xor_sync(0xffffffffu, row_sum[half], 1);
+      total += __shfl_xor_sync(0xffffffffu, total, 2);
+      const bool any_key = total > 0.f;
+      out_scale = any_key ? 1.f / total : 0.f;
+      if (t == 0 && i < s.q_len) {
+        static_cast<float*>(p.log_sum_exp.data)[bh * s.q_len + i] = any_key ? row_max[half] + logf(total) : kNegInf;
+      }
+    }
+    if (i >= s.q_len) continue;
+    T* out_row = row_ptr<T>(p.out, b, h, i);
+#pragma unroll
+    for (int n = 0; n < kOutTiles; ++n) {
+      *reinterpret_cast<uint32_t*>(out_row + n * 8 + 2 * t) =
+          mma::pack<T>(out[n].x[2 * half] * out_scale, out[n].x[2 * half + 1] * out_scale);
+    }
+  }
+}
+
+}  // namespace quadratic_forward_tc
+}  // namespace cuda
+}  // namespace actattn

@@ -1,0 +1,50 @@
+// Which calls take the tensor-core kernels, and their entry points. The generic kernels (warp per row)
+// serve every other call: float32, float64, head dims without a tiled instantiation, unaligned rows,
+// GPUs older than sm_80.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "../params.h"
+
+namespace actattn {
+namespace cuda {
+
+// Head dims with a tiled instantiation (q, k and v must share it).
+inline bool tensor_core_head_dim(int64_t dim) { return dim == 64 || dim == 128; }
+
+inline bool is_half_type(ScalarKind kind) { return kind == ScalarKind::kFloat16 || kind == ScalarKind::kBFloat16; }
+
+// The tiles are copied 16 bytes (8 elements) at a time.
+inline bool rows_aligned(const RowView& view) {
+  return view.data == nullptr || (reinterpret_cast<uintptr_t>(view.data) % 16 == 0 && view.batch_stride % 8 == 0 &&
+                                  view.head_stride % 8 == 0 && view.row_stride % 8 == 0);
+}
+
+// mma.sync with bfloat16 and ldmatrix need sm_80; asked of the current device (no synchronisation).
+inline bool device_has_sm80() {
+  int device = 0, major = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) return false;
+  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) return false;
+  return major >= 8;
+}
+
+inline bool quadratic_takes_tensor_cores(const QuadraticParams& p, bool backward) {
+  const AttentionShape& s = p.shape;
+  bool aligned = rows_aligned(p.q) && rows_aligned(p.k) && rows_aligned(p.v) && rows_aligned(p.out);
+  if (backward) {
+    aligned = aligned && rows_aligned(p.grad_out) && rows_aligned(p.grad_q) && rows_aligned(p.grad_k) &&
+              rows_aligned(p.grad_v);
+  }
+  return is_half_type(p.dtype) && s.qk_dim == s.v_dim && tensor_core_head_dim(s.qk_dim) && aligned &&
+         device_has_sm80();
+}
+
+void quadratic_forward_tensor_core(const QuadraticParams& params, cudaStream_t stream);
+// dK, dV and dQ; the caller has written params.delta (softmax).
+void quadratic_backward_tensor_core(const QuadraticParams& params, cudaStream_t stream);
+
+}  // namespace cuda
+}  // namespace actattn

@@ -1,0 +1,173 @@
+// Host emulation of the CUDA features the tensor-core kernels use, so that they are compiled by g++ and
+// checked on machines without a GPU (tests/emulation/). Not part of any build of the library.
+//
+// A block runs as one std::thread per CUDA thread; __syncthreads is a barrier of the block, and every
+// warp-collective operation (shuffles, ldmatrix, mma.sync) is an exchange through the warp's slots
+// between two barriers of the warp. mma.sync and ldmatrix follow the fragment layouts of the PTX ISA
+// ("Matrix Fragments for mma.m16n8k16 with floating point type", "ldmatrix"), written out here
+// independently of the kernels' own index arithmetic. Products are summed in float32 (the order differs
+// from the hardware's, which is unspecified anyway).
+// Include it before anything else with ACTATTN_WARP_EMULATION defined.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <barrier>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#define __launch_bounds__(...)
+
+inline thread_local uint3 threadIdx;
+inline thread_local uint3 blockIdx;
+inline thread_local dim3 blockDim;
+
+inline float __expf(float x) { return std::exp(x); }
+inline int64_t min(int64_t a, int64_t b) { return std::min(a, b); }
+[[noreturn]] inline void __trap() { std::abort(); }
+
+namespace actattn {
+namespace cuda {
+namespace mma {
+struct FragA;
+struct FragC;
+}  // namespace mma
+
+namespace emulation {
+
+struct WarpSlots {
+  std::barrier<> barrier{32};
+  float value[32];
+  const void* address[32];
+  uint32_t a[32][4];
+  uint32_t b[32][2];
+};
+
+struct BlockState {
+  explicit BlockState(int threads) : barrier(threads), warps(threads / 32), shared(1 << 16) {}
+  std::barrier<> barrier;
+  std::vector<WarpSlots> warps;
+  std::vector<uint4> shared;  // 1 MiB of dynamic shared memory, 16-byte aligned
+};
+
+inline thread_local BlockState* current_block = nullptr;
+
+inline WarpSlots& warp() { return current_block->warps[threadIdx.x / 32]; }
+inline int lane() { return static_cast<int>(threadIdx.x % 32); }
+
+// Runs body() as a grid of blocks of `threads` threads (a multiple of 32), one block after another.
+inline void launch(dim3 grid, int threads, const std::function<void()>& body) {
+  for (unsigned by = 0; by < grid.y; ++by) {
+    for (unsigned bx = 0; bx < grid.x; ++bx) {
+      BlockState block(threads);
+      std::vector<std::thread> pool;
+      for (int t = 0; t < threads; ++t) {
+        pool.emplace_back([&, t] {
+          threadIdx = make_uint3(t, 0, 0);
+          blockIdx = make_uint3(bx, by, 0);
+          blockDim = dim3(threads);
+          current_block = &block;
+          body();
+        });
+      }
+      for (auto& thread : pool) thread.join();
+    }
+  }
+}
+
+// The 16-bit element `index` (0 = low half) of a register, as float.
+template <typename T>
+inline float element(uint32_t reg, int index) {
+  const uint16_t bits = static_cast<uint16_t>(reg >> (16 * index));
+  T value;
+  std::memcpy(&value, &bits, 2);
+  return static_cast<float>(value);
+}
+
+}  // namespace emulation
+}  // namespace cuda
+}  // namespace actattn
+
+inline void __syncthreads() { actattn::cuda::emulation::current_block->barrier.arrive_and_wait(); }
+
+inline float __shfl_xor_sync(unsigned /*mask*/, float value, int lane_mask) {
+  using namespace actattn::cuda::emulation;
+  WarpSlots& w = warp();
+  w.value[lane()] = value;
+  w.barrier.arrive_and_wait();
+  const float other = w.value[lane() ^ lane_mask];
+  w.barrier.arrive_and_wait();
+  return other;
+}
+
+namespace actattn {
+namespace cuda {
+
+template <typename T>
+inline T* dynamic_shared() {
+  return reinterpret_cast<T*>(emulation::current_block->shared.data());
+}
+
+namespace mma {
+
+// ldmatrix .x4: lanes 8j .. 8j+7 give the row addresses of matrix j; without .trans lane L receives
+// (row L/4, columns 2(L%4), 2(L%4)+1) of each matrix, with .trans (rows 2(L%4), 2(L%4)+1, column L/4).
+inline void ldmatrix_x4(uint32_t (&r)[4], const void* shared, bool transpose) {
+  using namespace emulation;
+  WarpSlots& w = warp();
+  const int l = lane();
+  w.address[l] = shared;
+  w.barrier.arrive_and_wait();
+  for (int j = 0; j < 4; ++j) {
+    auto at = [&](int row, int col) { return static_cast<const uint16_t*>(w.address[8 * j + row])[col]; };
+    const uint16_t lo = transpose ? at(2 * (l % 4), l / 4) : at(l / 4, 2 * (l % 4));
+    const uint16_t hi = transpose ? at(2 * (l % 4) + 1, l / 4) : at(l / 4, 2 * (l % 4) + 1);
+    r[j] = static_cast<uint32_t>(lo) | (static_cast<uint32_t>(hi) << 16);
+  }
+  w.barrier.arrive_and_wait();
+}
+
+// mma.sync m16n8k16, row.col, float32 accumulators: D = A B + C with
+//   A element a_i of lane L: row L/4 + 8 [i in {2,3,6,7}], column 2(L%4) + (i&1) + 8 [i >= 4]
+//   B element b_i:           row 2(L%4) + (i&1) + 8 [i >= 2], column L/4
+//   C element c_i:           row L/4 + 8 [i >= 2],             column 2(L%4) + (i&1)
+template <typename T, typename FragAType, typename FragCType>
+inline void emulated_mma(FragCType& d, const FragAType& a, uint32_t b0, uint32_t b1) {
+  using namespace emulation;
+  WarpSlots& w = warp();
+  const int l = lane();
+  std::memcpy(w.a[l], a.x, sizeof(w.a[l]));
+  w.b[l][0] = b0;
+  w.b[l][1] = b1;
+  w.barrier.arrive_and_wait();
+  float A[16][16], B[16][8];
+  for (int src = 0; src < 32; ++src) {
+    const int g = src / 4, t = src % 4;
+    for (int i = 0; i < 8; ++i) {
+      const int row = g + ((i == 2 || i == 3 || i == 6 || i == 7) ? 8 : 0);
+      const int col = 2 * t + (i & 1) + (i >= 4 ? 8 : 0);
+      A[row][col] = element<T>(w.a[src][i / 2], i % 2);
+    }
+    for (int i = 0; i < 4; ++i) B[2 * t + (i & 1) + (i >= 2 ? 8 : 0)][g] = element<T>(w.b[src][i / 2], i % 2);
+  }
+  w.barrier.arrive_and_wait();
+  for (int i = 0; i < 4; ++i) {
+    const int row = l / 4 + (i >= 2 ? 8 : 0), col = 2 * (l % 4) + (i & 1);
+    float sum = 0.f;
+    for (int k = 0; k < 16; ++k) sum += A[row][k] * B[k][col];
+    d.x[i] += sum;
+  }
+}
+
+}  // namespace mma
+}  // namespace cuda
+}  // namespace actattn
