@@ -88,6 +88,33 @@ def test_low_precision_error_at_most_twice_the_composite(activation, causal, dty
     )
 
 
+# Calls that take the CUDA tensor-core kernels (float16 / bfloat16, head dim 64 or 128, 16-byte aligned
+# rows): tile edges, Nq != Nk both ways, padding keys (a sequence without keys too), (B, N, H, D) memory.
+TENSOR_CORE_CASES = {
+    "d128-nq>nk": ((1, 2, 130, 70, 128, 128), None, False),
+    "d64-padded": ((2, 2, 65, 200, 64, 64), [200, 37], False),
+    "d64-bnhd-empty": ((2, 3, 97, 97, 64, 64), [0, 50], True),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("case", TENSOR_CORE_CASES)
+def test_tensor_core_shapes_within_twice_composite(case, activation, causal, dtype, device):
+    shape, key_lengths, interleaved = TENSOR_CORE_CASES[case]
+    q, k, v = random_qkv(shape, device=device)
+    if interleaved:  # the same values laid out (B, N, H, D), viewed as (B, H, N, D)
+        q, k, v = (t.transpose(1, 2).contiguous().transpose(1, 2) for t in (q, k, v))
+    lengths = None if key_lengths is None else torch.tensor(key_lengths, device=device)
+    assert_within_twice_composite(
+        lambda q, k, v: actattn.attention(q, k, v, activation=activation, causal=causal, key_lengths=lengths),
+        lambda q, k, v: reference.attention(q, k, v, activation, causal, key_lengths=lengths),
+        (q, k, v),
+        dtype,
+    )
+
+
 def test_non_contiguous_inputs(device):
     batch, heads, n, d = 2, 3, 20, 8
     gen = torch.Generator().manual_seed(0)
@@ -118,8 +145,9 @@ def test_empty_inputs(shape, activation, device):
     assert all(torch.equal(g, torch.zeros_like(g)) for g in (dq, dk, dv))
 
 
-def test_backward_is_deterministic(device):
-    q, k, v = random_qkv((2, 4, 130, 130, 32, 32), dtype=torch.float32, device=device, requires_grad=True)
+@pytest.mark.parametrize("dtype, dim", [(torch.float32, 32), (torch.bfloat16, 64)])  # generic, tensor cores
+def test_backward_is_deterministic(dtype, dim, device):
+    q, k, v = random_qkv((2, 4, 130, 130, dim, dim), dtype=dtype, device=device, requires_grad=True)
     runs = []
     for _ in range(2):
         out = actattn.attention(q, k, v, causal=True)
