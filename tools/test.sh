@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Runs every test: sets up (tools/bootstrap.sh), compiles the CUDA sources (tools/check_cuda.sh; no GPU
-# needed), then the Python suite (pytest; its CUDA cases run where a GPU is present) and the C++ suite
+# Runs every test: sets up (tools/bootstrap.sh), compiles the CUDA sources (tools/check_cuda.sh) and
+# builds, links and imports the whole CUDA extension against torch's CUDA build (tools/check_cuda_build.sh;
+# neither needs a GPU), then the Python suite (pytest; its CUDA cases run where a GPU is present) and the C++ suite
 # (CMake build against the venv's LibTorch, then CTest, which also runs the tensor-core kernels on the
 # CPU through kernels/cuda/warp_emulation.h). Exits non-zero if anything fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/bootstrap.sh
 bash tools/check_cuda.sh
+bash tools/check_cuda_build.sh
 
 status=0
 .venv/bin/python -m pytest tests -q -p no:cacheprovider || status=$?
