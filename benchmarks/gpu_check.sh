@@ -21,6 +21,10 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())"
 
 step "build (CUDA)"
+# torch guesses CUDA_HOME from nvcc's location, wrong when nvcc is a wrapper script; nvcc knows its root.
+if [ -z "${CUDA_HOME:-}" ] && command -v nvcc >/dev/null; then
+  export CUDA_HOME=$(realpath "$(nvcc -v -E -x cu /dev/null 2>&1 | sed -n 's/^#\$ TOP=//p' | head -n 1)")
+fi
 if ! ACTATTN_CUDA=1 MAX_JOBS=${MAX_JOBS:-16} timeout 300 $PY setup.py build_ext --inplace >"$OUT/build.log" 2>&1; then
   tail -n 60 "$OUT/build.log"
   echo "gpu_check: build FAILED"
