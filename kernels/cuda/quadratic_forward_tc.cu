@@ -23,15 +23,9 @@ void launch(const QuadraticParams& params, Activation activation, cudaStream_t s
 }  // namespace
 
 void quadratic_forward_tensor_core(const QuadraticParams& params, cudaStream_t stream) {
-  dispatch_half_dtype(params.dtype, [&](auto types) {
-    using T = typename decltype(types)::scalar_t;
-    dispatch_score_activation<float>(params.activation, [&](auto activation) {
-      dispatch_bool(params.causal, [&](auto causal) {
-        dispatch_tensor_core_head_dim(params.shape.qk_dim, [&](auto dim) {
-          launch<decltype(dim)::value, T, decltype(activation), decltype(causal)::value>(params, activation, stream);
-        });
-      });
-    });
+  dispatch_quadratic_tensor_core(params, [&](auto types, auto activation, auto causal, auto dim) {
+    launch<decltype(dim)::value, typename decltype(types)::scalar_t, decltype(activation), decltype(causal)::value>(
+        params, activation, stream);
   });
 }
 
