@@ -22,7 +22,10 @@ torch_prefix=$(.venv/bin/python -c 'import torch; print(torch.utils.cmake_prefix
 cmake -S . -B build/cmake -DCMAKE_PREFIX_PATH="$torch_prefix" >/dev/null
 cmake --build build/cmake -j "$(nproc)"
 # The emulated tensor-core kernel test needs only CUDA's headers, which check_cuda.sh already required.
-if ! ctest --test-dir build/cmake -N | grep -q actattn_tensor_core_emulation; then
+# Listed into a variable first: `ctest | grep -q` under pipefail fails whenever grep exits before ctest has
+# written everything (SIGPIPE), which is how this check once failed in CI with the test configured.
+configured_tests=$(ctest --test-dir build/cmake -N)
+if ! grep -q actattn_tensor_core_emulation <<<"$configured_tests"; then
   echo "test.sh: the emulated tensor-core kernel test was not configured (CUDA headers not found)" >&2
   exit 1
 fi
