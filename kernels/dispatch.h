@@ -111,6 +111,18 @@ void dispatch_quadratic_tensor_core(const QuadraticParams& p, Fn&& fn) {
     });
   });
 }
+
+// Every compile-time choice of a tensor-core linear kernel: fn(types, feature map, causal, head dim).
+template <typename Fn>
+void dispatch_linear_tensor_core(const LinearParams& p, Fn&& fn) {
+  dispatch_half_dtype(p.dtype, [&](auto types) {
+    dispatch_feature_map(p.feature_map, [&](auto map) {
+      dispatch_bool(p.causal, [&](auto causal) {
+        dispatch_tensor_core_head_dim(p.shape.qk_dim, [&](auto dim) { fn(types, map, causal, dim); });
+      });
+    });
+  });
+}
 #endif
 
 }  // namespace actattn

@@ -1,4 +1,4 @@
-// Linear attention backward on CUDA, feature map derivative fused. First, simple version.
+// Linear attention backward on CUDA, feature map derivative fused: the generic kernels (any dtype and head dims).
 //
 // Same math as the CPU backward (kernels/cpu/linear_backward.cpp): with dnum_i = g_i / den_i and
 // dden_i = -(g_i . o_i) / den_i (g_i and 0 without normalisation),
@@ -11,11 +11,12 @@
 //     sum over all value columns, so each block writes its partial sums to the workspace;
 //  3. dq = scale * phi'(q) * sum of partials, dk = phi'(k) * sum of partials, in a fixed order.
 // No atomics: gradients are deterministic. Memory: the workspace holds (column blocks) x (size of q and
-// k) partial sums plus one value per row; the tensor-core version will reduce across column blocks
-// in shared memory instead.
+// k) partial sums plus one value per row. Float16 / bfloat16 at D = 64 and 128 take the tensor-core
+// kernel instead (linear_backward_tc.cu), which needs no workspace.
 #include "../dispatch.h"
 #include "cuda_kernels.h"
 #include "linear_common.cuh"
+#include "tensor_core_paths.h"
 
 namespace actattn {
 namespace {
@@ -249,6 +250,7 @@ __global__ void finish_kernel(const LinearParams p, const RowView x, const RowVi
 }  // namespace
 
 int64_t linear_attention_backward_workspace(const LinearParams& params) {
+  if (cuda::linear_takes_tensor_cores(params, /*backward=*/true)) return 0;
   int64_t elems = 0;
   dispatch_dtype_cuda(params.dtype, [&](auto types) {
     elems = Workspace<typename decltype(types)::acc_t>::elems(params.shape);
@@ -259,6 +261,9 @@ int64_t linear_attention_backward_workspace(const LinearParams& params) {
 void linear_attention_backward_cuda(const LinearParams& params, cudaStream_t stream) {
   const AttentionShape& s = params.shape;
   if (s.batch * s.heads == 0) return;
+  if (cuda::linear_takes_tensor_cores(params, /*backward=*/true)) {
+    return cuda::linear_backward_tensor_core(params, stream);
+  }
   dispatch_dtype_cuda(params.dtype, [&](auto types) {
     using T = typename decltype(types)::scalar_t;
     using Acc = typename decltype(types)::acc_t;

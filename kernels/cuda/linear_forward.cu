@@ -1,4 +1,6 @@
-// Linear attention forward on CUDA, feature map fused. First, simple version.
+// Linear attention forward on CUDA, feature map fused: the generic kernel (any dtype and head dims);
+// float16 / bfloat16 at D = 64 and 128 take the tensor-core kernel (linear_forward_tc.cu, chosen in
+// tensor_core_paths.h).
 //
 // Grid: (batch * heads, column blocks of kColumns value columns). Each block keeps S (Dk x kColumns) and
 // z (Dk) in shared memory and walks the sequence in chunks of kLinearChunk rows (linear_common.cuh):
@@ -9,6 +11,7 @@
 #include "../dispatch.h"
 #include "cuda_kernels.h"
 #include "linear_common.cuh"
+#include "tensor_core_paths.h"
 
 namespace actattn {
 namespace {
@@ -106,6 +109,9 @@ __global__ void __launch_bounds__(cuda::kLinearThreads) forward_kernel(const Lin
 void linear_attention_forward_cuda(const LinearParams& params, cudaStream_t stream) {
   const AttentionShape& s = params.shape;
   if (s.batch * s.heads == 0) return;
+  if (cuda::linear_takes_tensor_cores(params, /*backward=*/false)) {
+    return cuda::linear_forward_tensor_core(params, stream);
+  }
   dispatch_dtype_cuda(params.dtype, [&](auto types) {
     using T = typename decltype(types)::scalar_t;
     using Acc = typename decltype(types)::acc_t;

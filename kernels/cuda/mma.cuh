@@ -125,6 +125,16 @@ __device__ __forceinline__ FragA load_a(const T* tile, int ld, int lane) {
   return a;
 }
 
+// A fragment of the 16 x 16 block A whose transpose is stored at `tile` (element (m, k) at tile[k ld + m]):
+// phi(K)^T for S += phi(K)^T V. Transposing loads; lane L addresses row (L % 8) + 8 (L / 16), column
+// 8 ((L / 8) % 2), so the four matrices come in FragA's order (m 0-7 | 8-15 first, then k).
+template <typename T>
+__device__ __forceinline__ FragA load_a_transposed(const T* tile, int ld, int lane) {
+  FragA a;
+  ldmatrix_x4(a.x, tile + ((lane % 8) + 8 * (lane / 16)) * ld + 8 * ((lane / 8) % 2), true);
+  return a;
+}
+
 // B fragments of two adjacent n-tiles for one k-step, when B's columns are stored as rows: `rows`
 // points at row n0, column k0 of an (n x k) row-major block (K for Q K^T). b[0], b[1] belong to
 // n-tile n0 and b[2], b[3] to n-tile n0 + 8. Lane L addresses row (L % 8) + 8 (L / 16), column 8 ((L / 8) % 2).
@@ -170,6 +180,27 @@ __device__ __forceinline__ void mma_shared_a_bt(FragC (&acc)[N], const T* a_tile
 #pragma unroll
   for (int ks = 0; ks < kSteps; ++ks) {
     mma_step_a_bt<T>(acc, load_a(a_tile + ks * 16, lda, lane), rows + ks * 16, ld, lane);
+  }
+}
+
+// acc (16 x 8 N) += A B, A (16 x 16 kSteps) read from shared memory (row-major at a_tile, or stored
+// transposed when kTransposedA: element (m, k) at a_tile[k lda + m]) and B (16 kSteps x 8 N) stored
+// row-major at `block` (ld): products with a state or gradient tile as the right factor.
+template <typename T, int kSteps, int N, bool kTransposedA = false>
+__device__ __forceinline__ void mma_shared_a_b(FragC (&acc)[N], const T* a_tile, int lda, const T* block, int ld,
+                                               int lane) {
+  static_assert(N % 2 == 0, "n-tiles come in pairs");
+#pragma unroll
+  for (int ks = 0; ks < kSteps; ++ks) {
+    const FragA a = kTransposedA ? load_a_transposed(a_tile + ks * 16 * lda, lda, lane)
+                                 : load_a(a_tile + ks * 16, lda, lane);
+#pragma unroll
+    for (int np = 0; np < N / 2; ++np) {
+      uint32_t b[4];
+      load_b_from_cols(b, block + ks * 16 * ld + np * 16, ld, lane);
+      mma_16816<T>(acc[2 * np], a, b[0], b[1]);
+      mma_16816<T>(acc[2 * np + 1], a, b[2], b[3]);
+    }
   }
 }
 

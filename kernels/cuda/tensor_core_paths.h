@@ -31,6 +31,15 @@ inline bool device_has_sm80() {
   return major >= 8;
 }
 
+// Dynamic shared memory one block may opt into on the current device (99 KiB on sm_86 / sm_89,
+// 163 KiB on A100, 227 KiB on H100 / H200).
+inline int device_shared_bytes_optin() {
+  int device = 0, bytes = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) return 0;
+  if (cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) != cudaSuccess) return 0;
+  return bytes;
+}
+
 inline bool quadratic_takes_tensor_cores(const QuadraticParams& p, bool backward) {
   const AttentionShape& s = p.shape;
   bool aligned = rows_aligned(p.q) && rows_aligned(p.k) && rows_aligned(p.v) && rows_aligned(p.out);
@@ -42,9 +51,31 @@ inline bool quadratic_takes_tensor_cores(const QuadraticParams& p, bool backward
          device_has_sm80();
 }
 
+// Shared memory of the tensor-core linear kernels at a tiled head dim (linear_*_tc.cuh).
+int linear_forward_tensor_core_shared_bytes(int64_t dim);
+int linear_backward_tensor_core_shared_bytes(int64_t dim);
+
+// Linear attention also needs the whole D x D state per block to fit in shared memory: D = 128's backward
+// (170 KiB) runs on H100-class parts and takes the generic kernels elsewhere.
+inline bool linear_takes_tensor_cores(const LinearParams& p, bool backward) {
+  const AttentionShape& s = p.shape;
+  if (!is_half_type(p.dtype) || s.qk_dim != s.v_dim || !tensor_core_head_dim(s.qk_dim)) return false;
+  bool aligned = rows_aligned(p.q) && rows_aligned(p.k) && rows_aligned(p.v) && rows_aligned(p.out);
+  if (backward) {
+    aligned = aligned && rows_aligned(p.grad_out) && rows_aligned(p.grad_q) && rows_aligned(p.grad_k) &&
+              rows_aligned(p.grad_v);
+  }
+  const int shared = backward ? linear_backward_tensor_core_shared_bytes(s.qk_dim)
+                              : linear_forward_tensor_core_shared_bytes(s.qk_dim);
+  return aligned && device_has_sm80() && shared <= device_shared_bytes_optin();
+}
+
 void quadratic_forward_tensor_core(const QuadraticParams& params, cudaStream_t stream);
 // dK, dV and dQ; the caller has written params.delta (softmax).
 void quadratic_backward_tensor_core(const QuadraticParams& params, cudaStream_t stream);
+void linear_forward_tensor_core(const LinearParams& params, cudaStream_t stream);
+// dq, dk, dv and the initial state's gradients; needs no workspace.
+void linear_backward_tensor_core(const LinearParams& params, cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace actattn

@@ -1,0 +1,291 @@
+// Linear attention backward on tensor cores (float16 / bfloat16, Dk = Dv = D in {64, 128}, sm_80+).
+//
+// With dnum_i = dO_i / den_i, dden_i = -(dnum_i . o_i) (dnum = dO, dden = 0 without normalisation):
+//   da_i = S_i dnum_i + z_i dden_i,   dq_i = scale phi'(q_i) da_i,
+//   db_j = dS_j v_j + dz_j,           dk_j = phi'(k_j) db_j,         dv_j = dS_j^T b_j,
+// where S_i, z_i are the state a query sees and dS_j = dS_final + sum_{i sees j} a_i dnum_i^T (dz_j
+// likewise with dden) is the gradient reaching key j's contribution to the state.
+//
+// Algorithm: one launch, two blocks per (batch, head), each owning what it writes, so the gradients are
+// deterministic with no atomics and no workspace:
+//   * the query block rebuilds S and z chunk by chunk, as the forward does, and per chunk forms
+//     da = dNum S^T + dden z^T + M B with M = tril(dNum V^T + dden 1^T);
+//   * the key block walks the chunks backwards growing dS and dz (from the final state's gradient), and
+//     per chunk forms dv = B dS + tril(A B^T)^T dNum and db = V dS^T + dz + M^T A, then
+//     dS += A^T dNum, dz += A^T dden. Its final dS, dz are the initial state's gradients.
+// The masked blocks (M, tril(A B^T)^T) are made 16 rows x 16 columns at a time in registers and fed into
+// the next product; blocks wholly masked are skipped. Non-causal: the full S (or dS) first, then one pass.
+// Memory: shared tiles for A, B, V, dNum and the state (5 x D x (D + 8) elements: 45 KiB at D = 64,
+// 170 KiB at D = 128) and two float32 vectors; nothing in global memory but inputs and gradients.
+// Recomputes phi(q), phi(k) and the states; reads the forward's output and den.
+#pragma once
+
+#include "linear_tc_common.cuh"
+
+namespace actattn {
+namespace cuda {
+namespace linear_backward_tc {
+
+constexpr int kQueryBlock = 0;  // blockIdx.y
+constexpr int kKeyBlock = 1;
+
+template <int kD>
+constexpr int shared_bytes() {
+  using Sh = linear_tc::Shape<kD>;
+  return 5 * Sh::kTileElems * 2 + 2 * kD * static_cast<int>(sizeof(float));
+}
+
+template <typename T, int kD>
+struct Tiles {
+  using Sh = linear_tc::Shape<kD>;
+  T* a;         // scale phi(Q) of a chunk
+  T* b;         // phi(K) of a chunk
+  T* v;         // V of a chunk
+  T* dnum;      // dO / den of a chunk
+  T* state;     // S (query block) or dS (key block), rounded
+  float* z;     // z or dz
+  float* dden;  // dden of a chunk's rows
+
+  __device__ Tiles() {
+    a = dynamic_shared<T>();
+    b = a + Sh::kTileElems;
+    v = b + Sh::kTileElems;
+    dnum = v + Sh::kTileElems;
+    state = dnum + Sh::kTileElems;
+    z = reinterpret_cast<float*>(state + Sh::kTileElems);
+    dden = z + kD;
+  }
+};
+
+// dq for the chunk at q0: da = dNum S^T + dden z^T + tril(dNum V^T + dden) B, then the map's derivative.
+template <typename T, typename Map, bool kCausal, int kD>
+__device__ __forceinline__ void query_chunk_grads(const LinearParams& p, const Tiles<T, kD>& sm, int64_t b,
+                                                  int64_t h, int64_t q0) {
+  using Sh = linear_tc::Shape<kD>;
+  constexpr int kLd = Sh::kLd, kTiles = Sh::kTiles, kSteps = Sh::kSteps;
+  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp, g = lane / 4, t = lane % 4;
+  const T* dnum_rows = sm.dnum + warp * 16 * kLd;
+
+  mma::FragC da[kTiles];
+  mma::zero(da);
+  mma::mma_shared_a_bt<T, kSteps>(da, dnum_rows, kLd, sm.state, kLd, lane);
+  const float row_dden[2] = {sm.dden[warp * 16 + g], sm.dden[warp * 16 + g + 8]};
+#pragma unroll
+  for (int n = 0; n < kTiles; ++n) {
+#pragma unroll
+    for (int r = 0; r < 4; ++r) da[n].x[r] += row_dden[r >> 1] * sm.z[n * 8 + 2 * t + (r & 1)];
+  }
+  if constexpr (kCausal) {
+    for (int kb = 0; kb <= warp; ++kb) {
+      mma::FragC m[2];
+      mma::zero(m);
+      mma::mma_shared_a_bt<T, kSteps>(m, dnum_rows, kLd, sm.v + kb * 16 * kLd, kLd, lane);
+#pragma unroll
+      for (int n = 0; n < 2; ++n) {
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+          const int key = n * 8 + 2 * t + (r & 1), row = g + 8 * (r >> 1);
+          m[n].x[r] = (kb == warp && key > row) ? 0.f : m[n].x[r] + row_dden[r >> 1];
+        }
+      }
+      mma::mma_p_b<T, 1>(da, m, sm.b + kb * 16 * kLd, kLd, lane);
+    }
+  }
+
+  const float scale = static_cast<float>(p.scale);
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int64_t i = q0 + warp * 16 + g + 8 * half;
+    if (i >= p.shape.q_len) continue;
+    const T* q_row = row_ptr<const T>(p.q, b, h, i);
+    T* dq_row = row_ptr<T>(p.grad_q, b, h, i);
+#pragma unroll
+    for (int n = 0; n < kTiles; ++n) {
+      const int c = n * 8 + 2 * t;
+      const float2 q = linear_tc::unpack<T>(*reinterpret_cast<const uint32_t*>(q_row + c));
+      *reinterpret_cast<uint32_t*>(dq_row + c) =
+          mma::pack<T>(scale * Map::derivative(q.x) * da[n].x[2 * half],
+                       scale * Map::derivative(q.y) * da[n].x[2 * half + 1]);
+    }
+  }
+}
+
+// dv and dk for the chunk at k0: dv = B dS + tril(A B^T)^T dNum, db = V dS^T + dz + tril(dNum V^T + dden)^T A.
+template <typename T, typename Map, bool kCausal, int kD>
+__device__ __forceinline__ void key_chunk_grads(const LinearParams& p, const Tiles<T, kD>& sm, int64_t b, int64_t h,
+                                                int64_t k0, int64_t keys) {
+  using Sh = linear_tc::Shape<kD>;
+  constexpr int kLd = Sh::kLd, kTiles = Sh::kTiles, kSteps = Sh::kSteps, kBlocks = Sh::kChunk / 16;
+  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp, g = lane / 4, t = lane % 4;
+  const T* b_rows = sm.b + warp * 16 * kLd;
+  const T* v_rows = sm.v + warp * 16 * kLd;
+  const int64_t rows[2] = {k0 + warp * 16 + g, k0 + warp * 16 + g + 8};
+
+  // Rows of the mask: key (row of this warp's strip) u is seen by query (column) t' iff t' >= u.
+  auto mask_upper = [&](mma::FragC(&block)[2], int qb) {
+    if (qb != warp) return;
+#pragma unroll
+    for (int n = 0; n < 2; ++n) {
+#pragma unroll
+      for (int r = 0; r < 4; ++r) {
+        if (n * 8 + 2 * t + (r & 1) < g + 8 * (r >> 1)) block[n].x[r] = 0.f;
+      }
+    }
+  };
+  // Padding keys and rows past the end get zero gradients (their rows of B and V are zero already, but
+  // dz reaches db regardless).
+  auto store = [&](const RowView& view, const mma::FragC(&grad)[kTiles], bool with_derivative) {
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int64_t j = rows[half];
+      if (j >= p.shape.k_len) continue;
+      T* out = row_ptr<T>(view, b, h, j);
+      const T* k_row = row_ptr<const T>(p.k, b, h, j);
+#pragma unroll
+      for (int n = 0; n < kTiles; ++n) {
+        const int c = n * 8 + 2 * t;
+        float x = grad[n].x[2 * half], y = grad[n].x[2 * half + 1];
+        if (j >= keys) {
+          x = y = 0.f;
+        } else if (with_derivative) {
+          const float2 k = linear_tc::unpack<T>(*reinterpret_cast<const uint32_t*>(k_row + c));
+          x *= Map::derivative(k.x);
+          y *= Map::derivative(k.y);
+        }
+        *reinterpret_cast<uint32_t*>(out + c) = mma::pack<T>(x, y);
+      }
+    }
+  };
+
+  {
+    mma::FragC dv[kTiles];
+    mma::zero(dv);
+    mma::mma_shared_a_b<T, kSteps, kTiles>(dv, b_rows, kLd, sm.state, kLd, lane);
+    if constexpr (kCausal) {
+      for (int qb = warp; qb < kBlocks; ++qb) {  // 16-query blocks at or right of the diagonal
+        mma::FragC w[2];
+        mma::zero(w);
+        mma::mma_shared_a_bt<T, kSteps>(w, b_rows, kLd, sm.a + qb * 16 * kLd, kLd, lane);
+        mask_upper(w, qb);
+        mma::mma_p_b<T, 1>(dv, w, sm.dnum + qb * 16 * kLd, kLd, lane);
+      }
+    }
+    store(p.grad_v, dv, false);
+  }
+
+  mma::FragC db[kTiles];
+  mma::zero(db);
+  mma::mma_shared_a_bt<T, kSteps>(db, v_rows, kLd, sm.state, kLd, lane);
+#pragma unroll
+  for (int n = 0; n < kTiles; ++n) {
+#pragma unroll
+    for (int r = 0; r < 4; ++r) db[n].x[r] += sm.z[n * 8 + 2 * t + (r & 1)];
+  }
+  if constexpr (kCausal) {
+    for (int qb = warp; qb < kBlocks; ++qb) {
+      mma::FragC m[2];
+      mma::zero(m);
+      mma::mma_shared_a_bt<T, kSteps>(m, v_rows, kLd, sm.dnum + qb * 16 * kLd, kLd, lane);
+#pragma unroll
+      for (int n = 0; n < 2; ++n) {
+#pragma unroll
+        for (int r = 0; r < 4; ++r) m[n].x[r] += sm.dden[qb * 16 + n * 8 + 2 * t + (r & 1)];
+      }
+      mask_upper(m, qb);
+      mma::mma_p_b<T, 1>(db, m, sm.a + qb * 16 * kLd, kLd, lane);
+    }
+  }
+  store(p.grad_k, db, true);
+}
+
+template <typename T, typename Map, bool kCausal, int kD>
+__global__ void __launch_bounds__(linear_tc::Shape<kD>::kThreads) backward_kernel(const LinearParams p) {
+  using Sh = linear_tc::Shape<kD>;
+  constexpr int kLd = Sh::kLd, kChunk = Sh::kChunk, kTiles = Sh::kTiles;
+  const Tiles<T, kD> sm;
+  const AttentionShape s = p.shape;
+  const int64_t bh = blockIdx.x, b = bh / s.heads, h = bh % s.heads;
+  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+  const int64_t keys = keys_of(p.key_lengths, b, s.k_len);
+  const float scale = static_cast<float>(p.scale);
+  auto state_of = [&](const void* base) { return base ? static_cast<const float*>(base) + bh * kD * kD : nullptr; };
+  auto vector_of = [&](const void* base) { return base ? static_cast<const float*>(base) + bh * kD : nullptr; };
+  auto load_keys = [&](int64_t k0) {
+    linear_tc::load_mapped_tile<T, Map, kChunk, kD>(sm.b, kLd, p.k, b, h, k0, keys, 1.f);
+    mma::load_tile<T, kChunk, kD>(sm.v, kLd, p.v, b, h, k0, keys);
+  };
+  auto load_queries = [&](int64_t q0) {
+    linear_tc::load_mapped_tile<T, Map, kChunk, kD>(sm.a, kLd, p.q, b, h, q0, s.q_len, scale);
+    linear_tc::load_output_grads<T, kD>(sm.dnum, kLd, sm.dden, p, b, h, q0);
+  };
+
+  mma::FragC state[kTiles];  // the query block's S, or the key block's dS: rows [16 warp, 16 warp + 16)
+  if (blockIdx.y == kQueryBlock) {
+    linear_tc::load_state<kD>(state, state_of(p.initial_state), warp, lane);
+    linear_tc::load_vector<kD>(sm.z, vector_of(p.initial_normalizer));
+    // S += B^T V, z += B^T 1 for the chunk in the tiles; callers put a barrier after z's last reader.
+    auto absorb_keys = [&] {
+      mma::mma_shared_a_b<T, kChunk / 16, kTiles, true>(state, sm.b + warp * 16, kLd, sm.v, kLd, lane);
+      linear_tc::add_column_sums<T, kD>(sm.z, sm.b, kLd, nullptr);
+    };
+    if constexpr (!kCausal) {
+      for (int64_t k0 = 0; k0 < keys; k0 += kChunk) {
+        __syncthreads();
+        load_keys(k0);
+        __syncthreads();
+        absorb_keys();
+      }
+    }
+    for (int64_t q0 = 0; q0 < s.q_len; q0 += kChunk) {
+      __syncthreads();
+      if constexpr (kCausal) load_keys(q0);
+      linear_tc::load_output_grads<T, kD>(sm.dnum, kLd, sm.dden, p, b, h, q0);
+      linear_tc::round_state_into<T, kD>(sm.state, kLd, state, warp, lane);
+      __syncthreads();
+      query_chunk_grads<T, Map, kCausal, kD>(p, sm, b, h, q0);
+      if constexpr (kCausal) {
+        __syncthreads();  // every warp has read z
+        absorb_keys();
+      }
+    }
+    return;
+  }
+
+  linear_tc::load_state<kD>(state, state_of(p.grad_final_state), warp, lane);
+  linear_tc::load_vector<kD>(sm.z, vector_of(p.grad_final_normalizer));
+  // dS += A^T dNum, dz += A^T dden for the chunk in the tiles.
+  auto absorb_queries = [&] {
+    mma::mma_shared_a_b<T, kChunk / 16, kTiles, true>(state, sm.a + warp * 16, kLd, sm.dnum, kLd, lane);
+    linear_tc::add_column_sums<T, kD>(sm.z, sm.a, kLd, sm.dden);
+  };
+  if constexpr (!kCausal) {
+    for (int64_t q0 = 0; q0 < s.q_len; q0 += kChunk) {
+      __syncthreads();
+      load_queries(q0);
+      __syncthreads();
+      absorb_queries();
+    }
+  }
+  const int64_t chunks = (s.k_len + kChunk - 1) / kChunk;
+  for (int64_t c = chunks - 1; c >= 0; --c) {
+    const int64_t k0 = c * kChunk;
+    __syncthreads();
+    load_keys(k0);
+    if constexpr (kCausal) load_queries(k0);
+    linear_tc::round_state_into<T, kD>(sm.state, kLd, state, warp, lane);
+    __syncthreads();
+    key_chunk_grads<T, Map, kCausal, kD>(p, sm, b, h, k0, keys);
+    if constexpr (kCausal) {
+      __syncthreads();  // every warp has read dz
+      absorb_queries();
+    }
+  }
+  linear_tc::store_state<kD>(state, static_cast<float*>(p.grad_initial_state) + bh * kD * kD, warp, lane);
+  // Each thread stores the entries of dz it summed itself (add_column_sums), so no barrier is needed.
+  for (int d = threadIdx.x; d < kD; d += blockDim.x)
+    static_cast<float*>(p.grad_initial_normalizer)[bh * kD + d] = sm.z[d];
+}
+
+}  // namespace linear_backward_tc
+}  // namespace cuda
+}  // namespace actattn

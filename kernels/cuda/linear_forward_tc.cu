@@ -1,0 +1,28 @@
+// Launches the kernel of linear_forward_tc.cuh: dispatch of dtype, feature map, masking and head dim.
+#include "../dispatch.h"
+#include "linear_forward_tc.cuh"
+#include "tensor_core_paths.h"
+
+namespace actattn {
+namespace cuda {
+
+int linear_forward_tensor_core_shared_bytes(int64_t dim) {
+  return dim == 64 ? linear_forward_tc::shared_bytes<64>() : linear_forward_tc::shared_bytes<128>();
+}
+
+void linear_forward_tensor_core(const LinearParams& params, cudaStream_t stream) {
+  const AttentionShape& s = params.shape;
+  if (s.batch * s.heads == 0) return;
+  dispatch_linear_tensor_core(params, [&](auto types, auto map, auto causal, auto dim) {
+    constexpr int kD = decltype(dim)::value;
+    auto kernel = linear_forward_tc::forward_kernel<typename decltype(types)::scalar_t, decltype(map),
+                                                    decltype(causal)::value, kD>;
+    constexpr int shared = linear_forward_tc::shared_bytes<kD>();
+    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, shared);
+    kernel<<<static_cast<unsigned>(s.batch * s.heads), linear_tc::Shape<kD>::kThreads, shared, stream>>>(params);
+    check_launch("linear_attention_forward (tensor cores)");
+  });
+}
+
+}  // namespace cuda
+}  // namespace actattn
