@@ -21,12 +21,14 @@ fi
 torch_prefix=$(.venv/bin/python -c 'import torch; print(torch.utils.cmake_prefix_path)')
 cmake -S . -B build/cmake -DCMAKE_PREFIX_PATH="$torch_prefix" >/dev/null
 cmake --build build/cmake -j "$(nproc)"
-# The emulated tensor-core kernel test needs only CUDA's headers, which check_cuda.sh already required.
+# The emulated tensor-core kernel tests need only CUDA's headers, which check_cuda.sh already required.
 # Listed into a variable first: `ctest | grep -q` under pipefail fails whenever grep exits before ctest has
 # written everything (SIGPIPE), which is how this check once failed in CI with the test configured.
 configured_tests=$(ctest --test-dir build/cmake -N)
-if ! grep -q actattn_tensor_core_emulation <<<"$configured_tests"; then
-  echo "test.sh: the emulated tensor-core kernel test was not configured (CUDA headers not found)" >&2
-  exit 1
-fi
-ctest --test-dir build/cmake --output-on-failure
+for emulated in actattn_quadratic_emulation actattn_linear_emulation; do
+  if ! grep -q "$emulated" <<<"$configured_tests"; then
+    echo "test.sh: the emulated tensor-core kernel test $emulated was not configured (CUDA headers not found)" >&2
+    exit 1
+  fi
+done
+ctest --test-dir build/cmake --output-on-failure -j "$(nproc)"

@@ -1,27 +1,30 @@
-// The tensor-core kernels (kernels/cuda/*_tc.cuh), compiled by the host compiler and run on the CPU
-// through kernels/cuda/warp_emulation.h, against a float64 reference computed here from the same
+// The tensor-core quadratic kernels (kernels/cuda/quadratic_*_tc.cuh), compiled by the host compiler
+// and run on the CPU through kernels/cuda/warp_emulation.h, against a float64 reference computed here from the same
 // rounded inputs. Catches what a GPU-less machine can: tile and fragment index arithmetic, masks
 // (causal, padding keys, tile edges), strides, the online softmax and the gradient formulas.
 // Not covered: timing, races the emulation's barriers hide, the hardware's rounding order.
 //
-// Usage: actattn_tensor_core_emulation [case-filter substring]; exits 1 if any case fails.
+// Usage: actattn_quadratic_emulation [case-filter substring]; exits 1 if any case fails.
 #define ACTATTN_WARP_EMULATION
 #include "../../kernels/cuda/warp_emulation.h"
 // clang-format off
 #include "../../kernels/score_activations.h"
 #include "../../kernels/cuda/quadratic_forward_tc.cuh"
 #include "../../kernels/cuda/quadratic_backward_tc.cuh"
+#include "emulated_tensors.h"
 // clang-format on
 
 #include <cmath>
 #include <cstdio>
-#include <random>
 #include <string>
 #include <vector>
 
 namespace {
 
 using actattn::AttentionShape;
+using actattn::emulation_test::random_tensor;
+using actattn::emulation_test::relative_error;
+using actattn::emulation_test::Tensor16;
 using actattn::QuadraticParams;
 using actattn::RowView;
 using actattn::ScoreActivation;
@@ -44,37 +47,6 @@ struct Case {
     return buf;
   }
 };
-
-// A (B, H, N, D) tensor of 16-bit elements stored contiguously or as (B, N, H, D).
-template <typename T>
-struct Tensor16 {
-  int64_t batch, heads, rows, dim;
-  bool interleaved;
-  std::vector<T> data;
-
-  Tensor16(int64_t b, int64_t h, int64_t n, int64_t d, bool inter)
-      : batch(b), heads(h), rows(n), dim(d), interleaved(inter), data(b * h * n * d + 8) {}
-  int64_t offset(int64_t b, int64_t h, int64_t n) const {
-    return interleaved ? ((b * rows + n) * heads + h) * dim : ((b * heads + h) * rows + n) * dim;
-  }
-  double at(int64_t b, int64_t h, int64_t n, int64_t d) const { return static_cast<float>(data[offset(b, h, n) + d]); }
-  RowView view() {
-    RowView v;
-    v.data = data.data();
-    v.batch_stride = interleaved ? rows * heads * dim : heads * rows * dim;
-    v.head_stride = interleaved ? dim : rows * dim;
-    v.row_stride = interleaved ? heads * dim : dim;
-    return v;
-  }
-};
-
-template <typename T>
-Tensor16<T> random_tensor(int64_t b, int64_t h, int64_t n, int64_t d, bool inter, std::mt19937& gen) {
-  Tensor16<T> t(b, h, n, d, inter);
-  std::normal_distribution<float> normal;
-  for (auto& x : t.data) x = T(normal(gen));
-  return t;
-}
 
 struct Reference {
   std::vector<double> out, lse, dq, dk, dv;  // (B, H, N, D) contiguous; lse (B, H, Nq)
@@ -151,23 +123,6 @@ Reference reference(const Case& c, const Tensor16<T>& q, const Tensor16<T>& k, c
     }
   }
   return r;
-}
-
-// max |got - want| / max |want|, over a (B, H, N, D) tensor.
-template <typename T>
-double relative_error(const Tensor16<T>& got, const std::vector<double>& want) {
-  double err = 0, norm = 1e-30;
-  for (int64_t b = 0; b < got.batch; ++b)
-    for (int64_t h = 0; h < got.heads; ++h)
-      for (int64_t n = 0; n < got.rows; ++n)
-        for (int64_t d = 0; d < got.dim; ++d) {
-          const double w = want[((b * got.heads + h) * got.rows + n) * got.dim + d];
-          const double g = got.at(b, h, n, d);
-          if (!std::isfinite(g)) return INFINITY;
-          err = std::max(err, std::abs(g - w));
-          norm = std::max(norm, std::abs(w));
-        }
-  return err / norm;
 }
 
 template <typename T, int kD, typename Activation, bool kCausal>

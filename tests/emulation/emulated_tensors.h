@@ -1,0 +1,65 @@
+// Test tensors for the emulated tensor-core kernel tests (tests/emulation/*.cpp): 16-bit (B, H, N, D)
+// tensors stored contiguously or as (B, N, H, D), random fill, and the error measure.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <random>
+#include <vector>
+
+#include "../../kernels/params.h"
+
+namespace actattn {
+namespace emulation_test {
+
+// A (B, H, N, D) tensor of 16-bit elements stored contiguously or as (B, N, H, D).
+template <typename T>
+struct Tensor16 {
+  int64_t batch, heads, rows, dim;
+  bool interleaved;
+  std::vector<T> data;
+
+  Tensor16(int64_t b, int64_t h, int64_t n, int64_t d, bool inter)
+      : batch(b), heads(h), rows(n), dim(d), interleaved(inter), data(b * h * n * d + 8) {}
+  int64_t offset(int64_t b, int64_t h, int64_t n) const {
+    return interleaved ? ((b * rows + n) * heads + h) * dim : ((b * heads + h) * rows + n) * dim;
+  }
+  double at(int64_t b, int64_t h, int64_t n, int64_t d) const { return static_cast<float>(data[offset(b, h, n) + d]); }
+  RowView view() {
+    RowView v;
+    v.data = data.data();
+    v.batch_stride = interleaved ? rows * heads * dim : heads * rows * dim;
+    v.head_stride = interleaved ? dim : rows * dim;
+    v.row_stride = interleaved ? heads * dim : dim;
+    return v;
+  }
+};
+
+template <typename T>
+Tensor16<T> random_tensor(int64_t b, int64_t h, int64_t n, int64_t d, bool inter, std::mt19937& gen) {
+  Tensor16<T> t(b, h, n, d, inter);
+  std::normal_distribution<float> normal;
+  for (auto& x : t.data) x = T(normal(gen));
+  return t;
+}
+
+// max |got - want| / max |want|, over a (B, H, N, D) tensor.
+template <typename T>
+inline double relative_error(const Tensor16<T>& got, const std::vector<double>& want) {
+  double err = 0, norm = 1e-30;
+  for (int64_t b = 0; b < got.batch; ++b)
+    for (int64_t h = 0; h < got.heads; ++h)
+      for (int64_t n = 0; n < got.rows; ++n)
+        for (int64_t d = 0; d < got.dim; ++d) {
+          const double w = want[((b * got.heads + h) * got.rows + n) * got.dim + d];
+          const double g = got.at(b, h, n, d);
+          if (!std::isfinite(g)) return INFINITY;
+          err = std::max(err, std::abs(g - w));
+          norm = std::max(norm, std::abs(w));
+        }
+  return err / norm;
+}
+
+}  // namespace emulation_test
+}  // namespace actattn
