@@ -5,8 +5,12 @@
 
 Baselines: softmax against F.scaled_dot_product_attention; sigmoid and relu scores against the
 materialising torch composite (actattn.reference.attention); linear attention against the matmul
-composite (actattn.reference.chunked_linear_attention, chunk 64). "ratio" is actattn's time over the
-baseline's: below 1 means actattn is faster. Times are medians over --repeats runs after a warm-up.
+composite (actattn.reference.chunked_linear_attention, chunk 64) and, with --fla on a GPU where the
+package flash-linear-attention imports, causal linear attention against its Triton kernel
+fused_chunk_linear_attn as well (fed its own (B, N, H, D) layout, the feature map applied in torch).
+"ratio" is actattn's time over the baseline's: below 1 means actattn is faster. Times are medians over
+--repeats runs after a warm-up. With --peak-gbs (the GPU's memory bandwidth, GB/s), linear cases also
+show the bandwidth floor of fwd+bwd: the time to read q, k, v, O, dO and write O, dq, dk, dv once.
 """
 
 from __future__ import annotations
@@ -58,6 +62,34 @@ def fmt(value) -> str:
     return "OOM" if value is None else f"{value:.2f}"
 
 
+FEATURE_MAPS = {"relu": torch.relu, "elu": lambda x: F.elu(x) + 1}
+
+
+def fla_cases(q, k, v) -> List[Tuple[str, str, Callable, Callable]]:
+    """Causal linear attention against flash-linear-attention's fused_chunk kernel, if it imports."""
+    try:
+        from fla.ops.linear_attn import fused_chunk_linear_attn
+    except ImportError as error:
+        print(f"(--fla: flash-linear-attention does not import: {error})\n")
+        return []
+    qt, kt, vt = (t.detach().transpose(1, 2).contiguous().requires_grad_() for t in (q, k, v))
+
+    def fla(name):
+        phi = FEATURE_MAPS[name]
+        return lambda: fused_chunk_linear_attn(phi(qt), phi(kt), vt, normalize=True)[0]
+
+    return [
+        (f"linear {name} causal", "fla fused_chunk",
+         lambda name=name: actattn.linear_attention(q, k, v, feature_map=name, causal=True), fla(name))
+        for name in ("relu", "elu")
+    ]
+
+
+def linear_floor_ms(q, peak_gbs) -> float:
+    """fwd+bwd bandwidth floor: q, k, v, O, dO read and O, dq, dk, dv written once (Dk = Dv)."""
+    return 9 * q.numel() * q.element_size() / (peak_gbs * 1e9) * 1e3
+
+
 def cases(q, k, v) -> List[Tuple[str, str, Callable, Callable]]:
     """(case, baseline name, actattn call, baseline call)."""
     return [
@@ -88,6 +120,8 @@ def main(argv=None) -> None:
     parser.add_argument("--seq-lens", type=int, nargs="+", default=[512, 2048])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--cases", nargs="+", default=None, help="only cases starting with one of these")
+    parser.add_argument("--fla", action="store_true", help="also time flash-linear-attention's fused_chunk")
+    parser.add_argument("--peak-gbs", type=float, default=None, help="memory bandwidth for the linear floor")
     args = parser.parse_args(argv)
     dtype = getattr(torch, args.dtype)
 
@@ -97,15 +131,16 @@ def main(argv=None) -> None:
         f" | median of {args.repeats} | ratio = actattn / baseline (< 1: actattn faster)\n",
     )
     print("| case | N | baseline | actattn fwd ms | baseline fwd ms | ratio fwd "
-          "| actattn fwd+bwd ms | baseline fwd+bwd ms | ratio fwd+bwd |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| actattn fwd+bwd ms | baseline fwd+bwd ms | ratio fwd+bwd | floor fwd+bwd ms |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for n in args.seq_lens:
         gen = torch.Generator().manual_seed(0)
         q, k, v = (
             torch.randn(args.batch, args.heads, n, args.head_dim, generator=gen).to(args.device, dtype).requires_grad_()
             for _ in range(3)
         )
-        for case, baseline, ours, theirs in cases(q, k, v):
+        extra = fla_cases(q, k, v) if args.fla and args.device == "cuda" else []
+        for case, baseline, ours, theirs in cases(q, k, v) + extra:
             if args.cases and not any(case.startswith(prefix) for prefix in args.cases):
                 continue
             row = []
@@ -114,6 +149,8 @@ def main(argv=None) -> None:
                     a = timed_or_none(ours, args.device, args.repeats, backward)
                     b = timed_or_none(theirs, args.device, args.repeats, backward)
                 row += [fmt(a), fmt(b), fmt(a / b if a and b else None)]
+            floor = linear_floor_ms(q, args.peak_gbs) if args.peak_gbs and case.startswith("linear") else None
+            row.append("—" if floor is None else f"{floor:.2f}")
             print(f"| {case} | {n} | {baseline} | " + " | ".join(row) + " |", flush=True)
 
 

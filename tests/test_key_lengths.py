@@ -99,6 +99,35 @@ def test_linear_causal_padded_state_equals_unpadded(device):
         torch.testing.assert_close(state.normalizer[b : b + 1], alone_state.normalizer)
 
 
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+def test_linear_padded_equals_unpadded_on_tensor_core_shapes(causal, device):
+    """bfloat16 at D = 64 takes the tensor-core kernels on a GPU, which must zero padding rows after the
+    feature map (elu+1 of a zero row is one) and keep their NaN-free zero gradients."""
+    q, k, v = random_qkv((2, 2, 150, 150, 64, 64), dtype=torch.bfloat16, device=device, requires_grad=True)
+    with torch.no_grad():
+        k[1, :, 83:] = float("nan")  # padding may hold anything
+        v[1, :, 83:] = float("nan")
+    key_lengths = [150, 83]
+    out = actattn.linear_attention(q, k, v, causal=causal, key_lengths=lengths(key_lengths, device))
+    grad_out = random_like(out)
+    for b, n in enumerate(key_lengths):
+        if causal:  # queries past the padding see every real key; the lone sequence has none of them
+            grad_out[b, :, n:] = 0
+    dq, dk, dv = grads(out, (q, k, v), grad_out)
+    for b, n in enumerate(key_lengths):
+        rows = n if causal else q.shape[2]
+        one = (slice(b, b + 1), slice(None))
+        alone = actattn.linear_attention(q[one + (slice(rows),)], k[one + (slice(n),)], v[one + (slice(n),)],
+                                         causal=causal)
+        torch.testing.assert_close(out[one + (slice(rows),)], alone)
+        dq_alone, dk_alone, dv_alone = grads(alone, (q, k, v), grad_out[one + (slice(rows),)])
+        torch.testing.assert_close(dq[b, :, :rows], dq_alone[b, :, :rows])
+        torch.testing.assert_close(dk[b, :, :n], dk_alone[b, :, :n])
+        torch.testing.assert_close(dv[b, :, :n], dv_alone[b, :, :n])
+        assert torch.equal(dk[b, :, n:], torch.zeros_like(dk[b, :, n:]))
+        assert torch.equal(dv[b, :, n:], torch.zeros_like(dv[b, :, n:]))
+
+
 def test_linear_gradcheck_with_state(device):
     q, k, v = random_qkv((2, 1, 5, 5, 3, 2), device=device, requires_grad=True)
     kv = torch.randn(2, 1, 3, 2, dtype=torch.float64, device=device, requires_grad=True)

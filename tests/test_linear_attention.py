@@ -178,6 +178,31 @@ def test_low_precision_error_at_most_twice_the_composite(feature_map, normalize,
     )
 
 
+# Shapes that take the tensor-core kernels on a GPU (float16 / bfloat16, Dk = Dv in {64, 128}: chunks of D
+# positions, so 150 and 97 end inside a chunk); elsewhere the generic kernels meet the same rule.
+TENSOR_CORE_CASES = {
+    "d128": ((1, 2, 150, 150, 128, 128), False),
+    "d64-bnhd": ((2, 3, 97, 97, 64, 64), True),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("feature_map", ["relu", "elu"])
+@pytest.mark.parametrize("case", TENSOR_CORE_CASES)
+def test_tensor_core_shapes_within_twice_composite(case, feature_map, causal, dtype, device):
+    shape, interleaved = TENSOR_CORE_CASES[case]
+    q, k, v = random_qkv(shape, device=device)
+    if interleaved:  # the same values laid out (B, N, H, D), viewed as (B, H, N, D)
+        q, k, v = (t.transpose(1, 2).contiguous().transpose(1, 2) for t in (q, k, v))
+    assert_within_twice_composite(
+        lambda q, k, v: actattn.linear_attention(q, k, v, feature_map=feature_map, causal=causal),
+        lambda q, k, v: reference.chunked_linear_attention(q, k, v, feature_map, causal),
+        (q, k, v),
+        dtype,
+    )
+
+
 def test_state_accumulates_in_float32_for_low_precision_inputs(device):
     q, k, v = (t.to(torch.bfloat16) for t in random_qkv((2, 2, 300, 300, 16, 16), device=device))
     _, state = actattn.linear_attention(q, k, v, causal=True, return_state=True)
@@ -222,8 +247,9 @@ def test_empty_sequence_returns_a_copy_of_the_state(device):
     assert torch.equal(final.kv, state.kv) and final.kv.data_ptr() != state.kv.data_ptr()
 
 
-def test_backward_is_deterministic(device):
-    q, k, v = random_qkv((2, 4, 200, 200, 32, 32), dtype=torch.float32, device=device, requires_grad=True)
+@pytest.mark.parametrize("dtype,dim", [(torch.float32, 32), (torch.bfloat16, 64)])  # generic, tensor cores
+def test_backward_is_deterministic(dtype, dim, device):
+    q, k, v = random_qkv((2, 4, 200, 200, dim, dim), dtype=dtype, device=device, requires_grad=True)
     runs = []
     for _ in range(2):
         out = actattn.linear_attention(q, k, v, causal=True)

@@ -1,0 +1,28 @@
+"""The benchmark script runs and prints its table (a smoke test: timings are not checked)."""
+
+import importlib.util
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench.py"
+
+
+def load_bench():
+    spec = importlib.util.spec_from_file_location("bench", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_prints_one_row_per_case_with_the_linear_floor(capsys):
+    bench = load_bench()
+    bench.main(["--device", "cpu", "--batch", "1", "--heads", "2", "--head-dim", "8", "--seq-lens", "16",
+                "--repeats", "1", "--peak-gbs", "0.001"])
+    rows = [line.split(" | ") for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    header, cases = rows[0], rows[1:]
+    assert len(header) == 10 and [row[0].strip("| ") for row in cases] == [
+        "softmax", "softmax causal", "sigmoid causal", "relu causal", "linear elu", "linear relu causal",
+        "linear elu causal"]
+    # fwd+bwd floor: 9 tensors of 1 x 2 x 16 x 8 float32 at 1 MB/s.
+    floors = [row[-1].strip(" |") for row in cases]
+    assert floors[:4] == ["—"] * 4 and floors[4:] == [f"{9 * 256 * 4 / 1e6 * 1e3:.2f}"] * 3
+    assert all(float(value) > 0 for row in cases for value in row[3:9])
