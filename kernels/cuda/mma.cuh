@@ -164,6 +164,19 @@ __device__ __forceinline__ void mma_step_a_bt(FragC (&acc)[N], const FragA& a, c
   }
 }
 
+// acc (16 x 8 N) += a B for one 16-wide k-step, where B (16 x 8 N) is stored row-major at `block` (ld).
+template <typename T, int N>
+__device__ __forceinline__ void mma_step_a_b(FragC (&acc)[N], const FragA& a, const T* block, int ld, int lane) {
+  static_assert(N % 2 == 0, "n-tiles come in pairs");
+#pragma unroll
+  for (int np = 0; np < N / 2; ++np) {
+    uint32_t b[4];
+    load_b_from_cols(b, block + np * 16, ld, lane);
+    mma_16816<T>(acc[2 * np], a, b[0], b[1]);
+    mma_16816<T>(acc[2 * np + 1], a, b[2], b[3]);
+  }
+}
+
 // acc (16 x 8 N) += A B^T, A (16 x 16 kSteps) given as fragments, B (8 N x 16 kSteps) stored row-major at
 // `rows` (ld): scores from queries in registers and a key tile in shared memory.
 template <typename T, int kSteps, int N>
@@ -189,18 +202,11 @@ __device__ __forceinline__ void mma_shared_a_bt(FragC (&acc)[N], const T* a_tile
 template <typename T, int kSteps, int N, bool kTransposedA = false>
 __device__ __forceinline__ void mma_shared_a_b(FragC (&acc)[N], const T* a_tile, int lda, const T* block, int ld,
                                                int lane) {
-  static_assert(N % 2 == 0, "n-tiles come in pairs");
 #pragma unroll
   for (int ks = 0; ks < kSteps; ++ks) {
     const FragA a = kTransposedA ? load_a_transposed(a_tile + ks * 16 * lda, lda, lane)
                                  : load_a(a_tile + ks * 16, lda, lane);
-#pragma unroll
-    for (int np = 0; np < N / 2; ++np) {
-      uint32_t b[4];
-      load_b_from_cols(b, block + ks * 16 * ld + np * 16, ld, lane);
-      mma_16816<T>(acc[2 * np], a, b[0], b[1]);
-      mma_16816<T>(acc[2 * np + 1], a, b[2], b[3]);
-    }
+    mma_step_a_b<T>(acc, a, block + ks * 16 * ld, ld, lane);
   }
 }
 
@@ -209,17 +215,9 @@ __device__ __forceinline__ void mma_shared_a_b(FragC (&acc)[N], const T* a_tile,
 template <typename T, int kSteps, int N>
 __device__ __forceinline__ void mma_p_b(FragC (&acc)[N], const FragC (&p)[2 * kSteps], const T* block, int ld,
                                         int lane) {
-  static_assert(N % 2 == 0, "n-tiles come in pairs");
 #pragma unroll
   for (int ks = 0; ks < kSteps; ++ks) {
-    const FragA a = to_a<T>(p[2 * ks], p[2 * ks + 1]);
-#pragma unroll
-    for (int np = 0; np < N / 2; ++np) {
-      uint32_t b[4];
-      load_b_from_cols(b, block + ks * 16 * ld + np * 16, ld, lane);
-      mma_16816<T>(acc[2 * np], a, b[0], b[1]);
-      mma_16816<T>(acc[2 * np + 1], a, b[2], b[3]);
-    }
+    mma_step_a_b<T>(acc, to_a<T>(p[2 * ks], p[2 * ks + 1]), block + ks * 16 * ld, ld, lane);
   }
 }
 

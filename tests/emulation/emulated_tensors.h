@@ -1,11 +1,16 @@
 // Test tensors for the emulated tensor-core kernel tests (tests/emulation/*.cpp): 16-bit (B, H, N, D)
-// tensors stored contiguously or as (B, N, H, D), random fill, and the error measure.
+// tensors stored contiguously or as (B, N, H, D), random fill, the error measure and the case loop.
 #pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "../../kernels/params.h"
@@ -59,6 +64,34 @@ inline double relative_error(const Tensor16<T>& got, const std::vector<double>& 
           norm = std::max(norm, std::abs(w));
         }
   return err / norm;
+}
+
+// A case's element type and head dim, as types for check_case<T, kD>.
+template <typename T, int kD>
+struct Kind {
+  using type = T;
+  static constexpr int dim = kD;
+};
+
+// Runs check(kind, case, gen) for each case whose name contains `filter` (kind from the case's `half`
+// and `dim`), prints the tally and returns main's exit code: 1 if any case failed or none ran.
+template <typename Case, typename Check>
+int run_cases(const std::vector<Case>& cases, const std::string& filter, Check&& check) {
+  std::mt19937 gen(0);
+  int failures = 0, run = 0;
+  for (const Case& c : cases) {
+    if (c.name().find(filter) == std::string::npos) continue;
+    ++run;
+    bool ok;
+    if (c.half) {
+      ok = c.dim == 64 ? check(Kind<__half, 64>{}, c, gen) : check(Kind<__half, 128>{}, c, gen);
+    } else {
+      ok = c.dim == 64 ? check(Kind<__nv_bfloat16, 64>{}, c, gen) : check(Kind<__nv_bfloat16, 128>{}, c, gen);
+    }
+    failures += !ok;
+  }
+  std::printf("%d of %d cases failed\n", failures, run);
+  return failures == 0 && run > 0 ? 0 : 1;
 }
 
 }  // namespace emulation_test

@@ -247,19 +247,7 @@ int main(int argc, char** argv) {
   cases.push_back({2, 2, 64, 64, 64, ScoreActivation::kSoftmax, true, true, false, true});  // float16
   cases.push_back({1, 1, 1, 1, 128, ScoreActivation::kSoftmax, false, false, true, true});
 
-  std::mt19937 gen(0);
-  int failures = 0, run = 0;
-  for (const Case& c : cases) {
-    if (c.name().find(filter) == std::string::npos) continue;
-    ++run;
-    bool ok;
-    if (c.half) {
-      ok = c.dim == 64 ? check_case<__half, 64>(c, gen) : check_case<__half, 128>(c, gen);
-    } else {
-      ok = c.dim == 64 ? check_case<__nv_bfloat16, 64>(c, gen) : check_case<__nv_bfloat16, 128>(c, gen);
-    }
-    failures += !ok;
-  }
-  std::printf("%d of %d cases failed\n", failures, run);
-  return failures == 0 && run > 0 ? 0 : 1;
+  return actattn::emulation_test::run_cases(cases, filter, [](auto kind, const Case& c, std::mt19937& gen) {
+    return check_case<typename decltype(kind)::type, decltype(kind)::dim>(c, gen);
+  });
 }
