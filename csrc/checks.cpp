@@ -3,6 +3,7 @@
 #include <c10/util/Exception.h>
 
 #include <cmath>
+#include <utility>
 #include <vector>
 
 #include "options.h"
@@ -10,12 +11,23 @@
 namespace actattn {
 namespace {
 
+// The four dtypes the kernels compute in; float8 and other floating types are not among them.
+bool is_supported_dtype(at::ScalarType dtype) {
+  return dtype == at::kDouble || dtype == at::kFloat || dtype == at::kBFloat16 || dtype == at::kHalf;
+}
+
 void check_rank4_floating(const char* op, const char* name, const at::Tensor& t) {
   TORCH_CHECK(t.defined(), op, ": ", name, " must be a tensor, got an undefined tensor");
   TORCH_CHECK_VALUE(t.dim() == 4, op, ": ", name, " must have 4 dimensions (batch, heads, seq_len, head_dim), got ",
                     t.dim(), " dimensions with shape ", t.sym_sizes());
-  TORCH_CHECK_TYPE(at::isFloatingType(t.scalar_type()), op, ": ", name,
+  TORCH_CHECK_TYPE(is_supported_dtype(t.scalar_type()), op, ": ", name,
                    " must be a floating-point tensor (float64, float32, bfloat16 or float16), got ", t.scalar_type());
+}
+
+void check_shape(const char* op, const char* name, const at::Tensor& t, c10::SymIntArrayRef expected,
+                 const char* expected_text) {
+  TORCH_CHECK_VALUE(t.sym_sizes() == expected, op, ": ", name, " must have shape ", expected_text, " = ", expected,
+                    ", got ", t.sym_sizes());
 }
 
 void check_size(const char* op, const char* what, const char* a_name, const at::Tensor& a, int64_t a_dim,
@@ -35,9 +47,8 @@ void check_finite(const char* op, const char* name, std::optional<double> value)
   TORCH_CHECK_VALUE(!value || std::isfinite(*value), op, ": ", name, " must be finite, got ", *value);
 }
 
-void check_state(const char* name, const at::Tensor& state, const at::Tensor& q, const at::Tensor& v,
+void check_state(const char* op, const char* name, const at::Tensor& state, const at::Tensor& q, const at::Tensor& v,
                  bool with_value_dim) {
-  const char* op = "actattn.linear_attention";
   TORCH_CHECK_TYPE(state.scalar_type() == accumulation_dtype(q.scalar_type()), op, ": ", name, " must have dtype ",
                    accumulation_dtype(q.scalar_type()), " (the accumulation type of ", q.scalar_type(),
                    " inputs), got ", state.scalar_type());
@@ -45,11 +56,7 @@ void check_state(const char* name, const at::Tensor& state, const at::Tensor& q,
               state.device());
   std::vector<c10::SymInt> expected{q.sym_size(0), q.sym_size(1), q.sym_size(3)};
   if (with_value_dim) expected.push_back(v.sym_size(3));
-  bool ok = state.dim() == static_cast<int64_t>(expected.size());
-  for (size_t d = 0; ok && d < expected.size(); ++d) ok = state.sym_size(d) == expected[d];
-  TORCH_CHECK_VALUE(ok, op, ": ", name, " must have shape ",
-                    with_value_dim ? "(batch, heads, qk_dim, v_dim) = " : "(batch, heads, qk_dim) = ",
-                    c10::SymIntArrayRef(expected), ", got ", state.sym_sizes());
+  check_shape(op, name, state, expected, with_value_dim ? "(batch, heads, qk_dim, v_dim)" : "(batch, heads, qk_dim)");
 }
 
 }  // namespace
@@ -96,7 +103,8 @@ void check_linear_options(const at::Tensor& q, const at::Tensor& k, const at::Te
                           const std::optional<at::Tensor>& initial_normalizer) {
   const char* op = "actattn.linear_attention";
   parse_feature_map(feature_map);
-  TORCH_CHECK_VALUE(std::isfinite(eps) && eps >= 0, op, ": eps must be finite and >= 0, got ", eps);
+  // eps = 0 would divide by zero wherever phi(q) . z vanishes (a relu map that zeroes a query).
+  TORCH_CHECK_VALUE(std::isfinite(eps) && eps > 0, op, ": eps must be finite and > 0, got ", eps);
   check_finite(op, "scale", scale);
   if (causal) {
     TORCH_CHECK_VALUE(q.sym_size(2) == k.sym_size(2), op,
@@ -106,8 +114,13 @@ void check_linear_options(const at::Tensor& q, const at::Tensor& k, const at::Te
   const bool has_state = initial_state.has_value() || initial_normalizer.has_value();
   TORCH_CHECK_VALUE(!has_state || causal, op,
                     ": initial_state is only defined for causal=True (a non-causal call sees all its keys at once)");
-  if (initial_state) check_state("initial_state", *initial_state, q, v, /*with_value_dim=*/true);
-  if (initial_normalizer) check_state("initial_normalizer", *initial_normalizer, q, v, /*with_value_dim=*/false);
+  // A state is the pair (kv, normalizer): a missing half would silently be taken as zeros.
+  TORCH_CHECK_VALUE(initial_state.has_value() == initial_normalizer.has_value(), op,
+                    ": initial_state and initial_normalizer must be given together (a state is the pair (kv, "
+                    "normalizer) returned with return_state=True); got only ",
+                    initial_state ? "initial_state" : "initial_normalizer");
+  if (initial_state) check_state(op, "initial_state", *initial_state, q, v, /*with_value_dim=*/true);
+  if (initial_normalizer) check_state(op, "initial_normalizer", *initial_normalizer, q, v, /*with_value_dim=*/false);
 }
 
 void check_key_lengths(const std::optional<at::Tensor>& key_lengths, const at::Tensor& q) {
@@ -121,12 +134,36 @@ void check_key_lengths(const std::optional<at::Tensor>& key_lengths, const at::T
   TORCH_CHECK(t.device() == q.device(), op, ": key_lengths must be on ", q.device(), " like q, got ", t.device());
 }
 
-void check_same_layout(const char* op, const char* name, const at::Tensor& grad, const at::Tensor& like) {
-  TORCH_CHECK(grad.sym_sizes() == like.sym_sizes() && grad.scalar_type() == like.scalar_type() &&
-                  grad.device() == like.device(),
-              op, ": ", name, " must match shape ", like.sym_sizes(), ", dtype ", like.scalar_type(), " and device ",
-              like.device(), "; got shape ", grad.sym_sizes(), ", dtype ", grad.scalar_type(), ", device ",
-              grad.device());
+void check_final_state_grads(const char* op, const at::Tensor& q, const at::Tensor& v,
+                             const std::optional<at::Tensor>& grad_final_state,
+                             const std::optional<at::Tensor>& grad_final_normalizer) {
+  if (grad_final_state) check_state(op, "grad_final_state", *grad_final_state, q, v, /*with_value_dim=*/true);
+  if (grad_final_normalizer) {
+    check_state(op, "grad_final_normalizer", *grad_final_normalizer, q, v, /*with_value_dim=*/false);
+  }
+}
+
+void check_backward_tensors(const char* op, const at::Tensor& q, const at::Tensor& v, const at::Tensor& out,
+                            const at::Tensor& grad_out, const char* row_stat_name, const at::Tensor& row_stat,
+                            bool row_stat_read) {
+  for (const auto& [name, t] : {std::pair<const char*, const at::Tensor&>{"out", out}, {"grad_out", grad_out}}) {
+    TORCH_CHECK(t.defined(), op, ": ", name, " must be a tensor, got an undefined tensor");
+    TORCH_CHECK_TYPE(t.scalar_type() == q.scalar_type(), op, ": ", name, " must have q's dtype ", q.scalar_type(),
+                     ", got ", t.scalar_type());
+    TORCH_CHECK(t.device() == q.device(), op, ": ", name, " must be on ", q.device(), " like q, got ", t.device());
+    const std::vector<c10::SymInt> expected{q.sym_size(0), q.sym_size(1), q.sym_size(2), v.sym_size(3)};
+    check_shape(op, name, t, expected, "(batch, heads, q_len, v_dim)");
+  }
+  if (!row_stat_read) return;
+  TORCH_CHECK(row_stat.defined(), op, ": ", row_stat_name, " must be a tensor, got an undefined tensor");
+  const at::ScalarType acc = accumulation_dtype(q.scalar_type());
+  TORCH_CHECK_TYPE(row_stat.scalar_type() == acc, op, ": ", row_stat_name, " must have dtype ", acc,
+                   " (the accumulation type of ", q.scalar_type(), " inputs, as the forward returns it), got ",
+                   row_stat.scalar_type());
+  TORCH_CHECK(row_stat.device() == q.device(), op, ": ", row_stat_name, " must be on ", q.device(),
+              " like q, got ", row_stat.device());
+  const std::vector<c10::SymInt> expected{q.sym_size(0), q.sym_size(1), q.sym_size(2)};
+  check_shape(op, row_stat_name, row_stat, expected, "(batch, heads, q_len)");
 }
 
 }  // namespace actattn

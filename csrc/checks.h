@@ -26,7 +26,17 @@ void check_linear_options(const at::Tensor& q, const at::Tensor& k, const at::Te
 // Optional (batch,) integer key lengths on q's device.
 void check_key_lengths(const std::optional<at::Tensor>& key_lengths, const at::Tensor& q);
 
-// A gradient that must have the shape, dtype and device of the tensor it belongs to.
-void check_same_layout(const char* op, const char* name, const at::Tensor& grad, const at::Tensor& like);
+// Optional gradients of linear attention's final state: shape, accumulation dtype and device of the state.
+void check_final_state_grads(const char* op, const at::Tensor& q, const at::Tensor& v,
+                             const std::optional<at::Tensor>& grad_final_state,
+                             const std::optional<at::Tensor>& grad_final_normalizer);
+
+// The tensors a backward op reads besides q, k, v (whose checks come first): out and grad_out of shape
+// (B, H, Nq, Dv) in q's dtype on q's device, and the forward's row statistic (log-sum-exp for softmax,
+// denominators for normalised linear attention) of shape (B, H, Nq) in the accumulation dtype. A row
+// statistic the backward does not read may be anything (the forward returns it empty).
+void check_backward_tensors(const char* op, const at::Tensor& q, const at::Tensor& v, const at::Tensor& out,
+                            const at::Tensor& grad_out, const char* row_stat_name, const at::Tensor& row_stat,
+                            bool row_stat_read);
 
 }  // namespace actattn

@@ -35,13 +35,14 @@ std::tuple<at::Tensor, at::Tensor> attention_forward_meta(const at::Tensor& q, c
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_backward_meta(
     const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
-    const at::Tensor& /*log_sum_exp*/, c10::string_view activation, bool /*causal*/, std::optional<double> scale,
+    const at::Tensor& log_sum_exp, c10::string_view activation, bool /*causal*/, std::optional<double> scale,
     std::optional<double> bias, std::optional<double> divisor, const OptionalTensor& key_lengths) {
   const char* op = "actattn.attention backward";
   check_qkv(op, q, k, v);
   check_score_options(activation, scale, bias, divisor);
   check_key_lengths(key_lengths, q);
-  check_same_layout(op, "grad_out", grad_out, out);
+  const bool softmax = parse_score_activation(activation) == ScoreActivation::kSoftmax;
+  check_backward_tensors(op, q, v, out, grad_out, "log_sum_exp", log_sum_exp, softmax);
   return {at::empty_symint(q.sym_sizes(), q.options()), at::empty_symint(k.sym_sizes(), k.options()),
           at::empty_symint(v.sym_sizes(), v.options())};
 }
@@ -66,16 +67,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> linear_attention_forw
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> linear_attention_backward_meta(
-    const at::Tensor& grad_out, const OptionalTensor& /*grad_final_state*/,
-    const OptionalTensor& /*grad_final_normalizer*/, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-    const at::Tensor& out, const at::Tensor& /*denominator*/, c10::string_view feature_map, bool causal,
-    bool /*normalize*/, double eps, std::optional<double> scale, const OptionalTensor& initial_state,
+    const at::Tensor& grad_out, const OptionalTensor& grad_final_state,
+    const OptionalTensor& grad_final_normalizer, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+    const at::Tensor& out, const at::Tensor& denominator, c10::string_view feature_map, bool causal,
+    bool normalize, double eps, std::optional<double> scale, const OptionalTensor& initial_state,
     const OptionalTensor& initial_normalizer, const OptionalTensor& key_lengths) {
   const char* op = "actattn.linear_attention backward";
   check_qkv(op, q, k, v);
   check_linear_options(q, k, v, feature_map, causal, eps, scale, initial_state, initial_normalizer);
   check_key_lengths(key_lengths, q);
-  check_same_layout(op, "grad_out", grad_out, out);
+  check_backward_tensors(op, q, v, out, grad_out, "denominator", denominator, normalize);
+  check_final_state_grads(op, q, v, grad_final_state, grad_final_normalizer);
   return {at::empty_symint(q.sym_sizes(), q.options()), at::empty_symint(k.sym_sizes(), k.options()),
           at::empty_symint(v.sym_sizes(), v.options()), state_like(q, v), normalizer_like(q)};
 }

@@ -80,16 +80,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_backward(
   [[maybe_unused]] const auto device_guard = Backend::guard(q);
   check_score_options(activation, scale, bias, divisor);
   check_key_lengths(key_lengths, q);
-  check_same_layout(op, "grad_out", grad_out, out);
+  const bool softmax = parse_score_activation(activation) == ScoreActivation::kSoftmax;
+  check_backward_tensors(op, q, v, out, grad_out, "log_sum_exp", log_sum_exp, /*row_stat_read=*/softmax);
   const at::Tensor qw = Backend::input(q), kw = Backend::input(k), vw = Backend::input(v), ow = Backend::input(out), gw = Backend::input(grad_out);
-  const at::Tensor lse = log_sum_exp.contiguous();
+  const at::Tensor lse = softmax ? log_sum_exp.contiguous() : at::Tensor();
   QuadraticParams p = quadratic_params(qw, kw, vw, activation, causal, scale, bias, divisor);
   const OptionalTensor lengths = as_key_lengths(key_lengths);
   p.key_lengths = key_lengths_data(lengths);
-  TORCH_CHECK(p.activation != ScoreActivation::kSoftmax ||
-                  lse.numel() == p.shape.batch * p.shape.heads * p.shape.q_len,
-              op, ": log_sum_exp must have ", p.shape.batch * p.shape.heads * p.shape.q_len, " elements, got ",
-              lse.numel());
 
   at::Tensor grad_q = at::empty_like(qw, at::MemoryFormat::Contiguous);
   at::Tensor grad_k = at::empty_like(kw, at::MemoryFormat::Contiguous);
@@ -98,9 +95,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_backward(
   p.k = row_view(kw);
   p.v = row_view(vw);
   p.out = row_view(ow);
-  p.log_sum_exp.data = lse.data_ptr();
-  at::Tensor delta = at::empty({lse.numel()}, lse.options());
-  p.delta.data = delta.data_ptr();
+  // Only softmax reads the row statistics; the other activations get null pointers.
+  const at::Tensor delta = softmax ? at::empty_like(lse) : at::Tensor();
+  p.log_sum_exp.data = softmax ? lse.data_ptr() : nullptr;
+  p.delta.data = softmax ? delta.data_ptr() : nullptr;
   p.grad_out = row_view(gw);
   p.grad_q = row_view(grad_q);
   p.grad_k = row_view(grad_k);
@@ -156,9 +154,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> linear_at
   [[maybe_unused]] const auto device_guard = Backend::guard(q);
   check_linear_options(q, k, v, feature_map, causal, eps, scale, initial_state, initial_normalizer);
   check_key_lengths(key_lengths, q);
-  check_same_layout(op, "grad_out", grad_out, out);
+  check_backward_tensors(op, q, v, out, grad_out, "denominator", denominator, /*row_stat_read=*/normalize);
+  check_final_state_grads(op, q, v, grad_final_state, grad_final_normalizer);
   const at::Tensor qw = Backend::input(q), kw = Backend::input(k), vw = Backend::input(v), ow = Backend::input(out), gw = Backend::input(grad_out);
-  const at::Tensor den = denominator.contiguous();
+  const at::Tensor den = normalize ? denominator.contiguous() : at::Tensor();
   const OptionalTensor state0 = contiguous_or_none(initial_state);
   const OptionalTensor norm0 = contiguous_or_none(initial_normalizer);
   const OptionalTensor grad_state = contiguous_or_none(grad_final_state);
@@ -168,12 +167,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> linear_at
   const OptionalTensor lengths = as_key_lengths(key_lengths);
   p.key_lengths = key_lengths_data(lengths);
   const auto& s = p.shape;
-  TORCH_CHECK(!normalize || den.numel() == s.batch * s.heads * s.q_len, op, ": denominator must have ",
-              s.batch * s.heads * s.q_len, " elements, got ", den.numel());
   at::Tensor grad_initial_state = at::empty({s.batch, s.heads, s.qk_dim, s.v_dim}, accumulation_options(qw));
   at::Tensor grad_initial_normalizer = at::empty({s.batch, s.heads, s.qk_dim}, accumulation_options(qw));
-  if (grad_state) check_same_layout(op, "grad_final_state", *grad_state, grad_initial_state);
-  if (grad_norm) check_same_layout(op, "grad_final_normalizer", *grad_norm, grad_initial_normalizer);
   at::Tensor grad_q = at::empty_like(qw, at::MemoryFormat::Contiguous);
   at::Tensor grad_k = at::empty_like(kw, at::MemoryFormat::Contiguous);
   at::Tensor grad_v = at::empty_like(vw, at::MemoryFormat::Contiguous);
@@ -184,7 +179,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> linear_at
   p.out = row_view(ow);
   p.initial_state = optional_data(state0);
   p.initial_normalizer = optional_data(norm0);
-  p.denominator.data = den.data_ptr();
+  p.denominator.data = normalize ? den.data_ptr() : nullptr;
   p.grad_out = row_view(gw);
   p.grad_final_state = optional_data(grad_state);
   p.grad_final_normalizer = optional_data(grad_norm);

@@ -1,5 +1,7 @@
 // Feature maps phi of linear attention, applied inside the kernels to q and k. Each functor gives phi(x)
-// and phi'(x) from the raw input x, so the backward needs neither phi(q) nor phi(k) saved.
+// and, from the raw input x and g = dL/dphi(x), the gradient dL/dx, so the backward needs neither phi(q)
+// nor phi(k) saved. The gradient is a function of (x, g), not phi'(x) * g, because torch masks where a
+// map is flat (relu's 0 * NaN is 0 in torch, NaN as a product): gradients match torch's, NaN included.
 // Adding a map: one functor here, one enum value in params.h, one case in dispatch.h, one name in csrc.
 #pragma once
 
@@ -13,14 +15,15 @@ struct IdentityMap {
   template <typename Acc>
   ACTATTN_HOST_DEVICE static Acc value(Acc x) { return x; }
   template <typename Acc>
-  ACTATTN_HOST_DEVICE static Acc derivative(Acc /*x*/) { return Acc(1); }
+  ACTATTN_HOST_DEVICE static Acc grad(Acc /*x*/, Acc g) { return g; }
 };
 
+// "x <= 0 ? 0 : x" keeps a NaN input NaN and passes its gradient, as torch.relu (threshold_backward) does.
 struct ReluMap {
   template <typename Acc>
-  ACTATTN_HOST_DEVICE static Acc value(Acc x) { return x > Acc(0) ? x : Acc(0); }
+  ACTATTN_HOST_DEVICE static Acc value(Acc x) { return x <= Acc(0) ? Acc(0) : x; }
   template <typename Acc>
-  ACTATTN_HOST_DEVICE static Acc derivative(Acc x) { return x > Acc(0) ? Acc(1) : Acc(0); }
+  ACTATTN_HOST_DEVICE static Acc grad(Acc x, Acc g) { return x <= Acc(0) ? Acc(0) : g; }
 };
 
 // elu(x) + 1 (Katharopoulos et al. 2020): positive everywhere, so the normaliser never crosses zero.
@@ -28,7 +31,7 @@ struct EluPlusOneMap {
   template <typename Acc>
   ACTATTN_HOST_DEVICE static Acc value(Acc x) { return x > Acc(0) ? x + Acc(1) : std::exp(x); }
   template <typename Acc>
-  ACTATTN_HOST_DEVICE static Acc derivative(Acc x) { return x > Acc(0) ? Acc(1) : std::exp(x); }
+  ACTATTN_HOST_DEVICE static Acc grad(Acc x, Acc g) { return x > Acc(0) ? g : g * std::exp(x); }
 };
 
 }  // namespace actattn

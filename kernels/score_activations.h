@@ -40,9 +40,11 @@ struct ReluScore {
   static constexpr bool kNormalizesRows = false;
   Acc inv_divisor;
 
-  ACTATTN_HOST_DEVICE Acc prob(Acc s, Acc /*row_lse*/) const { return s > Acc(0) ? s * inv_divisor : Acc(0); }
+  // Written as "s <= 0 ? 0 : ..." so that a NaN score stays NaN (forward) and passes its gradient
+  // (backward), exactly as torch.relu and its threshold_backward do; "s > 0 ? s : 0" would hide it.
+  ACTATTN_HOST_DEVICE Acc prob(Acc s, Acc /*row_lse*/) const { return s <= Acc(0) ? Acc(0) : s * inv_divisor; }
   ACTATTN_HOST_DEVICE Acc dscore(Acc s, Acc /*p*/, Acc dp, Acc /*delta*/) const {
-    return s > Acc(0) ? dp * inv_divisor : Acc(0);
+    return s <= Acc(0) ? Acc(0) : dp * inv_divisor;
   }
 };
 

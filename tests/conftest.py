@@ -52,3 +52,18 @@ def assert_within_twice_composite(kernel, composite, inputs, dtype, slack=1e-6):
     for g, c, w, name in zip(got, comp_grads, want, "qkv"):
         assert g.dtype == dtype
         assert max_error(g, w) <= 2 * max_error(c, w) + slack, f"grad_{name}"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: minutes-long checks, run with ACTATTN_SLOW_TESTS=1")
+
+
+def pytest_collection_modifyitems(config, items):
+    import os
+
+    if os.environ.get("ACTATTN_SLOW_TESTS") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow: set ACTATTN_SLOW_TESTS=1 to run")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

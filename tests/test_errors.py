@@ -22,13 +22,19 @@ ATTENTION_CASES = [
     ("activation", lambda q, k, v: actattn.attention(q, k, v, activation="tanh"), ValueError, r"activation must be one of 'softmax', 'sigmoid', 'relu'; got 'tanh'"),
     ("softmax bias", lambda q, k, v: actattn.attention(q, k, v, bias=1.0), ValueError, r"bias must be None with activation='softmax'"),
     ("divisor", lambda q, k, v: actattn.attention(q, k, v, activation="relu", divisor=0.0), ValueError, r"divisor must be positive, got 0"),
+    ("bias with grad", lambda q, k, v: actattn.attention(q, k, v, activation="sigmoid", bias=torch.tensor(0.5, requires_grad=True)), TypeError, r"bias is a constant of the op"),
+    ("float8", lambda q, k, v: actattn.attention(q, k.to(torch.float8_e5m2), v), TypeError, r"k must be a floating-point tensor.*got Float8_e5m2"),
     ("nan scale", lambda q, k, v: actattn.attention(q, k, v, scale=float("nan")), ValueError, r"scale must be finite"),
 ]
 
 LINEAR_CASES = [
     ("feature map", lambda q, k, v: actattn.linear_attention(q, k, v, feature_map="softplus"), ValueError, r"feature_map must be one of 'identity', 'relu', 'elu'; got 'softplus'"),
     ("causal lengths", lambda q, k, v: actattn.linear_attention(q, k[:, :, :3], v[:, :, :3], causal=True), ValueError, r"needs as many queries as keys; got q_len 5 and k_len 3"),
-    ("eps", lambda q, k, v: actattn.linear_attention(q, k, v, eps=-1.0), ValueError, r"eps must be finite and >= 0, got -1"),
+    ("eps", lambda q, k, v: actattn.linear_attention(q, k, v, eps=-1.0), ValueError, r"eps must be finite and > 0, got -1"),
+    ("eps zero", lambda q, k, v: actattn.linear_attention(q, k, v, eps=0.0), ValueError, r"eps must be finite and > 0, got 0"),
+    ("half a state", lambda q, k, v: actattn.linear_attention(q, k, v, causal=True, initial_state=(torch.zeros(2, 2, 4, 4), None)), ValueError, r"initial_state and initial_normalizer must be given together.*got only initial_state"),
+    ("scale with grad", lambda q, k, v: actattn.linear_attention(q, k, v, scale=torch.tensor(0.5, requires_grad=True)), TypeError, r"scale is a constant of the op and gets no gradient"),
+    ("float8", lambda q, k, v: actattn.linear_attention(*(t.to(torch.float8_e4m3fn) for t in (q, k, v))), TypeError, r"q must be a floating-point tensor \(float64, float32, bfloat16 or float16\), got Float8_e4m3fn"),
     ("state without causal", lambda q, k, v: actattn.linear_attention(q, k, v, initial_state=(torch.zeros(2, 2, 4, 4), torch.zeros(2, 2, 4))), ValueError, r"initial_state is only defined for causal=True"),
     ("state shape", lambda q, k, v: actattn.linear_attention(q, k, v, causal=True, initial_state=(torch.zeros(2, 2, 4, 3), torch.zeros(2, 2, 4))), ValueError, r"initial_state must have shape \(batch, heads, qk_dim, v_dim\) = \[2, 2, 4, 4\], got \[2, 2, 4, 3\]"),
     ("normalizer shape", lambda q, k, v: actattn.linear_attention(q, k, v, causal=True, initial_state=(torch.zeros(2, 2, 4, 4), torch.zeros(2, 4))), ValueError, r"initial_normalizer must have shape \(batch, heads, qk_dim\) = \[2, 2, 4\], got \[2, 4\]"),

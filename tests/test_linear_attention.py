@@ -82,7 +82,7 @@ def test_initial_state_matches_reference(feature_map, normalize, device):
     check_against_reference((2, 2, 70, 70, 5, 6), feature_map, True, normalize, device, with_state=True)
 
 
-@pytest.mark.parametrize("options", [{"scale": 0.7}, {"eps": 0.5}, {"scale": 2.0, "eps": 0.0}])
+@pytest.mark.parametrize("options", [{"scale": 0.7}, {"eps": 0.5}, {"scale": 2.0, "eps": 1e-12}])
 def test_explicit_scale_and_eps(options, device):
     check_against_reference((1, 2, 66, 66, 4, 3), "elu", True, True, device, **options)
 

@@ -243,7 +243,7 @@ __global__ void finish_kernel(const LinearParams p, const RowView x, const RowVi
     Acc sum = Acc(0);
     for (int64_t cb = 0; cb < blocks; ++cb) sum += partials[cb * total + idx];
     const Acc value = cuda::to_acc<Acc>(cuda::row_ptr<T>(x, b, h, i)[d]);
-    cuda::row_ptr<T>(grad, b, h, i)[d] = cuda::from_acc<T>(alpha * Map::derivative(value) * sum);
+    cuda::row_ptr<T>(grad, b, h, i)[d] = cuda::from_acc<T>(alpha * Map::grad(value, sum));
   }
 }
 

@@ -104,8 +104,7 @@ __device__ __forceinline__ void query_chunk_grads(const LinearParams& p, const T
       const int c = n * 8 + 2 * t;
       const float2 q = linear_tc::unpack<T>(*reinterpret_cast<const uint32_t*>(q_row + c));
       *reinterpret_cast<uint32_t*>(dq_row + c) =
-          mma::pack<T>(scale * Map::derivative(q.x) * da[n].x[2 * half],
-                       scale * Map::derivative(q.y) * da[n].x[2 * half + 1]);
+          mma::pack<T>(scale * Map::grad(q.x, da[n].x[2 * half]), scale * Map::grad(q.y, da[n].x[2 * half + 1]));
     }
   }
 }
@@ -149,8 +148,8 @@ __device__ __forceinline__ void key_chunk_grads(const LinearParams& p, const Til
           x = y = 0.f;
         } else if (with_derivative) {
           const float2 k = linear_tc::unpack<T>(*reinterpret_cast<const uint32_t*>(k_row + c));
-          x *= Map::derivative(k.x);
-          y *= Map::derivative(k.y);
+          x = Map::grad(k.x, x);
+          y = Map::grad(k.y, y);
         }
         *reinterpret_cast<uint32_t*>(out + c) = mma::pack<T>(x, y);
       }

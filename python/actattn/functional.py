@@ -34,6 +34,16 @@ def _check_choice(name: str, value: str, choices: Tuple[str, ...]) -> None:
         raise ValueError(f"actattn: {name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
 
 
+def _check_numbers(**options) -> None:
+    """Scalar options are constants of the op: a tensor that requires grad would silently lose its gradient."""
+    for name, value in options.items():
+        if isinstance(value, Tensor) and value.requires_grad:
+            raise TypeError(
+                f"actattn: {name} is a constant of the op and gets no gradient; got a tensor that requires grad. "
+                f"Pass a Python float ({name}.item()), or {name}.detach() if no gradient is wanted"
+            )
+
+
 def attention(
     q: Tensor,
     k: Tensor,
@@ -68,6 +78,7 @@ def attention(
         ``(B, H, Nq, Dv)`` in the dtype of q. A query that sees no key (only when ``Nk == 0``) gets zeros.
     """
     _check_choice("activation", activation, SCORE_ACTIVATIONS)
+    _check_numbers(scale=scale, bias=bias, divisor=divisor)
     return ops.attention(q, k, v, activation, causal, scale, bias, divisor, key_lengths)
 
 
@@ -98,7 +109,8 @@ def linear_attention(
         causal: position ``i`` sees keys ``j <= i`` (needs ``Nq == Nk``), computed chunk by chunk in
             O(N D^2) time with no per-position state. Non-causal: every query sees every key.
         normalize: divide by ``a_i . z_i + eps`` (default True).
-        eps: added to the denominator (default 1e-6).
+        eps: added to the denominator (default 1e-6); must be > 0, since ``a_i . z_i`` can be 0 (a relu
+            map that zeroes a query).
         scale: multiplies ``phi(q)``; default ``1 / sqrt(Dk)``. With ``normalize`` it cancels except
             against ``eps``.
         initial_state: causal only: the state after earlier keys, as returned by a previous call with
@@ -112,6 +124,7 @@ def linear_attention(
         ``out`` of shape ``(B, H, Nq, Dv)``, or ``(out, state)`` when ``return_state``.
     """
     _check_choice("feature_map", feature_map, FEATURE_MAPS)
+    _check_numbers(eps=eps, scale=scale)
     state_kv, state_normalizer = None, None
     if initial_state is not None:
         if not (isinstance(initial_state, tuple) and len(initial_state) == 2):

@@ -53,8 +53,9 @@ def attention(
         visible = visible & causal_mask(q.shape[-2], k_len, q.device)
     if activation == "softmax":
         scores = scores.masked_fill(~visible, float("-inf"))
-        # A row without any visible key gives 0, not the NaN of softmax over nothing.
-        probs = scores.softmax(dim=-1).nan_to_num(0.0)
+        # A row without any visible key gives 0, not the NaN of softmax over nothing; a NaN from the
+        # inputs stays NaN.
+        probs = torch.where(visible.any(dim=-1, keepdim=True), scores.softmax(dim=-1), 0.0)
     elif activation == "sigmoid":
         bias = -keys.log() if bias is None else bias
         probs = torch.sigmoid(scores + bias) / (1.0 if divisor is None else divisor)
