@@ -7,7 +7,8 @@
 
 Every kind gets the same initial weights, the same batches and the same hyper-parameters (batches are
 a function of (seed, step)). Writes report.md, report.json and PNG plots to --out, checkpoints every
---checkpoint-every steps, and with --resume continues each kind exactly where it stopped.
+--checkpoint-every steps (atomically, keeping the previous one: actattn.checkpoint), and with --resume
+continues each kind exactly where it stopped, from the newest intact checkpoint.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import math
 import os
 import resource
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Dict, List
@@ -26,6 +28,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from . import checkpoint as checkpoints
 from .gradflow import GradientFlowRecorder, depth_sweep, plot_depth_sweep, plot_layer_norms, plot_over_steps
 from .nn.blocks import DecoderLM
 from .nn.kinds import KINDS
@@ -58,7 +61,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--eval-every", type=int)
     parser.add_argument("--record-every", type=int, help="record gradient flow every N steps")
     parser.add_argument("--checkpoint-every", type=int, default=100)
-    parser.add_argument("--resume", action="store_true", help="continue from the checkpoints in --out")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue each kind from its newest intact checkpoint in --out (damaged ones are "
+                             "reported and skipped)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=Path("out/compare"))
@@ -132,11 +137,14 @@ def train_kind(kind: str, args, task, env: Distributed) -> Dict:
     checkpoint = args.out / "checkpoints" / f"{kind}.pt"
     history = {"loss": [], "step_ms": [], "eval": [], "gradflow": []}
     start = 0
-    if args.resume and checkpoint.exists():
-        state = torch.load(checkpoint, map_location=env.device, weights_only=False)
+    state = checkpoints.load(checkpoint, map_location=env.device) if args.resume else None
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         history, start = state["history"], state["step"]
+    elif args.resume and env.main:
+        print(f"actattn.compare: no usable checkpoint for {kind} in {checkpoint.parent}; training it from step 0",
+              file=sys.stderr)
     trained = torch.nn.parallel.DistributedDataParallel(model) if env.world > 1 else model
     recorder = GradientFlowRecorder(model)
     if env.device.type == "cuda":
@@ -167,9 +175,8 @@ def train_kind(kind: str, args, task, env: Distributed) -> Dict:
         if hasattr(progress, "set_postfix"):
             progress.set_postfix(loss=f"{history['loss'][-1]:.3f}")
         if (step + 1) % args.checkpoint_every == 0 and env.main:
-            checkpoint.parent.mkdir(parents=True, exist_ok=True)
-            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "history": history,
-                        "step": step + 1}, checkpoint)
+            checkpoints.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "history": history,
+                              "step": step + 1}, checkpoint)
     recorder.detach()
     return summarize(kind, history, task, env)
 
