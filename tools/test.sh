@@ -3,7 +3,8 @@
 # builds, links and imports the whole CUDA extension against torch's CUDA build (tools/check_cuda_build.sh;
 # neither needs a GPU), then the Python suite (pytest; its CUDA cases run where a GPU is present) and the C++ suite
 # (CMake build against the venv's LibTorch, then CTest, which also runs the tensor-core kernels on the
-# CPU through kernels/cuda/warp_emulation.h). Exits non-zero if anything fails.
+# CPU through kernels/cuda/warp_emulation.h), then both again against an AddressSanitizer +
+# UndefinedBehaviorSanitizer build (tools/sanitize.sh). Exits non-zero if anything fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/bootstrap.sh
@@ -32,3 +33,6 @@ for emulated in actattn_quadratic_emulation actattn_linear_emulation; do
   fi
 done
 ctest --test-dir build/cmake --output-on-failure -j "$(nproc)"
+
+# The C++ tests and the op, fuzz and kernel tests again, against an ASan + UBSan build.
+bash tools/sanitize.sh

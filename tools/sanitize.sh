@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Runs the C++ tests and a representative part of the Python suite against an AddressSanitizer +
+# UndefinedBehaviorSanitizer build of the CPU extension; any report fails the run.
+#   C++:    CMake build with -DACTATTN_SANITIZE=ON (library, test_ops and the emulated kernel tests), CTest.
+#   Python: the extension built with ACTATTN_SANITIZE=1 into build/sanitize/lib next to a copy of the
+#           package, loaded first on PYTHONPATH, libasan preloaded into the (uninstrumented) interpreter.
+# Expects tools/bootstrap.sh to have run. About 5 minutes on 2 cores.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+jobs=$(nproc)
+export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:print_summary=1"
+export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+
+torch_prefix=$(.venv/bin/python -c 'import torch; print(torch.utils.cmake_prefix_path)')
+cmake -S . -B build/sanitize/cmake -DCMAKE_PREFIX_PATH="$torch_prefix" -DACTATTN_SANITIZE=ON \
+  -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build/sanitize/cmake -j "$jobs"
+ctest --test-dir build/sanitize/cmake --output-on-failure -j "$jobs"
+
+lib=build/sanitize/lib
+ACTATTN_SANITIZE=1 ACTATTN_CUDA=0 MAX_JOBS=$jobs .venv/bin/python setup.py -q build_ext \
+  --build-lib "$lib" --build-temp build/sanitize/temp >/dev/null
+# The package's Python files next to the sanitized _C (the in-place _C of the editable install is skipped).
+(cd python && find actattn -name '*.py' -exec cp --parents {} "../$lib/" \;)
+
+# libstdc++ is preloaded with libasan: python itself does not link it, and ASan's __cxa_throw
+# interceptor must find the real one when the interpreter starts, or the first C++ exception aborts.
+export LD_PRELOAD="$(gcc -print-file-name=libasan.so):$(gcc -print-file-name=libstdc++.so)"
+PYTHONPATH="$lib" .venv/bin/python - <<'PY'
+import actattn, actattn._C as c
+assert "build/sanitize" in c.__file__, f"the sanitized extension was not the one loaded: {c.__file__}"
+print("sanitize: loaded", c.__file__)
+PY
+PYTHONPATH="$lib" .venv/bin/python -m pytest -q -p no:cacheprovider \
+  tests/test_op_arguments.py tests/test_errors.py tests/test_fuzz.py tests/test_nonfinite.py \
+  tests/test_attention.py tests/test_linear_attention.py tests/test_key_lengths.py tests/test_precision.py
+unset LD_PRELOAD
+echo "sanitize: no ASan or UBSan report"
