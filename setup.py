@@ -67,8 +67,9 @@ def sanitizer_flags():
 def extension():
     debug = os.environ.get("ACTATTN_DEBUG", "0") == "1"
     with_cuda = want_cuda()
-    # -fno-math-errno lets exp() vectorise; unlike -ffast-math it keeps NaN and inf semantics.
-    cxx_flags = ["-fopenmp", "-Wall", "-fno-math-errno"] + cpu_arch_flags()
+    # -fno-math-errno and -fno-trapping-math let the kernels' math vectorise (kernels/exp.h); unlike
+    # -ffast-math they keep NaN and inf semantics.
+    cxx_flags = ["-fopenmp", "-Wall", "-fno-math-errno", "-fno-trapping-math"] + cpu_arch_flags()
     cxx_flags += ["-O0", "-g"] if debug else ["-O3"]
     cxx_flags += sanitizer_flags()
     nvcc_flags = ["--expt-relaxed-constexpr", "-lineinfo"] + (["-O0", "-G"] if debug else ["-O3"])

@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench.py [--device cpu|cuda] [--dtype float32|bfloat16|float16]
                                          [--batch 2] [--heads 4] [--head-dim 64] [--seq-lens 512 2048]
+    .venv/bin/python benchmarks/bench.py --preset cpu   # the CPU goal table (benchmarks/cpu_goals.py)
 
 Baselines: softmax against F.scaled_dot_product_attention; sigmoid and relu scores against the
 materialising torch composite (actattn.reference.attention); linear attention against the matmul
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from typing import Callable, List, Tuple
 
@@ -123,7 +125,18 @@ def main(argv=None) -> None:
     parser.add_argument("--cases", nargs="+", default=None, help="only cases starting with one of these")
     parser.add_argument("--fla", action="store_true", help="also time flash-linear-attention's fused_chunk")
     parser.add_argument("--peak-gbs", type=float, default=None, help="memory bandwidth for the linear floor")
+    parser.add_argument("--preset", choices=["cpu"], help="cpu: the CPU goal table (benchmarks/cpu_goals.py); "
+                        "reads --seq-lens (default 1024 4096), --linear-seq-lens, --head-dims, --json")
+    parser.add_argument("--linear-seq-lens", type=int, nargs="*", default=[16384], help="--preset cpu: linear only")
+    parser.add_argument("--head-dims", type=int, nargs="+", default=[64, 128], help="--preset cpu")
+    parser.add_argument("--json", help="--preset cpu: also write the rows as JSON to this file")
     args = parser.parse_args(argv)
+    if args.preset == "cpu":
+        import cpu_goals
+
+        if "--seq-lens" not in (argv if argv is not None else sys.argv):
+            args.seq_lens = [1024, 4096]
+        return cpu_goals.main(args, timed)
     dtype = getattr(torch, args.dtype)
 
     print(

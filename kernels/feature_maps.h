@@ -7,6 +7,7 @@
 
 #include <cmath>
 
+#include "exp.h"
 #include "host_device.h"
 
 namespace actattn {
@@ -29,9 +30,9 @@ struct ReluMap {
 // elu(x) + 1 (Katharopoulos et al. 2020): positive everywhere, so the normaliser never crosses zero.
 struct EluPlusOneMap {
   template <typename Acc>
-  ACTATTN_HOST_DEVICE static Acc value(Acc x) { return x > Acc(0) ? x + Acc(1) : std::exp(x); }
+  ACTATTN_HOST_DEVICE static Acc value(Acc x) { return x > Acc(0) ? x + Acc(1) : kernel_exp(x); }
   template <typename Acc>
-  ACTATTN_HOST_DEVICE static Acc grad(Acc x, Acc g) { return x > Acc(0) ? g : g * std::exp(x); }
+  ACTATTN_HOST_DEVICE static Acc grad(Acc x, Acc g) { return x > Acc(0) ? g : g * kernel_exp(x); }
 };
 
 }  // namespace actattn

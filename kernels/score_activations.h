@@ -6,6 +6,7 @@
 
 #include <cmath>
 
+#include "exp.h"
 #include "host_device.h"
 
 namespace actattn {
@@ -15,7 +16,7 @@ struct SoftmaxScore {
   static constexpr bool kNormalizesRows = true;
   Acc inv_divisor;  // unused: softmax normalises itself
 
-  ACTATTN_HOST_DEVICE Acc prob(Acc s, Acc row_lse) const { return std::exp(s - row_lse); }
+  ACTATTN_HOST_DEVICE Acc prob(Acc s, Acc row_lse) const { return kernel_exp(s - row_lse); }
   ACTATTN_HOST_DEVICE Acc dscore(Acc /*s*/, Acc p, Acc dp, Acc delta) const { return p * (dp - delta); }
 };
 
@@ -26,7 +27,7 @@ struct SigmoidScore {
   Acc inv_divisor;
 
   // 1 / (1 + exp(-s)) overflows gracefully: exp(-s) = inf gives 0, never NaN.
-  ACTATTN_HOST_DEVICE static Acc sigmoid(Acc s) { return Acc(1) / (Acc(1) + std::exp(-s)); }
+  ACTATTN_HOST_DEVICE static Acc sigmoid(Acc s) { return Acc(1) / (Acc(1) + kernel_exp(-s)); }
   ACTATTN_HOST_DEVICE Acc prob(Acc s, Acc /*row_lse*/) const { return sigmoid(s) * inv_divisor; }
   ACTATTN_HOST_DEVICE Acc dscore(Acc s, Acc /*p*/, Acc dp, Acc /*delta*/) const {
     const Acc sig = sigmoid(s);

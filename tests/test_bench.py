@@ -26,3 +26,18 @@ def test_bench_prints_one_row_per_case_with_the_linear_floor(capsys):
     floors = [row[-1].strip(" |") for row in cases]
     assert floors[:4] == ["—"] * 4 and floors[4:] == [f"{12 * 256 * 4 / 1e6 * 1e3:.2f}"] * 3
     assert all(float(value) > 0 for row in cases for value in row[3:9])
+
+
+def test_cpu_preset_prints_every_goal_row_and_json(capsys, tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH.parent))
+    bench = load_bench()
+    out = tmp_path / "goals.json"
+    bench.main(["--preset", "cpu", "--seq-lens", "32", "--linear-seq-lens", "64", "--head-dims", "8",
+                "--repeats", "1", "--json", str(out)])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "---" not in line]
+    cases = [row.split(" | ")[0].strip("| ") for row in rows[1:]]
+    assert "softmax" in cases and "linear elu non-causal" in cases and "linear identity causal, unnormalised" in cases
+    import json
+
+    data = json.loads(out.read_text())
+    assert len(data["rows"]) == len(cases) and all(r["ratio_both"] > 0 for r in data["rows"])

@@ -75,3 +75,26 @@ def test_a_nan_key_reaches_every_output_of_its_head(feature_map):
     out = actattn.linear_attention(q, k, v, feature_map=feature_map)
     batch, head = POSITIONS["k"][:2]
     assert out[batch, head].isnan().all()
+
+
+CAUSAL_OPS = {
+    **{f"attention {a}": (lambda a: lambda q, k, v: actattn.attention(q, k, v, activation=a, causal=True))(a)
+       for a in ("softmax", "sigmoid", "relu")},
+    **{f"linear {m}": (lambda m: lambda q, k, v: actattn.linear_attention(q, k, v, feature_map=m, causal=True))(m)
+       for m in ("identity", "relu", "elu")},
+}
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")], ids=["nan", "inf"])
+@pytest.mark.parametrize("which", ["k", "v"])
+@pytest.mark.parametrize("name", CAUSAL_OPS)
+def test_a_causal_row_never_sees_a_later_non_finite_key(name, which, value):
+    # Kernels that compute a whole register block of scores and mask afterwards must assign the masked
+    # weights, never multiply a later key's value by zero (0 * inf is NaN). 130 rows: three chunks of 64;
+    # the bad key sits mid-block, inside the second chunk.
+    q, k, v = random_qkv((1, 2, 130, 130, 8, 8))
+    position = 70
+    {"k": k, "v": v}[which][:, :, position] = value
+    out = CAUSAL_OPS[name](q, k, v)
+    assert out[:, :, :position].isfinite().all()
+    assert not out[:, :, position:].isfinite().all()

@@ -38,6 +38,8 @@ struct Backward {
   std::vector<Acc> grad_a, grad_b, grad_v;  // C x Dk, C x Dk, C x Dv
   std::vector<Acc> visible_normalizer;       // z_t of the query row being differentiated (Dk)
   std::vector<Acc> head_grad_den;            // causal: dL/dden of every row of the current head (q_len)
+  // Causal: transposed right factors of the intra-chunk products and one register block of their scores.
+  std::vector<Acc> v_t, grad_num_t, a_t, scores;  // Dv x C, Dv x C, Dk x C, kRows x C
 
   explicit Backward(const LinearParams& params)
       : p(params),
@@ -54,7 +56,11 @@ struct Backward {
         grad_b(cpu::kLinearChunk * dk),
         grad_v(cpu::kLinearChunk * dv),
         visible_normalizer(dk),
-        head_grad_den(kCausal && params.normalize ? s.q_len : 0) {}
+        head_grad_den(kCausal && params.normalize ? s.q_len : 0),
+        v_t(kCausal ? dv * cpu::kLinearChunk : 0),
+        grad_num_t(kCausal ? dv * cpu::kLinearChunk : 0),
+        a_t(kCausal ? dk * cpu::kLinearChunk : 0),
+        scores(cpu::kRows * cpu::kLinearChunk) {}
 
   Acc denominator(int64_t b, int64_t h, int64_t row) const {
     return static_cast<const Acc*>(p.denominator.data)[(b * s.heads + h) * s.q_len + row];
@@ -82,15 +88,18 @@ struct Backward {
   void query_grads(int64_t b, int64_t h, int64_t start) {
     const int64_t rows = queries.rows;
     cpu::chunk_times_matrix(grad_num.data(), rows, dv, state.transpose(), dk, grad_a.data());
+    if constexpr (kCausal) {  // da_t += sum_{u <= t} (dnum_t . v_u) b_u
+      cpu::transpose_chunk(keys.v.data(), rows, dv, v_t.data());
+      for (int64_t r0 = 0; r0 < rows; r0 += cpu::kRows) {
+        cpu::causal_block_product<true>(grad_num.data(), dv, v_t.data(), dv, static_cast<const Acc*>(nullptr),
+                                        keys.b.data(), dk, r0, rows, scores.data(), grad_a.data(),
+                                        static_cast<Acc*>(nullptr));
+      }
+    }
     std::copy(state.normalizer.begin(), state.normalizer.end(), visible_normalizer.begin());
     for (int64_t t = 0; t < rows; ++t) {
       Acc* da = grad_a.data() + t * dk;
-      if constexpr (kCausal) {
-        const Acc* dnum = grad_num.data() + t * dv;
-        for (int64_t u = 0; u <= t; ++u)
-          cpu::axpy(cpu::dot<Acc>(keys.v_row(u, dv), dnum, dv), keys.b_row(u, dk), da, dk);
-        cpu::axpy(Acc(1), keys.b_row(t, dk), visible_normalizer.data(), dk);
-      }
+      if constexpr (kCausal) cpu::axpy(Acc(1), keys.b_row(t, dk), visible_normalizer.data(), dk);
       if (p.normalize) {
         grad_den[t] = -cpu::dot<Acc>(queries.a_row(t, dk), da, dk) / denominator(b, h, start + t);
         cpu::axpy(grad_den[t], visible_normalizer.data(), da, dk);
@@ -110,20 +119,21 @@ struct Backward {
     const int64_t key_count = keys_of(p.key_lengths, b, s.k_len);
     cpu::chunk_times_matrix(keys.v.data(), rows, dv, grad_state.transpose(), dk, grad_b.data());
     cpu::chunk_times_matrix(keys.b.data(), rows, dk, grad_state.kv.data(), dv, grad_v.data());
+    if constexpr (kCausal) {  // db_u += sum_{t >= u} (dnum_t . v_u + dden_t) a_t,  dv_u += sum_{t >= u} (a_t . b_u) dnum_t
+      cpu::transpose_chunk(grad_num.data(), rows, dv, grad_num_t.data());
+      cpu::transpose_chunk(queries.a.data(), rows, dk, a_t.data());
+      for (int64_t u0 = 0; u0 < rows; u0 += cpu::kRows) {
+        cpu::causal_block_product<false>(keys.v.data(), dv, grad_num_t.data(), dv, grad_den.data(), queries.a.data(),
+                                         dk, u0, rows, scores.data(), grad_b.data(), static_cast<Acc*>(nullptr));
+        cpu::causal_block_product<false>(keys.b.data(), dk, a_t.data(), dk, static_cast<const Acc*>(nullptr),
+                                         grad_num.data(), dv, u0, rows, scores.data(), grad_v.data(),
+                                         static_cast<Acc*>(nullptr));
+      }
+    }
     for (int64_t u = 0; u < rows; ++u) {
       Acc* db = grad_b.data() + u * dk;
       Acc* dvu = grad_v.data() + u * dv;
       cpu::axpy(Acc(1), grad_state.normalizer.data(), db, dk);
-      if constexpr (kCausal) {
-        const Acc* bu = keys.b_row(u, dk);
-        const Acc* vu = keys.v_row(u, dv);
-        for (int64_t t = u; t < rows; ++t) {
-          const Acc* dnum = grad_num.data() + t * dv;
-          const Acc* at = queries.a_row(t, dk);
-          cpu::axpy(cpu::dot<Acc>(dnum, vu, dv) + grad_den[t], at, db, dk);
-          cpu::axpy(cpu::dot<Acc>(at, bu, dk), dnum, dvu, dv);
-        }
-      }
       const T* k = cpu::row_ptr<T>(p.k, b, h, start + u);
       T* dk_row = cpu::row_ptr<T>(p.grad_k, b, h, start + u);
       T* dv_row = cpu::row_ptr<T>(p.grad_v, b, h, start + u);

@@ -9,6 +9,7 @@
 // Memory: O(C (Dk + Dv) + Dk Dv) per thread; no per-position state is ever kept.
 // Output: o_i = num_i / den_i when normalising, num_i otherwise; the final S and z.
 // Saved for backward: den_i (batch * heads * q_len, when normalising) and the output.
+#include <algorithm>
 #include <vector>
 
 #include "../dispatch.h"
@@ -31,24 +32,26 @@ void forward_heads(const LinearParams& p) {
     cpu::RunningState<Acc> state(dk, dv);
     cpu::LinearChunk<Acc> queries(dk, dv), keys(dk, dv);
     std::vector<Acc> num(cpu::kLinearChunk * dv);
+    std::vector<Acc> weights(cpu::kRows * cpu::kLinearChunk);  // a_t . b_u for one register block of rows
 
     // Writes the chunk's outputs from num (inter-chunk part already in) and, when causal, adds the
-    // intra-chunk terms first.
+    // intra-chunk terms first, kRows rows at a time: num += W V and den += row sums of W for the masked
+    // W = A B^T (cpu::causal_block_product).
     auto finish_chunk = [&](int64_t b, int64_t h, int64_t start) {
-      for (int64_t t = 0; t < queries.rows; ++t) {
-        const Acc* a = queries.a_row(t, dk);
-        Acc* num_row = num.data() + t * dv;
-        Acc den = cpu::dot<Acc>(a, state.normalizer.data(), dk) + eps;
+      const int64_t rows = queries.rows;
+      if constexpr (kCausal) keys.transpose_b(dk);
+      for (int64_t r0 = 0; r0 < rows; r0 += cpu::kRows) {
+        Acc intra_den[cpu::kRows] = {};
         if constexpr (kCausal) {
-          for (int64_t u = 0; u <= t; ++u) {
-            const Acc weight = cpu::dot<Acc>(a, keys.b_row(u, dk), dk);
-            cpu::axpy(weight, keys.v_row(u, dv), num_row, dv);
-            den += weight;
-          }
+          cpu::causal_block_product<true>(queries.a.data(), dk, keys.b_t.data(), dk, static_cast<const Acc*>(nullptr),
+                                          keys.v.data(), dv, r0, rows, weights.data(), num.data(), intra_den);
         }
-        const int64_t i = start + t;
-        if (p.normalize) denominators[(b * s.heads + h) * s.q_len + i] = den;
-        cpu::store(num_row, p.normalize ? Acc(1) / den : Acc(1), cpu::row_ptr<T>(p.out, b, h, i), dv);
+        for (int64_t r = 0; r < cpu::kRows && r0 + r < rows; ++r) {
+          const int64_t i = start + r0 + r;
+          const Acc den = cpu::dot<Acc>(queries.a_row(r0 + r, dk), state.normalizer.data(), dk) + intra_den[r] + eps;
+          if (p.normalize) denominators[(b * s.heads + h) * s.q_len + i] = den;
+          cpu::store(num.data() + (r0 + r) * dv, p.normalize ? Acc(1) / den : Acc(1), cpu::row_ptr<T>(p.out, b, h, i), dv);
+        }
       }
     };
 

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "../dispatch.h"
+#include "../exp.h"
 #include "../key_lengths.h"
 #include "cpu_kernels.h"
 #include "quadratic_tile.h"
@@ -74,12 +75,12 @@ void forward_blocks(const QuadraticParams& p, const Activation activation) {
                 Acc tile_max = row_max[qr];
                 for (int64_t t = 0; t < n; ++t) tile_max = std::max(tile_max, row[t]);
                 // exp(-inf - finite) = 0 resets the empty accumulator on the first tile.
-                const Acc correction = std::exp(row_max[qr] - tile_max);
+                const Acc correction = kernel_exp(row_max[qr] - tile_max);
                 cpu::scale_in_place(correction, acc.data() + qr * dv, dv);
                 Acc sum = 0;
 #pragma omp simd reduction(+ : sum)
                 for (int64_t t = 0; t < n; ++t) {
-                  row[t] = std::exp(row[t] - tile_max);
+                  row[t] = kernel_exp(row[t] - tile_max);
                   sum += row[t];
                 }
                 row_sum[qr] = row_sum[qr] * correction + sum;
@@ -91,8 +92,18 @@ void forward_blocks(const QuadraticParams& p, const Activation activation) {
             }
             std::fill(row + n, row + widest, Acc(0));  // keys after a causal row, padded rows
           }
-          cpu::accumulate_rows_times_matrix(probs.data(), kKeyTile, tile.v.data(), widest, dv,
+          // Keys every row of the block sees go through the blocked product; on the causal diagonal each
+          // row adds its own few, so that no row multiplies a value it must not see (0 * inf is NaN).
+          const int64_t shared = kCausal ? tile.visible_to(i0 + r0, true) : widest;
+          cpu::accumulate_rows_times_matrix(probs.data(), kKeyTile, tile.v.data(), shared, dv,
                                             acc.data() + r0 * dv, dv);
+          if constexpr (kCausal) {
+            for (int64_t r = 0; r < kRows && r0 + r < rows; ++r) {
+              const Acc* row = probs.data() + r * kKeyTile;
+              for (int64_t t = shared; t < tile.visible_to(i0 + r0 + r, true); ++t)
+                cpu::axpy(row[t], tile.v.data() + t * dv, acc.data() + (r0 + r) * dv, dv);
+            }
+          }
         }
       }
 

@@ -19,9 +19,6 @@ constexpr int64_t kKeyTile = 64;
 constexpr int64_t kQueryBlock = 32;
 static_assert(kKeyTile % kCols == 0 && kQueryBlock % kRows == 0, "tiles must hold whole register blocks");
 
-// Columns of a key tile computed for n visible keys: n rounded up to whole register blocks.
-inline int64_t padded_width(int64_t n) { return (n + kCols - 1) / kCols * kCols; }
-
 // Rows [first, first + count) of a (batch, head) slice, times alpha, into dst (kQueryBlock x dim or
 // kRows x dim); rows past `available` are zero so that padded register blocks contribute nothing.
 template <typename T, typename Acc>

@@ -13,6 +13,9 @@ namespace cpu {
 constexpr int kRows = 4;
 constexpr int kCols = 16;
 
+// Columns computed for n visible ones: n rounded up to whole register blocks.
+inline int64_t padded_width(int64_t n) { return (n + kCols - 1) / kCols * kCols; }
+
 // out (kRows x width) = init + a (kRows x depth, row stride a_stride) @ b (depth x width, row stride
 // b_stride). width must be a multiple of kCols (tiles are padded to kKeyTile columns).
 template <typename Acc>
