@@ -42,7 +42,8 @@ struct Backward {
 
   // For kRows query rows starting at q_row0 (q rows pre-scaled, zero-padded past q_len) against the
   // tile: probabilities into probs and dL/ds into ds (both kRows x kKeyTile), zero where a row does not
-  // see a key. Returns the number of tile columns any of the rows sees.
+  // see a key (up to the returned width rounded to whole kCols). Returns the number of tile columns any
+  // of the rows sees.
   int64_t row_block_grads(const cpu::KeyTile<Acc>& tile, const SequenceConstants<Acc>& constants, int64_t bh,
                           int64_t q_row0, const Acc* q_scaled, const Acc* dout, Acc* probs, Acc* ds) const {
     Activation act = activation;
@@ -68,8 +69,10 @@ struct Backward {
         prob_row[t] = act.prob(score, row_lse);
         ds_row[t] = act.dscore(score, prob_row[t], ds_row[t], row_delta);
       }
-      std::fill(prob_row + n, prob_row + widest, Acc(0));
-      std::fill(ds_row + n, ds_row + widest, Acc(0));
+      // Zero up to the padded width: the products above wrote scores there, and the key pass reads the
+      // block's columns up to the widest row block's width.
+      std::fill(prob_row + n, prob_row + width, Acc(0));
+      std::fill(ds_row + n, ds_row + width, Acc(0));
     }
     return widest;
   }
@@ -95,7 +98,10 @@ struct Backward {
     {
       cpu::KeyTile<Acc> tile(dk, dv);
       std::vector<Acc> q_scaled(kQueryBlock * dk), dout(kQueryBlock * dv);
-      std::vector<Acc> probs(kRows * kKeyTile), ds(kRows * kKeyTile);
+      // The key pass keeps a whole query block's probabilities and score gradients (kQueryBlock x
+      // kKeyTile) and their transposes; the query pass uses the first kRows rows of probs and ds.
+      std::vector<Acc> probs(kQueryBlock * kKeyTile), ds(kQueryBlock * kKeyTile);
+      std::vector<Acc> probs_t(kKeyTile * kQueryBlock), ds_t(kKeyTile * kQueryBlock);
       std::vector<Acc> grad_k(kKeyTile * dk), grad_v(kKeyTile * dv), grad_q(kQueryBlock * dk);
 
 #pragma omp for schedule(dynamic, 1)
@@ -108,14 +114,30 @@ struct Backward {
         tile.template load<T>(p, b, h, j0, std::clamp<int64_t>(keys - j0, 0, kKeyTile), /*transpose_v=*/true);
         std::fill(grad_k.begin(), grad_k.end(), Acc(0));
         std::fill(grad_v.begin(), grad_v.end(), Acc(0));
-        for (int64_t i = kCausal ? j0 : 0; tile.cols > 0 && i < s.q_len; i += kRows) {
-          cpu::load_rows<T>(p.q, b, h, i, kRows, s.q_len, dk, scale, q_scaled.data());
-          cpu::load_rows<T>(p.grad_out, b, h, i, kRows, s.q_len, dv, Acc(1), dout.data());
-          const int64_t n =
-              row_block_grads(tile, constants, bh, i, q_scaled.data(), dout.data(), probs.data(), ds.data());
-          cpu::accumulate_transposed_rows(probs.data(), kKeyTile, dout.data(), dv, n, dv, grad_v.data());
-          // q_scaled carries the `scale` of dK = scale * sum_i ds_ij q_i.
-          cpu::accumulate_transposed_rows(ds.data(), kKeyTile, q_scaled.data(), dk, n, dk, grad_k.data());
+        // Query rows stream past the tile kQueryBlock at a time: P and dS of the block, then
+        // dV += P^T dO and dK += dS^T Q as register-blocked products with the block as the reduction
+        // (a rank-kRows update per kRows rows would re-read and re-write dK and dV each time).
+        for (int64_t i = kCausal ? j0 : 0; tile.cols > 0 && i < s.q_len; i += kQueryBlock) {
+          const int64_t block_rows = std::min(kQueryBlock, s.q_len - i);
+          cpu::load_rows<T>(p.q, b, h, i, kQueryBlock, s.q_len, dk, scale, q_scaled.data());
+          cpu::load_rows<T>(p.grad_out, b, h, i, kQueryBlock, s.q_len, dv, Acc(1), dout.data());
+          std::fill(probs.begin(), probs.end(), Acc(0));
+          std::fill(ds.begin(), ds.end(), Acc(0));
+          int64_t n = 0;  // tile columns any row of the block sees
+          for (int64_t r0 = 0; r0 < block_rows; r0 += kRows) {
+            n = std::max(n, row_block_grads(tile, constants, bh, i + r0, q_scaled.data() + r0 * dk,
+                                            dout.data() + r0 * dv, probs.data() + r0 * kKeyTile,
+                                            ds.data() + r0 * kKeyTile));
+          }
+          cpu::transpose_block(probs.data(), block_rows, n, kKeyTile, probs_t.data(), kQueryBlock);
+          cpu::transpose_block(ds.data(), block_rows, n, kKeyTile, ds_t.data(), kQueryBlock);
+          for (int64_t t0 = 0; t0 < n; t0 += kRows) {
+            cpu::accumulate_rows_times_matrix(probs_t.data() + t0 * kQueryBlock, kQueryBlock, dout.data(), block_rows,
+                                              dv, grad_v.data() + t0 * dv, dv);
+            // q_scaled carries the `scale` of dK = scale * sum_i ds_ij q_i.
+            cpu::accumulate_rows_times_matrix(ds_t.data() + t0 * kQueryBlock, kQueryBlock, q_scaled.data(), block_rows,
+                                              dk, grad_k.data() + t0 * dk, dk);
+          }
         }
         for (int64_t t = 0; t < std::min(kKeyTile, s.k_len - j0); ++t) {
           cpu::store(grad_k.data() + t * dk, Acc(1), cpu::row_ptr<T>(p.grad_k, b, h, j0 + t), dk);

@@ -35,6 +35,16 @@ void load_rows(const RowView& view, int64_t b, int64_t h, int64_t first, int64_t
   }
 }
 
+// dst (cols x rows, row stride dst_stride) = src (rows x cols, row stride src_stride)^T; dst rows are
+// written up to a whole number of kRows (zeros past cols) so that register blocks may read them.
+template <typename Acc>
+void transpose_block(const Acc* src, int64_t rows, int64_t cols, int64_t src_stride, Acc* dst, int64_t dst_stride) {
+  for (int64_t c = 0; c < cols; ++c)
+    for (int64_t r = 0; r < rows; ++r) dst[c * dst_stride + r] = src[r * src_stride + c];
+  for (int64_t c = cols; c < (cols + kRows - 1) / kRows * kRows; ++c)
+    std::fill(dst + c * dst_stride, dst + c * dst_stride + rows, Acc(0));
+}
+
 // Keys [start, start + cols): transposed (Dk x kKeyTile) and row-major (kKeyTile x Dk); values
 // row-major (kKeyTile x Dv) and, for the backward, transposed (Dv x kKeyTile).
 template <typename Acc>

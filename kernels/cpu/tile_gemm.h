@@ -67,23 +67,5 @@ inline void accumulate_rows_times_matrix(const Acc* p, int64_t p_stride, const A
     }
 }
 
-// acc (depth x width) += p^T (depth x kRows) @ x (kRows x width, row stride x_stride), where p is
-// kRows x depth with row stride p_stride: acc[t, :] += sum_r p[r, t] * x[r, :].
-template <typename Acc>
-inline void accumulate_transposed_rows(const Acc* p, int64_t p_stride, const Acc* x, int64_t x_stride, int64_t depth,
-                                       int64_t width, Acc* acc) {
-  for (int64_t t = 0; t < depth; ++t) {
-    Acc coef[kRows];
-    for (int r = 0; r < kRows; ++r) coef[r] = p[r * p_stride + t];
-    Acc* out = acc + t * width;
-#pragma omp simd
-    for (int64_t c = 0; c < width; ++c) {
-      Acc sum = out[c];
-      for (int r = 0; r < kRows; ++r) sum += coef[r] * x[r * x_stride + c];
-      out[c] = sum;
-    }
-  }
-}
-
 }  // namespace cpu
 }  // namespace actattn
