@@ -61,7 +61,7 @@ def sanitizer_flags():
     if os.environ.get("ACTATTN_SANITIZE", "0") != "1":
         return []
     return ["-fsanitize=address,undefined", "-fno-sanitize=vptr", "-fno-sanitize-recover=all",
-            "-fno-omit-frame-pointer", "-g"]
+            "-fno-omit-frame-pointer", "-g", "-O1"]
 
 
 def extension():
