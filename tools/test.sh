@@ -32,10 +32,10 @@ for emulated in "${emulated_tests[@]}"; do
     exit 1
   fi
 done
-# Here only the emulated kernel tests: the library and its C++ test (actattn_cpp_test) are built and run
+# Here only the emulated kernel tests and the exp test: the library and its C++ test (actattn_cpp_test) are built and run
 # by sanitize.sh under ASan + UBSan, which saves compiling the library a fourth time (CI's time).
-cmake --build build/cmake -j "$(nproc)" --target "${emulated_tests[@]}"
-ctest --test-dir build/cmake --output-on-failure -j "$(nproc)" -R emulation
+cmake --build build/cmake -j "$(nproc)" --target "${emulated_tests[@]}" actattn_exp_test
+ctest --test-dir build/cmake --output-on-failure -j "$(nproc)" -R 'emulation|exp_test'
 
 # The C++ test of the library, and the op, fuzz and kernel tests again, against an ASan + UBSan build.
 bash tools/sanitize.sh
