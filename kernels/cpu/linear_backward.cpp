@@ -10,7 +10,8 @@
 //   dq = scale * phi'(q) * da,  dk = phi'(k) * db,  d(initial state) = dS_final + sum_i a_i dnum_i^T.
 // Causal, chunked like the forward: a forward sweep rebuilds S_i chunk by chunk for dq, a reverse sweep
 // accumulates dS chunk by chunk for dk and dv; the state terms of a chunk are chunk-by-matrix products,
-// the masked C x C terms inside a chunk are summed directly. Non-causal: the full S for dq, the full dS
+// the masked C x C terms inside a chunk go through the same register-blocked products
+// (cpu::causal_block_product). Non-causal: the full S for dq, the full dS
 // for dk and dv.
 // Memory: O(C (Dk + Dv) + Dk Dv) per thread, plus dden_i for one head's rows (causal: the forward sweep
 // makes them, the reverse sweep reads them); reads den_i saved by the forward, not o_i; no per-position
