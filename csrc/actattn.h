@@ -15,14 +15,18 @@ namespace actattn {
 
 struct AttentionOptions {
   std::string activation = "softmax";  // "softmax", "sigmoid" or "relu"
-  bool causal = false;                 // query i sees keys j <= i (top-left aligned)
+  bool causal = false;                 // a query sees no later key (aligned as causal_alignment says)
   std::optional<double> scale;         // default 1 / sqrt(qk_dim)
   std::optional<double> bias;          // added to scores; default -log(k_len) for sigmoid, 0 for relu
   std::optional<double> divisor;       // divides probabilities; default k_len for relu, 1 for sigmoid
+  // "top_left" (SDPA's): query i sees keys j <= i; "bottom_right" (FlashAttention's, for KV-cache
+  // decoding): the last query sees every key, j <= i + n - q_len for a sequence of n keys.
+  std::string causal_alignment = "top_left";
   std::optional<at::Tensor> key_lengths;  // (B,) int: keys past a sequence's length are padding
 };
 
-// q (B, H, Nq, Dk), k (B, H, Nk, Dk), v (B, H, Nk, Dv) -> (B, H, Nq, Dv).
+// q (B, H, Nq, Dk), k (B, Hkv, Nk, Dk), v (B, Hkv, Nk, Dv) -> (B, H, Nq, Dv); Hkv divides H (grouped-query
+// attention when Hkv < H: key/value head h / (H / Hkv) serves query head h).
 at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                      const AttentionOptions& options = {});
 

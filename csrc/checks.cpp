@@ -6,7 +6,7 @@
 #include <utility>
 #include <vector>
 
-#include "options.h"
+#include "op_options.h"
 
 namespace actattn {
 namespace {
@@ -43,10 +43,6 @@ void check_head_dim(const char* op, const char* name, const at::Tensor& t) {
                     kMaxHeadDim, ", got ", dim);
 }
 
-void check_finite(const char* op, const char* name, std::optional<double> value) {
-  TORCH_CHECK_VALUE(!value || std::isfinite(*value), op, ": ", name, " must be finite, got ", *value);
-}
-
 void check_state(const char* op, const char* name, const at::Tensor& state, const at::Tensor& q, const at::Tensor& v,
                  bool with_value_dim) {
   TORCH_CHECK_TYPE(state.scalar_type() == accumulation_dtype(q.scalar_type()), op, ": ", name, " must have dtype ",
@@ -61,7 +57,7 @@ void check_state(const char* op, const char* name, const at::Tensor& state, cons
 
 }  // namespace
 
-void check_qkv(const char* op, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+void check_qkv(const char* op, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, HeadSharing heads) {
   check_rank4_floating(op, "q", q);
   check_rank4_floating(op, "k", k);
   check_rank4_floating(op, "v", v);
@@ -73,46 +69,36 @@ void check_qkv(const char* op, const at::Tensor& q, const at::Tensor& k, const a
               v.device());
   check_size(op, "batch size (dim 0)", "q", q, 0, "k", k, 0);
   check_size(op, "batch size (dim 0)", "q", q, 0, "v", v, 0);
-  check_size(op, "number of heads (dim 1)", "q", q, 1, "k", k, 1);
-  check_size(op, "number of heads (dim 1)", "q", q, 1, "v", v, 1);
+  check_size(op, "number of heads (dim 1)", "k", k, 1, "v", v, 1);
+  if (heads == HeadSharing::kGrouped) {
+    // Grouped-query attention: each key/value head serves q_heads / kv_heads consecutive query heads.
+    const c10::SymInt& kv_heads = k.sym_size(1);
+    TORCH_CHECK_VALUE(kv_heads == q.sym_size(1) || (kv_heads >= 1 && q.sym_size(1) % kv_heads == 0), op,
+                      ": the number of query heads (", q.sym_size(1),
+                      ") must be a multiple of the number of key/value heads (", kv_heads,
+                      ") (grouped-query attention); got q shape ", q.sym_sizes(), ", k shape ", k.sym_sizes());
+  } else {
+    TORCH_CHECK_NOT_IMPLEMENTED(q.sym_size(1) == k.sym_size(1), op,
+                                ": grouped-query attention (fewer key/value heads than query heads) is not "
+                                "implemented for linear attention; got ", q.sym_size(1), " query heads and ",
+                                k.sym_size(1), " key/value heads. Repeat k and v along dim 1 (repeat_interleave)");
+  }
   check_size(op, "sequence length (dim 2)", "k", k, 2, "v", v, 2);
   check_size(op, "head dim (dim 3)", "q", q, 3, "k", k, 3);
   check_head_dim(op, "q and k", q);
   check_head_dim(op, "v", v);
 }
 
-void check_score_options(c10::string_view activation, std::optional<double> scale, std::optional<double> bias,
-                         std::optional<double> divisor) {
-  const char* op = "actattn.attention";
-  const ScoreActivation act = parse_score_activation(activation);
-  check_finite(op, "scale", scale);
-  check_finite(op, "bias", bias);
-  check_finite(op, "divisor", divisor);
-  TORCH_CHECK_VALUE(!divisor || *divisor > 0, op, ": divisor must be positive, got ", *divisor);
-  if (act == ScoreActivation::kSoftmax) {
-    TORCH_CHECK_VALUE(!bias, op, ": bias must be None with activation='softmax' (softmax is invariant to it), got ",
-                      *bias);
-    TORCH_CHECK_VALUE(!divisor, op,
-                      ": divisor must be None with activation='softmax' (softmax normalises itself), got ", *divisor);
-  }
-}
-
-void check_linear_options(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                          c10::string_view feature_map, bool causal, double eps, std::optional<double> scale,
-                          const std::optional<at::Tensor>& initial_state,
-                          const std::optional<at::Tensor>& initial_normalizer) {
-  const char* op = "actattn.linear_attention";
-  parse_feature_map(feature_map);
-  // eps = 0 would divide by zero wherever phi(q) . z vanishes (a relu map that zeroes a query).
-  TORCH_CHECK_VALUE(std::isfinite(eps) && eps > 0, op, ": eps must be finite and > 0, got ", eps);
-  check_finite(op, "scale", scale);
-  if (causal) {
+void check_linear_state(const char* op, const LinearSpec& spec, const at::Tensor& q, const at::Tensor& k,
+                        const at::Tensor& v, const std::optional<at::Tensor>& initial_state,
+                        const std::optional<at::Tensor>& initial_normalizer) {
+  if (spec.causal) {
     TORCH_CHECK_VALUE(q.sym_size(2) == k.sym_size(2), op,
                       ": causal linear attention needs as many queries as keys; got q_len ", q.sym_size(2),
                       " and k_len ", k.sym_size(2));
   }
   const bool has_state = initial_state.has_value() || initial_normalizer.has_value();
-  TORCH_CHECK_VALUE(!has_state || causal, op,
+  TORCH_CHECK_VALUE(!has_state || spec.causal, op,
                     ": initial_state is only defined for causal=True (a non-causal call sees all its keys at once)");
   // A state is the pair (kv, normalizer): a missing half would silently be taken as zeros.
   TORCH_CHECK_VALUE(initial_state.has_value() == initial_normalizer.has_value(), op,

@@ -8,20 +8,22 @@
 
 #include <optional>
 
+#include "op_options.h"
+
 namespace actattn {
 
-// q (B, H, Nq, Dk), k (B, H, Nk, Dk), v (B, H, Nk, Dv): ranks, dtypes, devices, matching sizes.
-void check_qkv(const char* op, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v);
+// Whether k and v may have fewer heads than q (grouped-query attention, quadratic attention only).
+enum class HeadSharing { kGrouped, kNone };
 
-// Scalar options of quadratic attention (finite, positive divisor, no bias/divisor with softmax).
-void check_score_options(c10::string_view activation, std::optional<double> scale, std::optional<double> bias,
-                         std::optional<double> divisor);
+// q (B, H, Nq, Dk), k (B, Hkv, Nk, Dk), v (B, Hkv, Nk, Dv): ranks, dtypes, devices, matching sizes;
+// Hkv == H, or with kGrouped any divisor of H.
+void check_qkv(const char* op, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, HeadSharing heads);
 
-// Options and optional initial state of linear attention.
-void check_linear_options(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                          c10::string_view feature_map, bool causal, double eps, std::optional<double> scale,
-                          const std::optional<at::Tensor>& initial_state,
-                          const std::optional<at::Tensor>& initial_normalizer);
+// Linear attention's needs of q, k, v and its optional initial state: causal needs Nq == Nk, a state
+// needs causal and both halves, each half of shape (B, H, Dk, Dv) / (B, H, Dk) in the accumulation dtype.
+void check_linear_state(const char* op, const LinearSpec& spec, const at::Tensor& q, const at::Tensor& k,
+                        const at::Tensor& v, const std::optional<at::Tensor>& initial_state,
+                        const std::optional<at::Tensor>& initial_normalizer);
 
 // Optional (batch,) integer key lengths on q's device.
 void check_key_lengths(const std::optional<at::Tensor>& key_lengths, const at::Tensor& q);

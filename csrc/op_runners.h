@@ -1,5 +1,6 @@
 // The underscored forward/backward ops for any backend: checks, tensor allocation, params, and a call
-// into the backend's kernels. A Backend provides
+// into the backend's kernels. Each op parses its options once (op_options.h) and works on the parsed
+// spec from there. A Backend provides
 //   guard(t)         an RAII device guard for t's device (a no-op object on the CPU),
 //   input(t)         t as its kernels take it (rows contiguous; the CPU also widens half types),
 //   quadratic_forward / quadratic_backward / linear_forward / linear_backward (params),
@@ -14,9 +15,7 @@
 #include <vector>
 
 #include "checks.h"
-#include "op_params.h"
-#include "ops.h"
-#include "options.h"
+#include "op_options.h"
 #include "tensor_views.h"
 
 namespace actattn {
@@ -41,29 +40,41 @@ inline OptionalTensor as_key_lengths(const OptionalTensor& t) {
 
 inline const int64_t* key_lengths_data(const OptionalTensor& t) { return t ? t->data_ptr<int64_t>() : nullptr; }
 
+// Query heads per key/value head (1 unless grouped-query attention).
+inline int64_t head_group(const at::Tensor& q, const at::Tensor& k) {
+  return q.size(1) == k.size(1) ? 1 : q.size(1) / k.size(1);  // also when there are no heads
+}
+
+// The gradient of a shared key/value tensor from its per-query-head gradient (B, H, N, D): the sum over
+// each group of query heads, (B, H / group, N, D). Summed before rounding to the input dtype.
+inline at::Tensor sum_over_head_groups(const at::Tensor& per_query_head, int64_t group) {
+  if (group == 1) return per_query_head;
+  const auto s = per_query_head.sizes();
+  return per_query_head.view({s[0], s[1] / group, group, s[2], s[3]}).sum(2);
+}
+
 template <typename Backend>
 std::tuple<at::Tensor, at::Tensor> attention_forward(const at::Tensor& q, const at::Tensor& k,
-                                                         const at::Tensor& v, c10::string_view activation,
-                                                         bool causal, std::optional<double> scale,
-                                                         std::optional<double> bias, std::optional<double> divisor,
-                                                         const OptionalTensor& key_lengths) {
-  check_qkv("actattn.attention", q, k, v);
-  [[maybe_unused]] const auto device_guard = Backend::guard(q);
-  check_score_options(activation, scale, bias, divisor);
+                                                     const at::Tensor& v ACTATTN_ATTENTION_OPTIONS(ACTATTN_PARAM),
+                                                     const OptionalTensor& key_lengths) {
+  const char* op = "actattn.attention";
+  check_qkv(op, q, k, v, HeadSharing::kGrouped);
+  const AttentionSpec spec = parse_attention_options(op ACTATTN_ATTENTION_OPTIONS(ACTATTN_ARG));
   check_key_lengths(key_lengths, q);
+  [[maybe_unused]] const auto device_guard = Backend::guard(q);
   const at::Tensor qw = Backend::input(q), kw = Backend::input(k), vw = Backend::input(v);
-  QuadraticParams p = quadratic_params(qw, kw, vw, activation, causal, scale, bias, divisor);
+  QuadraticParams p = quadratic_params(spec, qw, kw, vw);
   const OptionalTensor lengths = as_key_lengths(key_lengths);
   p.key_lengths = key_lengths_data(lengths);
 
-  at::Tensor out = at::empty({p.shape.batch, p.shape.heads, p.shape.q_len, p.shape.v_dim}, qw.options());
-  const bool softmax = p.activation == ScoreActivation::kSoftmax;
-  at::Tensor lse = at::empty(softmax ? std::vector<int64_t>{p.shape.batch, p.shape.heads, p.shape.q_len}
-                                     : std::vector<int64_t>{0},
+  const auto& s = p.shape;
+  at::Tensor out = at::empty({s.batch, s.heads, s.q_len, s.v_dim}, qw.options());
+  at::Tensor lse = at::empty(spec.softmax() ? std::vector<int64_t>{s.batch, s.heads, s.q_len} : std::vector<int64_t>{0},
                              accumulation_options(qw));
+  const int64_t group = head_group(q, k);
   p.q = row_view(qw);
-  p.k = row_view(kw);
-  p.v = row_view(vw);
+  p.k = row_view(kw, group);
+  p.v = row_view(vw, group);
   p.out = row_view(out);
   p.log_sum_exp.data = lse.data_ptr();
   Backend::quadratic_forward(p);
@@ -73,54 +84,58 @@ std::tuple<at::Tensor, at::Tensor> attention_forward(const at::Tensor& q, const 
 template <typename Backend>
 std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_backward(
     const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
-    const at::Tensor& log_sum_exp, c10::string_view activation, bool causal, std::optional<double> scale,
-    std::optional<double> bias, std::optional<double> divisor, const OptionalTensor& key_lengths) {
+    const at::Tensor& log_sum_exp ACTATTN_ATTENTION_OPTIONS(ACTATTN_PARAM), const OptionalTensor& key_lengths) {
   const char* op = "actattn.attention backward";
-  check_qkv(op, q, k, v);
-  [[maybe_unused]] const auto device_guard = Backend::guard(q);
-  check_score_options(activation, scale, bias, divisor);
+  check_qkv(op, q, k, v, HeadSharing::kGrouped);
+  const AttentionSpec spec = parse_attention_options(op ACTATTN_ATTENTION_OPTIONS(ACTATTN_ARG));
   check_key_lengths(key_lengths, q);
-  const bool softmax = parse_score_activation(activation) == ScoreActivation::kSoftmax;
-  check_backward_tensors(op, q, v, out, grad_out, "log_sum_exp", log_sum_exp, /*row_stat_read=*/softmax);
-  const at::Tensor qw = Backend::input(q), kw = Backend::input(k), vw = Backend::input(v), ow = Backend::input(out), gw = Backend::input(grad_out);
-  const at::Tensor lse = softmax ? log_sum_exp.contiguous() : at::Tensor();
-  QuadraticParams p = quadratic_params(qw, kw, vw, activation, causal, scale, bias, divisor);
+  check_backward_tensors(op, q, v, out, grad_out, "log_sum_exp", log_sum_exp, /*row_stat_read=*/spec.softmax());
+  [[maybe_unused]] const auto device_guard = Backend::guard(q);
+  const at::Tensor qw = Backend::input(q), kw = Backend::input(k), vw = Backend::input(v);
+  const at::Tensor ow = Backend::input(out), gw = Backend::input(grad_out);
+  const at::Tensor lse = spec.softmax() ? log_sum_exp.contiguous() : at::Tensor();
+  QuadraticParams p = quadratic_params(spec, qw, kw, vw);
   const OptionalTensor lengths = as_key_lengths(key_lengths);
   p.key_lengths = key_lengths_data(lengths);
 
+  // With grouped heads the kernels write dk, dv per query head; the groups are summed below.
+  const auto& s = p.shape;
+  const int64_t group = head_group(q, k);
   at::Tensor grad_q = at::empty_like(qw, at::MemoryFormat::Contiguous);
-  at::Tensor grad_k = at::empty_like(kw, at::MemoryFormat::Contiguous);
-  at::Tensor grad_v = at::empty_like(vw, at::MemoryFormat::Contiguous);
+  at::Tensor grad_k = at::empty({s.batch, s.heads, s.k_len, s.qk_dim}, kw.options());
+  at::Tensor grad_v = at::empty({s.batch, s.heads, s.k_len, s.v_dim}, vw.options());
   p.q = row_view(qw);
-  p.k = row_view(kw);
-  p.v = row_view(vw);
+  p.k = row_view(kw, group);
+  p.v = row_view(vw, group);
   p.out = row_view(ow);
   // Only softmax reads the row statistics; the other activations get null pointers.
-  const at::Tensor delta = softmax ? at::empty_like(lse) : at::Tensor();
-  p.log_sum_exp.data = softmax ? lse.data_ptr() : nullptr;
-  p.delta.data = softmax ? delta.data_ptr() : nullptr;
+  const at::Tensor delta = spec.softmax() ? at::empty_like(lse) : at::Tensor();
+  p.log_sum_exp.data = spec.softmax() ? lse.data_ptr() : nullptr;
+  p.delta.data = spec.softmax() ? delta.data_ptr() : nullptr;
   p.grad_out = row_view(gw);
   p.grad_q = row_view(grad_q);
   p.grad_k = row_view(grad_k);
   p.grad_v = row_view(grad_v);
   Backend::quadratic_backward(p);
-  return {grad_q.to(q.scalar_type()), grad_k.to(k.scalar_type()), grad_v.to(v.scalar_type())};
+  return {grad_q.to(q.scalar_type()), sum_over_head_groups(grad_k, group).to(k.scalar_type()),
+          sum_over_head_groups(grad_v, group).to(v.scalar_type())};
 }
 
 template <typename Backend>
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> linear_attention_forward(
-    const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, c10::string_view feature_map, bool causal,
-    bool normalize, double eps, std::optional<double> scale, const OptionalTensor& initial_state,
-    const OptionalTensor& initial_normalizer, const OptionalTensor& key_lengths) {
-  check_qkv("actattn.linear_attention", q, k, v);
-  [[maybe_unused]] const auto device_guard = Backend::guard(q);
-  check_linear_options(q, k, v, feature_map, causal, eps, scale, initial_state, initial_normalizer);
+    const at::Tensor& q, const at::Tensor& k, const at::Tensor& v ACTATTN_LINEAR_OPTIONS(ACTATTN_PARAM),
+    const OptionalTensor& initial_state, const OptionalTensor& initial_normalizer, const OptionalTensor& key_lengths) {
+  const char* op = "actattn.linear_attention";
+  check_qkv(op, q, k, v, HeadSharing::kNone);
+  const LinearSpec spec = parse_linear_options(op ACTATTN_LINEAR_OPTIONS(ACTATTN_ARG));
+  check_linear_state(op, spec, q, k, v, initial_state, initial_normalizer);
   check_key_lengths(key_lengths, q);
+  [[maybe_unused]] const auto device_guard = Backend::guard(q);
   const at::Tensor qw = Backend::input(q), kw = Backend::input(k), vw = Backend::input(v);
   const OptionalTensor state0 = contiguous_or_none(initial_state);
   const OptionalTensor norm0 = contiguous_or_none(initial_normalizer);
 
-  LinearParams p = linear_params(qw, kw, vw, feature_map, causal, normalize, eps, scale);
+  LinearParams p = linear_params(spec, qw, kw, vw);
   const OptionalTensor lengths = as_key_lengths(key_lengths);
   p.key_lengths = key_lengths_data(lengths);
   const auto& s = p.shape;
@@ -128,7 +143,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> linear_attention_forw
   at::Tensor final_state = at::empty({s.batch, s.heads, s.qk_dim, s.v_dim}, accumulation_options(qw));
   at::Tensor final_normalizer = at::empty({s.batch, s.heads, s.qk_dim}, accumulation_options(qw));
   at::Tensor denominator = at::empty(
-      normalize ? std::vector<int64_t>{s.batch, s.heads, s.q_len} : std::vector<int64_t>{0}, accumulation_options(qw));
+      spec.normalize ? std::vector<int64_t>{s.batch, s.heads, s.q_len} : std::vector<int64_t>{0},
+      accumulation_options(qw));
   p.q = row_view(qw);
   p.k = row_view(kw);
   p.v = row_view(vw);
@@ -146,24 +162,25 @@ template <typename Backend>
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> linear_attention_backward(
     const at::Tensor& grad_out, const OptionalTensor& grad_final_state, const OptionalTensor& grad_final_normalizer,
     const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
-    const at::Tensor& denominator, c10::string_view feature_map, bool causal, bool normalize, double eps,
-    std::optional<double> scale, const OptionalTensor& initial_state, const OptionalTensor& initial_normalizer,
-    const OptionalTensor& key_lengths) {
+    const at::Tensor& denominator ACTATTN_LINEAR_OPTIONS(ACTATTN_PARAM), const OptionalTensor& initial_state,
+    const OptionalTensor& initial_normalizer, const OptionalTensor& key_lengths) {
   const char* op = "actattn.linear_attention backward";
-  check_qkv(op, q, k, v);
-  [[maybe_unused]] const auto device_guard = Backend::guard(q);
-  check_linear_options(q, k, v, feature_map, causal, eps, scale, initial_state, initial_normalizer);
+  check_qkv(op, q, k, v, HeadSharing::kNone);
+  const LinearSpec spec = parse_linear_options(op ACTATTN_LINEAR_OPTIONS(ACTATTN_ARG));
+  check_linear_state(op, spec, q, k, v, initial_state, initial_normalizer);
   check_key_lengths(key_lengths, q);
-  check_backward_tensors(op, q, v, out, grad_out, "denominator", denominator, /*row_stat_read=*/normalize);
+  check_backward_tensors(op, q, v, out, grad_out, "denominator", denominator, /*row_stat_read=*/spec.normalize);
   check_final_state_grads(op, q, v, grad_final_state, grad_final_normalizer);
-  const at::Tensor qw = Backend::input(q), kw = Backend::input(k), vw = Backend::input(v), ow = Backend::input(out), gw = Backend::input(grad_out);
-  const at::Tensor den = normalize ? denominator.contiguous() : at::Tensor();
+  [[maybe_unused]] const auto device_guard = Backend::guard(q);
+  const at::Tensor qw = Backend::input(q), kw = Backend::input(k), vw = Backend::input(v);
+  const at::Tensor ow = Backend::input(out), gw = Backend::input(grad_out);
+  const at::Tensor den = spec.normalize ? denominator.contiguous() : at::Tensor();
   const OptionalTensor state0 = contiguous_or_none(initial_state);
   const OptionalTensor norm0 = contiguous_or_none(initial_normalizer);
   const OptionalTensor grad_state = contiguous_or_none(grad_final_state);
   const OptionalTensor grad_norm = contiguous_or_none(grad_final_normalizer);
 
-  LinearParams p = linear_params(qw, kw, vw, feature_map, causal, normalize, eps, scale);
+  LinearParams p = linear_params(spec, qw, kw, vw);
   const OptionalTensor lengths = as_key_lengths(key_lengths);
   p.key_lengths = key_lengths_data(lengths);
   const auto& s = p.shape;
@@ -179,7 +196,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> linear_at
   p.out = row_view(ow);
   p.initial_state = optional_data(state0);
   p.initial_normalizer = optional_data(norm0);
-  p.denominator.data = normalize ? den.data_ptr() : nullptr;
+  p.denominator.data = spec.normalize ? den.data_ptr() : nullptr;
   p.grad_out = row_view(gw);
   p.grad_final_state = optional_data(grad_state);
   p.grad_final_normalizer = optional_data(grad_norm);

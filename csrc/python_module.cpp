@@ -1,11 +1,52 @@
-// `import actattn._C` loads this library, whose static initialisers register the ops with torch.
-// The module itself is empty: everything is reached through torch.ops.actattn.
+// `import actattn._C` loads this library, whose static initialisers register the ops with torch. The
+// ops are reached through torch.ops.actattn; the module itself only carries the option names
+// (SCORE_ACTIVATIONS, FEATURE_MAPS, CAUSAL_ALIGNMENTS) from names.h, so that Python reads the table C++ parses with.
 #include <Python.h>
+
+#include "names.h"
+
+namespace {
+
+template <typename Enum, size_t N>
+PyObject* names_tuple(const std::array<actattn::NamedChoice<Enum>, N>& choices) {
+  PyObject* tuple = PyTuple_New(N);
+  if (tuple == nullptr) return nullptr;
+  for (size_t i = 0; i < N; ++i) {
+    PyObject* name = PyUnicode_FromString(choices[i].name);
+    if (name == nullptr) {
+      Py_DECREF(tuple);
+      return nullptr;
+    }
+    PyTuple_SET_ITEM(tuple, i, name);  // steals the reference
+  }
+  return tuple;
+}
+
+template <typename Enum, size_t N>
+bool add_names(PyObject* module, const char* attribute, const std::array<actattn::NamedChoice<Enum>, N>& choices) {
+  PyObject* tuple = names_tuple(choices);
+  if (tuple == nullptr) return false;
+  if (PyModule_AddObject(module, attribute, tuple) < 0) {  // steals the reference on success only
+    Py_DECREF(tuple);
+    return false;
+  }
+  return true;
+}
+
+}  // namespace
 
 extern "C" {
 PyMODINIT_FUNC PyInit__C(void) {
   static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", "actattn's registered torch operators", -1,
                                           nullptr};
-  return PyModule_Create(&module_def);
+  PyObject* module = PyModule_Create(&module_def);
+  if (module == nullptr) return nullptr;
+  if (!add_names(module, "SCORE_ACTIVATIONS", actattn::kScoreActivations) ||
+      !add_names(module, "FEATURE_MAPS", actattn::kFeatureMaps) ||
+      !add_names(module, "CAUSAL_ALIGNMENTS", actattn::kCausalAlignments)) {
+    Py_DECREF(module);
+    return nullptr;
+  }
+  return module;
 }
 }

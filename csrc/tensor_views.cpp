@@ -8,13 +8,14 @@ at::Tensor with_contiguous_rows(const at::Tensor& t) {
   return t.size(-1) == 1 || t.stride(-1) == 1 ? t : t.contiguous();
 }
 
-RowView row_view(const at::Tensor& t) {
+RowView row_view(const at::Tensor& t, int64_t head_group) {
   TORCH_INTERNAL_ASSERT(t.dim() == 4 && (t.numel() == 0 || t.size(3) == 1 || t.stride(3) == 1));
   RowView view;
   view.data = t.data_ptr();
   view.batch_stride = t.stride(0);
   view.head_stride = t.stride(1);
   view.row_stride = t.stride(2);
+  view.head_group = head_group;
   return view;
 }
 

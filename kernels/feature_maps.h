@@ -2,7 +2,8 @@
 // and, from the raw input x and g = dL/dphi(x), the gradient dL/dx, so the backward needs neither phi(q)
 // nor phi(k) saved. The gradient is a function of (x, g), not phi'(x) * g, because torch masks where a
 // map is flat (relu's 0 * NaN is 0 in torch, NaN as a product): gradients match torch's, NaN included.
-// Adding a map: one functor here, one enum value in params.h, one case in dispatch.h, one name in csrc.
+// Adding a map: one functor here, one enum value in params.h, one case in dispatch.h, one name in
+// csrc/names.h (which Python reads too), and its reference in python/actattn/reference.py.
 #pragma once
 
 #include <cmath>

@@ -1,4 +1,5 @@
-// Per-sequence key counts (padding) and the score constants that follow them, for every backend.
+// Per-sequence key counts (padding), the causal mask that follows them, and the score constants that
+// follow them, for every backend.
 #pragma once
 
 #include <cmath>
@@ -15,6 +16,22 @@ ACTATTN_HOST_DEVICE int64_t keys_of(const int64_t* key_lengths, int64_t b, int64
   const int64_t n = key_lengths[b];
   return n < 0 ? 0 : (n > k_len ? k_len : n);
 }
+
+// Causal: query i of a sequence with n keys sees keys j <= i + causal_offset, so j < i + 1 + offset.
+// The offset is 0 top-left aligned and n - q_len bottom-right aligned; with more queries than keys
+// it is negative, and the first rows then see no key at all (zero output, log-sum-exp -inf).
+ACTATTN_HOST_DEVICE int64_t causal_offset(const QuadraticParams& p, int64_t keys) {
+  return p.causal_bottom_right ? keys - p.shape.q_len : 0;
+}
+
+// Keys [0, causal_key_end) of n keys visible to query i under the causal mask (never past n, never < 0).
+ACTATTN_HOST_DEVICE int64_t causal_key_end(int64_t i, int64_t offset, int64_t keys) {
+  const int64_t end = i + 1 + offset;
+  return end < 0 ? 0 : (end > keys ? keys : end);
+}
+
+// The first query that sees key j under the causal mask (every later query sees it too).
+ACTATTN_HOST_DEVICE int64_t first_causal_query(int64_t j, int64_t offset) { return j - offset > 0 ? j - offset : 0; }
 
 // The bias and 1 / divisor of sequence b: sigmoid's default bias is -log(n) and relu's default divisor
 // n for its n keys (max(n, 1), so that a sequence without keys stays finite).

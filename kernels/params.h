@@ -5,6 +5,8 @@
 
 #include <cstdint>
 
+#include "host_device.h"
+
 namespace actattn {
 
 // Element type of q, k, v and the outputs. Accumulation is float32 for every type but float64.
@@ -19,11 +21,16 @@ enum class FeatureMapKind { kIdentity, kRelu, kElu };
 
 // A rank-4 tensor (batch, head, row, column) whose columns are contiguous (stride 1).
 // Kernels read the other three strides, so transposed views of (B, N, H, D) tensors need no copy.
+// head_group > 1 is grouped-query attention: kernels index every view by the query head h, and this
+// tensor's stored head h / head_group serves head_group consecutive query heads (k and v of GQA).
 struct RowView {
   void* data = nullptr;
   int64_t batch_stride = 0;
   int64_t head_stride = 0;
   int64_t row_stride = 0;
+  int64_t head_group = 1;
+
+  ACTATTN_HOST_DEVICE int64_t stored_head(int64_t h) const { return head_group == 1 ? h : h / head_group; }
 };
 
 // A contiguous (batch, head, row) tensor of per-row statistics (log-sum-exp, denominators).
@@ -32,7 +39,8 @@ struct RowStatsView {
 };
 
 // Sizes shared by every op: q is (batch, heads, q_len, qk_dim), k is (batch, heads, k_len, qk_dim),
-// v is (batch, heads, k_len, v_dim), the output is (batch, heads, q_len, v_dim).
+// v is (batch, heads, k_len, v_dim), the output is (batch, heads, q_len, v_dim). With grouped-query
+// attention k and v have fewer heads (RowView::head_group); `heads` counts the query heads.
 struct AttentionShape {
   int64_t batch = 0;
   int64_t heads = 0;
@@ -46,7 +54,10 @@ struct AttentionShape {
 struct QuadraticParams {
   ScalarKind dtype = ScalarKind::kFloat32;
   ScoreActivation activation = ScoreActivation::kSoftmax;
-  bool causal = false;  // key j is visible to query i iff j <= i (top-left aligned, like SDPA)
+  bool causal = false;  // key j is visible to query i iff j <= i + causal_offset(...) (key_lengths.h)
+  // Causal mask alignment: top-left (false: j <= i, SDPA's) or bottom-right (true: the last query sees
+  // every key of its sequence, j <= i + n - q_len for its n keys; FlashAttention >= 2.1, KV-cache decoding).
+  bool causal_bottom_right = false;
   AttentionShape shape;
   double scale = 1.0;
   double bias = 0.0;

@@ -23,20 +23,23 @@ def valid_calls():
     ops = torch.ops.actattn
     q, k, v = tensors()
     lengths = torch.tensor([N, N - 2])
-    out, lse = ops._attention_forward(q, k, v, "softmax", False, None, None, None, lengths)
+    # activation, causal, scale, bias, divisor, causal_alignment: every scalar option, in schema order.
+    options = ["softmax", False, None, None, None, "top_left"]
+    out, lse = ops._attention_forward(q, k, v, *options, lengths)
     grad = torch.randn_like(out)
     state, normalizer = torch.rand(B, H, D, D, dtype=torch.float64), torch.rand(B, H, D, dtype=torch.float64)
     lin_args = ["elu", True, True, 1e-6, None, state, normalizer, lengths]
     lin_out, _, _, den = ops._linear_attention_forward(q, k, v, *lin_args)
     grad_state, grad_normalizer = torch.randn_like(state), torch.randn_like(normalizer)
-    attention_names = {0: "q", 1: "k", 2: "v", 8: "key_lengths"}
+    attention_names = {0: "q", 1: "k", 2: "v", 3 + len(options): "key_lengths"}
     linear_names = {0: "q", 1: "k", 2: "v", 8: "initial_state", 9: "initial_normalizer", 10: "key_lengths"}
     return {
-        "attention": ([q, k, v, "softmax", False, None, None, None, lengths], attention_names),
-        "_attention_forward": ([q, k, v, "softmax", False, None, None, None, lengths], attention_names),
+        "attention": ([q, k, v, *options, lengths], attention_names),
+        "attention_with_lse": ([q, k, v, *options, lengths], attention_names),
+        "_attention_forward": ([q, k, v, *options, lengths], attention_names),
         "_attention_backward": (
-            [grad, q, k, v, out, lse, "softmax", False, None, None, None, lengths],
-            {0: "grad_out", 1: "q", 2: "k", 3: "v", 4: "out", 5: "log_sum_exp", 11: "key_lengths"},
+            [grad, q, k, v, out, lse, *options, lengths],
+            {0: "grad_out", 1: "q", 2: "k", 3: "v", 4: "out", 5: "log_sum_exp", 6 + len(options): "key_lengths"},
         ),
         "linear_attention": ([q, k, v, *lin_args], linear_names),
         "_linear_attention_forward": ([q, k, v, *lin_args], linear_names),
@@ -62,7 +65,7 @@ MUTATIONS = {
 }
 
 # Combinations that are valid calls, not errors: attention takes any number of queries.
-VALID = {("attention", "q", "rows"), ("_attention_forward", "q", "rows")}
+VALID = {("attention", "q", "rows"), ("attention_with_lse", "q", "rows"), ("_attention_forward", "q", "rows")}
 
 
 def cases():

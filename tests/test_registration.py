@@ -16,6 +16,9 @@ def attention_cases(device):
     yield (q, k, v), {"activation": "sigmoid", "causal": True, "bias": -1.0}
     yield (q, k, v), {"activation": "relu", "causal": False, "scale": 0.5, "divisor": 4.0}
     yield (q, k, v), {"activation": "sigmoid", "causal": False, "key_lengths": torch.tensor([11, 4], device=device)}
+    yield (q, k, v), {"activation": "relu", "causal": True, "causal_alignment": "bottom_right"}
+    q_gqa = q.detach()[:, :1].repeat(1, 4, 1, 1).requires_grad_()  # 4 query heads on 2 key/value heads
+    yield (q_gqa, k, v), {"activation": "softmax", "causal": True, "causal_alignment": "bottom_right"}
 
 
 def linear_cases(device):
@@ -34,6 +37,12 @@ def test_opcheck_attention(device):
         torch.library.opcheck(ops.attention.default, args, kwargs)
 
 
+def test_opcheck_attention_with_lse(device):
+    for args, kwargs in attention_cases(device):
+        if kwargs["activation"] == "softmax":
+            torch.library.opcheck(ops.attention_with_lse.default, args, kwargs)
+
+
 def test_opcheck_linear_attention(device):
     for args, kwargs in linear_cases(device):
         torch.library.opcheck(ops.linear_attention.default, args, kwargs)
@@ -42,8 +51,8 @@ def test_opcheck_linear_attention(device):
 def test_opcheck_forward_and_backward_ops(device):
     q, k, v = random_qkv((1, 2, 9, 11, 4, 3), device=device)
     lengths = torch.tensor([7], device=device)
-    for activation, key_lengths in (("softmax", None), ("relu", lengths)):
-        args = (q, k, v, activation, True, None, None, None, key_lengths)
+    for activation, alignment, key_lengths in (("softmax", "top_left", None), ("relu", "bottom_right", lengths)):
+        args = (q, k, v, activation, True, None, None, None, alignment, key_lengths)
         torch.library.opcheck(ops._attention_forward.default, args)
         out, lse = ops._attention_forward(*args)
         torch.library.opcheck(ops._attention_backward.default, (torch.ones_like(out), q, k, v, out, lse, *args[3:]))

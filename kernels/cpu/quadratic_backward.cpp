@@ -117,7 +117,9 @@ struct Backward {
         // Query rows stream past the tile kQueryBlock at a time: P and dS of the block, then
         // dV += P^T dO and dK += dS^T Q as register-blocked products with the block as the reduction
         // (a rank-kRows update per kRows rows would re-read and re-write dK and dV each time).
-        for (int64_t i = kCausal ? j0 : 0; tile.cols > 0 && i < s.q_len; i += kQueryBlock) {
+        // Causal: from the first query that sees the tile's first key (i + offset >= j0).
+        const int64_t first_row = kCausal ? first_causal_query(j0, tile.causal_offset) : 0;
+        for (int64_t i = first_row; tile.cols > 0 && i < s.q_len; i += kQueryBlock) {
           const int64_t block_rows = std::min(kQueryBlock, s.q_len - i);
           cpu::load_rows<T>(p.q, b, h, i, kQueryBlock, s.q_len, dk, scale, q_scaled.data());
           cpu::load_rows<T>(p.grad_out, b, h, i, kQueryBlock, s.q_len, dv, Acc(1), dout.data());
@@ -155,7 +157,7 @@ struct Backward {
         std::fill(grad_q.begin(), grad_q.end(), Acc(0));
         const int64_t keys = keys_of(p.key_lengths, b, s.k_len);
         const SequenceConstants<Acc> constants = sequence_constants<Acc>(p, b);
-        const int64_t key_end = kCausal ? std::min(i0 + rows, keys) : keys;
+        const int64_t key_end = kCausal ? causal_key_end(i0 + rows - 1, causal_offset(p, keys), keys) : keys;
         for (int64_t j0 = 0; j0 < key_end; j0 += kKeyTile) {
           tile.template load<T>(p, b, h, j0, std::min(kKeyTile, key_end - j0), /*transpose_v=*/true);
           for (int64_t r0 = 0; r0 < rows; r0 += kRows) {

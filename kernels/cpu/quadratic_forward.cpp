@@ -6,7 +6,8 @@
 // products (tile_gemm.h): scores S = Q K^T, the activation, then O += P V. Softmax runs the online
 // max/sum recurrence (FlashAttention): per tile the running max m and sum l are updated and the row
 // accumulator rescaled by exp(m_old - m_new), so no row of probabilities is ever stored. Sigmoid and
-// ReLU need no row state. Causal rows zero the probabilities of the keys after them.
+// ReLU need no row state. Causal rows zero the probabilities of the keys after them (key_lengths.h
+// aligns the mask top-left or bottom-right).
 // Memory: per thread one key/value tile and the block's rows, O(kKeyTile * (Dk + Dv) +
 // kQueryBlock * (Dk + Dv)); never N x N.
 // Saved for backward: the output and, for softmax only, the row log-sum-exp (batch * heads * q_len).
@@ -58,7 +59,8 @@ void forward_blocks(const QuadraticParams& p, const Activation activation) {
       std::fill(row_max.begin(), row_max.end(), kNegInf);
       std::fill(row_sum.begin(), row_sum.end(), Acc(0));
 
-      const int64_t key_end = kCausal ? std::min(i0 + rows, keys) : keys;
+      // Causal: keys up to the block's last row's (none when even that row sees none).
+      const int64_t key_end = kCausal ? causal_key_end(i0 + rows - 1, causal_offset(p, keys), keys) : keys;
       for (int64_t j0 = 0; j0 < key_end; j0 += kKeyTile) {
         tile.template load<T>(p, b, h, j0, std::min(kKeyTile, key_end - j0), /*transpose_v=*/false);
         for (int64_t r0 = 0; r0 < rows; r0 += kRows) {

@@ -8,6 +8,7 @@
 #include <limits>
 #include <vector>
 
+#include "../key_lengths.h"
 #include "../params.h"
 #include "row_math.h"
 #include "tile_gemm.h"
@@ -50,6 +51,7 @@ void transpose_block(const Acc* src, int64_t rows, int64_t cols, int64_t src_str
 template <typename Acc>
 struct KeyTile {
   int64_t start = 0, cols = 0;
+  int64_t causal_offset = 0;  // of the tile's sequence (key_lengths.h)
   std::vector<Acc> k_t, k, v_t, v;
 
   KeyTile(int64_t qk_dim, int64_t v_dim)
@@ -59,6 +61,7 @@ struct KeyTile {
   void load(const QuadraticParams& p, int64_t b, int64_t h, int64_t start_, int64_t cols_, bool transpose_v) {
     start = start_;
     cols = cols_;
+    causal_offset = actattn::causal_offset(p, keys_of(p.key_lengths, b, p.shape.k_len));
     const int64_t dk = p.shape.qk_dim, dv = p.shape.v_dim;
     for (int64_t t = 0; t < cols; ++t) {
       const T* kr = row_ptr<T>(p.k, b, h, start + t);
@@ -73,7 +76,7 @@ struct KeyTile {
   // Number of leading keys of the tile visible to query row i (all when not causal).
   int64_t visible_to(int64_t i, bool causal) const {
     if (!causal) return cols;
-    return std::clamp<int64_t>(i + 1 - start, 0, cols);
+    return std::clamp<int64_t>(i + 1 + causal_offset - start, 0, cols);
   }
 };
 

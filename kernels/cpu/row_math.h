@@ -11,7 +11,8 @@ namespace cpu {
 
 template <typename T>
 inline T* row_ptr(const RowView& view, int64_t b, int64_t h, int64_t n) {
-  return static_cast<T*>(view.data) + b * view.batch_stride + h * view.head_stride + n * view.row_stride;
+  return static_cast<T*>(view.data) + b * view.batch_stride + view.stored_head(h) * view.head_stride +
+         n * view.row_stride;
 }
 
 template <typename Acc, typename X, typename Y>

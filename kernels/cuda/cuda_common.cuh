@@ -18,7 +18,8 @@ constexpr int kWarp = 32;
 
 template <typename T>
 __device__ __forceinline__ T* row_ptr(const RowView& view, int64_t b, int64_t h, int64_t n) {
-  return static_cast<T*>(view.data) + b * view.batch_stride + h * view.head_stride + n * view.row_stride;
+  return static_cast<T*>(view.data) + b * view.batch_stride + view.stored_head(h) * view.head_stride +
+         n * view.row_stride;
 }
 
 // Conversions through float for the half types, direct otherwise.

@@ -95,7 +95,8 @@ __global__ void __launch_bounds__(kRowsPerBlock * kWarp)
   const int64_t j = row % s.k_len, bh = row / s.k_len, b = bh / s.heads, h = bh % s.heads;
   const SequenceConstants<Acc> constants = sequence_constants<Acc>(p, b);
   act.inv_divisor = constants.inv_divisor;
-  const bool padding = j >= keys_of(p.key_lengths, b, s.k_len);  // a padding key gets zero gradients
+  const int64_t keys = keys_of(p.key_lengths, b, s.k_len);
+  const bool padding = j >= keys;  // a padding key gets zero gradients
   load_shared(cuda::row_ptr<T>(p.k, b, h, j), s.qk_dim, Acc(1), k_shared[warp], lane);
   load_shared(cuda::row_ptr<T>(p.v, b, h, j), s.v_dim, Acc(1), v_shared[warp], lane);
   const Acc scale = Acc(p.scale);
@@ -104,7 +105,9 @@ __global__ void __launch_bounds__(kRowsPerBlock * kWarp)
 #pragma unroll
   for (int c = 0; c < kColsPerLane; ++c) grad_k[c] = grad_v[c] = Acc(0);
 
-  for (int64_t i0 = kCausal ? j : 0; !padding && i0 < s.q_len; i0 += kWarp) {  // every such query sees key j
+  // Causal: every query from the first that sees key j (i + offset >= j) sees it.
+  const int64_t first_row = kCausal ? first_causal_query(j, causal_offset(p, keys)) : 0;
+  for (int64_t i0 = first_row; !padding && i0 < s.q_len; i0 += kWarp) {
     const int n = static_cast<int>(min(int64_t(kWarp), s.q_len - i0));
     Acc prob = Acc(0), ds = Acc(0);
     if (lane < n) {
@@ -146,7 +149,7 @@ __global__ void __launch_bounds__(kRowsPerBlock * kWarp)
 #pragma unroll
   for (int c = 0; c < kColsPerLane; ++c) grad_q[c] = Acc(0);
 
-  const int64_t visible = kCausal ? min(i + 1, keys) : keys;
+  const int64_t visible = kCausal ? causal_key_end(i, causal_offset(p, keys), keys) : keys;
   for (int64_t j0 = 0; j0 < visible; j0 += kWarp) {
     const int n = static_cast<int>(min(int64_t(kWarp), visible - j0));
     Acc prob = Acc(0), ds = Acc(0);

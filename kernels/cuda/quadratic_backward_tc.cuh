@@ -78,6 +78,7 @@ __global__ void __launch_bounds__(kWarps * kWarp) key_grads_kernel(const Quadrat
   const int64_t k0 = int64_t(blockIdx.y) * kBlockRows;
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp, g = lane / 4, t = lane % 4;
   const int64_t keys = keys_of(p.key_lengths, b, s.k_len);
+  const int64_t offset = causal_offset(p, keys);  // causal: query i sees keys j <= i + offset
   const SequenceConstants<float> constants = sequence_constants<float>(p, b);
   act.inv_divisor = constants.inv_divisor;
   const float scale = static_cast<float>(p.scale);
@@ -95,7 +96,8 @@ __global__ void __launch_bounds__(kWarps * kWarp) key_grads_kernel(const Quadrat
   mma::zero(grad_v);
 
   // Padding keys (k0 >= keys) take no part: their gradients stay zero.
-  for (int64_t i0 = kCausal ? k0 : 0; k0 < keys && i0 < s.q_len; i0 += kQueries) {
+  // Causal: from the first query that sees key k0.
+  for (int64_t i0 = kCausal ? first_causal_query(k0, offset) : 0; k0 < keys && i0 < s.q_len; i0 += kQueries) {
     __syncthreads();  // K and V are in place; every warp is done with the previous query tile
     mma::load_tile<T, kQueries, kD>(q_tile, kLd, p.q, b, h, i0, s.q_len);
     mma::load_tile<T, kQueries, kD>(dout_tile, kLd, p.grad_out, b, h, i0, s.q_len);
@@ -118,7 +120,7 @@ __global__ void __launch_bounds__(kWarps * kWarp) key_grads_kernel(const Quadrat
       for (int r = 0; r < 4; ++r) {
         const int column = n * 8 + 2 * t + (r & 1);
         const int64_t i = i0 + column, j = key_rows[r >> 1];
-        const bool visible = i < s.q_len && j < keys && (!kCausal || j <= i);
+        const bool visible = i < s.q_len && j < keys && (!kCausal || j <= i + offset);
         pair_grads(act, visible, prob[n].x[r] * scale + constants.bias, dscore[n].x[r], lse_tile[column],
                    delta_tile[column], &prob[n].x[r], &dscore[n].x[r]);
       }
@@ -148,6 +150,7 @@ __global__ void __launch_bounds__(kWarps * kWarp) query_grads_kernel(const Quadr
   const int64_t q0 = int64_t(blockIdx.y) * kBlockRows;
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp, g = lane / 4, t = lane % 4;
   const int64_t keys = keys_of(p.key_lengths, b, s.k_len);
+  const int64_t offset = causal_offset(p, keys);  // causal: query i sees keys j <= i + offset
   const SequenceConstants<float> constants = sequence_constants<float>(p, b);
   act.inv_divisor = constants.inv_divisor;
   const float scale = static_cast<float>(p.scale);
@@ -174,7 +177,7 @@ __global__ void __launch_bounds__(kWarps * kWarp) query_grads_kernel(const Quadr
 
   mma::FragC grad_q[kGradTiles];
   mma::zero(grad_q);
-  const int64_t key_end = kCausal ? min(keys, q0 + kBlockRows) : keys;
+  const int64_t key_end = kCausal ? causal_key_end(q0 + kBlockRows - 1, offset, keys) : keys;
   for (int64_t k0 = 0; k0 < key_end; k0 += kKeys) {
     __syncthreads();  // every warp is done with the previous K and V tiles
     mma::load_tile<T, kKeys, kD>(k_tile, kLd, p.k, b, h, k0, keys);
@@ -192,7 +195,7 @@ __global__ void __launch_bounds__(kWarps * kWarp) query_grads_kernel(const Quadr
       for (int r = 0; r < 4; ++r) {
         const int half = r >> 1;
         const int64_t i = rows[half], j = k0 + n * 8 + 2 * t + (r & 1);
-        const bool visible = i < s.q_len && j < keys && (!kCausal || j <= i);
+        const bool visible = i < s.q_len && j < keys && (!kCausal || j <= i + offset);
         pair_grads(act, visible, prob[n].x[r] * scale + constants.bias, dscore[n].x[r], row_lse[half],
                    row_delta[half], &prob[n].x[r], &dscore[n].x[r]);
       }

@@ -51,7 +51,7 @@ __global__ void __launch_bounds__(kRowsPerBlock * kWarp)
   const Acc neg_inf = -std::numeric_limits<Acc>::infinity();
   Acc running_max = neg_inf, running_sum = Acc(0);
 
-  const int64_t visible = kCausal ? min(i + 1, keys) : keys;
+  const int64_t visible = kCausal ? causal_key_end(i, causal_offset(p, keys), keys) : keys;
   for (int64_t j0 = 0; j0 < visible; j0 += kWarp) {
     const int n = static_cast<int>(min(int64_t(kWarp), visible - j0));
     Acc score = neg_inf;

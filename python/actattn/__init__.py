@@ -6,10 +6,19 @@ Forward and backward kernels for CPU (and CUDA where built), registered as torch
 
 from . import nn, reference
 from ._ops import ops
-from .functional import FEATURE_MAPS, SCORE_ACTIVATIONS, LinearAttentionState, attention, linear_attention
+from .functional import (
+    CAUSAL_ALIGNMENTS,
+    FEATURE_MAPS,
+    SCORE_ACTIVATIONS,
+    LinearAttentionState,
+    attention,
+    linear_attention,
+    scaled_dot_product_attention,
+)
 from .nn import swap_attention
 
 __all__ = [
+    "CAUSAL_ALIGNMENTS",
     "FEATURE_MAPS",
     "SCORE_ACTIVATIONS",
     "LinearAttentionState",
@@ -18,6 +27,7 @@ __all__ = [
     "nn",
     "ops",
     "reference",
+    "scaled_dot_product_attention",
     "swap_attention",
 ]
 __version__ = "0.1.0"

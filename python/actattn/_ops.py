@@ -2,6 +2,11 @@
 
 import torch
 
-from . import _C  # noqa: F401  (registers torch.ops.actattn)
+from . import _C  # registers torch.ops.actattn
 
 ops = torch.ops.actattn
+
+# The option names, from the table the C++ ops parse with (csrc/names.h).
+SCORE_ACTIVATIONS = _C.SCORE_ACTIVATIONS
+FEATURE_MAPS = _C.FEATURE_MAPS
+CAUSAL_ALIGNMENTS = _C.CAUSAL_ALIGNMENTS

@@ -10,11 +10,19 @@ from typing import NamedTuple, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
+from torch.nn.attention.bias import CausalBias, CausalVariant
 
-from ._ops import ops
+from ._ops import CAUSAL_ALIGNMENTS, FEATURE_MAPS, SCORE_ACTIVATIONS, ops
 
-SCORE_ACTIVATIONS = ("softmax", "sigmoid", "relu")
-FEATURE_MAPS = ("identity", "relu", "elu")
+__all__ = [
+    "CAUSAL_ALIGNMENTS",
+    "FEATURE_MAPS",
+    "SCORE_ACTIVATIONS",
+    "LinearAttentionState",
+    "attention",
+    "linear_attention",
+    "scaled_dot_product_attention",
+]
 
 
 class LinearAttentionState(NamedTuple):
@@ -27,11 +35,6 @@ class LinearAttentionState(NamedTuple):
 
     kv: Tensor
     normalizer: Tensor
-
-
-def _check_choice(name: str, value: str, choices: Tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"actattn: {name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
 
 
 def _check_numbers(**options) -> None:
@@ -55,31 +58,62 @@ def attention(
     bias: Optional[float] = None,
     divisor: Optional[float] = None,
     key_lengths: Optional[Tensor] = None,
-) -> Tensor:
+    causal_alignment: str = "top_left",
+    return_lse: bool = False,
+) -> Union[Tensor, Tuple[Tensor, Tensor]]:
     """Quadratic attention ``O = act(scale * Q K^T + bias) / divisor @ V``, never materialising N x N.
 
     Args:
-        q: ``(B, H, Nq, Dk)``. k: ``(B, H, Nk, Dk)``. v: ``(B, H, Nk, Dv)``. Dk, Dv in 1..256.
-        activation: the score activation.
+        q: ``(B, H, Nq, Dk)``. k: ``(B, Hkv, Nk, Dk)``. v: ``(B, Hkv, Nk, Dv)``. Dk, Dv in 1..256.
+            ``Hkv`` divides ``H``: with fewer key/value heads than query heads (grouped-query or
+            multi-query attention) key/value head ``h // (H // Hkv)`` serves query head ``h``, read in
+            place (no copies); the backward returns ``dk``, ``dv`` summed over each group.
+        activation: the score activation, one of :data:`SCORE_ACTIVATIONS`.
             ``"softmax"``: row-wise softmax (Vaswani et al. 2017), computed flash-style; only the row
             log-sum-exp is kept for backward. ``bias`` and ``divisor`` must be None.
             ``"sigmoid"``: ``sigmoid(s + bias) / divisor`` with ``bias = -log(Nk)`` and ``divisor = 1``
             by default (Ramapuram et al. 2024).
             ``"relu"``: ``relu(s + bias) / divisor`` with ``bias = 0`` and ``divisor = Nk`` by default
             (Wortsman et al. 2023).
-        causal: query ``i`` sees keys ``j <= i``. With ``Nq != Nk`` the mask is aligned at the top-left,
-            as ``F.scaled_dot_product_attention(is_causal=True)`` does.
+        causal: a query sees no later key; ``causal_alignment`` says how queries line up with keys.
+        causal_alignment: one of :data:`CAUSAL_ALIGNMENTS`. ``"top_left"`` (default, as
+            ``F.scaled_dot_product_attention(is_causal=True)``): query ``i`` sees keys ``j <= i``.
+            ``"bottom_right"`` (FlashAttention >= 2.1; what a KV cache needs): the last query sees every
+            key, query ``i`` sees ``j <= i + n - Nq`` for a sequence of ``n`` keys (its key length when
+            ``key_lengths`` is given), so decoding the new queries against a cache equals the full causal
+            run. With more queries than keys the first queries then see no key and give zeros.
+            Ignored when ``causal`` is False.
         scale: multiplies ``Q K^T``; default ``1 / sqrt(Dk)``.
         key_lengths: optional ``(B,)`` integer tensor: sequence ``b`` has keys ``0 .. key_lengths[b] - 1``;
             the others are padding and take no part (values are clamped to ``[0, Nk]``). The
             length-dependent defaults (sigmoid's bias, relu's divisor) then use each sequence's length.
 
+        return_lse: softmax only: also return the row log-sum-exp ``(B, H, Nq)`` in float32 (float64 for
+            float64 inputs), ``-inf`` for a query that sees no key, to merge attention computed over
+            separate key blocks (split-KV, ring attention). It carries no gradient.
+
     Returns:
-        ``(B, H, Nq, Dv)`` in the dtype of q. A query that sees no key (only when ``Nk == 0``) gets zeros.
+        ``(B, H, Nq, Dv)`` in the dtype of q, or ``(out, lse)`` with ``return_lse``. A query that sees no
+        key gets zeros.
     """
-    _check_choice("activation", activation, SCORE_ACTIVATIONS)
     _check_numbers(scale=scale, bias=bias, divisor=divisor)
-    return ops.attention(q, k, v, activation, causal, scale, bias, divisor, key_lengths)
+    options = dict(
+        activation=activation,
+        causal=causal,
+        scale=scale,
+        bias=bias,
+        divisor=divisor,
+        causal_alignment=causal_alignment,
+        key_lengths=key_lengths,
+    )
+    if return_lse:
+        if activation != "softmax":
+            raise ValueError(
+                f"actattn.attention: return_lse=True needs activation='softmax' (only softmax normalises rows "
+                f"by a log-sum-exp); got {activation!r}"
+            )
+        return ops.attention_with_lse(q, k, v, **options)
+    return ops.attention(q, k, v, **options)
 
 
 def linear_attention(
@@ -123,7 +157,6 @@ def linear_attention(
     Returns:
         ``out`` of shape ``(B, H, Nq, Dv)``, or ``(out, state)`` when ``return_state``.
     """
-    _check_choice("feature_map", feature_map, FEATURE_MAPS)
     _check_numbers(eps=eps, scale=scale)
     state_kv, state_normalizer = None, None
     if initial_state is not None:
@@ -134,8 +167,111 @@ def linear_attention(
             )
         state_kv, state_normalizer = initial_state
     out, kv, normalizer = ops.linear_attention(
-        q, k, v, feature_map, causal, normalize, eps, scale, state_kv, state_normalizer, key_lengths
+        q,
+        k,
+        v,
+        feature_map=feature_map,
+        causal=causal,
+        normalize=normalize,
+        eps=eps,
+        scale=scale,
+        initial_state=state_kv,
+        initial_normalizer=state_normalizer,
+        key_lengths=key_lengths,
     )
     if return_state:
         return out, LinearAttentionState(kv, normalizer)
     return out
+
+
+def _as_heads_layout(t: Tensor, name: str) -> Tensor:
+    """SDPA's ``(N, ..., H, L, E)`` (or ``(N, L, E)``, ``(L, E)``) as actattn's ``(B, H, L, E)``."""
+    if t.dim() < 2:
+        raise ValueError(f"actattn.scaled_dot_product_attention: {name} must have at least 2 dimensions, got {t.dim()}")
+    if t.dim() == 2:
+        return t.unsqueeze(0).unsqueeze(0)
+    if t.dim() == 3:
+        return t.unsqueeze(1)
+    return t.reshape(-1, *t.shape[-3:])
+
+
+def scaled_dot_product_attention(
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    attn_mask: Optional[Tensor] = None,
+    dropout_p: float = 0.0,
+    is_causal: bool = False,
+    *,
+    scale: Optional[float] = None,
+    enable_gqa: bool = False,
+    activation: str = "softmax",
+    bias: Optional[float] = None,
+    divisor: Optional[float] = None,
+    key_lengths: Optional[Tensor] = None,
+) -> Tensor:
+    """``torch.nn.functional.scaled_dot_product_attention`` with a choice of score activation.
+
+    Same signature, shapes and semantics as torch's: ``query`` ``(N, ..., Hq, L, E)``, ``key``
+    ``(N, ..., H, S, E)``, ``value`` ``(N, ..., H, S, Ev)`` (3-D ``(N, L, E)`` and 2-D ``(L, E)`` too),
+    output ``(N, ..., Hq, L, Ev)``; ``is_causal`` masks top-left aligned; ``scale`` defaults to
+    ``1 / sqrt(E)``; ``enable_gqa`` lets ``H`` divide ``Hq``. With ``activation="softmax"`` (the default)
+    it computes what torch's does. ``activation``, ``bias``, ``divisor`` and ``key_lengths`` are
+    :func:`attention`'s options.
+
+    ``attn_mask`` may be torch's causal bias (``torch.nn.attention.bias.causal_upper_left`` /
+    ``causal_lower_right``): the causal mask aligned top-left or bottom-right (``causal_alignment``).
+    What it cannot do raises ``NotImplementedError`` naming the argument: any other ``attn_mask`` (an
+    arbitrary mask would need the ``L x S`` matrix the kernels never build; use ``is_causal`` and
+    ``key_lengths`` for causal and key-padding masks) and ``dropout_p > 0`` (attention dropout is not
+    implemented yet).
+    """
+    op = "actattn.scaled_dot_product_attention"
+    causal_alignment = "top_left"
+    if isinstance(attn_mask, CausalBias):
+        if is_causal:
+            raise ValueError(f"{op}: pass either is_causal=True or a causal attn_mask, not both (as torch's SDPA)")
+        is_causal = True
+        causal_alignment = "bottom_right" if attn_mask.variant == CausalVariant.LOWER_RIGHT else "top_left"
+        attn_mask = None
+    if attn_mask is not None:
+        raise NotImplementedError(
+            f"{op}: attn_mask is not supported (an arbitrary mask needs the L x S matrix the kernels never "
+            "build); use is_causal=True for a causal mask and key_lengths= for key padding"
+        )
+    if dropout_p != 0.0:
+        raise NotImplementedError(
+            f"{op}: dropout_p={dropout_p} is not supported (attention dropout is not implemented yet); "
+            "pass dropout_p=0.0, e.g. `dropout_p if self.training else 0.0` only in evaluation"
+        )
+    if query.dim() != key.dim() or key.dim() != value.dim():
+        raise ValueError(
+            f"{op}: query, key and value must have the same number of dimensions, got {tuple(query.shape)}, "
+            f"{tuple(key.shape)}, {tuple(value.shape)}"
+        )
+    if query.shape[:-3] != key.shape[:-3] or key.shape[:-3] != value.shape[:-3]:
+        raise ValueError(
+            f"{op}: query, key and value must have the same batch dimensions (no broadcasting), got "
+            f"{tuple(query.shape)}, {tuple(key.shape)}, {tuple(value.shape)}"
+        )
+    if query.dim() >= 4 and query.shape[-3] != key.shape[-3] and not enable_gqa:
+        raise ValueError(
+            f"{op}: query has {query.shape[-3]} heads and key/value {key.shape[-3]}; pass enable_gqa=True for "
+            "grouped-query attention"
+        )
+    q, k, v = (_as_heads_layout(t, name) for t, name in ((query, "query"), (key, "key"), (value, "value")))
+    if key_lengths is not None and query.dim() >= 4:
+        key_lengths = key_lengths.reshape(-1)
+    out = attention(
+        q,
+        k,
+        v,
+        activation=activation,
+        causal=is_causal,
+        scale=scale,
+        bias=bias,
+        divisor=divisor,
+        key_lengths=key_lengths,
+        causal_alignment=causal_alignment,
+    )
+    return out.reshape(*query.shape[:-1], value.shape[-1])

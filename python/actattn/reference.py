@@ -19,9 +19,20 @@ def default_scale(head_dim: int) -> float:
     return 1.0 / math.sqrt(head_dim)
 
 
-def causal_mask(q_len: int, k_len: int, device=None) -> Tensor:
-    """Query i sees key j iff j <= i (top-left aligned, like SDPA's is_causal)."""
-    return torch.ones(q_len, k_len, dtype=torch.bool, device=device).tril()
+def causal_mask(q_len: int, k_len: int, device=None, offsets: Optional[Tensor] = None) -> Tensor:
+    """Query i sees key j iff j <= i + offset: (Nq, Nk) with offset 0 (top-left aligned, like SDPA's
+    is_causal), or (B, 1, Nq, Nk) with one offset per sequence (bottom-right: its keys - Nq)."""
+    if offsets is None:
+        return torch.ones(q_len, k_len, dtype=torch.bool, device=device).tril()
+    i = torch.arange(q_len, device=device).view(-1, 1)
+    j = torch.arange(k_len, device=device).view(1, -1)
+    return j <= i + offsets.to(device).view(-1, 1, 1, 1)
+
+
+def repeat_kv_heads(t: Tensor, heads: int) -> Tensor:
+    """Grouped-query attention: (B, Hkv, N, D) -> (B, heads, N, D), each stored head serving
+    heads / Hkv consecutive query heads."""
+    return t.repeat_interleave(heads // t.shape[1], dim=1)
 
 
 def key_mask(key_lengths: Optional[Tensor], batch: int, k_len: int, device=None) -> Tensor:
@@ -29,6 +40,17 @@ def key_mask(key_lengths: Optional[Tensor], batch: int, k_len: int, device=None)
     if key_lengths is None:
         return torch.ones(batch, 1, 1, k_len, dtype=torch.bool, device=device)
     return (torch.arange(k_len, device=device) < key_lengths.to(device).view(-1, 1, 1, 1))
+
+
+def causal_offsets(q: Tensor, k: Tensor, key_lengths: Optional[Tensor], causal_alignment: str) -> Optional[Tensor]:
+    """None top-left; bottom-right, each sequence's key count minus Nq."""
+    if causal_alignment == "top_left":
+        return None
+    if causal_alignment != "bottom_right":
+        raise ValueError(f"unknown causal_alignment {causal_alignment!r}")
+    k_len = k.shape[-2]
+    keys = torch.full((q.shape[0],), k_len) if key_lengths is None else key_lengths.cpu().clamp(0, k_len)
+    return keys - q.shape[-2]
 
 
 def attention(
@@ -41,7 +63,9 @@ def attention(
     bias: Optional[float] = None,
     divisor: Optional[float] = None,
     key_lengths: Optional[Tensor] = None,
+    causal_alignment: str = "top_left",
 ) -> Tensor:
+    k, v = repeat_kv_heads(k, q.shape[1]), repeat_kv_heads(v, q.shape[1])
     batch, k_len = q.shape[0], k.shape[-2]
     # Keys per sequence, at least 1 so that the length-dependent defaults stay finite.
     keys = (torch.full((batch,), k_len) if key_lengths is None else key_lengths.cpu().clamp(0, k_len)).clamp(min=1)
@@ -50,7 +74,8 @@ def attention(
     scores = scale * (q @ k.transpose(-2, -1))
     visible = key_mask(key_lengths, batch, k_len, q.device)
     if causal:
-        visible = visible & causal_mask(q.shape[-2], k_len, q.device)
+        offsets = causal_offsets(q, k, key_lengths, causal_alignment)
+        visible = visible & causal_mask(q.shape[-2], k_len, q.device, offsets)
     if activation == "softmax":
         scores = scores.masked_fill(~visible, float("-inf"))
         # A row without any visible key gives 0, not the NaN of softmax over nothing; a NaN from the

@@ -1,6 +1,7 @@
 // C++ test, run by CTest: the ops and their backward from LibTorch, checked against plain ATen math.
 // Prints "N passed, N failed" and exits non-zero on any failure.
 #include <actattn.h>
+#include <ATen/autocast_mode.h>
 #include <torch/torch.h>
 
 #include <cmath>
@@ -111,6 +112,30 @@ void test_key_lengths() {
   }
 }
 
+// From C++ too: a decoding step against a cache shared by grouped heads equals the full causal run, and
+// autocast casts the inputs.
+void test_decoding_grouped_heads_and_autocast() {
+  torch::manual_seed(3);
+  const auto options = torch::dtype(torch::kFloat64);
+  at::Tensor q = torch::randn({1, 4, 12, 8}, options);
+  at::Tensor k = torch::randn({1, 2, 12, 8}, options);
+  at::Tensor v = torch::randn({1, 2, 12, 6}, options);
+  using at::indexing::Slice;
+  at::Tensor full = actattn::attention(q, k, v, {.causal = true});
+  at::Tensor repeated = actattn::attention(q, k.repeat_interleave(2, 1), v.repeat_interleave(2, 1), {.causal = true});
+  check("grouped heads == repeated heads", close(full, repeated));
+  at::Tensor step = actattn::attention(q.index({Slice(), Slice(), Slice(9, 12)}), k, v,
+                                       {.causal = true, .causal_alignment = "bottom_right"});
+  check("bottom-right decoding step == full causal run", close(step, full.index({Slice(), Slice(), Slice(9, 12)})));
+
+  at::autocast::set_autocast_enabled(at::kCPU, true);
+  at::autocast::set_autocast_dtype(at::kCPU, at::kBFloat16);
+  const at::Tensor out = actattn::attention(q.to(at::kFloat), k.to(at::kFloat), v.to(at::kFloat));
+  at::autocast::set_autocast_enabled(at::kCPU, false);
+  at::autocast::clear_cache();
+  check("autocast casts to bfloat16", out.scalar_type() == at::kBFloat16);
+}
+
 void test_bad_input_throws() {
   at::Tensor q = torch::randn({1, 1, 4, 2});
   bool threw = false;
@@ -128,6 +153,7 @@ int main() {
   test_attention_forward_and_backward();
   test_linear_attention_state_and_backward();
   test_key_lengths();
+  test_decoding_grouped_heads_and_autocast();
   test_bad_input_throws();
   std::cout << passed << " passed, " << failed << " failed\n";
   return failed == 0 ? 0 : 1;

@@ -14,6 +14,7 @@
 #include "emulated_tensors.h"
 // clang-format on
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <string>
@@ -36,12 +37,14 @@ struct Case {
   bool padded;        // key_lengths shorter than k_len for some sequences
   bool interleaved;   // (B, N, H, D) memory viewed as (B, H, N, D)
   bool half;          // float16 instead of bfloat16
+  bool bottom_right = false;  // causal mask aligned bottom-right (kernels/key_lengths.h)
 
   std::string name() const {
     const char* act[] = {"softmax", "sigmoid", "relu"};
     char buf[160];
     std::snprintf(buf, sizeof buf, "%s %s%s%s%s B%lld H%lld Nq%lld Nk%lld D%lld", half ? "fp16" : "bf16",
-                  act[static_cast<int>(activation)], causal ? " causal" : "", padded ? " padded" : "",
+                  act[static_cast<int>(activation)], causal ? (bottom_right ? " causal-br" : " causal") : "",
+                  padded ? " padded" : "",
                   interleaved ? " interleaved" : "", (long long)batch, (long long)heads, (long long)q_len,
                   (long long)k_len, (long long)dim);
     return buf;
@@ -83,7 +86,8 @@ Reference reference(const Case& c, const Tensor16<T>& q, const Tensor16<T>& k, c
     for (int64_t h = 0; h < c.heads; ++h) {
       const int64_t bh = b * c.heads + h;
       for (int64_t i = 0; i < c.q_len; ++i) {
-        const int64_t visible = c.causal ? std::min(i + 1, keys) : keys;
+        const int64_t offset = c.bottom_right ? keys - c.q_len : 0;
+        const int64_t visible = c.causal ? std::clamp<int64_t>(i + 1 + offset, 0, keys) : keys;
         std::vector<double> s(visible), p(visible), dp(visible);
         for (int64_t j = 0; j < visible; ++j) {
           double dot = 0;
@@ -169,9 +173,10 @@ bool check_case(const Case& c, std::mt19937& gen) {
   QuadraticParams p;
   p.activation = c.activation;
   p.causal = c.causal;
+  p.causal_bottom_right = c.bottom_right;
   p.shape = AttentionShape{c.batch, c.heads, c.q_len, c.k_len, kD, kD};
   p.scale = scale;
-  // The op's defaults (csrc/options.cpp): sigmoid's bias -log(n), relu's divisor n.
+  // The op's defaults (csrc/op_options.cpp): sigmoid's bias -log(n), relu's divisor n.
   p.bias_follows_keys = c.activation == ScoreActivation::kSigmoid;
   p.divisor_follows_keys = c.activation == ScoreActivation::kRelu;
   p.key_lengths = c.padded ? lengths.data() : nullptr;
@@ -222,8 +227,10 @@ bool check_case(const Case& c, std::mt19937& gen) {
   // bfloat16 keeps 8 significant bits, float16 11: P and the outputs are rounded to them, and gradients
   // sum many such terms (measured: under 8e-3 and 8e-4). Index or mask errors show as O(1) errors or NaN.
   const double tol = std::is_same_v<T, __half> ? 2e-3 : 1.5e-2;
-  const double errors[] = {relative_error(out, ref.out), relative_error(dq, ref.dq), relative_error(dk, ref.dk),
-                           relative_error(dv, ref.dv)};
+  // dq and dk relative to at least 1e-2: inputs are standard normal, so the score-gradient terms are O(1)
+  // and every case's true dq, dk are far above it, except where they cancel to exactly 0.
+  const double errors[] = {relative_error(out, ref.out), relative_error(dq, ref.dq, 1e-2),
+                           relative_error(dk, ref.dk, 1e-2), relative_error(dv, ref.dv)};
   bool ok = lse_err <= 1e-2;
   for (double e : errors) ok = ok && e <= tol;
   std::printf("%-4s %-62s out %.1e dq %.1e dk %.1e dv %.1e lse %.1e\n", ok ? "ok" : "FAIL", c.name().c_str(),
@@ -243,6 +250,12 @@ int main(int argc, char** argv) {
       cases.push_back({2, 1, 65, 130, 64, act, causal, true, true, false});    // Nq != Nk, padding, strides
       cases.push_back({1, 1, 130, 33, 128, act, causal, false, false, false}); // D = 128, Nq > Nk
     }
+  }
+  for (ScoreActivation act : acts) {
+    // Bottom-right causal: decoding a few queries against a padded cache; more queries than keys (the
+    // first rows see no key).
+    cases.push_back({2, 1, 17, 130, 64, act, true, true, true, false, true});
+    cases.push_back({1, 2, 130, 33, 128, act, true, false, false, false, true});
   }
   cases.push_back({2, 2, 64, 64, 64, ScoreActivation::kSoftmax, true, true, false, true});  // float16
   cases.push_back({1, 1, 1, 1, 128, ScoreActivation::kSoftmax, false, false, true, true});

@@ -1,0 +1,189 @@
+"""Using actattn where SDPA is used: grouped-query attention, the SDPA-shaped function, autocast, the
+shared table of option names, and swap_attention's warning (issue #10)."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import actattn
+from actattn import reference
+from conftest import assert_within_twice_composite, grads, random_like, random_qkv
+
+ACTIVATIONS = list(actattn.SCORE_ACTIVATIONS)
+
+
+def grouped_qkv(batch, heads, kv_heads, q_len, k_len, dim, dtype=torch.float64, device="cpu", seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    q = torch.randn(batch, heads, q_len, dim, generator=gen, dtype=torch.float64)
+    k = torch.randn(batch, kv_heads, k_len, dim, generator=gen, dtype=torch.float64)
+    v = torch.randn(batch, kv_heads, k_len, dim + 1, generator=gen, dtype=torch.float64)
+    return [t.to(device=device, dtype=dtype).requires_grad_() for t in (q, k, v)]
+
+
+# (heads, kv_heads): multi-query, grouped, and groups of one (ordinary attention through the same path).
+@pytest.mark.parametrize("heads,kv_heads", [(4, 1), (6, 2), (3, 3)])
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_grouped_query_attention_matches_repeated_heads(activation, causal, heads, kv_heads, device):
+    q, k, v = grouped_qkv(2, heads, kv_heads, 37, 70, 16, device=device)
+    lengths = torch.tensor([70, 41], device=device)
+    out = actattn.attention(q, k, v, activation=activation, causal=causal, key_lengths=lengths)
+    expected = reference.attention(q, k, v, activation, causal, key_lengths=lengths)
+    torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-12)
+    grad_out = random_like(out)
+    got, want = grads(out, (q, k, v), grad_out), grads(expected, (q, k, v), grad_out)
+    for g, w, t, name in zip(got, want, (q, k, v), "qkv"):
+        assert g.shape == t.shape, f"grad_{name} has the shape of {name}"
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12, msg=lambda m: f"grad_{name}: {m}")
+
+
+def test_grouped_query_attention_gradcheck():
+    q, k, v = grouped_qkv(1, 4, 2, 5, 7, 3)
+    for activation in ACTIVATIONS:
+        torch.autograd.gradcheck(
+            lambda q, k, v: actattn.attention(q, k, v, activation=activation, causal=True), (q, k, v)
+        )
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_grouped_query_attention_low_precision(dtype, device):
+    q, k, v = grouped_qkv(1, 4, 2, 70, 70, 32, device=device)
+    assert_within_twice_composite(
+        lambda q, k, v: actattn.attention(q, k, v, activation="sigmoid"),
+        lambda q, k, v: reference.attention(q, k, v, "sigmoid"),
+        (q, k, v),
+        dtype,
+    )
+
+
+def test_grouped_query_attention_opcheck():
+    q, k, v = grouped_qkv(1, 4, 2, 9, 11, 8)
+    torch.library.opcheck(torch.ops.actattn.attention.default, (q, k, v), {"activation": "relu", "causal": True})
+
+
+def test_grouped_heads_that_do_not_divide_raise():
+    q, k, v = grouped_qkv(1, 4, 3, 5, 5, 8)
+    with pytest.raises(ValueError, match=r"number of query heads \(4\) must be a multiple"):
+        actattn.attention(q, k, v)
+
+
+def test_linear_attention_names_grouped_heads_as_not_implemented():
+    q, k, v = grouped_qkv(1, 4, 2, 5, 5, 8)
+    with pytest.raises(NotImplementedError, match="grouped-query attention .* not implemented for linear"):
+        actattn.linear_attention(q, k, v)
+
+
+# SDPA's shapes: (N, ..., H, L, E), (N, L, E) and (L, E).
+@pytest.mark.parametrize(
+    "q_shape,kv_shape",
+    [((2, 3, 10, 8), (2, 3, 12, 8)), ((2, 2, 3, 10, 8), (2, 2, 3, 12, 8)), ((2, 10, 8), (2, 12, 8)), ((10, 8), (12, 8))],
+    ids=["4d", "5d", "3d", "2d"],
+)
+@pytest.mark.parametrize("is_causal", [False, True])
+def test_sdpa_signature_and_shapes_match_torch(q_shape, kv_shape, is_causal, device):
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(s, generator=gen, dtype=torch.float64).to(device) for s in (q_shape, kv_shape, kv_shape))
+    out = actattn.scaled_dot_product_attention(q, k, v, is_causal=is_causal)
+    assert out.shape == q.shape
+    torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v, is_causal=is_causal))
+    positional = (None, 0.0, is_causal)  # attn_mask, dropout_p, is_causal, in SDPA's order
+    out = actattn.scaled_dot_product_attention(q, k, v, *positional, scale=0.3)
+    torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v, *positional, scale=0.3))
+
+
+def test_sdpa_grouped_query_attention_matches_torch(device):
+    gen = torch.Generator().manual_seed(0)
+    q = torch.randn(2, 8, 10, 16, generator=gen, dtype=torch.float64, device="cpu").to(device).requires_grad_()
+    k = torch.randn(2, 2, 10, 16, generator=gen, dtype=torch.float64).to(device).requires_grad_()
+    v = torch.randn(2, 2, 10, 16, generator=gen, dtype=torch.float64).to(device).requires_grad_()
+    out = actattn.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+    expected = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+    torch.testing.assert_close(out, expected)
+    grad_out = random_like(out)
+    for g, w in zip(grads(out, (q, k, v), grad_out), grads(expected, (q, k, v), grad_out)):
+        torch.testing.assert_close(g, w)
+    with pytest.raises(ValueError, match="enable_gqa=True"):
+        actattn.scaled_dot_product_attention(q, k, v)
+
+
+def test_sdpa_other_activations_are_attention():
+    q, k, v = random_qkv((2, 2, 9, 9, 4, 4))
+    lengths = torch.tensor([9, 5])
+    for activation in ("sigmoid", "relu"):
+        out = actattn.scaled_dot_product_attention(q, k, v, is_causal=True, activation=activation, key_lengths=lengths)
+        torch.testing.assert_close(out, reference.attention(q, k, v, activation, True, key_lengths=lengths))
+
+
+@pytest.mark.parametrize(
+    "kwargs,name",
+    [({"attn_mask": torch.ones(9, 9, dtype=torch.bool)}, "attn_mask"), ({"dropout_p": 0.1}, "dropout_p")],
+)
+def test_sdpa_names_what_it_cannot_do(kwargs, name):
+    q, k, v = random_qkv((1, 2, 9, 9, 4, 4))
+    with pytest.raises(NotImplementedError, match=name):
+        actattn.scaled_dot_product_attention(q, k, v, **kwargs)
+
+
+def test_sdpa_rejects_mismatched_batch_dims():
+    q, k, v = random_qkv((2, 2, 9, 9, 4, 4))
+    with pytest.raises(ValueError, match="same batch dimensions"):
+        actattn.scaled_dot_product_attention(q, k[:1], v[:1])
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_autocast_casts_like_sdpa(activation):
+    q, k, v = (t.float().requires_grad_() for t in random_qkv((1, 2, 40, 40, 16, 16)))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = actattn.attention(q, k, v, activation=activation, causal=True)
+        expected = reference.attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), activation, True)
+        sdpa = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    assert out.dtype == torch.bfloat16 and sdpa.dtype == torch.bfloat16
+    exact = reference.attention(q.bfloat16().double(), k.bfloat16().double(), v.bfloat16().double(), activation, True)
+    assert (out.double() - exact).abs().max() <= 2 * (expected.double() - exact).abs().max() + 1e-6
+    out.float().sum().backward()
+    assert q.grad.dtype == torch.float32 and k.grad is not None and v.grad is not None
+
+
+def test_autocast_accepts_mixed_input_dtypes():
+    q, k, v = random_qkv((1, 2, 8, 8, 16, 16), dtype=torch.float32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = actattn.attention(q.bfloat16(), k, v)
+        linear_out, state = actattn.linear_attention(q, k.bfloat16(), v, causal=True, return_state=True)
+    assert out.dtype == linear_out.dtype == torch.bfloat16
+    assert state.kv.dtype == state.normalizer.dtype == torch.float32, "the state keeps its float32 accumulation"
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        actattn.linear_attention(q, k, v, causal=True, initial_state=state)
+
+
+def test_autocast_leaves_float64_alone():
+    q, k, v = random_qkv((1, 1, 4, 4, 8, 8))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert actattn.attention(q, k, v).dtype == torch.float64
+
+
+def test_option_names_come_from_one_table():
+    assert actattn.SCORE_ACTIVATIONS == ("softmax", "sigmoid", "relu")
+    assert actattn.FEATURE_MAPS == ("identity", "relu", "elu")
+    q, k, v = random_qkv((1, 1, 4, 4, 8, 8))
+    with pytest.raises(ValueError, match="activation must be one of 'softmax', 'sigmoid', 'relu'; got 'tanh'"):
+        actattn.attention(q, k, v, activation="tanh")
+    with pytest.raises(ValueError, match="feature_map must be one of 'identity', 'relu', 'elu'; got 'exp'"):
+        actattn.linear_attention(q, k, v, feature_map="exp")
+
+
+class OwnAttention(nn.Module):
+    """A block that calls F.scaled_dot_product_attention itself, as Hugging Face models do."""
+
+    def forward(self, x):
+        return F.scaled_dot_product_attention(x, x, x)
+
+
+def test_swap_attention_warns_when_nothing_is_swapped():
+    with pytest.warns(UserWarning, match="no torch.nn.MultiheadAttention"):
+        actattn.swap_attention(OwnAttention(), "sigmoid")
+    with pytest.raises(ValueError, match="no torch.nn.MultiheadAttention"):
+        actattn.swap_attention(OwnAttention(), "sigmoid", strict=True)
+    layer = nn.TransformerEncoderLayer(16, 2, batch_first=True)
+    swapped = actattn.swap_attention(layer, "sigmoid", strict=True)
+    assert isinstance(swapped.self_attn, actattn.nn.MultiheadAttention)
