@@ -47,7 +47,7 @@ def test_matches_torch_causal_kdim_vdim_unbatched(device):
     mask = nn.Transformer.generate_square_subsequent_mask(7, device=device, dtype=torch.float64)[:, :7]
     q7, k7, v7 = q, k[:, :7], v[:, :7]
     want, _ = reference(q7, k7, v7, attn_mask=mask, need_weights=False)
-    got, weights = ours(q7, k7, v7, attn_mask=mask)
+    got, weights = ours(q7, k7, v7, attn_mask=mask, need_weights=False)
     assert weights is None
     torch.testing.assert_close(got, want)
     got_causal, _ = ours(q7, k7, v7, is_causal=True)
@@ -141,3 +141,28 @@ def test_unsupported_uses_raise(device):
         training(q, k, v)
     training.eval()
     training(q, k, v)  # dropout is inactive in eval mode: fine
+
+
+@pytest.mark.parametrize("mask_dtype", [torch.bool, torch.float32])
+def test_compiles_fullgraph_with_masks(mask_dtype):
+    torch.manual_seed(0)
+    module = MultiheadAttention(16, 2, batch_first=True, attention="sigmoid")
+    x = torch.randn(2, 9, 16)
+    padding = torch.arange(9) >= torch.tensor([[9], [6]])
+    causal = torch.ones(9, 9, dtype=torch.bool).triu(1)
+    if mask_dtype == torch.float32:
+        padding, causal = (torch.zeros(m.shape).masked_fill(m, float("-inf")) for m in (padding, causal))
+
+    def run(x, padding, causal):
+        return module(x, x, x, key_padding_mask=padding, attn_mask=causal, is_causal=True, need_weights=False)[0]
+
+    compiled = torch.compile(run, fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(x, padding, causal), run(x, padding, causal))
+    left_padding = padding.flip(-1)  # not right padding: the in-graph check raises when the graph runs
+    with pytest.raises(RuntimeError, match="right padding"):
+        compiled(x, left_padding, causal)
+
+
+def test_need_weights_defaults_to_true_as_torchs():
+    out, weights = MultiheadAttention(8, 2, batch_first=True)(*(torch.randn(1, 3, 8),) * 3)
+    assert weights is not None and weights.shape == (1, 3, 3)

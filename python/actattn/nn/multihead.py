@@ -24,7 +24,10 @@ class MultiheadAttention(nn.Module):
     ``attn_mask`` must be a causal mask (or absent; ``is_causal=True`` alone is enough),
     ``key_padding_mask`` must pad at the end of each sequence (right padding), attention dropout in
     training (``dropout > 0``) and ``add_bias_kv`` / ``add_zero_attn`` are not supported.
-    ``need_weights=True`` materialises the (B, L, S) weights for inspection; it defaults to False.
+    ``need_weights=True`` (the default, as torch's) materialises the (B, L, S) weights for inspection;
+    pass ``need_weights=False`` (as ``nn.TransformerEncoderLayer`` does) to skip them.
+    Under ``torch.compile(fullgraph=True)`` masks work without graph breaks; a causal ``attn_mask``
+    then needs ``is_causal=True``, torch's hint, since its values are only checked when the graph runs.
     """
 
     def __init__(
@@ -114,7 +117,7 @@ class MultiheadAttention(nn.Module):
         key: Tensor,
         value: Tensor,
         key_padding_mask: Optional[Tensor] = None,
-        need_weights: bool = False,
+        need_weights: bool = True,
         attn_mask: Optional[Tensor] = None,
         average_attn_weights: bool = True,
         is_causal: bool = False,
@@ -174,13 +177,21 @@ def _blocked(mask: Tensor, name: str) -> Tensor:
         return mask
     if not mask.is_floating_point():
         raise TypeError(f"actattn: {name} must be a bool or float tensor, got {mask.dtype}")
-    if not ((mask == 0) | (mask == float("-inf"))).all():
-        raise NotImplementedError(f"actattn: {name} may hold only 0 and -inf (additive score biases are not supported)")
+    only_blocks = ((mask == 0) | (mask == float("-inf"))).all()
+    message = f"actattn: {name} may hold only 0 and -inf (additive score biases are not supported)"
+    if torch.compiler.is_compiling():
+        torch._assert_async(only_blocks, message)
+    elif not only_blocks:
+        raise NotImplementedError(message)
     return mask == float("-inf")
 
 
 def _causal_from_mask(attn_mask: Optional[Tensor], is_causal: bool, q_len: int, k_len: int) -> bool:
-    """Whether the call is causal: attn_mask must be absent, empty of blocks, or the causal mask."""
+    """Whether the call is causal: attn_mask must be absent, empty of blocks, or the causal mask.
+
+    Under torch.compile the mask's values are not known while tracing, so ``is_causal`` (torch's hint
+    that attn_mask is causal) decides, and the check that the mask agrees runs in the graph
+    (``torch._assert_async``): no graph break, and a wrong mask still raises."""
     if attn_mask is None:
         return is_causal
     if attn_mask.dim() != 2 or attn_mask.shape != (q_len, k_len):
@@ -189,11 +200,20 @@ def _causal_from_mask(attn_mask: Optional[Tensor], is_causal: bool, q_len: int, 
         )
     blocked = _blocked(attn_mask, "attn_mask")
     causal_blocks = torch.ones(q_len, k_len, dtype=torch.bool, device=blocked.device).triu(diagonal=1)
+    message = "actattn: attn_mask must be the causal mask (query i sees keys j <= i); got another mask"
+    if torch.compiler.is_compiling():
+        if not is_causal:
+            raise NotImplementedError(
+                "actattn: under torch.compile pass is_causal=True with a causal attn_mask (the mask's values are "
+                "not known while tracing)"
+            )
+        torch._assert_async((blocked == causal_blocks).all(), message)
+        return True
     if torch.equal(blocked, causal_blocks):
         return True
     if not blocked.any() and not is_causal:
         return False
-    raise NotImplementedError("actattn: attn_mask must be the causal mask (query i sees keys j <= i); got another mask")
+    raise NotImplementedError(message)
 
 
 def _lengths_from_padding_mask(mask: Optional[Tensor], batch: int, k_len: int) -> Optional[Tensor]:
@@ -205,8 +225,9 @@ def _lengths_from_padding_mask(mask: Optional[Tensor], batch: int, k_len: int) -
     padding = _blocked(mask, "key_padding_mask")
     lengths = (~padding).sum(dim=1)
     expected = torch.arange(k_len, device=padding.device) >= lengths.unsqueeze(1)
-    if not torch.equal(padding, expected):
-        raise NotImplementedError(
-            "actattn: key_padding_mask must pad at the end of each sequence (right padding); got padding elsewhere"
-        )
+    message = "actattn: key_padding_mask must pad at the end of each sequence (right padding); got padding elsewhere"
+    if torch.compiler.is_compiling():  # checked in the graph: no data-dependent branch while tracing
+        torch._assert_async((padding == expected).all(), message)
+    elif not torch.equal(padding, expected):
+        raise NotImplementedError(message)
     return lengths
