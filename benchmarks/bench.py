@@ -62,7 +62,11 @@ def timed_or_none(fn, device: str, repeats: int, backward: bool):
 
 
 def fmt(value) -> str:
-    return "OOM" if value is None else f"{value:.2f}"
+    """Two decimals; three significant digits below 0.1, so that a short time or a small ratio never
+    prints as 0.00."""
+    if value is None:
+        return "OOM"
+    return f"{value:.2f}" if abs(value) >= 0.1 else f"{value:.3g}"
 
 
 FEATURE_MAPS = {"relu": torch.relu, "elu": lambda x: F.elu(x) + 1}
