@@ -35,6 +35,7 @@ print("sanitize: loaded", c.__file__)
 PY
 PYTHONPATH="$lib" .venv/bin/python -m pytest -q -p no:cacheprovider \
   tests/test_op_arguments.py tests/test_errors.py tests/test_fuzz.py tests/test_nonfinite.py \
-  tests/test_attention.py tests/test_linear_attention.py tests/test_key_lengths.py tests/test_precision.py
+  tests/test_attention.py tests/test_linear_attention.py tests/test_key_lengths.py tests/test_precision.py \
+  tests/test_decoding.py
 unset LD_PRELOAD
 echo "sanitize: no ASan or UBSan report"
