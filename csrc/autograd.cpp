@@ -83,7 +83,8 @@ class AttentionFunction : public torch::autograd::Function<AttentionFunction> {
     const variable_list saved = ctx->get_saved_variables();
     auto [grad_q, grad_k, grad_v] =
         ops::attention_backward(grads[0], saved[0], saved[1], saved[2], saved[3],
-                                saved[4] ACTATTN_ATTENTION_OPTIONS(ACTATTN_SAVED_OPTION), defined_or_none(saved[5]));
+                                saved[4] ACTATTN_ATTENTION_OPTIONS(ACTATTN_SAVED_OPTION), defined_or_none(saved[5]),
+                                {ctx->needs_input_grad(0), ctx->needs_input_grad(1), ctx->needs_input_grad(2)});
     return with_no_grads({grad_q, grad_k, grad_v}, kAttentionOptionCount + 1);
   }
 };

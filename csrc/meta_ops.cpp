@@ -36,14 +36,17 @@ std::tuple<at::Tensor, at::Tensor> attention_forward_meta(const at::Tensor& q, c
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_backward_meta(
     const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
-    const at::Tensor& log_sum_exp ACTATTN_ATTENTION_OPTIONS(ACTATTN_PARAM), const OptionalTensor& key_lengths) {
+    const at::Tensor& log_sum_exp ACTATTN_ATTENTION_OPTIONS(ACTATTN_PARAM), const OptionalTensor& key_lengths,
+    std::array<bool, 3> output_mask) {
   const char* op = "actattn.attention backward";
   check_qkv(op, q, k, v, HeadSharing::kGrouped);
   const AttentionSpec spec = parse_attention_options(op ACTATTN_ATTENTION_OPTIONS(ACTATTN_ARG));
   check_key_lengths(key_lengths, q);
   check_backward_tensors(op, q, v, out, grad_out, "log_sum_exp", log_sum_exp, spec.softmax());
-  return {at::empty_symint(q.sym_sizes(), q.options()), at::empty_symint(k.sym_sizes(), k.options()),
-          at::empty_symint(v.sym_sizes(), v.options())};
+  auto like = [&](bool wanted, const at::Tensor& t) {
+    return wanted ? at::empty_symint(t.sym_sizes(), t.options()) : at::Tensor();
+  };
+  return {like(output_mask[0], q), like(output_mask[1], k), like(output_mask[2], v)};
 }
 
 at::Tensor state_like(const at::Tensor& q, const at::Tensor& v) {

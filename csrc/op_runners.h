@@ -10,6 +10,7 @@
 
 #include <ATen/ATen.h>
 
+#include <array>
 #include <optional>
 #include <tuple>
 #include <vector>
@@ -84,7 +85,8 @@ std::tuple<at::Tensor, at::Tensor> attention_forward(const at::Tensor& q, const 
 template <typename Backend>
 std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_backward(
     const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
-    const at::Tensor& log_sum_exp ACTATTN_ATTENTION_OPTIONS(ACTATTN_PARAM), const OptionalTensor& key_lengths) {
+    const at::Tensor& log_sum_exp ACTATTN_ATTENTION_OPTIONS(ACTATTN_PARAM), const OptionalTensor& key_lengths,
+    std::array<bool, 3> output_mask) {
   const char* op = "actattn.attention backward";
   check_qkv(op, q, k, v, HeadSharing::kGrouped);
   const AttentionSpec spec = parse_attention_options(op ACTATTN_ATTENTION_OPTIONS(ACTATTN_ARG));
@@ -98,12 +100,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_backward(
   const OptionalTensor lengths = as_key_lengths(key_lengths);
   p.key_lengths = key_lengths_data(lengths);
 
-  // With grouped heads the kernels write dk, dv per query head; the groups are summed below.
+  // Only what output_mask asks for: dq in one kernel pass, dk and dv (together) in the other. With grouped
+  // heads the kernels write dk, dv per query head; the groups are summed below.
   const auto& s = p.shape;
   const int64_t group = head_group(q, k);
-  at::Tensor grad_q = at::empty_like(qw, at::MemoryFormat::Contiguous);
-  at::Tensor grad_k = at::empty({s.batch, s.heads, s.k_len, s.qk_dim}, kw.options());
-  at::Tensor grad_v = at::empty({s.batch, s.heads, s.k_len, s.v_dim}, vw.options());
+  const bool want_q = output_mask[0], want_kv = output_mask[1] || output_mask[2];
+  at::Tensor grad_q = want_q ? at::empty_like(qw, at::MemoryFormat::Contiguous) : at::Tensor();
+  at::Tensor grad_k = want_kv ? at::empty({s.batch, s.heads, s.k_len, s.qk_dim}, kw.options()) : at::Tensor();
+  at::Tensor grad_v = want_kv ? at::empty({s.batch, s.heads, s.k_len, s.v_dim}, vw.options()) : at::Tensor();
   p.q = row_view(qw);
   p.k = row_view(kw, group);
   p.v = row_view(vw, group);
@@ -113,12 +117,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_backward(
   p.log_sum_exp.data = spec.softmax() ? lse.data_ptr() : nullptr;
   p.delta.data = spec.softmax() ? delta.data_ptr() : nullptr;
   p.grad_out = row_view(gw);
-  p.grad_q = row_view(grad_q);
-  p.grad_k = row_view(grad_k);
-  p.grad_v = row_view(grad_v);
+  if (want_q) p.grad_q = row_view(grad_q);
+  if (want_kv) {
+    p.grad_k = row_view(grad_k);
+    p.grad_v = row_view(grad_v);
+  }
   Backend::quadratic_backward(p);
-  return {grad_q.to(q.scalar_type()), sum_over_head_groups(grad_k, group).to(k.scalar_type()),
-          sum_over_head_groups(grad_v, group).to(v.scalar_type())};
+  return {output_mask[0] ? grad_q.to(q.scalar_type()) : at::Tensor(),
+          output_mask[1] ? sum_over_head_groups(grad_k, group).to(k.scalar_type()) : at::Tensor(),
+          output_mask[2] ? sum_over_head_groups(grad_v, group).to(v.scalar_type()) : at::Tensor()};
 }
 
 template <typename Backend>

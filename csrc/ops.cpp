@@ -42,9 +42,11 @@ std::tuple<at::Tensor, at::Tensor> attention_forward(const at::Tensor& q, const 
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_backward(
     const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
-    const at::Tensor& log_sum_exp ACTATTN_ATTENTION_OPTIONS(ACTATTN_PARAM), const OptionalTensor& key_lengths) {
+    const at::Tensor& log_sum_exp ACTATTN_ATTENTION_OPTIONS(ACTATTN_PARAM), const OptionalTensor& key_lengths,
+    std::array<bool, 3> output_mask) {
   static const auto op = find_op<AttentionBackwardFn>("actattn::_attention_backward");
-  return op.call(grad_out, q, k, v, out, log_sum_exp ACTATTN_ATTENTION_OPTIONS(ACTATTN_ARG), key_lengths);
+  return op.call(grad_out, q, k, v, out, log_sum_exp ACTATTN_ATTENTION_OPTIONS(ACTATTN_ARG), key_lengths,
+                 output_mask);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> linear_attention_forward(

@@ -6,6 +6,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <array>
 #include <tuple>
 
 #include "op_options.h"
@@ -18,10 +19,12 @@ using AttentionForwardFn = std::tuple<at::Tensor, at::Tensor>(
     const at::Tensor& q, const at::Tensor& k, const at::Tensor& v ACTATTN_ATTENTION_OPTIONS(ACTATTN_PARAM),
     const OptionalTensor& key_lengths);
 
-// Returns (grad_q, grad_k, grad_v).
+// Returns (grad_q, grad_k, grad_v); output_mask says which are wanted (as aten's backward ops), the
+// others are undefined and not computed.
 using AttentionBackwardFn = std::tuple<at::Tensor, at::Tensor, at::Tensor>(
     const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
-    const at::Tensor& log_sum_exp ACTATTN_ATTENTION_OPTIONS(ACTATTN_PARAM), const OptionalTensor& key_lengths);
+    const at::Tensor& log_sum_exp ACTATTN_ATTENTION_OPTIONS(ACTATTN_PARAM), const OptionalTensor& key_lengths,
+    std::array<bool, 3> output_mask);
 
 // Returns (out, final_state, final_normalizer, denominator); denominator is (B, H, Nq) when normalize
 // and empty otherwise.

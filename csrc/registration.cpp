@@ -15,8 +15,8 @@ TORCH_LIBRARY(actattn, m) {
   m.def("_attention_forward(Tensor q, Tensor k, Tensor v" ACTATTN_ATTENTION_OPTIONS(ACTATTN_SCHEMA)
         ", Tensor? key_lengths) -> (Tensor out, Tensor log_sum_exp)");
   m.def("_attention_backward(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor out, Tensor log_sum_exp"
-        ACTATTN_ATTENTION_OPTIONS(ACTATTN_SCHEMA) ", Tensor? key_lengths) -> (Tensor grad_q, Tensor grad_k, "
-        "Tensor grad_v)");
+        ACTATTN_ATTENTION_OPTIONS(ACTATTN_SCHEMA) ", Tensor? key_lengths, bool[3] output_mask) "
+        "-> (Tensor grad_q, Tensor grad_k, Tensor grad_v)");
   m.def("linear_attention(Tensor q, Tensor k, Tensor v" ACTATTN_LINEAR_OPTIONS(ACTATTN_SCHEMA_WITH_DEFAULT)
         ", Tensor? initial_state=None, Tensor? initial_normalizer=None, Tensor? key_lengths=None) "
         "-> (Tensor out, Tensor final_state, Tensor final_normalizer)");

@@ -75,7 +75,8 @@ struct QuadraticParams {
   RowStatsView log_sum_exp;  // softmax only: forward writes it, backward reads it
   RowStatsView delta;        // softmax backward only: workspace for rowsum(dO * O), batch * heads * q_len
 
-  // Backward only.
+  // Backward only. A null grad_q skips dQ; null grad_k and grad_v skip dK and dV, which are computed
+  // together (both or neither).
   RowView grad_out;
   RowView grad_q, grad_k, grad_v;
 };

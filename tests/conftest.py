@@ -1,5 +1,13 @@
+import os
+import tempfile
+
 import pytest
 import torch
+
+# torch.compile's on-disk caches key compiled graphs by their traced graph, not by the custom ops'
+# schemas: a cache left by another build of actattn can call an op with an old argument list. Each
+# test session compiles into its own directory.
+os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="actattn-inductor-")
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 

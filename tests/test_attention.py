@@ -162,3 +162,31 @@ def test_large_scores_stay_finite(device):
         out = actattn.attention(q * 1e4, k, v, activation=activation)
         assert torch.isfinite(out).all(), activation
         torch.testing.assert_close(out, reference.attention(q * 1e4, k, v, activation))
+
+
+@pytest.mark.parametrize("wanted", ["q", "k", "v", "kv", "qv"])
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_backward_computes_only_the_gradients_autograd_asks_for(activation, wanted, device):
+    q, k, v = random_qkv((2, 2, 70, 67, 8, 5), device=device)
+    for t, name in zip((q, k, v), "qkv"):
+        t.requires_grad_(name in wanted)
+    out = actattn.attention(q, k, v, activation=activation, causal=True)
+    expected = reference.attention(q, k, v, activation, True)
+    inputs = [t for t in (q, k, v) if t.requires_grad]
+    grad_out = random_like(out)
+    for got, want in zip(torch.autograd.grad(out, inputs, grad_out), torch.autograd.grad(expected, inputs, grad_out)):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+def test_backward_op_returns_only_the_masked_gradients(device):
+    q, k, v = random_qkv((1, 2, 9, 11, 4, 3), device=device)
+    options = ("softmax", True, None, None, None, "top_left", None)
+    out, lse = torch.ops.actattn._attention_forward(q, k, v, *options)
+    grad_out = random_like(out)
+    full = torch.ops.actattn._attention_backward(grad_out, q, k, v, out, lse, *options, [True, True, True])
+    for mask in ([True, False, False], [False, True, False], [False, False, True], [False, False, False]):
+        got = torch.ops.actattn._attention_backward(grad_out, q, k, v, out, lse, *options, mask)
+        for wanted, g, f in zip(mask, got, full):
+            assert (g is not None) == wanted
+            if wanted:
+                assert torch.equal(g, f), "a pass computed alone gives the same bits"

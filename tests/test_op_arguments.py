@@ -38,7 +38,7 @@ def valid_calls():
         "attention_with_lse": ([q, k, v, *options, lengths], attention_names),
         "_attention_forward": ([q, k, v, *options, lengths], attention_names),
         "_attention_backward": (
-            [grad, q, k, v, out, lse, *options, lengths],
+            [grad, q, k, v, out, lse, *options, lengths, [True, True, True]],
             {0: "grad_out", 1: "q", 2: "k", 3: "v", 4: "out", 5: "log_sum_exp", 6 + len(options): "key_lengths"},
         ),
         "linear_attention": ([q, k, v, *lin_args], linear_names),

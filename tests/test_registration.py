@@ -55,7 +55,9 @@ def test_opcheck_forward_and_backward_ops(device):
         args = (q, k, v, activation, True, None, None, None, alignment, key_lengths)
         torch.library.opcheck(ops._attention_forward.default, args)
         out, lse = ops._attention_forward(*args)
-        torch.library.opcheck(ops._attention_backward.default, (torch.ones_like(out), q, k, v, out, lse, *args[3:]))
+        grad_args = (torch.ones_like(out), q, k, v, out, lse, *args[3:])
+        for mask in ([True, True, True], [True, False, False], [False, False, True]):
+            torch.library.opcheck(ops._attention_backward.default, (*grad_args, mask))
     q, k, v = random_qkv((1, 2, 9, 9, 4, 3), device=device)
     args = (q, k, v, "elu", True, True, 1e-6, None, None, None, lengths)
     torch.library.opcheck(ops._linear_attention_forward.default, args)

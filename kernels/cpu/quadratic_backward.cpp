@@ -6,7 +6,8 @@
 // Two passes, each owning what it writes, so there are no atomics and the result is bit-identical
 // run to run whatever the thread count: a key pass (one tile of kKeyTile keys per task, every query
 // row streamed past it kRows at a time) writes dK and dV; a query pass (kQueryBlock rows per task,
-// every key tile streamed past them) writes dQ. Scores are recomputed in both: twice the score flops
+// every key tile streamed past them) writes dQ. A pass runs only when its gradients are wanted (a
+// null grad view). Scores are recomputed in both: twice the score flops
 // of a single pass, in exchange for determinism and no N x N buffer. Products are register-blocked
 // (tile_gemm.h).
 // Memory: delta (batch * heads * q_len, softmax only, in params.delta) plus O((kKeyTile + kQueryBlock) * (Dk + Dv)) per
@@ -104,8 +105,12 @@ struct Backward {
       std::vector<Acc> probs_t(kKeyTile * kQueryBlock), ds_t(kKeyTile * kQueryBlock);
       std::vector<Acc> grad_k(kKeyTile * dk), grad_v(kKeyTile * dv), grad_q(kQueryBlock * dk);
 
+      // Each pass only when its gradients are wanted (the same for every thread, so the worksharing
+      // loops stay matched).
+      const int64_t key_tasks = p.grad_k.data != nullptr ? s.batch * s.heads * key_tiles : 0;
+      const int64_t query_tasks = p.grad_q.data != nullptr ? s.batch * s.heads * query_blocks : 0;
 #pragma omp for schedule(dynamic, 1)
-      for (int64_t task = 0; task < s.batch * s.heads * key_tiles; ++task) {
+      for (int64_t task = 0; task < key_tasks; ++task) {
         const int64_t bh = task / key_tiles, b = bh / s.heads, h = bh % s.heads;
         const int64_t j0 = (task % key_tiles) * kKeyTile;
         const int64_t keys = keys_of(p.key_lengths, b, s.k_len);
@@ -148,7 +153,7 @@ struct Backward {
       }
 
 #pragma omp for schedule(dynamic, 1)
-      for (int64_t task = 0; task < s.batch * s.heads * query_blocks; ++task) {
+      for (int64_t task = 0; task < query_tasks; ++task) {
         const int64_t bh = task / query_blocks, b = bh / s.heads, h = bh % s.heads;
         const int64_t i0 = (task % query_blocks) * kQueryBlock;
         const int64_t rows = std::min(kQueryBlock, s.q_len - i0);

@@ -186,12 +186,12 @@ void quadratic_attention_backward_cuda(const QuadraticParams& params, cudaStream
       if (tensor_cores) return cuda::quadratic_backward_tensor_core(params, stream);
       dispatch_bool(params.causal, [&](auto causal) {
         constexpr bool kCausal = decltype(causal)::value;
-        if (k_rows > 0) {
+        if (k_rows > 0 && params.grad_k.data != nullptr) {
           key_grads_kernel<T, Acc, Activation, kCausal>
               <<<cuda::blocks_for(k_rows, kRowsPerBlock), threads, 0, stream>>>(params, activation);
           cuda::check_launch("quadratic_attention_backward (dK, dV)");
         }
-        if (q_rows > 0) {
+        if (q_rows > 0 && params.grad_q.data != nullptr) {
           query_grads_kernel<T, Acc, Activation, kCausal>
               <<<cuda::blocks_for(q_rows, kRowsPerBlock), threads, 0, stream>>>(params, activation);
           cuda::check_launch("quadratic_attention_backward (dQ)");
