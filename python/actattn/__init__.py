@@ -15,6 +15,7 @@ from .functional import (
     linear_attention,
     scaled_dot_product_attention,
 )
+from .integrations import register_with_transformers, routed_sdpa
 from .nn import swap_attention
 
 __all__ = [
@@ -27,6 +28,8 @@ __all__ = [
     "nn",
     "ops",
     "reference",
+    "register_with_transformers",
+    "routed_sdpa",
     "scaled_dot_product_attention",
     "swap_attention",
 ]

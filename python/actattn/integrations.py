@@ -1,0 +1,114 @@
+"""actattn inside models that call attention themselves: a context manager that routes
+``torch.nn.functional.scaled_dot_product_attention`` to actattn, and registration with Hugging Face
+transformers' attention interface (``attn_implementation="actattn_sigmoid"``, ...)."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+from typing import Iterator, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .functional import SCORE_ACTIVATIONS, attention, scaled_dot_product_attention
+
+TRANSFORMERS_PREFIX = "actattn_"
+
+
+@contextlib.contextmanager
+def routed_sdpa(activation: str = "softmax", **options) -> Iterator[None]:
+    """Inside the block, every call of ``torch.nn.functional.scaled_dot_product_attention`` runs
+    :func:`actattn.scaled_dot_product_attention` with ``activation`` (and ``options``: ``bias``,
+    ``divisor``). What actattn cannot do (an arbitrary ``attn_mask``, ``dropout_p > 0``) raises rather
+    than silently running torch's softmax. Code that bound the function before the block
+    (``from torch.nn.functional import scaled_dot_product_attention``) is not routed. Not thread-safe:
+    it swaps a module attribute.
+    """
+    if activation not in SCORE_ACTIVATIONS:
+        raise ValueError(f"actattn.routed_sdpa: activation must be one of {SCORE_ACTIVATIONS}; got {activation!r}")
+    original = F.scaled_dot_product_attention
+    F.scaled_dot_product_attention = functools.partial(scaled_dot_product_attention, activation=activation, **options)
+    try:
+        yield
+    finally:
+        F.scaled_dot_product_attention = original
+
+
+def _fixed_constants(activation: str, key_count: Optional[int]) -> dict:
+    """Sigmoid's bias and relu's divisor for key_count keys (none: each call's own key count)."""
+    if key_count is None or activation == "softmax":
+        return {}
+    return {"bias": -math.log(key_count)} if activation == "sigmoid" else {"divisor": float(key_count)}
+
+
+def _transformers_attention(activation: str, key_count: Optional[int]):
+    """An attention function with transformers' AttentionInterface signature."""
+    constants = _fixed_constants(activation, key_count)
+
+    def forward(
+        module: torch.nn.Module,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        attention_mask: Optional[Tensor],
+        dropout: float = 0.0,
+        scaling: Optional[float] = None,
+        is_causal: Optional[bool] = None,
+        **kwargs,
+    ) -> Tuple[Tensor, None]:
+        name = f"{TRANSFORMERS_PREFIX}{activation}"
+        unsupported = [k for k in ("sliding_window", "softcap", "position_bias", "s_aux") if kwargs.get(k) is not None]
+        if unsupported:
+            raise NotImplementedError(f"attn_implementation={name!r} does not support {', '.join(unsupported)}")
+        if attention_mask is not None:
+            raise NotImplementedError(
+                f"attn_implementation={name!r} takes no attention mask (a padded batch or a custom mask); run "
+                "unpadded batches"
+            )
+        if dropout:
+            raise NotImplementedError(
+                f"attn_implementation={name!r}: attention dropout is not implemented (the model's attention_dropout "
+                f"is {dropout}); set it to 0.0"
+            )
+        causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
+        # Bottom-right: with a key/value cache the new queries are the last positions (decoding); without
+        # one (as many queries as keys) it is the ordinary causal mask.
+        out = attention(
+            query, key, value, activation=activation, causal=causal, scale=scaling, causal_alignment="bottom_right",
+            **constants,
+        )
+        return out.transpose(1, 2).contiguous(), None
+
+    return forward
+
+
+def register_with_transformers(key_count: Optional[int] = None) -> Tuple[str, ...]:
+    """Registers ``actattn_softmax``, ``actattn_sigmoid`` and ``actattn_relu`` with transformers'
+    ``AttentionInterface``, so that ``AutoModel.from_config(config, attn_implementation="actattn_relu")``
+    (or ``from_pretrained``) runs actattn's kernels, grouped-query heads and KV-cache decoding included.
+    Batches must be unpadded: a padded batch's mask raises, as do sliding windows, softcapping and
+    attention dropout. Returns the names.
+
+    ``key_count`` fixes the key count that sigmoid's bias (``-log n``) and relu's divisor (``n``)
+    assume. By default each call uses its own, so in a model of several layers decoding against a
+    key/value cache (earlier positions computed with fewer keys) differs from recomputing the whole
+    sequence; set it (e.g. to the training length) to make every call use the same constants.
+    """
+    try:
+        from transformers import AttentionInterface
+        from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+    except ImportError as error:
+        raise ImportError("actattn.register_with_transformers needs transformers: pip install transformers") from error
+    names = []
+    for activation in SCORE_ACTIVATIONS:
+        name = f"{TRANSFORMERS_PREFIX}{activation}"
+        AttentionInterface.register(name, _transformers_attention(activation, key_count))
+        # SDPA's mask builder: no mask for plain causal calls (prefill or decoding), a mask tensor when
+        # the batch is padded, which the attention function then refuses. Without a builder transformers
+        # would pass no mask at all and padding would be silently ignored.
+        AttentionMaskInterface.register(name, sdpa_mask)
+        names.append(name)
+    return tuple(names)
