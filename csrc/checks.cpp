@@ -43,21 +43,23 @@ void check_head_dim(const char* op, const char* name, const at::Tensor& t) {
                     kMaxHeadDim, ", got ", dim);
 }
 
-void check_state(const char* op, const char* name, const at::Tensor& state, const at::Tensor& q, const at::Tensor& v,
-                 bool with_value_dim) {
+// A linear-attention state is one per key/value head: (batch, kv_heads, qk_dim[, v_dim]).
+void check_state(const char* op, const char* name, const at::Tensor& state, const at::Tensor& q, const at::Tensor& k,
+                 const at::Tensor& v, bool with_value_dim) {
   TORCH_CHECK_TYPE(state.scalar_type() == accumulation_dtype(q.scalar_type()), op, ": ", name, " must have dtype ",
                    accumulation_dtype(q.scalar_type()), " (the accumulation type of ", q.scalar_type(),
                    " inputs), got ", state.scalar_type());
   TORCH_CHECK(state.device() == q.device(), op, ": ", name, " must be on ", q.device(), " like q, got ",
               state.device());
-  std::vector<c10::SymInt> expected{q.sym_size(0), q.sym_size(1), q.sym_size(3)};
+  std::vector<c10::SymInt> expected{q.sym_size(0), k.sym_size(1), q.sym_size(3)};
   if (with_value_dim) expected.push_back(v.sym_size(3));
-  check_shape(op, name, state, expected, with_value_dim ? "(batch, heads, qk_dim, v_dim)" : "(batch, heads, qk_dim)");
+  check_shape(op, name, state, expected,
+              with_value_dim ? "(batch, kv_heads, qk_dim, v_dim)" : "(batch, kv_heads, qk_dim)");
 }
 
 }  // namespace
 
-void check_qkv(const char* op, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, HeadSharing heads) {
+void check_qkv(const char* op, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
   check_rank4_floating(op, "q", q);
   check_rank4_floating(op, "k", k);
   check_rank4_floating(op, "v", v);
@@ -70,19 +72,12 @@ void check_qkv(const char* op, const at::Tensor& q, const at::Tensor& k, const a
   check_size(op, "batch size (dim 0)", "q", q, 0, "k", k, 0);
   check_size(op, "batch size (dim 0)", "q", q, 0, "v", v, 0);
   check_size(op, "number of heads (dim 1)", "k", k, 1, "v", v, 1);
-  if (heads == HeadSharing::kGrouped) {
-    // Grouped-query attention: each key/value head serves q_heads / kv_heads consecutive query heads.
-    const c10::SymInt& kv_heads = k.sym_size(1);
-    TORCH_CHECK_VALUE(kv_heads == q.sym_size(1) || (kv_heads >= 1 && q.sym_size(1) % kv_heads == 0), op,
-                      ": the number of query heads (", q.sym_size(1),
-                      ") must be a multiple of the number of key/value heads (", kv_heads,
-                      ") (grouped-query attention); got q shape ", q.sym_sizes(), ", k shape ", k.sym_sizes());
-  } else {
-    TORCH_CHECK_NOT_IMPLEMENTED(q.sym_size(1) == k.sym_size(1), op,
-                                ": grouped-query attention (fewer key/value heads than query heads) is not "
-                                "implemented for linear attention; got ", q.sym_size(1), " query heads and ",
-                                k.sym_size(1), " key/value heads. Repeat k and v along dim 1 (repeat_interleave)");
-  }
+  // Grouped-query attention: each key/value head serves q_heads / kv_heads consecutive query heads.
+  const c10::SymInt& kv_heads = k.sym_size(1);
+  TORCH_CHECK_VALUE(kv_heads == q.sym_size(1) || (kv_heads >= 1 && q.sym_size(1) % kv_heads == 0), op,
+                    ": the number of query heads (", q.sym_size(1),
+                    ") must be a multiple of the number of key/value heads (", kv_heads,
+                    ") (grouped-query attention); got q shape ", q.sym_sizes(), ", k shape ", k.sym_sizes());
   check_size(op, "sequence length (dim 2)", "k", k, 2, "v", v, 2);
   check_size(op, "head dim (dim 3)", "q", q, 3, "k", k, 3);
   check_head_dim(op, "q and k", q);
@@ -105,8 +100,8 @@ void check_linear_state(const char* op, const LinearSpec& spec, const at::Tensor
                     ": initial_state and initial_normalizer must be given together (a state is the pair (kv, "
                     "normalizer) returned with return_state=True); got only ",
                     initial_state ? "initial_state" : "initial_normalizer");
-  if (initial_state) check_state(op, "initial_state", *initial_state, q, v, /*with_value_dim=*/true);
-  if (initial_normalizer) check_state(op, "initial_normalizer", *initial_normalizer, q, v, /*with_value_dim=*/false);
+  if (initial_state) check_state(op, "initial_state", *initial_state, q, k, v, /*with_value_dim=*/true);
+  if (initial_normalizer) check_state(op, "initial_normalizer", *initial_normalizer, q, k, v, /*with_value_dim=*/false);
 }
 
 void check_key_lengths(const std::optional<at::Tensor>& key_lengths, const at::Tensor& q) {
@@ -120,12 +115,12 @@ void check_key_lengths(const std::optional<at::Tensor>& key_lengths, const at::T
   TORCH_CHECK(t.device() == q.device(), op, ": key_lengths must be on ", q.device(), " like q, got ", t.device());
 }
 
-void check_final_state_grads(const char* op, const at::Tensor& q, const at::Tensor& v,
+void check_final_state_grads(const char* op, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                              const std::optional<at::Tensor>& grad_final_state,
                              const std::optional<at::Tensor>& grad_final_normalizer) {
-  if (grad_final_state) check_state(op, "grad_final_state", *grad_final_state, q, v, /*with_value_dim=*/true);
+  if (grad_final_state) check_state(op, "grad_final_state", *grad_final_state, q, k, v, /*with_value_dim=*/true);
   if (grad_final_normalizer) {
-    check_state(op, "grad_final_normalizer", *grad_final_normalizer, q, v, /*with_value_dim=*/false);
+    check_state(op, "grad_final_normalizer", *grad_final_normalizer, q, k, v, /*with_value_dim=*/false);
   }
 }
 

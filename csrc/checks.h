@@ -12,15 +12,13 @@
 
 namespace actattn {
 
-// Whether k and v may have fewer heads than q (grouped-query attention, quadratic attention only).
-enum class HeadSharing { kGrouped, kNone };
-
 // q (B, H, Nq, Dk), k (B, Hkv, Nk, Dk), v (B, Hkv, Nk, Dv): ranks, dtypes, devices, matching sizes;
-// Hkv == H, or with kGrouped any divisor of H.
-void check_qkv(const char* op, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, HeadSharing heads);
+// Hkv divides H (grouped-query attention when Hkv < H).
+void check_qkv(const char* op, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v);
 
 // Linear attention's needs of q, k, v and its optional initial state: causal needs Nq == Nk, a state
-// needs causal and both halves, each half of shape (B, H, Dk, Dv) / (B, H, Dk) in the accumulation dtype.
+// needs causal and both halves, each half of shape (B, Hkv, Dk, Dv) / (B, Hkv, Dk) in the accumulation
+// dtype (one state per key/value head).
 void check_linear_state(const char* op, const LinearSpec& spec, const at::Tensor& q, const at::Tensor& k,
                         const at::Tensor& v, const std::optional<at::Tensor>& initial_state,
                         const std::optional<at::Tensor>& initial_normalizer);
@@ -29,7 +27,7 @@ void check_linear_state(const char* op, const LinearSpec& spec, const at::Tensor
 void check_key_lengths(const std::optional<at::Tensor>& key_lengths, const at::Tensor& q);
 
 // Optional gradients of linear attention's final state: shape, accumulation dtype and device of the state.
-void check_final_state_grads(const char* op, const at::Tensor& q, const at::Tensor& v,
+void check_final_state_grads(const char* op, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                              const std::optional<at::Tensor>& grad_final_state,
                              const std::optional<at::Tensor>& grad_final_normalizer);
 

@@ -28,7 +28,7 @@ std::tuple<at::Tensor, at::Tensor> attention_forward_meta(const at::Tensor& q, c
                                                           const at::Tensor& v ACTATTN_ATTENTION_OPTIONS(ACTATTN_PARAM),
                                                           const OptionalTensor& key_lengths) {
   const char* op = "actattn.attention";
-  check_qkv(op, q, k, v, HeadSharing::kGrouped);
+  check_qkv(op, q, k, v);
   const AttentionSpec spec = parse_attention_options(op ACTATTN_ATTENTION_OPTIONS(ACTATTN_ARG));
   check_key_lengths(key_lengths, q);
   return {output_like(q, v), row_stats_like(q, spec.softmax())};
@@ -39,7 +39,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_backward_meta(
     const at::Tensor& log_sum_exp ACTATTN_ATTENTION_OPTIONS(ACTATTN_PARAM), const OptionalTensor& key_lengths,
     std::array<bool, 3> output_mask) {
   const char* op = "actattn.attention backward";
-  check_qkv(op, q, k, v, HeadSharing::kGrouped);
+  check_qkv(op, q, k, v);
   const AttentionSpec spec = parse_attention_options(op ACTATTN_ATTENTION_OPTIONS(ACTATTN_ARG));
   check_key_lengths(key_lengths, q);
   check_backward_tensors(op, q, v, out, grad_out, "log_sum_exp", log_sum_exp, spec.softmax());
@@ -49,23 +49,24 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_backward_meta(
   return {like(output_mask[0], q), like(output_mask[1], k), like(output_mask[2], v)};
 }
 
-at::Tensor state_like(const at::Tensor& q, const at::Tensor& v) {
-  return at::empty_symint({q.sym_size(0), q.sym_size(1), q.sym_size(3), v.sym_size(3)}, accumulation_options(q));
+// Linear attention's state and normalizer: one per key/value head.
+at::Tensor state_like(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+  return at::empty_symint({q.sym_size(0), k.sym_size(1), q.sym_size(3), v.sym_size(3)}, accumulation_options(q));
 }
 
-at::Tensor normalizer_like(const at::Tensor& q) {
-  return at::empty_symint({q.sym_size(0), q.sym_size(1), q.sym_size(3)}, accumulation_options(q));
+at::Tensor normalizer_like(const at::Tensor& q, const at::Tensor& k) {
+  return at::empty_symint({q.sym_size(0), k.sym_size(1), q.sym_size(3)}, accumulation_options(q));
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> linear_attention_forward_meta(
     const at::Tensor& q, const at::Tensor& k, const at::Tensor& v ACTATTN_LINEAR_OPTIONS(ACTATTN_PARAM),
     const OptionalTensor& initial_state, const OptionalTensor& initial_normalizer, const OptionalTensor& key_lengths) {
   const char* op = "actattn.linear_attention";
-  check_qkv(op, q, k, v, HeadSharing::kNone);
+  check_qkv(op, q, k, v);
   const LinearSpec spec = parse_linear_options(op ACTATTN_LINEAR_OPTIONS(ACTATTN_ARG));
   check_linear_state(op, spec, q, k, v, initial_state, initial_normalizer);
   check_key_lengths(key_lengths, q);
-  return {output_like(q, v), state_like(q, v), normalizer_like(q), row_stats_like(q, spec.normalize)};
+  return {output_like(q, v), state_like(q, k, v), normalizer_like(q, k), row_stats_like(q, spec.normalize)};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> linear_attention_backward_meta(
@@ -74,14 +75,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> linear_at
     const at::Tensor& denominator ACTATTN_LINEAR_OPTIONS(ACTATTN_PARAM), const OptionalTensor& initial_state,
     const OptionalTensor& initial_normalizer, const OptionalTensor& key_lengths) {
   const char* op = "actattn.linear_attention backward";
-  check_qkv(op, q, k, v, HeadSharing::kNone);
+  check_qkv(op, q, k, v);
   const LinearSpec spec = parse_linear_options(op ACTATTN_LINEAR_OPTIONS(ACTATTN_ARG));
   check_linear_state(op, spec, q, k, v, initial_state, initial_normalizer);
   check_key_lengths(key_lengths, q);
   check_backward_tensors(op, q, v, out, grad_out, "denominator", denominator, spec.normalize);
-  check_final_state_grads(op, q, v, grad_final_state, grad_final_normalizer);
+  check_final_state_grads(op, q, k, v, grad_final_state, grad_final_normalizer);
   return {at::empty_symint(q.sym_sizes(), q.options()), at::empty_symint(k.sym_sizes(), k.options()),
-          at::empty_symint(v.sym_sizes(), v.options()), state_like(q, v), normalizer_like(q)};
+          at::empty_symint(v.sym_sizes(), v.options()), state_like(q, k, v), normalizer_like(q, k)};
 }
 
 }  // namespace

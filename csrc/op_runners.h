@@ -46,12 +46,43 @@ inline int64_t head_group(const at::Tensor& q, const at::Tensor& k) {
   return q.size(1) == k.size(1) ? 1 : q.size(1) / k.size(1);  // also when there are no heads
 }
 
-// The gradient of a shared key/value tensor from its per-query-head gradient (B, H, N, D): the sum over
-// each group of query heads, (B, H / group, N, D). Summed before rounding to the input dtype.
+// The gradient of a shared key/value head from its per-query-head gradient (B, H, ...): the sum over
+// each group of query heads, (B, H / group, ...). Summed before rounding to the input dtype.
 inline at::Tensor sum_over_head_groups(const at::Tensor& per_query_head, int64_t group) {
   if (group == 1) return per_query_head;
-  const auto s = per_query_head.sizes();
-  return per_query_head.view({s[0], s[1] / group, group, s[2], s[3]}).sum(2);
+  std::vector<int64_t> grouped = per_query_head.sizes().vec();
+  grouped[1] /= group;
+  grouped.insert(grouped.begin() + 2, group);
+  return per_query_head.view(grouped).sum(2);
+}
+
+// Grouped-query linear attention runs one state per query head (each built from its shared key/value
+// head: the same state computed group times). A per-key/value-head state enters every head of its group.
+inline OptionalTensor state_per_query_head(const OptionalTensor& state, int64_t group) {
+  if (!state || group == 1) return state;
+  return state->repeat_interleave(group, 1);
+}
+
+// A gradient with respect to a per-key/value-head state (the final state) flows into the first head of
+// each group only: the group's copies are one state, whose gradient must be counted once.
+inline OptionalTensor final_state_grad_per_query_head(const OptionalTensor& grad, int64_t group) {
+  if (!grad || group == 1) return grad;
+  std::vector<int64_t> grouped = grad->sizes().vec();
+  grouped.insert(grouped.begin() + 2, group);
+  at::Tensor spread = at::zeros(grouped, grad->options());
+  spread.select(2, 0).copy_(*grad);
+  grouped.erase(grouped.begin() + 2);
+  grouped[1] *= group;
+  return spread.view(grouped);
+}
+
+// The state of each key/value head from the per-query-head states: the group's first (they are equal).
+inline at::Tensor state_per_kv_head(const at::Tensor& per_query_head, int64_t group) {
+  if (group == 1) return per_query_head;
+  std::vector<int64_t> grouped = per_query_head.sizes().vec();
+  grouped[1] /= group;
+  grouped.insert(grouped.begin() + 2, group);
+  return per_query_head.view(grouped).select(2, 0).contiguous();
 }
 
 template <typename Backend>
@@ -59,7 +90,7 @@ std::tuple<at::Tensor, at::Tensor> attention_forward(const at::Tensor& q, const 
                                                      const at::Tensor& v ACTATTN_ATTENTION_OPTIONS(ACTATTN_PARAM),
                                                      const OptionalTensor& key_lengths) {
   const char* op = "actattn.attention";
-  check_qkv(op, q, k, v, HeadSharing::kGrouped);
+  check_qkv(op, q, k, v);
   const AttentionSpec spec = parse_attention_options(op ACTATTN_ATTENTION_OPTIONS(ACTATTN_ARG));
   check_key_lengths(key_lengths, q);
   [[maybe_unused]] const auto device_guard = Backend::guard(q);
@@ -88,7 +119,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_backward(
     const at::Tensor& log_sum_exp ACTATTN_ATTENTION_OPTIONS(ACTATTN_PARAM), const OptionalTensor& key_lengths,
     std::array<bool, 3> output_mask) {
   const char* op = "actattn.attention backward";
-  check_qkv(op, q, k, v, HeadSharing::kGrouped);
+  check_qkv(op, q, k, v);
   const AttentionSpec spec = parse_attention_options(op ACTATTN_ATTENTION_OPTIONS(ACTATTN_ARG));
   check_key_lengths(key_lengths, q);
   check_backward_tensors(op, q, v, out, grad_out, "log_sum_exp", log_sum_exp, /*row_stat_read=*/spec.softmax());
@@ -133,14 +164,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> linear_attention_forw
     const at::Tensor& q, const at::Tensor& k, const at::Tensor& v ACTATTN_LINEAR_OPTIONS(ACTATTN_PARAM),
     const OptionalTensor& initial_state, const OptionalTensor& initial_normalizer, const OptionalTensor& key_lengths) {
   const char* op = "actattn.linear_attention";
-  check_qkv(op, q, k, v, HeadSharing::kNone);
+  check_qkv(op, q, k, v);
   const LinearSpec spec = parse_linear_options(op ACTATTN_LINEAR_OPTIONS(ACTATTN_ARG));
   check_linear_state(op, spec, q, k, v, initial_state, initial_normalizer);
   check_key_lengths(key_lengths, q);
   [[maybe_unused]] const auto device_guard = Backend::guard(q);
   const at::Tensor qw = Backend::input(q), kw = Backend::input(k), vw = Backend::input(v);
-  const OptionalTensor state0 = contiguous_or_none(initial_state);
-  const OptionalTensor norm0 = contiguous_or_none(initial_normalizer);
+  const int64_t group = head_group(q, k);
+  const OptionalTensor state0 = contiguous_or_none(state_per_query_head(initial_state, group));
+  const OptionalTensor norm0 = contiguous_or_none(state_per_query_head(initial_normalizer, group));
 
   LinearParams p = linear_params(spec, qw, kw, vw);
   const OptionalTensor lengths = as_key_lengths(key_lengths);
@@ -153,8 +185,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> linear_attention_forw
       spec.normalize ? std::vector<int64_t>{s.batch, s.heads, s.q_len} : std::vector<int64_t>{0},
       accumulation_options(qw));
   p.q = row_view(qw);
-  p.k = row_view(kw);
-  p.v = row_view(vw);
+  p.k = row_view(kw, group);
+  p.v = row_view(vw, group);
   p.out = row_view(out);
   p.initial_state = optional_data(state0);
   p.initial_normalizer = optional_data(norm0);
@@ -162,7 +194,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> linear_attention_forw
   p.final_normalizer = final_normalizer.data_ptr();
   p.denominator.data = denominator.data_ptr();
   Backend::linear_forward(p);
-  return {out.to(q.scalar_type()), final_state, final_normalizer, denominator};
+  return {out.to(q.scalar_type()), state_per_kv_head(final_state, group), state_per_kv_head(final_normalizer, group),
+          denominator};
 }
 
 template <typename Backend>
@@ -172,20 +205,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> linear_at
     const at::Tensor& denominator ACTATTN_LINEAR_OPTIONS(ACTATTN_PARAM), const OptionalTensor& initial_state,
     const OptionalTensor& initial_normalizer, const OptionalTensor& key_lengths) {
   const char* op = "actattn.linear_attention backward";
-  check_qkv(op, q, k, v, HeadSharing::kNone);
+  check_qkv(op, q, k, v);
   const LinearSpec spec = parse_linear_options(op ACTATTN_LINEAR_OPTIONS(ACTATTN_ARG));
   check_linear_state(op, spec, q, k, v, initial_state, initial_normalizer);
   check_key_lengths(key_lengths, q);
   check_backward_tensors(op, q, v, out, grad_out, "denominator", denominator, /*row_stat_read=*/spec.normalize);
-  check_final_state_grads(op, q, v, grad_final_state, grad_final_normalizer);
+  check_final_state_grads(op, q, k, v, grad_final_state, grad_final_normalizer);
   [[maybe_unused]] const auto device_guard = Backend::guard(q);
   const at::Tensor qw = Backend::input(q), kw = Backend::input(k), vw = Backend::input(v);
   const at::Tensor ow = Backend::input(out), gw = Backend::input(grad_out);
   const at::Tensor den = spec.normalize ? denominator.contiguous() : at::Tensor();
-  const OptionalTensor state0 = contiguous_or_none(initial_state);
-  const OptionalTensor norm0 = contiguous_or_none(initial_normalizer);
-  const OptionalTensor grad_state = contiguous_or_none(grad_final_state);
-  const OptionalTensor grad_norm = contiguous_or_none(grad_final_normalizer);
+  const int64_t group = head_group(q, k);
+  const OptionalTensor state0 = contiguous_or_none(state_per_query_head(initial_state, group));
+  const OptionalTensor norm0 = contiguous_or_none(state_per_query_head(initial_normalizer, group));
+  const OptionalTensor grad_state = contiguous_or_none(final_state_grad_per_query_head(grad_final_state, group));
+  const OptionalTensor grad_norm = contiguous_or_none(final_state_grad_per_query_head(grad_final_normalizer, group));
 
   LinearParams p = linear_params(spec, qw, kw, vw);
   const OptionalTensor lengths = as_key_lengths(key_lengths);
@@ -193,13 +227,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> linear_at
   const auto& s = p.shape;
   at::Tensor grad_initial_state = at::empty({s.batch, s.heads, s.qk_dim, s.v_dim}, accumulation_options(qw));
   at::Tensor grad_initial_normalizer = at::empty({s.batch, s.heads, s.qk_dim}, accumulation_options(qw));
+  // With grouped heads the kernels write dk, dv and the initial state's gradients per query head.
   at::Tensor grad_q = at::empty_like(qw, at::MemoryFormat::Contiguous);
-  at::Tensor grad_k = at::empty_like(kw, at::MemoryFormat::Contiguous);
-  at::Tensor grad_v = at::empty_like(vw, at::MemoryFormat::Contiguous);
+  at::Tensor grad_k = at::empty({s.batch, s.heads, s.k_len, s.qk_dim}, kw.options());
+  at::Tensor grad_v = at::empty({s.batch, s.heads, s.k_len, s.v_dim}, vw.options());
 
   p.q = row_view(qw);
-  p.k = row_view(kw);
-  p.v = row_view(vw);
+  p.k = row_view(kw, group);
+  p.v = row_view(vw, group);
   p.out = row_view(ow);
   p.initial_state = optional_data(state0);
   p.initial_normalizer = optional_data(norm0);
@@ -215,8 +250,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> linear_at
   const at::Tensor workspace = Backend::linear_backward_workspace(p, accumulation_options(qw));
   p.workspace = workspace.defined() ? workspace.data_ptr() : nullptr;
   Backend::linear_backward(p);
-  return {grad_q.to(q.scalar_type()), grad_k.to(k.scalar_type()), grad_v.to(v.scalar_type()), grad_initial_state,
-          grad_initial_normalizer};
+  return {grad_q.to(q.scalar_type()), sum_over_head_groups(grad_k, group).to(k.scalar_type()),
+          sum_over_head_groups(grad_v, group).to(v.scalar_type()), sum_over_head_groups(grad_initial_state, group),
+          sum_over_head_groups(grad_initial_normalizer, group)};
 }
 
 }  // namespace runners

@@ -68,10 +68,52 @@ def test_grouped_heads_that_do_not_divide_raise():
         actattn.attention(q, k, v)
 
 
-def test_linear_attention_names_grouped_heads_as_not_implemented():
-    q, k, v = grouped_qkv(1, 4, 2, 5, 5, 8)
-    with pytest.raises(NotImplementedError, match="grouped-query attention .* not implemented for linear"):
-        actattn.linear_attention(q, k, v)
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("feature_map", list(actattn.FEATURE_MAPS))
+def test_grouped_query_linear_attention_keeps_one_state_per_kv_head(feature_map, causal, device):
+    q, k, v = grouped_qkv(2, 6, 2, 70, 70, 8, device=device)
+    lengths = torch.tensor([70, 45], device=device)
+    state = None
+    if causal:  # an initial state per key/value head, differentiable
+        gen = torch.Generator().manual_seed(3)
+        state = tuple(
+            torch.rand(shape, generator=gen, dtype=torch.float64).to(device).requires_grad_()
+            for shape in ((2, 2, 8, 9), (2, 2, 8))
+        )
+    normalize = feature_map != "identity"
+    out, final = actattn.linear_attention(q, k, v, feature_map=feature_map, causal=causal, normalize=normalize,
+                                          initial_state=state, return_state=True, key_lengths=lengths)
+    expected, expected_final = reference.linear_attention(q, k, v, feature_map, causal, normalize,
+                                                          initial_state=state, key_lengths=lengths)
+    assert final.kv.shape == (2, 2, 8, 9) and final.normalizer.shape == (2, 2, 8), "one state per key/value head"
+    for got, want in zip((out, *final), (expected, *expected_final)):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-11)
+    # Gradients through the output and the final state, into q, k, v and the initial state.
+    inputs = [q, k, v, *(state or ())]
+    seeds = [random_like(t, seed=i) for i, t in enumerate((out, *final))]
+    got = grads([out, *final], inputs, seeds)
+    want = grads([expected, *expected_final], inputs, seeds)
+    for g, w, t in zip(got, want, inputs):
+        assert g.shape == t.shape
+        torch.testing.assert_close(g, w, rtol=1e-9, atol=1e-10)
+
+
+def test_grouped_query_linear_attention_gradcheck():
+    q, k, v = grouped_qkv(1, 4, 2, 6, 6, 3)
+    gen = torch.Generator().manual_seed(4)
+    kv = torch.rand(1, 2, 3, 4, generator=gen, dtype=torch.float64, requires_grad=True)
+    z = torch.rand(1, 2, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+
+    def run(q, k, v, kv, z):
+        out, state = actattn.linear_attention(q, k, v, causal=True, initial_state=(kv, z), return_state=True)
+        return out, state.kv, state.normalizer
+
+    torch.autograd.gradcheck(run, (q, k, v, kv, z))
+
+
+def test_grouped_query_linear_attention_opcheck():
+    q, k, v = grouped_qkv(1, 4, 2, 9, 9, 8)
+    torch.library.opcheck(torch.ops.actattn.linear_attention.default, (q, k, v), {"causal": True})
 
 
 # SDPA's shapes: (N, ..., H, L, E), (N, L, E) and (L, E).

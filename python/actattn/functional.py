@@ -28,8 +28,8 @@ __all__ = [
 class LinearAttentionState(NamedTuple):
     """The recurrent state of causal linear attention after some prefix of keys.
 
-    ``kv`` is ``sum_j phi(k_j) v_j^T`` with shape ``(batch, heads, qk_dim, v_dim)`` and ``normalizer``
-    is ``sum_j phi(k_j)`` with shape ``(batch, heads, qk_dim)``; both are float32 (float64 for float64
+    ``kv`` is ``sum_j phi(k_j) v_j^T`` with shape ``(batch, kv_heads, qk_dim, v_dim)`` and ``normalizer``
+    is ``sum_j phi(k_j)`` with shape ``(batch, kv_heads, qk_dim)`` (one per key/value head); both are float32 (float64 for float64
     inputs) whatever the input dtype, so long sequences accumulate without loss.
     """
 
@@ -137,7 +137,8 @@ def linear_attention(
     when ``normalize`` (Katharopoulos et al. 2020) and ``a_i^T S_i`` otherwise.
 
     Args:
-        q: ``(B, H, Nq, Dk)``. k: ``(B, H, Nk, Dk)``. v: ``(B, H, Nk, Dv)``. Dk, Dv in 1..256.
+        q: ``(B, H, Nq, Dk)``. k: ``(B, Hkv, Nk, Dk)``. v: ``(B, Hkv, Nk, Dv)``. Dk, Dv in 1..256.
+            ``Hkv`` divides ``H`` (grouped-query attention); the state is one per key/value head.
         feature_map: ``"elu"`` (``elu(x) + 1``, positive, the default), ``"relu"``, or ``"identity"``
             (no positivity: the denominator can cross zero, so prefer ``normalize=False`` with it).
         causal: position ``i`` sees keys ``j <= i`` (needs ``Nq == Nk``), computed chunk by chunk in

@@ -114,13 +114,14 @@ def linear_attention(
     initial_state: Optional[Tuple[Tensor, Tensor]] = None,
     key_lengths: Optional[Tensor] = None,
 ) -> Tuple[Tensor, Tuple[Tensor, Tensor]]:
-    """Returns (out, (kv, normalizer)) where kv and normalizer are the state after all keys."""
+    """Returns (out, (kv, normalizer)) where kv and normalizer are the state after all keys, one per
+    key/value head (grouped-query attention: k and v may have fewer heads than q)."""
     scale = default_scale(q.shape[-1]) if scale is None else scale
     a = scale * feature_map(q, feature_map_name)
     padding = ~key_mask(key_lengths, q.shape[0], k.shape[-2], q.device).transpose(-2, -1)  # (B, 1, Nk, 1)
     b = feature_map(k, feature_map_name).masked_fill(padding, 0.0)
     v = v.masked_fill(padding, 0.0)
-    batch, heads, _, qk_dim = q.shape
+    batch, heads, qk_dim = k.shape[0], k.shape[1], k.shape[-1]  # the state's heads: key/value heads
     v_dim = v.shape[-1]
     if initial_state is None:
         kv0 = q.new_zeros(batch, heads, qk_dim, v_dim)
@@ -134,6 +135,7 @@ def linear_attention(
     else:
         kv = (kv0 + outer.sum(dim=2)).unsqueeze(2)
         z = (z0 + b.sum(dim=2)).unsqueeze(2)
+    kv, z = repeat_kv_heads(kv, q.shape[1]), repeat_kv_heads(z, q.shape[1])  # each query head's state
     num = (a.unsqueeze(-1) * kv).sum(dim=-2)
     out = num / ((a * z).sum(dim=-1, keepdim=True) + eps) if normalize else num
     return out, (kv0 + outer.sum(dim=2), z0 + b.sum(dim=2))
