@@ -59,6 +59,27 @@ void check_state(const char* op, const char* name, const at::Tensor& state, cons
 
 }  // namespace
 
+AttentionSpec check_attention_call(const char* op, const at::Tensor& q, const at::Tensor& k,
+                                   const at::Tensor& v ACTATTN_ATTENTION_OPTIONS(ACTATTN_PARAM),
+                                   const std::optional<at::Tensor>& key_lengths) {
+  check_qkv(op, q, k, v);
+  const AttentionSpec spec = parse_attention_options(op ACTATTN_ATTENTION_OPTIONS(ACTATTN_ARG));
+  check_key_lengths(key_lengths, q);
+  return spec;
+}
+
+LinearSpec check_linear_call(const char* op, const at::Tensor& q, const at::Tensor& k,
+                             const at::Tensor& v ACTATTN_LINEAR_OPTIONS(ACTATTN_PARAM),
+                             const std::optional<at::Tensor>& initial_state,
+                             const std::optional<at::Tensor>& initial_normalizer,
+                             const std::optional<at::Tensor>& key_lengths) {
+  check_qkv(op, q, k, v);
+  const LinearSpec spec = parse_linear_options(op ACTATTN_LINEAR_OPTIONS(ACTATTN_ARG));
+  check_linear_state(op, spec, q, k, v, initial_state, initial_normalizer);
+  check_key_lengths(key_lengths, q);
+  return spec;
+}
+
 void check_qkv(const char* op, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
   check_rank4_floating(op, "q", q);
   check_rank4_floating(op, "k", k);

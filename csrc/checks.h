@@ -12,6 +12,17 @@
 
 namespace actattn {
 
+// Every check of a call that needs no backward tensor, in the order the runners and the meta kernels
+// share: q, k, v, then the scalar options (parsed once: the returned spec), then the optional tensors.
+AttentionSpec check_attention_call(const char* op, const at::Tensor& q, const at::Tensor& k,
+                                   const at::Tensor& v ACTATTN_ATTENTION_OPTIONS(ACTATTN_PARAM),
+                                   const std::optional<at::Tensor>& key_lengths);
+LinearSpec check_linear_call(const char* op, const at::Tensor& q, const at::Tensor& k,
+                             const at::Tensor& v ACTATTN_LINEAR_OPTIONS(ACTATTN_PARAM),
+                             const std::optional<at::Tensor>& initial_state,
+                             const std::optional<at::Tensor>& initial_normalizer,
+                             const std::optional<at::Tensor>& key_lengths);
+
 // q (B, H, Nq, Dk), k (B, Hkv, Nk, Dk), v (B, Hkv, Nk, Dv): ranks, dtypes, devices, matching sizes;
 // Hkv divides H (grouped-query attention when Hkv < H).
 void check_qkv(const char* op, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v);

@@ -28,9 +28,7 @@ std::tuple<at::Tensor, at::Tensor> attention_forward_meta(const at::Tensor& q, c
                                                           const at::Tensor& v ACTATTN_ATTENTION_OPTIONS(ACTATTN_PARAM),
                                                           const OptionalTensor& key_lengths) {
   const char* op = "actattn.attention";
-  check_qkv(op, q, k, v);
-  const AttentionSpec spec = parse_attention_options(op ACTATTN_ATTENTION_OPTIONS(ACTATTN_ARG));
-  check_key_lengths(key_lengths, q);
+  const AttentionSpec spec = check_attention_call(op, q, k, v ACTATTN_ATTENTION_OPTIONS(ACTATTN_ARG), key_lengths);
   return {output_like(q, v), row_stats_like(q, spec.softmax())};
 }
 
@@ -39,9 +37,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_backward_meta(
     const at::Tensor& log_sum_exp ACTATTN_ATTENTION_OPTIONS(ACTATTN_PARAM), const OptionalTensor& key_lengths,
     std::array<bool, 3> output_mask) {
   const char* op = "actattn.attention backward";
-  check_qkv(op, q, k, v);
-  const AttentionSpec spec = parse_attention_options(op ACTATTN_ATTENTION_OPTIONS(ACTATTN_ARG));
-  check_key_lengths(key_lengths, q);
+  const AttentionSpec spec = check_attention_call(op, q, k, v ACTATTN_ATTENTION_OPTIONS(ACTATTN_ARG), key_lengths);
   check_backward_tensors(op, q, v, out, grad_out, "log_sum_exp", log_sum_exp, spec.softmax());
   auto like = [&](bool wanted, const at::Tensor& t) {
     return wanted ? at::empty_symint(t.sym_sizes(), t.options()) : at::Tensor();
@@ -62,10 +58,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> linear_attention_forw
     const at::Tensor& q, const at::Tensor& k, const at::Tensor& v ACTATTN_LINEAR_OPTIONS(ACTATTN_PARAM),
     const OptionalTensor& initial_state, const OptionalTensor& initial_normalizer, const OptionalTensor& key_lengths) {
   const char* op = "actattn.linear_attention";
-  check_qkv(op, q, k, v);
-  const LinearSpec spec = parse_linear_options(op ACTATTN_LINEAR_OPTIONS(ACTATTN_ARG));
-  check_linear_state(op, spec, q, k, v, initial_state, initial_normalizer);
-  check_key_lengths(key_lengths, q);
+  const LinearSpec spec = check_linear_call(op, q, k, v ACTATTN_LINEAR_OPTIONS(ACTATTN_ARG), initial_state,
+                                            initial_normalizer, key_lengths);
   return {output_like(q, v), state_like(q, k, v), normalizer_like(q, k), row_stats_like(q, spec.normalize)};
 }
 
@@ -75,10 +69,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> linear_at
     const at::Tensor& denominator ACTATTN_LINEAR_OPTIONS(ACTATTN_PARAM), const OptionalTensor& initial_state,
     const OptionalTensor& initial_normalizer, const OptionalTensor& key_lengths) {
   const char* op = "actattn.linear_attention backward";
-  check_qkv(op, q, k, v);
-  const LinearSpec spec = parse_linear_options(op ACTATTN_LINEAR_OPTIONS(ACTATTN_ARG));
-  check_linear_state(op, spec, q, k, v, initial_state, initial_normalizer);
-  check_key_lengths(key_lengths, q);
+  const LinearSpec spec = check_linear_call(op, q, k, v ACTATTN_LINEAR_OPTIONS(ACTATTN_ARG), initial_state,
+                                            initial_normalizer, key_lengths);
   check_backward_tensors(op, q, v, out, grad_out, "denominator", denominator, spec.normalize);
   check_final_state_grads(op, q, k, v, grad_final_state, grad_final_normalizer);
   return {at::empty_symint(q.sym_sizes(), q.options()), at::empty_symint(k.sym_sizes(), k.options()),

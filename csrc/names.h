@@ -1,6 +1,6 @@
 // The one table of option names: score activations of quadratic attention, feature maps of linear
-// attention, causal mask alignments. Parsing, error messages and Python (actattn._C.SCORE_ACTIVATIONS / FEATURE_MAPS) all read
-// these arrays, so a new activation or map is named here once.
+// attention, causal mask alignments. Parsing, error messages and Python (actattn._C.SCORE_ACTIVATIONS,
+// FEATURE_MAPS, CAUSAL_ALIGNMENTS) all read these arrays, so a new activation or map is named here once.
 #pragma once
 
 #include <c10/util/string_view.h>

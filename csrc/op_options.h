@@ -5,8 +5,9 @@
 // that names the options one by one expands these lists instead: the schemas (registration.cpp), the
 // C++ signatures of all four ops (ops.h), the calls through the dispatcher (ops.cpp, actattn_api.cpp),
 // the backend and meta kernels (op_runners.h, meta_ops.cpp), autograd's saved options (autograd.cpp).
-// Each kernel parses the raw options once into AttentionOptions / LinearOptions (validated, names turned
-// into enums), and everything after that — checks, params, kernels — takes the parsed form.
+// Each kernel parses the raw options once into an AttentionSpec / LinearSpec (validated, names turned
+// into enums; checks.h: check_attention_call / check_linear_call), and everything after that — checks,
+// params, kernels — takes the parsed form.
 //
 // Adding a scalar option: a line in the list, a field and its validation below (op_options.cpp), the
 // kernels' field in kernels/params.h and its use, the public C++ options (actattn.h), and the Python

@@ -90,9 +90,7 @@ std::tuple<at::Tensor, at::Tensor> attention_forward(const at::Tensor& q, const 
                                                      const at::Tensor& v ACTATTN_ATTENTION_OPTIONS(ACTATTN_PARAM),
                                                      const OptionalTensor& key_lengths) {
   const char* op = "actattn.attention";
-  check_qkv(op, q, k, v);
-  const AttentionSpec spec = parse_attention_options(op ACTATTN_ATTENTION_OPTIONS(ACTATTN_ARG));
-  check_key_lengths(key_lengths, q);
+  const AttentionSpec spec = check_attention_call(op, q, k, v ACTATTN_ATTENTION_OPTIONS(ACTATTN_ARG), key_lengths);
   [[maybe_unused]] const auto device_guard = Backend::guard(q);
   const at::Tensor qw = Backend::input(q), kw = Backend::input(k), vw = Backend::input(v);
   QuadraticParams p = quadratic_params(spec, qw, kw, vw);
@@ -119,9 +117,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_backward(
     const at::Tensor& log_sum_exp ACTATTN_ATTENTION_OPTIONS(ACTATTN_PARAM), const OptionalTensor& key_lengths,
     std::array<bool, 3> output_mask) {
   const char* op = "actattn.attention backward";
-  check_qkv(op, q, k, v);
-  const AttentionSpec spec = parse_attention_options(op ACTATTN_ATTENTION_OPTIONS(ACTATTN_ARG));
-  check_key_lengths(key_lengths, q);
+  const AttentionSpec spec = check_attention_call(op, q, k, v ACTATTN_ATTENTION_OPTIONS(ACTATTN_ARG), key_lengths);
   check_backward_tensors(op, q, v, out, grad_out, "log_sum_exp", log_sum_exp, /*row_stat_read=*/spec.softmax());
   [[maybe_unused]] const auto device_guard = Backend::guard(q);
   const at::Tensor qw = Backend::input(q), kw = Backend::input(k), vw = Backend::input(v);
@@ -164,10 +160,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> linear_attention_forw
     const at::Tensor& q, const at::Tensor& k, const at::Tensor& v ACTATTN_LINEAR_OPTIONS(ACTATTN_PARAM),
     const OptionalTensor& initial_state, const OptionalTensor& initial_normalizer, const OptionalTensor& key_lengths) {
   const char* op = "actattn.linear_attention";
-  check_qkv(op, q, k, v);
-  const LinearSpec spec = parse_linear_options(op ACTATTN_LINEAR_OPTIONS(ACTATTN_ARG));
-  check_linear_state(op, spec, q, k, v, initial_state, initial_normalizer);
-  check_key_lengths(key_lengths, q);
+  const LinearSpec spec = check_linear_call(op, q, k, v ACTATTN_LINEAR_OPTIONS(ACTATTN_ARG), initial_state,
+                                            initial_normalizer, key_lengths);
   [[maybe_unused]] const auto device_guard = Backend::guard(q);
   const at::Tensor qw = Backend::input(q), kw = Backend::input(k), vw = Backend::input(v);
   const int64_t group = head_group(q, k);
@@ -205,10 +199,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> linear_at
     const at::Tensor& denominator ACTATTN_LINEAR_OPTIONS(ACTATTN_PARAM), const OptionalTensor& initial_state,
     const OptionalTensor& initial_normalizer, const OptionalTensor& key_lengths) {
   const char* op = "actattn.linear_attention backward";
-  check_qkv(op, q, k, v);
-  const LinearSpec spec = parse_linear_options(op ACTATTN_LINEAR_OPTIONS(ACTATTN_ARG));
-  check_linear_state(op, spec, q, k, v, initial_state, initial_normalizer);
-  check_key_lengths(key_lengths, q);
+  const LinearSpec spec = check_linear_call(op, q, k, v ACTATTN_LINEAR_OPTIONS(ACTATTN_ARG), initial_state,
+                                            initial_normalizer, key_lengths);
   check_backward_tensors(op, q, v, out, grad_out, "denominator", denominator, /*row_stat_read=*/spec.normalize);
   check_final_state_grads(op, q, k, v, grad_final_state, grad_final_normalizer);
   [[maybe_unused]] const auto device_guard = Backend::guard(q);
