@@ -53,17 +53,6 @@ def cpu_arch_flags():
     return ["-march=x86-64-v3"] if platform.machine() in ("x86_64", "AMD64") else []
 
 
-def sanitizer_flags():
-    """ACTATTN_SANITIZE=1: AddressSanitizer + UndefinedBehaviorSanitizer, every report fatal (tools/sanitize.sh).
-
-    vptr is left out: torch's classes cross library boundaries that were built without the sanitizer.
-    """
-    if os.environ.get("ACTATTN_SANITIZE", "0") != "1":
-        return []
-    return ["-fsanitize=address,undefined", "-fno-sanitize=vptr", "-fno-sanitize-recover=all",
-            "-fno-omit-frame-pointer", "-g", "-O1"]
-
-
 def extension():
     debug = os.environ.get("ACTATTN_DEBUG", "0") == "1"
     with_cuda = want_cuda()
@@ -71,14 +60,13 @@ def extension():
     # -ffast-math they keep NaN and inf semantics.
     cxx_flags = ["-fopenmp", "-Wall", "-fno-math-errno", "-fno-trapping-math"] + cpu_arch_flags()
     cxx_flags += ["-O0", "-g"] if debug else ["-O3"]
-    cxx_flags += sanitizer_flags()
     nvcc_flags = ["--expt-relaxed-constexpr", "-lineinfo"] + (["-O0", "-G"] if debug else ["-O3"])
     build = CUDAExtension if with_cuda else CppExtension
     return build(
         name="actattn._C",
         sources=sources(with_cuda),
         extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags} if with_cuda else {"cxx": cxx_flags},
-        extra_link_args=["-fopenmp"] + sanitizer_flags(),
+        extra_link_args=["-fopenmp"],
     )
 
 

@@ -3,8 +3,9 @@
 // ACTATTN_ATTENTION_OPTIONS / ACTATTN_LINEAR_OPTIONS list every scalar option of quadratic and linear
 // attention in schema order as X(C++ parameter type, name, schema type, schema default). Every place
 // that names the options one by one expands these lists instead: the schemas (registration.cpp), the
-// C++ signatures of all four ops (ops.h), the calls through the dispatcher (ops.cpp, actattn_api.cpp),
-// the backend and meta kernels (op_runners.h, meta_ops.cpp), autograd's saved options (autograd.cpp).
+// C++ signatures of every op (ops.h), the calls through the dispatcher (ops.cpp, actattn_api.cpp), the
+// backend and meta kernels (op_runners.h, meta_ops.cpp), autograd's saved options (autograd.cpp) and
+// autocast (autocast.cpp).
 // Each kernel parses the raw options once into an AttentionSpec / LinearSpec (validated, names turned
 // into enums; checks.h: check_attention_call / check_linear_call), and everything after that — checks,
 // params, kernels — takes the parsed form.

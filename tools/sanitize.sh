@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Runs the C++ tests and a representative part of the Python suite against an AddressSanitizer +
-# UndefinedBehaviorSanitizer build of the CPU extension; any report fails the run.
-#   C++:    CMake build with -DACTATTN_SANITIZE=ON (the library and its C++ test), CTest.
-#   Python: the extension built with ACTATTN_SANITIZE=1 into build/sanitize/lib next to a copy of the
-#           package, loaded first on PYTHONPATH, libasan preloaded into the (uninstrumented) interpreter.
-# Both builds use -O1 (ASan's usual choice: quick to compile, still fast enough to run). Expects
-# tools/bootstrap.sh to have run.
+# UndefinedBehaviorSanitizer build of the CPU library; any report fails the run. One CMake build at -O1
+# (ASan's usual choice: quick to compile, still fast enough to run) with -DACTATTN_SANITIZE=ON serves both:
+#   C++:    the library's C++ test, CTest.
+#   Python: the package's _C module over the same library (-DACTATTN_PYTHON_MODULE=ON), copied with the
+#           package into build/sanitize/lib, loaded first on PYTHONPATH, libasan preloaded into the
+#           (uninstrumented) interpreter.
+# Expects tools/bootstrap.sh to have run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 jobs=$(nproc)
@@ -15,15 +16,17 @@ export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 torch_prefix=$(.venv/bin/python -c 'import torch; print(torch.utils.cmake_prefix_path)')
 # The emulated tensor-core tests are left out here (their build and run take as long as the rest of
 # this script); they run unsanitized in test.sh.
-cmake -S . -B build/sanitize/cmake -DCMAKE_PREFIX_PATH="$torch_prefix" -DACTATTN_SANITIZE=ON >/dev/null
-cmake --build build/sanitize/cmake -j "$jobs" --target actattn_cpp_test
+cmake -S . -B build/sanitize/cmake -DCMAKE_PREFIX_PATH="$torch_prefix" -DACTATTN_SANITIZE=ON \
+  -DACTATTN_PYTHON_MODULE=ON -DPython_EXECUTABLE="$PWD/.venv/bin/python" >/dev/null
+cmake --build build/sanitize/cmake -j "$jobs" --target actattn_cpp_test actattn_python_module
 ctest --test-dir build/sanitize/cmake --output-on-failure -R '^actattn_cpp_test$'
 
+# The package's Python files next to the sanitized _C, which finds the library through its RPATH (the
+# in-place _C of the editable install is skipped).
 lib=build/sanitize/lib
-ACTATTN_SANITIZE=1 ACTATTN_CUDA=0 MAX_JOBS=$jobs .venv/bin/python setup.py -q build_ext \
-  --build-lib "$lib" --build-temp build/sanitize/temp >/dev/null
-# The package's Python files next to the sanitized _C (the in-place _C of the editable install is skipped).
+rm -rf "$lib" && mkdir -p "$lib"
 (cd python && find actattn -name '*.py' -exec cp --parents {} "../$lib/" \;)
+cp build/sanitize/cmake/_C*.so "$lib/actattn/"
 
 # libstdc++ is preloaded with libasan: python itself does not link it, and ASan's __cxa_throw
 # interceptor must find the real one when the interpreter starts, or the first C++ exception aborts.
