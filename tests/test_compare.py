@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from actattn import compare
 
 TINY = ["--quick", "--steps", "8", "--eval-every", "4", "--record-every", "4", "--no-progress"]
@@ -54,3 +56,24 @@ def test_two_process_ddp_matches_one_process(tmp_path):
     ddp = json.loads((tmp_path / "ddp" / "report.json").read_text())["results"][0]
     for a, b in zip(ddp["history"]["loss"], single[0]["history"]["loss"]):
         assert abs(a - b) <= 1e-5 * max(1.0, abs(b))
+
+
+def test_help_describes_every_option_with_its_default(capsys):
+    with pytest.raises(SystemExit):
+        compare.parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    options = [a for a in text.split() if a.startswith("--") and a != "--help"]
+    assert len(set(options)) >= 20
+    for option in ("--steps", "--lr", "--seed", "--sweep-depths", "--checkpoint-every", "--kinds", "--out"):
+        described = text.split(option, 2)[-1].split(" --")[0]  # the option's own line, after its metavar
+        assert "default" in described, f"{option}: {described}"
+    assert "(default: 600; with --quick 30)" in text
+
+
+def test_report_says_the_command_that_made_it(tmp_path):
+    compare.main(["--quick", "--kinds", "softmax", "--sweep-depths", "--checkpoint-every", "0",
+                  "--no-progress", "--out", str(tmp_path)])
+    report = (tmp_path / "report.md").read_text()
+    assert f"Made by `python -m actattn.compare --quick --kinds softmax --sweep-depths --checkpoint-every 0 " \
+           f"--no-progress --out {tmp_path}`" in report
+    assert not list(tmp_path.glob("checkpoints/*")), "--checkpoint-every 0 writes no checkpoint"

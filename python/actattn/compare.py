@@ -18,6 +18,7 @@ import json
 import math
 import os
 import resource
+import shlex
 import statistics
 import sys
 import time
@@ -43,34 +44,60 @@ PRESETS = {
 }
 
 
+def _preset_default(key: str) -> str:
+    """How --help shows an option whose default comes from the preset."""
+    default, quick = PRESETS["default"][key], PRESETS["quick"][key]
+    show = lambda value: " ".join(map(str, value)) if isinstance(value, list) else value  # noqa: E731
+    return f"(default: {show(default)}; with --quick {show(quick)})"
+
+
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Train one small transformer per attention kind and compare.")
+    parser = argparse.ArgumentParser(
+        prog="python -m actattn.compare",
+        description="Train the same small decoder-only transformer once per attention kind (same initial weights, "
+        "batches and hyper-parameters) and write a report with plots comparing loss, held-out metric, step time, "
+        "memory and gradient flow.",
+    )
     parser.add_argument("--task", choices=["text", "mqar"], default="text",
-                        help="text: byte-level LM (default corpus: Python's stdlib sources); mqar: associative recall")
-    parser.add_argument("--text", type=Path, help="text file for --task text (default: Python's stdlib sources)")
-    parser.add_argument("--kinds", nargs="+", choices=list(KINDS), default=list(KINDS))
-    parser.add_argument("--quick", action="store_true", help="a tiny run that finishes in under a minute")
-    parser.add_argument("--steps", type=int)
-    parser.add_argument("--batch-size", type=int, help="global batch size (split across processes)")
-    parser.add_argument("--seq-len", type=int)
-    parser.add_argument("--dim", type=int)
-    parser.add_argument("--heads", type=int)
-    parser.add_argument("--layers", type=int)
-    parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--mqar-pairs", type=int, default=8)
-    parser.add_argument("--eval-every", type=int)
-    parser.add_argument("--record-every", type=int, help="record gradient flow every N steps")
-    parser.add_argument("--checkpoint-every", type=int, default=100)
+                        help="text: byte-level language modelling; mqar: multi-query associative recall "
+                             "(default: %(default)s)")
+    parser.add_argument("--text", type=Path,
+                        help="text file for --task text (default: the sources of Python's standard library)")
+    parser.add_argument("--kinds", nargs="+", choices=list(KINDS), default=list(KINDS), metavar="KIND",
+                        help=f"attention kinds to train, from {', '.join(KINDS)} (default: all)")
+    parser.add_argument("--quick", action="store_true",
+                        help="the tiny preset: a run that finishes in under a minute (default: the full preset)")
+    parser.add_argument("--steps", type=int, help="training steps per kind " + _preset_default("steps"))
+    parser.add_argument("--batch-size", type=int,
+                        help="global batch size, split across processes " + _preset_default("batch_size"))
+    parser.add_argument("--seq-len", type=int, help="tokens per sequence " + _preset_default("seq_len"))
+    parser.add_argument("--dim", type=int, help="model width " + _preset_default("dim"))
+    parser.add_argument("--heads", type=int, help="attention heads " + _preset_default("heads"))
+    parser.add_argument("--layers", type=int, help="decoder blocks " + _preset_default("layers"))
+    parser.add_argument("--lr", type=float, default=3e-3, help="AdamW learning rate (default: %(default)s)")
+    parser.add_argument("--mqar-pairs", type=int, default=8,
+                        help="key-value pairs per sequence for --task mqar (default: %(default)s)")
+    parser.add_argument("--eval-every", type=int,
+                        help="steps between held-out evaluations " + _preset_default("eval_every"))
+    parser.add_argument("--record-every", type=int,
+                        help="steps between gradient-flow records " + _preset_default("record_every"))
+    parser.add_argument("--checkpoint-every", type=int, default=100,
+                        help="steps between checkpoints, 0 for none (default: %(default)s)")
     parser.add_argument("--resume", action="store_true",
                         help="continue each kind from its newest intact checkpoint in --out (damaged ones are "
-                             "reported and skipped)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--out", type=Path, default=Path("out/compare"))
-    parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument("--sweep-depths", type=int, nargs="*", help="depths of the depth sweep at initialisation "
-                        "(default 2 4 8 16 32 64; none to skip)")
+                             "reported and skipped; default: start afresh)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the initial weights and the batch order, the same for every kind "
+                             "(default: %(default)s)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
+    parser.add_argument("--out", type=Path, default=Path("out/compare"),
+                        help="directory of the report, plots and checkpoints (default: %(default)s)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (default: shown)")
+    parser.add_argument("--sweep-depths", type=int, nargs="*", metavar="DEPTH",
+                        help="depths of the gradient-flow depth sweep at initialisation, none to skip "
+                             + _preset_default("sweep_depths"))
     args = parser.parse_args(argv)
+    args.command = shlex.join(["python", "-m", "actattn.compare", *(sys.argv[1:] if argv is None else argv)])
     for key, value in PRESETS["quick" if args.quick else "default"].items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -174,7 +201,7 @@ def train_kind(kind: str, args, task, env: Distributed) -> Dict:
             history["eval"].append({"step": step + 1, task.metric: evaluate(model, task, args, env)})
         if hasattr(progress, "set_postfix"):
             progress.set_postfix(loss=f"{history['loss'][-1]:.3f}")
-        if (step + 1) % args.checkpoint_every == 0 and env.main:
+        if args.checkpoint_every > 0 and (step + 1) % args.checkpoint_every == 0 and env.main:
             checkpoints.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "history": history,
                               "step": step + 1}, checkpoint)
     recorder.detach()
@@ -227,6 +254,8 @@ def write_report(args, task, results: List[Dict], sweep: List[Dict]) -> Path:
     memory = "peak GPU memory (MiB)" if args.device.startswith("cuda") else "process peak RSS so far (MiB)"
     lines = [
         "# actattn activation comparison",
+        "",
+        f"Made by `{args.command}`.",
         "",
         f"Task `{args.task}`, {args.steps} steps, global batch {args.batch_size}, seq_len {args.seq_len}, "
         f"dim {args.dim}, {args.heads} heads, {args.layers} layers, lr {args.lr}, seed {args.seed}, "
@@ -285,13 +314,15 @@ def plot_curves(results: List[Dict], out: Path, metric: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    # Six kinds end close together: line styles as well as colours keep each curve visible.
+    styles = ["-", "--", "-.", ":"]
     fig, ax = plt.subplots(figsize=(7, 4))
-    for r in results:
+    for i, r in enumerate(results):
         losses = r["history"]["loss"]
         window = max(1, len(losses) // 50)
         smooth = [sum(losses[max(0, i - window + 1) : i + 1]) / len(losses[max(0, i - window + 1) : i + 1])
                   for i in range(len(losses))]
-        ax.plot(smooth, label=r["kind"])
+        ax.plot(smooth, label=r["kind"], linestyle=styles[i % len(styles)])
     ax.set_xlabel("step")
     ax.set_ylabel("training loss (smoothed)")
     ax.legend()
@@ -299,10 +330,12 @@ def plot_curves(results: List[Dict], out: Path, metric: str) -> None:
     fig.savefig(out / "loss.png", dpi=120)
     plt.close(fig)
 
+    markers = ["o", "s", "^", "v", "D", "x"]
     fig, ax = plt.subplots(figsize=(7, 4))
-    for r in results:
+    for i, r in enumerate(results):
         points = r["history"]["eval"]
-        ax.plot([p["step"] for p in points], [p[metric] for p in points], marker="o", label=r["kind"])
+        ax.plot([p["step"] for p in points], [p[metric] for p in points], marker=markers[i % len(markers)],
+                linestyle=styles[i % len(styles)], label=r["kind"])
     ax.set_xlabel("step")
     ax.set_ylabel(f"held-out {metric.replace('_', ' ')}")
     ax.legend()
