@@ -77,3 +77,11 @@ def test_report_says_the_command_that_made_it(tmp_path):
     assert f"Made by `python -m actattn.compare --quick --kinds softmax --sweep-depths --checkpoint-every 0 " \
            f"--no-progress --out {tmp_path}`" in report
     assert not list(tmp_path.glob("checkpoints/*")), "--checkpoint-every 0 writes no checkpoint"
+
+
+def test_step_time_leaves_out_warm_up_and_reports_its_spread():
+    times = [500.0] + [10.0 + i % 5 for i in range(99)]  # a slow first step, then 10-14 ms
+    summary = compare.step_time_summary(times)
+    assert summary["ms_per_step"] == 12.0
+    assert 10.0 <= summary["ms_per_step_p10"] < summary["ms_per_step_p90"] <= 14.0
+    assert compare.step_time_summary([7.0])["ms_per_step"] == 7.0

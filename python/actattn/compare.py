@@ -220,6 +220,15 @@ def evaluate(model, task, args, env: Distributed, batches: int = 4) -> float:
     return sum(values) / len(values)
 
 
+def step_time_summary(step_ms: List[float]) -> Dict:
+    """Median and 10-90 % range of the step times after warm-up (the first 10 % of steps, at least one)."""
+    if not step_ms:
+        return {"ms_per_step": None, "ms_per_step_p10": None, "ms_per_step_p90": None}
+    steady = step_ms[max(1, len(step_ms) // 10) :] or step_ms
+    deciles = statistics.quantiles(steady, n=10, method="inclusive") if len(steady) > 1 else steady * 9
+    return {"ms_per_step": statistics.median(steady), "ms_per_step_p10": deciles[0], "ms_per_step_p90": deciles[-1]}
+
+
 def summarize(kind: str, history: Dict, task, env: Distributed) -> Dict:
     tail = history["loss"][-max(1, len(history["loss"]) // 10) :]
     records = history["gradflow"]
@@ -237,7 +246,9 @@ def summarize(kind: str, history: Dict, task, env: Distributed) -> Dict:
         "kind": kind,
         "final_loss": sum(tail) / len(tail),
         f"final_{task.metric}": history["eval"][-1][task.metric] if history["eval"] else None,
-        "ms_per_step": statistics.median(history["step_ms"]) if history["step_ms"] else None,
+        **step_time_summary(history["step_ms"]),
+        # Other jobs on the machine inflate step times: the 1-minute load average when the kind finished.
+        "load_average": os.getloadavg()[0],
         "peak_memory_mib": peak,
         "grad_norm_first_over_last_layer": statistics.mean(ratios) if ratios else None,
         "history": history,
@@ -261,21 +272,29 @@ def write_report(args, task, results: List[Dict], sweep: List[Dict]) -> Path:
         f"dim {args.dim}, {args.heads} heads, {args.layers} layers, lr {args.lr}, seed {args.seed}, "
         f"device {args.device}. Same initial weights and batches for every kind.",
         "",
-        f"| kind | final loss | {metric.replace('_', ' ')} | ms / step | {memory} | grad norm first / last layer |",
-        "|---|---|---|---|---|---|",
+        f"| kind | final loss | {metric.replace('_', ' ')} | ms / step (10–90 %) | load | {memory} | "
+        "grad norm first / last layer |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in results:
         value = r[metric]
         ratio = r["grad_norm_first_over_last_layer"]
         lines.append(
             f"| {r['kind']} | {r['final_loss']:.4f} | {'n/a' if value is None else f'{value:.4f}'} | "
-            f"{r['ms_per_step']:.1f} | {r['peak_memory_mib']:.0f} | {'n/a' if ratio is None else f'{ratio:.3f}'} |"
+            f"{r['ms_per_step']:.1f} ({r['ms_per_step_p10']:.1f}–{r['ms_per_step_p90']:.1f}) | "
+            f"{r['load_average']:.1f} | {r['peak_memory_mib']:.0f} | {'n/a' if ratio is None else f'{ratio:.3f}'} |"
         )
+    cores = os.cpu_count()
+    busy = [r["kind"] for r in results if r["load_average"] > cores + 0.5]
     lines += [
         "",
-        "Final loss: mean over the last 10 % of steps. Gradient-norm ratio: parameter-gradient norm of the",
-        "first block over the last, averaged over the recorded steps (far below 1: vanishing towards the",
-        "input; far above: exploding).",
+        "Final loss: mean over the last 10 % of steps. ms / step: median and 10–90 % range of the step",
+        "times after the first 10 % (warm-up), wall clock, one process. Load: the machine's 1-minute load",
+        f"average when the kind finished, against its {cores} cores"
+        + (f"; **above that for {', '.join(busy)}: other jobs shared the machine, their times are inflated**."
+           if busy else "."),
+        "Gradient-norm ratio: parameter-gradient norm of the first block over the last, averaged over the",
+        "recorded steps (far below 1: vanishing towards the input; far above: exploding).",
         "",
         "![loss](loss.png) ![metric](metric.png)",
         "![gradient norm per layer](grad_norm_per_layer.png) ![gradient norm over steps](grad_norm_over_steps.png)",
