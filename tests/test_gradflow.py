@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from actattn.gradflow import GradientFlowRecorder, attention_stats, depth_sweep
+from actattn.gradflow import GradientFlowRecorder, attention_stats, depth_sweep, token_similarity
 from actattn.nn import DecoderLM
 
 
@@ -64,3 +64,25 @@ def test_depth_sweep_covers_every_combination():
         (kind, residual, depth) for kind in ("softmax", "linear-relu") for residual in (True, False) for depth in (2, 4)
     }
     assert all(math.isfinite(r["first_over_last"]) and r["first_over_last"] > 0 for r in results)
+    assert all(-1 <= r["token_similarity"] <= 1 for r in results)
+
+
+def test_token_similarity_measures_rank_collapse():
+    direction = torch.randn(16)
+    collapsed = direction * torch.rand(2, 5, 1).add(0.5)  # every token a positive multiple of one vector
+    assert math.isclose(token_similarity(collapsed), 1.0, rel_tol=1e-12)
+    assert abs(token_similarity(torch.eye(8).unsqueeze(0))) < 1e-12  # orthogonal tokens
+    opposite = torch.stack([direction, -direction]).unsqueeze(0)
+    assert math.isclose(token_similarity(opposite), -1.0, rel_tol=1e-12)
+    with_dead = torch.cat([collapsed, torch.zeros(2, 3, 16)], dim=1)  # zero tokens have no direction
+    assert math.isclose(token_similarity(with_dead), 1.0, rel_tol=1e-12)
+    assert math.isnan(token_similarity(torch.zeros(1, 4, 16)))
+
+
+def test_recorder_records_the_attention_outputs_similarity():
+    torch.manual_seed(0)
+    model = DecoderLM(vocab_size=16, dim=16, heads=2, layers=2, attention="relu")
+    recorder = GradientFlowRecorder(model)
+    model(torch.randint(0, 16, (2, 8))).sum().backward()
+    record = recorder.step(0)
+    assert all(-1 <= layer["out_token_similarity"] <= 1 for layer in record["layers"].values())

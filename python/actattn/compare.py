@@ -316,6 +316,19 @@ def write_report(args, task, results: List[Dict], sweep: List[Dict]) -> Path:
                 row = {r["depth"]: r["first_over_last"] for r in sweep if r["kind"] == kind and r["residual"] == residual}
                 lines.append(f"| {kind} | {'yes' if residual else 'no'} | " +
                              " | ".join(f"{row[d]:.3g}" for d in depths) + " |")
+        lines += [
+            "",
+            "Rank collapse in the same stacks: mean cosine similarity between different tokens' outputs of the",
+            "last layer (1: every token points the same way; about 0: unrelated tokens).",
+            "",
+            "| kind | residual | " + " | ".join(f"{d} layers" for d in depths) + " |",
+            "|---|---|" + "---|" * len(depths),
+        ]
+        for kind in dict.fromkeys(r["kind"] for r in sweep):
+            for residual in (False, True):
+                row = {r["depth"]: r["token_similarity"] for r in sweep if r["kind"] == kind and r["residual"] == residual}
+                lines.append(f"| {kind} | {'yes' if residual else 'no'} | " +
+                             " | ".join(f"{row[d]:.3f}" for d in depths) + " |")
         lines += ["", "![depth sweep](depth_sweep.png)"]
     (args.out / "report.md").write_text("\n".join(lines) + "\n")
     plot_curves(results, args.out, task.metric)

@@ -31,7 +31,8 @@ class GradientFlowRecorder:
 
     ``layers`` maps each attention module's name to: ``param_grad_norm`` (the 2-norm of the gradients of
     the parameters of the module's enclosing block, or of the attention module itself), ``q_grad_norm``,
-    ``k_grad_norm``, ``v_grad_norm``, ``out_grad_norm`` and the attention statistics.
+    ``k_grad_norm``, ``v_grad_norm``, ``out_grad_norm``, the attention statistics and
+    ``out_token_similarity`` (:func:`token_similarity` of the attention output, heads concatenated).
     Statistics cost an O(N^2) (quadratic) or O(N D^2) pass per layer, so record every few steps.
     """
 
@@ -65,6 +66,7 @@ class GradientFlowRecorder:
                     tensor.register_hook(_store_norm(pending, f"{label}_grad_norm"))
             if self.record_stats:
                 pending.update(attention_stats(module.kind.name, q.detach(), k.detach(), v.detach()))
+                pending["out_token_similarity"] = token_similarity(out.transpose(1, 2).flatten(-2))
 
         return observe
 
@@ -80,6 +82,21 @@ class GradientFlowRecorder:
         record = {"step": step, "layers": layers}
         self.records.append(record)
         return record
+
+
+def token_similarity(h: Tensor) -> float:
+    """Rank-collapse meter: the mean cosine similarity between different tokens' representations
+    (``h`` is (..., N, D); every leading index is one sequence), averaged over sequences. 1 when every
+    token points the same way (rank collapse), about 0 for unrelated tokens; all-zero tokens carry no
+    direction and are left out (NaN when a whole batch has fewer than two non-zero tokens per sequence)."""
+    h = h.detach().double().flatten(0, -3) if h.dim() > 2 else h.detach().double().unsqueeze(0)
+    norms = h.norm(dim=-1)
+    live = (norms > 0).double()
+    unit = h / norms.clamp_min(1e-300).unsqueeze(-1)
+    gram = (unit @ unit.transpose(-2, -1)) * live.unsqueeze(-1) * live.unsqueeze(-2)
+    count = live.sum(dim=-1)
+    similarity = (gram.sum(dim=(-2, -1)) - count) / (count * (count - 1))  # NaN (0/0) without two live tokens
+    return similarity.nanmean().item()
 
 
 def _store_norm(pending: Dict[str, float], key: str):
@@ -164,9 +181,11 @@ def depth_sweep(kinds: Sequence[str], depths: Sequence[int] = (2, 4, 8, 16, 32, 
                 heads: int = 4, seq_len: int = 64, batch: int = 4, seed: int = 0,
                 device: Optional[str] = None) -> List[Dict]:
     """At initialisation, for stacks of each depth with and without residual connections + LayerNorm,
-    the ratio of the first layer's parameter-gradient norm to the last layer's, per kind.
+    the ratio of the first layer's parameter-gradient norm to the last layer's, per kind, and the
+    :func:`token_similarity` of the last layer's output.
 
-    A ratio far below 1 means gradients vanish towards the input; far above 1, they explode."""
+    A ratio far below 1 means gradients vanish towards the input; far above 1, they explode. A
+    similarity near 1 means the tokens have collapsed onto one direction (rank collapse)."""
     results = []
     for kind in kinds:
         for residual in (True, False):
@@ -186,7 +205,8 @@ def depth_sweep(kinds: Sequence[str], depths: Sequence[int] = (2, 4, 8, 16, 32, 
                     [p.grad for p in layers[-1].parameters()]
                 )
                 ratio = first / last if last > 0 else float("nan")
-                results.append({"kind": kind, "residual": residual, "depth": depth, "first_over_last": ratio})
+                results.append({"kind": kind, "residual": residual, "depth": depth, "first_over_last": ratio,
+                                "token_similarity": token_similarity(h)})
     return results
 
 
