@@ -86,9 +86,8 @@ def test_bottom_right_gradcheck():
 
 def test_bottom_right_equals_top_left_for_square_inputs_and_is_ignored_without_causal():
     q, k, v = random_qkv((1, 2, 33, 33, 8, 8))
-    torch.testing.assert_close(
-        actattn.attention(q, k, v, causal=True, causal_alignment="bottom_right"), actattn.attention(q, k, v, causal=True)
-    )
+    bottom_right = actattn.attention(q, k, v, causal=True, causal_alignment="bottom_right")
+    torch.testing.assert_close(bottom_right, actattn.attention(q, k, v, causal=True))
     torch.testing.assert_close(actattn.attention(q, k, v, causal_alignment="bottom_right"), actattn.attention(q, k, v))
 
 

@@ -300,7 +300,6 @@ def write_report(args, task, results: List[Dict], sweep: List[Dict]) -> Path:
         "![gradient norm per layer](grad_norm_per_layer.png) ![gradient norm over steps](grad_norm_over_steps.png)",
     ]
     if sweep:
-        depths = sorted({r["depth"] for r in sweep})
         lines += [
             "",
             "## Depth sweep at initialisation",
@@ -308,28 +307,15 @@ def write_report(args, task, results: List[Dict], sweep: List[Dict]) -> Path:
             f"Gradient norm of the first layer over the last, for stacks of blocks (dim {args.dim}, {args.heads} "
             "heads) on random input, with and without residual connections (LayerNorm in both).",
             "",
-            "| kind | residual | " + " | ".join(f"{d} layers" for d in depths) + " |",
-            "|---|---|" + "---|" * len(depths),
-        ]
-        for kind in dict.fromkeys(r["kind"] for r in sweep):
-            for residual in (False, True):
-                row = {r["depth"]: r["first_over_last"] for r in sweep if r["kind"] == kind and r["residual"] == residual}
-                lines.append(f"| {kind} | {'yes' if residual else 'no'} | " +
-                             " | ".join(f"{row[d]:.3g}" for d in depths) + " |")
-        lines += [
+            *sweep_table(sweep, "first_over_last", "{:.3g}"),
             "",
             "Rank collapse in the same stacks: mean cosine similarity between different tokens' outputs of the",
             "last layer (1: every token points the same way; about 0: unrelated tokens).",
             "",
-            "| kind | residual | " + " | ".join(f"{d} layers" for d in depths) + " |",
-            "|---|---|" + "---|" * len(depths),
+            *sweep_table(sweep, "token_similarity", "{:.3f}"),
+            "",
+            "![depth sweep](depth_sweep.png)",
         ]
-        for kind in dict.fromkeys(r["kind"] for r in sweep):
-            for residual in (False, True):
-                row = {r["depth"]: r["token_similarity"] for r in sweep if r["kind"] == kind and r["residual"] == residual}
-                lines.append(f"| {kind} | {'yes' if residual else 'no'} | " +
-                             " | ".join(f"{row[d]:.3f}" for d in depths) + " |")
-        lines += ["", "![depth sweep](depth_sweep.png)"]
     (args.out / "report.md").write_text("\n".join(lines) + "\n")
     plot_curves(results, args.out, task.metric)
     records = {r["kind"]: r["history"]["gradflow"] for r in results}
@@ -338,6 +324,19 @@ def write_report(args, task, results: List[Dict], sweep: List[Dict]) -> Path:
     if sweep:
         plot_depth_sweep(sweep, str(args.out / "depth_sweep.png"))
     return args.out / "report.md"
+
+
+def sweep_table(sweep: List[Dict], key: str, number: str) -> List[str]:
+    """Markdown rows of one depth-sweep quantity: a row per kind and residual setting, a column per depth."""
+    depths = sorted({r["depth"] for r in sweep})
+    rows = ["| kind | residual | " + " | ".join(f"{d} layers" for d in depths) + " |",
+            "|---|---|" + "---|" * len(depths)]
+    for kind in dict.fromkeys(r["kind"] for r in sweep):
+        for residual in (False, True):
+            values = {r["depth"]: r[key] for r in sweep if r["kind"] == kind and r["residual"] == residual}
+            rows.append(f"| {kind} | {'yes' if residual else 'no'} | "
+                        + " | ".join(number.format(values[d]) for d in depths) + " |")
+    return rows
 
 
 def plot_curves(results: List[Dict], out: Path, metric: str) -> None:
