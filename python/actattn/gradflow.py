@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from . import reference
 from .nn.blocks import CausalSelfAttention, DecoderBlock
 from .nn.kinds import get_kind
+from .plots import band, line_style, log_line, pyplot
 
 
 class GradientFlowRecorder:
@@ -132,46 +133,63 @@ def attention_stats(kind_name: str, q: Tensor, k: Tensor, v: Tensor) -> Dict[str
     return stats
 
 
-def plot_layer_norms(records_by_kind: Dict[str, List[Dict]], path: str, key: str = "param_grad_norm") -> None:
-    """One line per kind: ``key`` per layer, averaged over the recorded steps (log scale)."""
-    import matplotlib
+def _per_seed(records: List) -> List[List[Dict]]:
+    """A kind's records, or a list of them per seed, as a list per seed."""
+    return records if records and isinstance(records[0], list) else [records]
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
+def _seed_band(values_per_seed: List[List[float]]):
+    """Mean, min and max over seeds, position by position."""
+    columns = list(zip(*values_per_seed))
+    return ([sum(c) / len(c) for c in columns], [min(c) for c in columns], [max(c) for c in columns])
+
+
+def plot_layer_norms(records_by_kind: Dict[str, List], path: str, key: str = "param_grad_norm",
+                     log: bool = True) -> None:
+    """One line per kind: ``key`` per layer, averaged over the recorded steps. ``records_by_kind`` maps a
+    kind to its records, or to a list of records per seed: then the line is the mean over seeds and a
+    band shows their min-max range. On the log axis exact zeros are marked, not dropped."""
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
-    for kind, records in records_by_kind.items():
-        layers = list(records[0]["layers"]) if records else []
-        means = [sum(r["layers"][name].get(key, 0.0) for r in records) / len(records) for name in layers]
-        ax.plot(range(len(layers)), means, marker="o", label=kind)
-    ax.set_xticks(range(max((len(r[0]["layers"]) for r in records_by_kind.values() if r), default=0)))
+    depth = 0
+    for i, (kind, records) in enumerate(records_by_kind.items()):
+        runs = [run for run in _per_seed(records) if run]
+        if not runs:
+            continue
+        layers = list(runs[0][0]["layers"])
+        depth = max(depth, len(layers))
+        per_seed = [[sum(r["layers"][name].get(key, 0.0) for r in run) / len(run) for name in layers] for run in runs]
+        band(ax, list(range(len(layers))), *_seed_band(per_seed), label=kind, log=log, **line_style(i))
+    ax.set_xticks(range(depth))
     ax.set_xlabel("layer (input side = 0)")
     ax.set_ylabel(key.replace("_", " "))
-    ax.set_yscale("log")
+    if log:
+        ax.set_yscale("log")
     ax.set_title(f"{key.replace('_', ' ')} per layer, mean over recorded steps")
-    ax.legend()
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
-def plot_over_steps(records_by_kind: Dict[str, List[Dict]], path: str, key: str = "param_grad_norm") -> None:
-    """One line per kind: ``key`` of the first layer over the training steps (log scale)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def plot_over_steps(records_by_kind: Dict[str, List], path: str, key: str = "param_grad_norm") -> None:
+    """One line per kind: ``key`` of the first layer over the training steps (log scale; records per
+    seed as in :func:`plot_layer_norms` give the mean and a min-max band)."""
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
-    for kind, records in records_by_kind.items():
-        if not records:
+    for i, (kind, records) in enumerate(records_by_kind.items()):
+        runs = [run for run in _per_seed(records) if run]
+        if not runs:
             continue
-        first = list(records[0]["layers"])[0]
-        ax.plot([r["step"] for r in records], [r["layers"][first].get(key, 0.0) for r in records], label=kind)
+        first = list(runs[0][0]["layers"])[0]
+        length = min(len(run) for run in runs)
+        per_seed = [[r["layers"][first].get(key, 0.0) for r in run[:length]] for run in runs]
+        steps = [r["step"] for r in runs[0][:length]]
+        band(ax, steps, *_seed_band(per_seed), label=kind, log=True, **line_style(i, marker=False))
     ax.set_xlabel("step")
     ax.set_ylabel(f"{key.replace('_', ' ')}, first layer")
     ax.set_yscale("log")
-    ax.legend()
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -210,24 +228,31 @@ def depth_sweep(kinds: Sequence[str], depths: Sequence[int] = (2, 4, 8, 16, 32, 
     return results
 
 
-def plot_depth_sweep(results: List[Dict], path: str) -> None:
-    """First/last-layer gradient-norm ratio against depth, one line per kind, plain and residual panels."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def plot_depth_sweep(results: List[Dict], path: str, key: str = "first_over_last") -> None:
+    """``key`` of :func:`depth_sweep` against depth, one line per kind, plain and residual panels: the
+    first/last-layer gradient-norm ratio (log axis, zeros marked) or ``"token_similarity"`` (linear
+    axis from 0 to 1: the rank-collapse figure)."""
+    plt = pyplot()
+    log = key != "token_similarity"
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     for ax, residual in zip(axes, (False, True)):
-        for kind in dict.fromkeys(r["kind"] for r in results):
+        for i, kind in enumerate(dict.fromkeys(r["kind"] for r in results)):
             points = [r for r in results if r["kind"] == kind and r["residual"] == residual]
-            ax.plot([r["depth"] for r in points], [r["first_over_last"] for r in points], marker="o", label=kind)
+            depths, values = [r["depth"] for r in points], [r[key] for r in points]
+            if log:
+                log_line(ax, depths, values, label=kind, **line_style(i))
+            else:
+                ax.plot(depths, values, label=kind, **line_style(i))
         ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
+        if log:
+            ax.set_yscale("log")
+        else:
+            ax.set_ylim(-0.05, 1.05)
         ax.set_xlabel("layers")
         ax.set_title("residual + LayerNorm" if residual else "no residual (LayerNorm only)")
-    axes[0].set_ylabel("grad norm, first layer / last layer")
-    axes[1].legend()
+        ax.legend(fontsize=8)
+    axes[0].set_ylabel("grad norm, first layer / last layer" if log
+                       else "mean cosine similarity between tokens, last layer")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
