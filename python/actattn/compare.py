@@ -1,23 +1,25 @@
-"""Train the same small decoder-only transformer once per attention kind and compare them.
+"""Train the same small decoder-only transformer per attention kind and seed, and compare the kinds.
 
-    python -m actattn.compare                      # the default: byte-level LM, all six kinds, CPU, minutes
+    python -m actattn.compare                      # the default: byte-level LM, all six kinds, 3 seeds, CPU, minutes
     python -m actattn.compare --quick              # under a minute
+    python -m actattn.compare --preset gpu         # longer sequences, a bigger model, lengths to 64 K (CUDA)
     python -m actattn.compare --task text --text corpus.txt --device cuda
     torchrun --nproc_per_node=2 -m actattn.compare  # data-parallel (gloo on CPU, NCCL on CUDA)
 
-Every kind gets the same initial weights, the same batches and the same hyper-parameters (batches are
-a function of (seed, step)). Writes report.md, report.json and PNG plots to --out, checkpoints every
---checkpoint-every steps (atomically, keeping the previous one: actattn.checkpoint), and with --resume
-continues each kind exactly where it stopped, from the newest intact checkpoint.
+For one seed every kind gets the same initial weights, the same batches and the same hyper-parameters
+(batches are a function of (seed, step)); each kind runs once per seed. Then, in the same process, the
+depth sweep at initialisation (actattn.gradflow) and the cost of one attention layer against sequence
+length (actattn.cost). Writes report.md (actattn.report), report.json and PNG figures to --out,
+checkpoints every --checkpoint-every steps (atomically, keeping the previous one: actattn.checkpoint),
+and with --resume continues each run exactly where it stopped, from the newest intact checkpoint.
 """
+
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
-import resource
 import shlex
 import statistics
 import sys
@@ -30,33 +32,45 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from . import checkpoint as checkpoints
-from .gradflow import GradientFlowRecorder, depth_sweep, plot_depth_sweep, plot_layer_norms, plot_over_steps
+from .cost import cost_against_length
+from .gradflow import GradientFlowRecorder, depth_sweep
 from .nn.blocks import DecoderLM
 from .nn.kinds import KINDS
+from .peak_memory import PeakMemory
+from .report import steady_steps, step_time_summary, write_report
 from .tasks import IGNORE, MQAR, TextLM
 
 PRESETS = {
-    # name: (steps, batch_size, seq_len, dim, heads, layers, eval_every, record_every)
-    "default": dict(steps=600, batch_size=32, seq_len=64, dim=64, heads=4, layers=4, eval_every=100,
-                    record_every=50, sweep_depths=[2, 4, 8, 16, 32, 64]),
-    "quick": dict(steps=30, batch_size=8, seq_len=32, dim=32, heads=2, layers=2, eval_every=10, record_every=10,
-                  sweep_depths=[2, 4]),
+    # The default fits the 2-core development machine in a few minutes: three seeds of 300 steps at batch 16
+    # cost a little less than one seed of 600 steps at batch 32 did, and the spread over seeds is what makes
+    # the table readable.
+    "default": dict(device="cpu", seeds=3, steps=300, batch_size=16, seq_len=64, dim=64, heads=4, layers=4,
+                    mqar_pairs=8, eval_every=50, record_every=50, sweep_depths=[2, 4, 8, 16, 32, 64],
+                    cost_lengths=[32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384]),
+    "quick": dict(device="cpu", seeds=1, steps=30, batch_size=8, seq_len=32, dim=32, heads=2, layers=2,
+                  mqar_pairs=8, eval_every=10, record_every=10, sweep_depths=[2, 4], cost_lengths=[64, 128]),
+    # For a GPU machine: a model and sequences where attention's cost matters, MQAR with enough pairs and
+    # steps to leave the recall plateau, and lengths up to 64 K for the cost figure.
+    "gpu": dict(device="cuda", seeds=3, steps=3000, batch_size=64, seq_len=512, dim=256, heads=4, layers=6,
+                mqar_pairs=32, eval_every=250, record_every=100, sweep_depths=[2, 4, 8, 16, 32, 64],
+                cost_lengths=[512, 1024, 2048, 4096, 8192, 16384, 32768, 65536]),
 }
 
 
 def _preset_default(key: str) -> str:
     """How --help shows an option whose default comes from the preset."""
-    default, quick = PRESETS["default"][key], PRESETS["quick"][key]
     show = lambda value: " ".join(map(str, value)) if isinstance(value, list) else value  # noqa: E731
-    return f"(default: {show(default)}; with --quick {show(quick)})"
+    values = "; ".join(f"{name} {show(preset[key])}" for name, preset in PRESETS.items() if name != "default")
+    return f"(default: {show(PRESETS['default'][key])}; preset {values})"
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m actattn.compare",
-        description="Train the same small decoder-only transformer once per attention kind (same initial weights, "
-        "batches and hyper-parameters) and write a report with plots comparing loss, held-out metric, step time, "
-        "memory and gradient flow.",
+        description="Train the same small decoder-only transformer per attention kind and seed (for one seed, "
+        "the same initial weights, batches and hyper-parameters for every kind) and write a report with figures "
+        "comparing loss, held-out metric, step time, memory and gradient flow over the seeds, plus a depth sweep "
+        "and the cost of one attention layer against sequence length.",
     )
     parser.add_argument("--task", choices=["text", "mqar"], default="text",
                         help="text: byte-level language modelling; mqar: multi-query associative recall "
@@ -65,8 +79,15 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="text file for --task text (default: the sources of Python's standard library)")
     parser.add_argument("--kinds", nargs="+", choices=list(KINDS), default=list(KINDS), metavar="KIND",
                         help=f"attention kinds to train, from {', '.join(KINDS)} (default: all)")
-    parser.add_argument("--quick", action="store_true",
-                        help="the tiny preset: a run that finishes in under a minute (default: the full preset)")
+    parser.add_argument("--preset", choices=list(PRESETS), default="default",
+                        help="sizes, steps, seeds and lengths of the run: default (a few minutes on 2 CPU cores), "
+                             "quick (under a minute), gpu (needs CUDA); the options below override single values "
+                             "(default: %(default)s)")
+    parser.add_argument("--quick", action="store_const", dest="preset", const="quick",
+                        help="the same as --preset quick (default: off)")
+    parser.add_argument("--seeds", type=int,
+                        help="runs per kind, seeds --seed, --seed + 1, ...: the report shows mean and min-max "
+                             "over them " + _preset_default("seeds"))
     parser.add_argument("--steps", type=int, help="training steps per kind " + _preset_default("steps"))
     parser.add_argument("--batch-size", type=int,
                         help="global batch size, split across processes " + _preset_default("batch_size"))
@@ -75,8 +96,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--heads", type=int, help="attention heads " + _preset_default("heads"))
     parser.add_argument("--layers", type=int, help="decoder blocks " + _preset_default("layers"))
     parser.add_argument("--lr", type=float, default=3e-3, help="AdamW learning rate (default: %(default)s)")
-    parser.add_argument("--mqar-pairs", type=int, default=8,
-                        help="key-value pairs per sequence for --task mqar (default: %(default)s)")
+    parser.add_argument("--mqar-pairs", type=int,
+                        help="key-value pairs per sequence for --task mqar " + _preset_default("mqar_pairs"))
     parser.add_argument("--eval-every", type=int,
                         help="steps between held-out evaluations " + _preset_default("eval_every"))
     parser.add_argument("--record-every", type=int,
@@ -87,27 +108,45 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="continue each kind from its newest intact checkpoint in --out (damaged ones are "
                              "reported and skipped; default: start afresh)")
     parser.add_argument("--seed", type=int, default=0,
-                        help="seed of the initial weights and the batch order, the same for every kind "
-                             "(default: %(default)s)")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
+                        help="first seed; a seed sets the initial weights and the batch order, the same for every "
+                             "kind (default: %(default)s)")
+    parser.add_argument("--device", help="cpu or cuda " + _preset_default("device"))
     parser.add_argument("--out", type=Path, default=Path("out/compare"),
                         help="directory of the report, plots and checkpoints (default: %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (default: shown)")
     parser.add_argument("--sweep-depths", type=int, nargs="*", metavar="DEPTH",
                         help="depths of the gradient-flow depth sweep at initialisation, none to skip "
                              + _preset_default("sweep_depths"))
+    parser.add_argument("--cost-lengths", type=int, nargs="*", metavar="N",
+                        help="sequence lengths of the cost-against-length measurement, none to skip "
+                             + _preset_default("cost_lengths"))
+    parser.add_argument("--cost-max-seconds", type=float, default=20.0,
+                        help="a kind's cost measurement stops at the first length whose single call takes longer "
+                             "(default: %(default)s)")
+    return parser
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = build_parser()
     args = parser.parse_args(argv)
     args.command = shlex.join(["python", "-m", "actattn.compare", *(sys.argv[1:] if argv is None else argv)])
-    for key, value in PRESETS["quick" if args.quick else "default"].items():
+    for key, value in PRESETS[args.preset].items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    if args.seeds < 1:
+        parser.error(f"--seeds must be at least 1, got {args.seeds}")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}" + (" (from --preset gpu)" if args.preset == "gpu" else "")
+                     + " needs CUDA, and torch.cuda.is_available() is False here; use --preset default on CPU")
     return args
 
 
-def make_task(args):
+def make_task(args, seed: int):
     if args.task == "mqar":
-        return MQAR(vocab_size=64, seq_len=args.seq_len, num_pairs=args.mqar_pairs, seed=args.seed)
-    return TextLM(args.text.read_bytes() if args.text else None, seq_len=args.seq_len, seed=args.seed)
+        # Keys and values each take half the vocabulary: room for every pair with keys to spare.
+        vocab = max(64, 8 * args.mqar_pairs)
+        return MQAR(vocab_size=vocab, seq_len=args.seq_len, num_pairs=args.mqar_pairs, seed=seed)
+    return TextLM(args.text.read_bytes() if args.text else None, seq_len=args.seq_len, seed=seed)
 
 
 class Distributed:
@@ -156,12 +195,13 @@ def loss_and_metric(model, task, inputs, targets):
     return loss, metric.item()
 
 
-def train_kind(kind: str, args, task, env: Distributed) -> Dict:
-    torch.manual_seed(args.seed)  # the same initial weights for every kind
+def train_kind(kind: str, seed: int, args, task, env: Distributed) -> Dict:
+    """Trains ``kind`` from ``seed``'s initial weights on ``task`` (whose batches follow the same seed)."""
+    torch.manual_seed(seed)  # the same initial weights for every kind
     model = DecoderLM(task.vocab_size, args.dim, args.heads, args.layers, max_len=args.seq_len, attention=kind)
     model.to(env.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
-    checkpoint = args.out / "checkpoints" / f"{kind}.pt"
+    checkpoint = args.out / "checkpoints" / f"{kind}-seed{seed}.pt"
     history = {"loss": [], "step_ms": [], "eval": [], "gradflow": []}
     start = 0
     state = checkpoints.load(checkpoint, map_location=env.device) if args.resume else None
@@ -170,19 +210,23 @@ def train_kind(kind: str, args, task, env: Distributed) -> Dict:
         optimizer.load_state_dict(state["optimizer"])
         history, start = state["history"], state["step"]
     elif args.resume and env.main:
-        print(f"actattn.compare: no usable checkpoint for {kind} in {checkpoint.parent}; training it from step 0",
-              file=sys.stderr)
+        print(f"actattn.compare: no usable checkpoint for {kind} seed {seed} in {checkpoint.parent}; training it "
+              "from step 0", file=sys.stderr)
     trained = torch.nn.parallel.DistributedDataParallel(model) if env.world > 1 else model
     recorder = GradientFlowRecorder(model)
-    if env.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(env.device)
+    # Memory is measured from the second step on: the first one allocates the optimizer state and pays
+    # for first touches of code and buffers, the same for every kind.
+    peak = PeakMemory(env.device)
 
     progress = range(start, args.steps)
     if env.main and not args.no_progress:
         from tqdm import tqdm
 
-        progress = tqdm(progress, desc=f"{kind:>15}", initial=start, total=args.steps, leave=True)
+        label = f"{kind} seed {seed}"
+        progress = tqdm(progress, desc=f"{label:>22}", initial=start, total=args.steps, leave=True)
     for step in progress:
+        if step == start + 1:
+            peak.start()
         inputs, targets = (env.shard(t).to(env.device) for t in task.batch(step, args.batch_size))
         recorder.enabled = step % args.record_every == 0
         started = time.perf_counter()
@@ -204,8 +248,9 @@ def train_kind(kind: str, args, task, env: Distributed) -> Dict:
         if args.checkpoint_every > 0 and (step + 1) % args.checkpoint_every == 0 and env.main:
             checkpoints.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "history": history,
                               "step": step + 1}, checkpoint)
+    peak.stop()
     recorder.detach()
-    return summarize(kind, history, task, env)
+    return summarize(kind, seed, history, task, peak.mib)
 
 
 @torch.no_grad()
@@ -220,176 +265,49 @@ def evaluate(model, task, args, env: Distributed, batches: int = 4) -> float:
     return sum(values) / len(values)
 
 
-def step_time_summary(step_ms: List[float]) -> Dict:
-    """Median and 10-90 % range of the step times after warm-up (the first 10 % of steps, at least one)."""
-    if not step_ms:
-        return {"ms_per_step": None, "ms_per_step_p10": None, "ms_per_step_p90": None}
-    steady = step_ms[max(1, len(step_ms) // 10) :] or step_ms
-    deciles = statistics.quantiles(steady, n=10, method="inclusive") if len(steady) > 1 else steady * 9
-    return {"ms_per_step": statistics.median(steady), "ms_per_step_p10": deciles[0], "ms_per_step_p90": deciles[-1]}
-
-
-def summarize(kind: str, history: Dict, task, env: Distributed) -> Dict:
+def summarize(kind: str, seed: int, history: Dict, task, peak_memory_mib) -> Dict:
+    """One run's numbers; :mod:`actattn.report` gathers them per kind over the seeds."""
     tail = history["loss"][-max(1, len(history["loss"]) // 10) :]
-    records = history["gradflow"]
     ratios = []
-    for record in records:
+    for record in history["gradflow"]:
         norms = [layer["param_grad_norm"] for layer in record["layers"].values()]
         if norms and norms[-1] > 0:
             ratios.append(norms[0] / norms[-1])
-    peak = (
-        torch.cuda.max_memory_allocated(env.device) / 2**20
-        if env.device.type == "cuda"
-        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    )
     return {
         "kind": kind,
+        "seed": seed,
         "final_loss": sum(tail) / len(tail),
         f"final_{task.metric}": history["eval"][-1][task.metric] if history["eval"] else None,
-        **step_time_summary(history["step_ms"]),
-        # Other jobs on the machine inflate step times: the 1-minute load average when the kind finished.
+        **step_time_summary(steady_steps(history["step_ms"])),
+        # Other jobs on the machine inflate step times: the 1-minute load average when the run finished.
         "load_average": os.getloadavg()[0],
-        "peak_memory_mib": peak,
+        "peak_memory_mib": peak_memory_mib,
         "grad_norm_first_over_last_layer": statistics.mean(ratios) if ratios else None,
         "history": history,
     }
 
 
-def write_report(args, task, results: List[Dict], sweep: List[Dict]) -> Path:
-    args.out.mkdir(parents=True, exist_ok=True)
-    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    metric = f"final_{task.metric}"
-    (args.out / "report.json").write_text(
-        json.dumps({"config": config, "results": results, "depth_sweep": sweep}, indent=1)
-    )
-    memory = "peak GPU memory (MiB)" if args.device.startswith("cuda") else "process peak RSS so far (MiB)"
-    lines = [
-        "# actattn activation comparison",
-        "",
-        f"Made by `{args.command}`.",
-        "",
-        f"Task `{args.task}`, {args.steps} steps, global batch {args.batch_size}, seq_len {args.seq_len}, "
-        f"dim {args.dim}, {args.heads} heads, {args.layers} layers, lr {args.lr}, seed {args.seed}, "
-        f"device {args.device}. Same initial weights and batches for every kind.",
-        "",
-        f"| kind | final loss | {metric.replace('_', ' ')} | ms / step (10–90 %) | load | {memory} | "
-        "grad norm first / last layer |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for r in results:
-        value = r[metric]
-        ratio = r["grad_norm_first_over_last_layer"]
-        lines.append(
-            f"| {r['kind']} | {r['final_loss']:.4f} | {'n/a' if value is None else f'{value:.4f}'} | "
-            f"{r['ms_per_step']:.1f} ({r['ms_per_step_p10']:.1f}–{r['ms_per_step_p90']:.1f}) | "
-            f"{r['load_average']:.1f} | {r['peak_memory_mib']:.0f} | {'n/a' if ratio is None else f'{ratio:.3f}'} |"
-        )
-    cores = os.cpu_count()
-    busy = [r["kind"] for r in results if r["load_average"] > cores + 0.5]
-    lines += [
-        "",
-        "Final loss: mean over the last 10 % of steps. ms / step: median and 10–90 % range of the step",
-        "times after the first 10 % (warm-up), wall clock, one process. Load: the machine's 1-minute load",
-        f"average when the kind finished, against its {cores} cores"
-        + (f"; **above that for {', '.join(busy)}: other jobs shared the machine, their times are inflated**."
-           if busy else "."),
-        "Gradient-norm ratio: parameter-gradient norm of the first block over the last, averaged over the",
-        "recorded steps (far below 1: vanishing towards the input; far above: exploding).",
-        "",
-        "![loss](loss.png) ![metric](metric.png)",
-        "![gradient norm per layer](grad_norm_per_layer.png) ![gradient norm over steps](grad_norm_over_steps.png)",
-    ]
-    if sweep:
-        lines += [
-            "",
-            "## Depth sweep at initialisation",
-            "",
-            f"Gradient norm of the first layer over the last, for stacks of blocks (dim {args.dim}, {args.heads} "
-            "heads) on random input, with and without residual connections (LayerNorm in both).",
-            "",
-            *sweep_table(sweep, "first_over_last", "{:.3g}"),
-            "",
-            "Rank collapse in the same stacks: mean cosine similarity between different tokens' outputs of the",
-            "last layer (1: every token points the same way; about 0: unrelated tokens).",
-            "",
-            *sweep_table(sweep, "token_similarity", "{:.3f}"),
-            "",
-            "![depth sweep](depth_sweep.png)",
-        ]
-    (args.out / "report.md").write_text("\n".join(lines) + "\n")
-    plot_curves(results, args.out, task.metric)
-    records = {r["kind"]: r["history"]["gradflow"] for r in results}
-    plot_layer_norms(records, str(args.out / "grad_norm_per_layer.png"))
-    plot_over_steps(records, str(args.out / "grad_norm_over_steps.png"))
-    if sweep:
-        plot_depth_sweep(sweep, str(args.out / "depth_sweep.png"))
-    return args.out / "report.md"
-
-
-def sweep_table(sweep: List[Dict], key: str, number: str) -> List[str]:
-    """Markdown rows of one depth-sweep quantity: a row per kind and residual setting, a column per depth."""
-    depths = sorted({r["depth"] for r in sweep})
-    rows = ["| kind | residual | " + " | ".join(f"{d} layers" for d in depths) + " |",
-            "|---|---|" + "---|" * len(depths)]
-    for kind in dict.fromkeys(r["kind"] for r in sweep):
-        for residual in (False, True):
-            values = {r["depth"]: r[key] for r in sweep if r["kind"] == kind and r["residual"] == residual}
-            rows.append(f"| {kind} | {'yes' if residual else 'no'} | "
-                        + " | ".join(number.format(values[d]) for d in depths) + " |")
-    return rows
-
-
-def plot_curves(results: List[Dict], out: Path, metric: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    # Six kinds end close together: line styles as well as colours keep each curve visible.
-    styles = ["-", "--", "-.", ":"]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for i, r in enumerate(results):
-        losses = r["history"]["loss"]
-        window = max(1, len(losses) // 50)
-        smooth = [sum(losses[max(0, i - window + 1) : i + 1]) / len(losses[max(0, i - window + 1) : i + 1])
-                  for i in range(len(losses))]
-        ax.plot(smooth, label=r["kind"], linestyle=styles[i % len(styles)])
-    ax.set_xlabel("step")
-    ax.set_ylabel("training loss (smoothed)")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "loss.png", dpi=120)
-    plt.close(fig)
-
-    markers = ["o", "s", "^", "v", "D", "x"]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for i, r in enumerate(results):
-        points = r["history"]["eval"]
-        ax.plot([p["step"] for p in points], [p[metric] for p in points], marker=markers[i % len(markers)],
-                linestyle=styles[i % len(styles)], label=r["kind"])
-    ax.set_xlabel("step")
-    ax.set_ylabel(f"held-out {metric.replace('_', ' ')}")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "metric.png", dpi=120)
-    plt.close(fig)
-
-
 def main(argv=None) -> List[Dict]:
+    """Runs the comparison; returns one result per (kind, seed), kinds in order, each kind's seeds together."""
     args = parse_args(argv)
     env = Distributed(args.device)
     try:
-        task = make_task(args)
-        results = [train_kind(kind, args, task, env) for kind in args.kinds]
+        seeds = range(args.seed, args.seed + args.seeds)
+        tasks = {seed: make_task(args, seed) for seed in seeds}
+        runs = [train_kind(kind, seed, args, tasks[seed], env) for kind in args.kinds for seed in seeds]
         if env.main:
-            sweep = []
+            sweep, costs = [], []
             if args.sweep_depths:
                 sweep = depth_sweep(args.kinds, args.sweep_depths, dim=args.dim, heads=args.heads,
                                     seq_len=args.seq_len, seed=args.seed, device=str(env.device))
-            report = write_report(args, task, results, sweep)
+            if args.cost_lengths:
+                costs = cost_against_length(args.kinds, args.cost_lengths, args.heads, args.dim // args.heads,
+                                            device=str(env.device), max_seconds=args.cost_max_seconds,
+                                            seed=args.seed)
+            report = write_report(args, tasks[args.seed], runs, sweep, costs)
             print(f"\nreport: {report}")
             print(report.read_text())
-        return results
+        return runs
     finally:
         env.close()
 
