@@ -13,7 +13,7 @@ import torch
 
 from actattn import checkpoint, compare
 
-TINY = ["--quick", "--steps", "8", "--eval-every", "4", "--record-every", "4", "--no-progress",
+TINY = ["--quick", "--steps", "8", "--eval-every", "4", "--record-every", "4", "--no-progress", "--cost-lengths",
         "--sweep-depths", "--kinds", "sigmoid", "--checkpoint-every", "4"]
 PACKAGE_ROOT = str(Path(compare.__file__).parents[1])
 
@@ -135,4 +135,4 @@ def test_killed_during_a_checkpoint_write_resumes_with_nothing_lost(tmp_path, po
     assert resumed[0]["history"]["loss"] == whole[0]["history"]["loss"]
     assert resumed[0]["history"]["eval"] == whole[0]["history"]["eval"]
     report = json.loads((tmp_path / "killed" / "report.json").read_text())
-    assert len(report["results"][0]["history"]["loss"]) == 8
+    assert len(report["runs"][0]["history"]["loss"]) == 8
