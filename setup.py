@@ -1,4 +1,5 @@
-"""Builds actattn's C++ extension (actattn._C) with torch.utils.cpp_extension.
+"""Builds actattn's C++ extension (actattn._C) with torch.utils.cpp_extension (the package itself is
+described in pyproject.toml).
 
 CPU kernels are always built. The CUDA kernels are built too when torch is a CUDA build and nvcc is
 found (CUDA_HOME), unless ACTATTN_CUDA=0; ACTATTN_CUDA=1 makes a missing CUDA toolchain an error.
@@ -11,7 +12,7 @@ import os
 import platform
 import shlex
 
-from setuptools import find_packages, setup
+from setuptools import setup
 import torch
 from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
 
@@ -70,15 +71,5 @@ def extension():
     )
 
 
-setup(
-    name="actattn",
-    version="0.1.0",
-    description="Attention with softmax, sigmoid, ReLU and linear (feature-map) activations as torch custom ops",
-    package_dir={"": "python"},
-    packages=find_packages("python"),
-    ext_modules=[extension()],
-    cmdclass={"build_ext": BuildExtension},
-    python_requires=">=3.10",
-    install_requires=["torch>=2.4", "matplotlib", "tqdm"],
-    entry_points={"console_scripts": ["actattn-compare=actattn.compare:main", "actattn-demo=actattn.demo:main"]},
-)
+# Name, version, dependencies, extras and scripts are in pyproject.toml; this file adds the extension.
+setup(ext_modules=[extension()], cmdclass={"build_ext": BuildExtension})

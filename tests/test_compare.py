@@ -139,3 +139,18 @@ def test_report_says_the_command_that_made_it(tmp_path):
     assert f"Made by `python -m actattn.compare --quick --kinds softmax --sweep-depths --checkpoint-every 0 " \
            f"--no-progress --out {tmp_path}`" in report
     assert not list(tmp_path.glob("checkpoints/*")), "--checkpoint-every 0 writes no checkpoint"
+
+
+def test_missing_extra_names_the_install_command(monkeypatch):
+    real = compare.importlib.util.find_spec
+    monkeypatch.setattr(compare.importlib.util, "find_spec", lambda name: None if name == "tqdm" else real(name))
+    with pytest.raises(SystemExit, match=r"needs tqdm.*pip install 'actattn\[compare\]'"):
+        compare.main(["--quick"])
+
+
+def test_console_script_exits_zero(tmp_path, monkeypatch):
+    # A console script passes its function's return value to sys.exit: anything but None is a failure.
+    monkeypatch.setattr(sys, "argv", ["actattn-compare", *TINY, "--steps", "2", "--kinds", "softmax",
+                                      "--sweep-depths", "--out", str(tmp_path)])
+    assert compare.cli() is None
+    assert (tmp_path / "report.md").exists()

@@ -17,6 +17,7 @@ PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q -r requirements-dev.txt
 
-# The build uses the venv's torch (no build isolation), with both cores.
-MAX_JOBS=${MAX_JOBS:-$(nproc)} .venv/bin/python -m pip install -q --no-build-isolation -e .
+# The build uses the venv's torch (no build isolation: an extension only loads into the torch it was built
+# against), with both cores; the compare extra brings what the main job (the trainer) needs.
+MAX_JOBS=${MAX_JOBS:-$(nproc)} .venv/bin/python -m pip install -q --no-build-isolation -e ".[compare]"
 .venv/bin/python -c "import actattn, torch; print('bootstrap: actattn', actattn.__version__, 'with torch', torch.__version__)"

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Runs every test: sets up (tools/bootstrap.sh), builds, links and imports the whole CUDA extension against
 # torch's CUDA build (tools/check_cuda_build.sh, no GPU needed; where the disk is too small for torch's CUDA
-# build it only compiles the CUDA sources, tools/check_cuda.sh, which the full build would repeat), then the Python suite (pytest; its CUDA cases run where a GPU is present), the
-# tensor-core kernels on the CPU through kernels/cuda/warp_emulation.h (CTest), and tools/sanitize.sh: the
-# library's C++ CTest suite against LibTorch and a part of pytest under AddressSanitizer +
-# UndefinedBehaviorSanitizer. Exits non-zero if anything fails.
+# build it only compiles the CUDA sources, tools/check_cuda.sh, which the full build would repeat), then the
+# Python suite (pytest; its CUDA cases run where a GPU is present), the wheel a user would build, installed
+# into a fresh venv (tools/check_install.sh), the tensor-core kernels on the CPU through
+# kernels/cuda/warp_emulation.h (CTest), and tools/sanitize.sh: the library's C++ CTest suite against
+# LibTorch and a part of pytest under AddressSanitizer + UndefinedBehaviorSanitizer. Exits non-zero if
+# anything fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/bootstrap.sh
@@ -17,6 +19,9 @@ if [ "$status" -eq 5 ]; then
   exit 1
 fi
 [ "$status" -eq 0 ] || exit "$status"
+
+# The wheel a user would build, installed into a fresh venv and used from outside the tree.
+bash tools/check_install.sh
 
 torch_prefix=$(.venv/bin/python -c 'import torch; print(torch.utils.cmake_prefix_path)')
 cmake -S . -B build/cmake -DCMAKE_PREFIX_PATH="$torch_prefix" >/dev/null

@@ -2,7 +2,25 @@
 
 import torch
 
-from . import _C  # registers torch.ops.actattn
+
+def explain_load_error(error: ImportError) -> ImportError:
+    """The error to raise when the extension does not load: what went wrong in a user's terms."""
+    if isinstance(error, ModuleNotFoundError) and error.name == "actattn._C":
+        return ImportError("actattn's C++ extension (actattn._C) is not built. From a source checkout: "
+                           "pip install --no-build-isolation -e . (or python setup.py build_ext --inplace)")
+    if "undefined symbol" in str(error):
+        # A torch extension links against one torch version's C++ symbols; another version lacks some.
+        return ImportError(f"actattn's C++ extension does not fit the torch installed here ({torch.__version__}): "
+                           "it was built against another torch version. Rebuild it against this one: "
+                           "pip install --no-build-isolation --force-reinstall <actattn source or sdist>. "
+                           f"Loader said: {error}")
+    return error
+
+
+try:
+    from . import _C  # registers torch.ops.actattn
+except ImportError as error:
+    raise explain_load_error(error) from error
 
 ops = torch.ops.actattn
 

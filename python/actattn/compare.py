@@ -18,6 +18,7 @@ and with --resume continues each run exactly where it stopped, from the newest i
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import math
 import os
 import shlex
@@ -287,9 +288,18 @@ def summarize(kind: str, seed: int, history: Dict, task, peak_memory_mib) -> Dic
     }
 
 
+def require_compare_extra() -> None:
+    """The trainer's figures and progress bars need packages the ops do not: say how to get them."""
+    missing = [name for name in ("matplotlib", "tqdm") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise SystemExit(f"actattn.compare needs {' and '.join(missing)}, which the core package does not install: "
+                         "pip install 'actattn[compare]'")
+
+
 def main(argv=None) -> List[Dict]:
     """Runs the comparison; returns one result per (kind, seed), kinds in order, each kind's seeds together."""
     args = parse_args(argv)
+    require_compare_extra()
     env = Distributed(args.device)
     try:
         seeds = range(args.seed, args.seed + args.seeds)
@@ -312,5 +322,11 @@ def main(argv=None) -> List[Dict]:
         env.close()
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The console script ``actattn-compare``: exits 0 on success (``main`` returns the runs, which a
+    console script would take for an exit status)."""
     main()
+
+
+if __name__ == "__main__":
+    cli()

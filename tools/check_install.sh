@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Installs actattn as a user would and uses it from outside the source tree:
+# 1. builds a wheel with `python -m build` (an isolated build environment, as `pip install .` makes), with the
+#    build's torch pinned to .venv's through PIP_CONSTRAINT: an extension only loads into the torch it was
+#    built against, and an unpinned isolated build would fetch the newest torch;
+# 2. installs the wheel into a fresh venv without extras: `import actattn` and an op's forward and backward
+#    work, the trainer's dependencies are absent, and the trainer says which extra to install;
+# 3. adds the `compare` extra: the console script `actattn-compare` runs a tiny comparison.
+# Needs tools/bootstrap.sh first (.venv with torch and `build`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+work="$PWD/build/check-install"
+rm -rf "$work"
+mkdir -p "$work"
+.venv/bin/python -c 'import torch; print(f"torch=={torch.__version__}")' >"$work/constraints.txt"
+export PIP_CONSTRAINT="$work/constraints.txt"
+
+echo "check_install: building the wheel (isolated build environment, $(cat "$work/constraints.txt"))"
+if ! MAX_JOBS=${MAX_JOBS:-$(nproc)} .venv/bin/python -m build --wheel --outdir "$work/dist" . >"$work/build.log" 2>&1; then
+  tail -40 "$work/build.log" >&2
+  echo "check_install: the wheel did not build (log: $work/build.log)" >&2
+  exit 1
+fi
+wheel=$(ls "$work"/dist/actattn-*.whl)
+
+# pip's warnings about index locations this machine's pip configuration names but lacks are dropped.
+quiet_pip() { "$work/venv/bin/python" -m pip install -q "$@" 2>&1 | { grep -v '^WARNING: Location' || true; }; }
+python3 -m venv "$work/venv"
+quiet_pip "$wheel"
+cd "$(mktemp -d)"  # outside the source tree: only the installed package can be imported
+"$work/venv/bin/python" - <<'PY'
+import importlib.util
+
+import torch
+
+import actattn
+
+assert "site-packages" in actattn.__file__, actattn.__file__
+q, k, v = (torch.randn(1, 2, 16, 8, dtype=torch.float64, requires_grad=True) for _ in range(3))
+out = actattn.attention(q, k, v, activation="relu", causal=True)
+out.sum().backward()
+expected = actattn.reference.attention(q.detach(), k.detach(), v.detach(), "relu", True)
+assert torch.allclose(out, expected), "the installed kernels disagree with the reference"
+missing = [name for name in ("matplotlib", "tqdm") if importlib.util.find_spec(name) is not None]
+assert not missing, f"the core install brought the trainer's dependencies: {missing}"
+print(f"check_install: the wheel installs and imports without extras (actattn {actattn.__version__})")
+PY
+if "$work/venv/bin/actattn-compare" --quick >compare-without-extra.log 2>&1 \
+  || ! grep -q "pip install 'actattn\[compare\]'" compare-without-extra.log; then
+  cat compare-without-extra.log >&2
+  echo "check_install: without the compare extra the trainer must stop and name it" >&2
+  exit 1
+fi
+quiet_pip "$wheel[compare]"
+"$work/venv/bin/actattn-compare" --quick --steps 4 --kinds softmax linear-elu --sweep-depths --cost-lengths \
+  --no-progress --out compare >compare.log
+test -s compare/report.md && test -s compare/loss.png
+echo "check_install: with the compare extra the console script ran a comparison"
