@@ -66,6 +66,7 @@ def extension():
     return build(
         name="actattn._C",
         sources=sources(with_cuda),
+        include_dirs=[os.path.join(ROOT, "include")],  # the public header, <actattn/actattn.h>
         extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags} if with_cuda else {"cxx": cxx_flags},
         extra_link_args=["-fopenmp"],
     )

@@ -1,4 +1,4 @@
-#include "actattn.h"
+#include <actattn/actattn.h>
 
 #include "ops.h"
 

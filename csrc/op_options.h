@@ -11,8 +11,8 @@
 // params, kernels — takes the parsed form.
 //
 // Adding a scalar option: a line in the list, a field and its validation below (op_options.cpp), the
-// kernels' field in kernels/params.h and its use, the public C++ options (actattn.h), and the Python
-// function (functional.py) with its reference (reference.py).
+// kernels' field in kernels/params.h and its use, the public C++ options (include/actattn/actattn.h),
+// and the Python function (functional.py) with its reference (reference.py).
 #pragma once
 
 #include <ATen/core/Tensor.h>

@@ -2,7 +2,8 @@
 # Runs the C++ tests and a representative part of the Python suite against an AddressSanitizer +
 # UndefinedBehaviorSanitizer build of the CPU library; any report fails the run. One CMake build at -O1
 # (ASan's usual choice: quick to compile, still fast enough to run) with -DACTATTN_SANITIZE=ON serves both:
-#   C++:    the library's C++ test, CTest.
+#   C++:    the library's C++ test, CTest; then the library installed and used by the downstream example
+#           project (tools/check_cpp_package.sh).
 #   Python: the package's _C module over the same library (-DACTATTN_PYTHON_MODULE=ON), copied with the
 #           package into build/sanitize/lib, loaded first on PYTHONPATH, libasan preloaded into the
 #           (uninstrumented) interpreter.
@@ -20,6 +21,8 @@ cmake -S . -B build/sanitize/cmake -DCMAKE_PREFIX_PATH="$torch_prefix" -DACTATTN
   -DACTATTN_PYTHON_MODULE=ON -DPython_EXECUTABLE="$PWD/.venv/bin/python" >/dev/null
 cmake --build build/sanitize/cmake -j "$jobs" --target actattn_cpp_test actattn_python_module
 ctest --test-dir build/sanitize/cmake --output-on-failure -R '^actattn_cpp_test$'
+# The installed C++ package and the downstream example project, against the same sanitized library.
+bash tools/check_cpp_package.sh build/sanitize/cmake
 
 # The package's Python files next to the sanitized _C, which finds the library through its RPATH (the
 # in-place _C of the editable install is skipped).

@@ -1,6 +1,6 @@
 // C++ test, run by CTest: the ops and their backward from LibTorch, checked against plain ATen math.
 // Prints "N passed, N failed" and exits non-zero on any failure.
-#include <actattn.h>
+#include <actattn/actattn.h>
 #include <ATen/autocast_mode.h>
 #include <torch/torch.h>
 

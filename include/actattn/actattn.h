@@ -1,7 +1,7 @@
 // actattn's C++ API for LibTorch users. The functions call the registered operators through the
 // dispatcher, so they run on any device actattn was built for and are differentiable with autograd.
 //
-//   #include <actattn.h>
+//   #include <actattn/actattn.h>
 //   at::Tensor out = actattn::attention(q, k, v, {.activation = "sigmoid", .causal = true});
 //   auto [y, state] = actattn::linear_attention(q, k, v, {.causal = true});
 #pragma once
