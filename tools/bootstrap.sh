@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # Sets up everything actattn needs on a fresh Debian machine, idempotently:
-# the compilers and CMake (Debian packages), a virtual environment in .venv with torch and the test
-# tools, and actattn itself installed in editable mode (its C++ extension built in place).
+# the compilers, CMake and GoogleTest (Debian packages), a virtual environment in .venv with torch and
+# the test tools, and actattn itself installed in editable mode (its C++ extension built in place).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
 for tool in g++ make cmake; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+[ -f /usr/include/gtest/gtest.h ] || missing+=(libgtest-dev)  # the C++ tests (tests/cpp)
 if [ ${#missing[@]} -gt 0 ]; then
-  echo "bootstrap: installing Debian packages for: ${missing[*]}"
+  echo "bootstrap: installing Debian packages: ${missing[*]}"
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++ make cmake >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 PYTHON=${PYTHON:-python3}

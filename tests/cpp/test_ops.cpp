@@ -1,160 +1,194 @@
-// C++ test, run by CTest: the ops and their backward from LibTorch, checked against plain ATen math.
-// Prints "N passed, N failed" and exits non-zero on any failure.
+// GoogleTest suite of the C++ API, run by CTest: the ops and their gradients from LibTorch against plain
+// ATen composites, carried state, padding, grouped heads, decoding, autocast, and the errors bad input gets.
 #include <actattn/actattn.h>
 #include <ATen/autocast_mode.h>
+#include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include <cmath>
 #include <functional>
-#include <iostream>
 #include <string>
-#include <vector>
+#include <tuple>
 
 namespace {
 
-int passed = 0, failed = 0;
+using at::indexing::Slice;
 
-void check(const std::string& name, bool ok, const std::string& detail = "") {
-  (ok ? passed : failed)++;
-  std::cout << (ok ? "PASS " : "FAIL ") << name << (detail.empty() ? "" : ": " + detail) << "\n";
+const auto kFloat64 = torch::dtype(torch::kFloat64);
+
+::testing::AssertionResult close(const at::Tensor& got, const at::Tensor& want, double tol = 1e-10) {
+  if (got.sizes() != want.sizes()) {
+    return ::testing::AssertionFailure() << "shape " << got.sizes() << " != " << want.sizes();
+  }
+  if (!at::allclose(got, want, tol, tol)) {
+    return ::testing::AssertionFailure() << "max abs difference " << (got - want).abs().max().item<double>();
+  }
+  return ::testing::AssertionSuccess();
 }
 
-bool close(const at::Tensor& a, const at::Tensor& b, double tol = 1e-10) {
-  return a.sizes() == b.sizes() && at::allclose(a, b, tol, tol);
-}
-
-at::Tensor reference_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+// The same math as python/actattn/reference.py, in ATen: the N×N weights, materialised.
+at::Tensor composite_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                const std::string& activation, bool causal) {
   const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
   const double keys = static_cast<double>(k.size(-2));
-  at::Tensor scores = at::matmul(q, k.transpose(-2, -1)) * scale;
-  at::Tensor visible = at::ones({q.size(-2), k.size(-2)}, q.options().dtype(at::kBool)).tril();
-  at::Tensor probs;
+  const at::Tensor scores = at::matmul(q, k.transpose(-2, -1)) * scale;
+  const at::Tensor visible = at::ones({q.size(-2), k.size(-2)}, q.options().dtype(at::kBool)).tril();
+  at::Tensor weights;
   if (activation == "softmax") {
-    probs = (causal ? scores.masked_fill(visible.logical_not(), -INFINITY) : scores).softmax(-1);
+    weights = (causal ? scores.masked_fill(visible.logical_not(), -INFINITY) : scores).softmax(-1);
   } else if (activation == "sigmoid") {
-    probs = at::sigmoid(scores - std::log(keys));
+    weights = at::sigmoid(scores - std::log(keys));
   } else {
-    probs = at::relu(scores) / keys;
+    weights = at::relu(scores) / keys;
   }
-  if (causal) probs = probs * visible;
-  return at::matmul(probs, v);
+  if (causal) weights = weights * visible;
+  return at::matmul(weights, v);
 }
 
-void test_attention_forward_and_backward() {
+// c10::Error whose message contains `expected`, thrown by `call`.
+::testing::AssertionResult throws_with(const std::function<void()>& call, const std::string& expected) {
+  try {
+    call();
+  } catch (const c10::Error& error) {
+    const std::string message = error.what();
+    if (message.find(expected) != std::string::npos) return ::testing::AssertionSuccess();
+    return ::testing::AssertionFailure() << "the message lacks '" << expected << "': " << message;
+  }
+  return ::testing::AssertionFailure() << "nothing was thrown (expected '" << expected << "')";
+}
+
+class AttentionVsComposite : public ::testing::TestWithParam<std::tuple<std::string, bool>> {};
+
+TEST_P(AttentionVsComposite, ForwardAndGradients) {
+  const auto& [activation, causal] = GetParam();
   torch::manual_seed(0);
-  const auto options = torch::dtype(torch::kFloat64);
-  for (const std::string activation : {"softmax", "sigmoid", "relu"}) {
-    for (bool causal : {false, true}) {
-      const std::string name = "attention " + activation + (causal ? " causal" : "");
-      at::Tensor q = torch::randn({2, 3, 70, 8}, options).requires_grad_();
-      at::Tensor k = torch::randn({2, 3, 66, 8}, options).requires_grad_();
-      at::Tensor v = torch::randn({2, 3, 66, 5}, options).requires_grad_();
-      at::Tensor out = actattn::attention(q, k, v, {.activation = activation, .causal = causal});
-      at::Tensor expected = reference_attention(q, k, v, activation, causal);
-      check(name + " forward", close(out, expected));
+  const at::Tensor q = torch::randn({2, 3, 70, 8}, kFloat64).requires_grad_();
+  const at::Tensor k = torch::randn({2, 3, 66, 8}, kFloat64).requires_grad_();
+  const at::Tensor v = torch::randn({2, 3, 66, 5}, kFloat64).requires_grad_();
+  const at::Tensor out = actattn::attention(q, k, v, {.activation = activation, .causal = causal});
+  const at::Tensor expected = composite_attention(q, k, v, activation, causal);
+  EXPECT_TRUE(close(out, expected));
 
-      at::Tensor grad_out = torch::randn_like(out);
-      auto got = torch::autograd::grad({out}, {q, k, v}, {grad_out});
-      auto want = torch::autograd::grad({expected}, {q, k, v}, {grad_out});
-      for (size_t i = 0; i < 3; ++i) check(name + " grad " + "qkv"[i], close(got[i], want[i]));
-    }
-  }
+  const at::Tensor grad_out = torch::randn_like(out);
+  const auto got = torch::autograd::grad({out}, {q, k, v}, {grad_out});
+  const auto want = torch::autograd::grad({expected}, {q, k, v}, {grad_out});
+  for (size_t i = 0; i < 3; ++i) EXPECT_TRUE(close(got[i], want[i])) << "gradient of " << "qkv"[i];
 }
 
-void test_linear_attention_state_and_backward() {
+INSTANTIATE_TEST_SUITE_P(EveryActivation, AttentionVsComposite,
+                         ::testing::Combine(::testing::Values("softmax", "sigmoid", "relu"), ::testing::Bool()),
+                         [](const auto& info) {
+                           return std::get<0>(info.param) + (std::get<1>(info.param) ? "_causal" : "");
+                         });
+
+TEST(LinearAttention, StateCarriesAcrossCallsWithGradients) {
   torch::manual_seed(1);
-  const auto options = torch::dtype(torch::kFloat64);
-  at::Tensor q = torch::randn({1, 2, 100, 4}, options).requires_grad_();
-  at::Tensor k = torch::randn({1, 2, 100, 4}, options).requires_grad_();
-  at::Tensor v = torch::randn({1, 2, 100, 3}, options).requires_grad_();
+  const at::Tensor q = torch::randn({1, 2, 100, 4}, kFloat64).requires_grad_();
+  const at::Tensor k = torch::randn({1, 2, 100, 4}, kFloat64).requires_grad_();
+  const at::Tensor v = torch::randn({1, 2, 100, 3}, kFloat64).requires_grad_();
   const actattn::LinearAttentionOptions causal{.causal = true};
+  const auto piece = [](const at::Tensor& t, int64_t begin, int64_t end) {
+    return t.index({Slice(), Slice(), Slice(begin, end)});
+  };
 
-  auto whole = actattn::linear_attention(q, k, v, causal);
-  using at::indexing::Slice;
-  auto first = actattn::linear_attention(q.index({Slice(), Slice(), Slice(0, 40)}),
-                                         k.index({Slice(), Slice(), Slice(0, 40)}),
-                                         v.index({Slice(), Slice(), Slice(0, 40)}), causal);
-  auto second = actattn::linear_attention(q.index({Slice(), Slice(), Slice(40, 100)}),
-                                          k.index({Slice(), Slice(), Slice(40, 100)}),
-                                          v.index({Slice(), Slice(), Slice(40, 100)}), causal, first.state);
-  at::Tensor pieces = at::cat({first.out, second.out}, 2);
-  check("linear causal pieces == whole", close(pieces, whole.out));
-  check("linear final state", close(second.state.kv, whole.state.kv) &&
-                                  close(second.state.normalizer, whole.state.normalizer));
+  const auto whole = actattn::linear_attention(q, k, v, causal);
+  const auto first = actattn::linear_attention(piece(q, 0, 40), piece(k, 0, 40), piece(v, 0, 40), causal);
+  const auto second =
+      actattn::linear_attention(piece(q, 40, 100), piece(k, 40, 100), piece(v, 40, 100), causal, first.state);
+  const at::Tensor pieces = at::cat({first.out, second.out}, 2);
+  EXPECT_TRUE(close(pieces, whole.out));
+  EXPECT_TRUE(close(second.state.kv, whole.state.kv));
+  EXPECT_TRUE(close(second.state.normalizer, whole.state.normalizer));
 
-  // Gradients through the carried state equal those of the single call.
-  at::Tensor grad_out = torch::randn_like(whole.out);
-  auto got = torch::autograd::grad({pieces}, {q, k, v}, {grad_out});
-  auto want = torch::autograd::grad({whole.out}, {q, k, v}, {grad_out});
-  for (size_t i = 0; i < 3; ++i) check(std::string("linear grad through state ") + "qkv"[i], close(got[i], want[i]));
-
-  // Non-causal against ATen math: phi = elu + 1, scale 1/sqrt(Dk), normalised.
-  at::Tensor a = (at::elu(q) + 1) / 2.0, b = at::elu(k) + 1;
-  at::Tensor expected = at::matmul(a, at::matmul(b.transpose(-2, -1), v)) /
-                        (at::matmul(a, b.sum(-2).unsqueeze(-1)) + 1e-6);
-  check("linear non-causal forward", close(actattn::linear_attention(q, k, v).out, expected));
+  const at::Tensor grad_out = torch::randn_like(whole.out);
+  const auto got = torch::autograd::grad({pieces}, {q, k, v}, {grad_out});
+  const auto want = torch::autograd::grad({whole.out}, {q, k, v}, {grad_out});
+  for (size_t i = 0; i < 3; ++i) EXPECT_TRUE(close(got[i], want[i])) << "gradient of " << "qkv"[i];
 }
 
-void test_key_lengths() {
+TEST(LinearAttention, NonCausalForwardAndGradientsMatchTheComposite) {
+  torch::manual_seed(4);
+  const at::Tensor q = torch::randn({1, 2, 50, 4}, kFloat64).requires_grad_();
+  const at::Tensor k = torch::randn({1, 2, 50, 4}, kFloat64).requires_grad_();
+  const at::Tensor v = torch::randn({1, 2, 50, 3}, kFloat64).requires_grad_();
+  // phi = elu + 1, phi(q) scaled by 1/sqrt(Dk), normalised with eps 1e-6: the defaults.
+  const at::Tensor a = (at::elu(q) + 1) / 2.0, b = at::elu(k) + 1;
+  const at::Tensor expected =
+      at::matmul(a, at::matmul(b.transpose(-2, -1), v)) / (at::matmul(a, b.sum(-2).unsqueeze(-1)) + 1e-6);
+  const at::Tensor out = actattn::linear_attention(q, k, v).out;
+  EXPECT_TRUE(close(out, expected));
+  const at::Tensor grad_out = torch::randn_like(out);
+  const auto got = torch::autograd::grad({out}, {q, k, v}, {grad_out});
+  const auto want = torch::autograd::grad({expected}, {q, k, v}, {grad_out});
+  for (size_t i = 0; i < 3; ++i) EXPECT_TRUE(close(got[i], want[i])) << "gradient of " << "qkv"[i];
+}
+
+TEST(Attention, PaddedKeysAreIgnored) {
   torch::manual_seed(2);
-  const auto options = torch::dtype(torch::kFloat64);
-  at::Tensor q = torch::randn({2, 2, 5, 4}, options);
-  at::Tensor k = torch::randn({2, 2, 9, 4}, options);
-  at::Tensor v = torch::randn({2, 2, 9, 3}, options);
-  at::Tensor key_lengths = torch::tensor({9, 6}, torch::kLong);
-  using at::indexing::Slice;
+  const at::Tensor q = torch::randn({2, 2, 5, 4}, kFloat64);
+  const at::Tensor k = torch::randn({2, 2, 9, 4}, kFloat64);
+  const at::Tensor v = torch::randn({2, 2, 9, 3}, kFloat64);
+  const at::Tensor key_lengths = torch::tensor({9, 6}, torch::kLong);
   for (const std::string activation : {"softmax", "sigmoid", "relu"}) {
-    at::Tensor padded = actattn::attention(q, k, v, {.activation = activation, .key_lengths = key_lengths});
-    at::Tensor alone = actattn::attention(q.index({Slice(1, 2)}), k.index({Slice(1, 2), Slice(), Slice(0, 6)}),
-                                          v.index({Slice(1, 2), Slice(), Slice(0, 6)}), {.activation = activation});
-    check("key_lengths " + activation + " == unpadded", close(padded.index({Slice(1, 2)}), alone));
+    const at::Tensor padded = actattn::attention(q, k, v, {.activation = activation, .key_lengths = key_lengths});
+    const at::Tensor alone =
+        actattn::attention(q.index({Slice(1, 2)}), k.index({Slice(1, 2), Slice(), Slice(0, 6)}),
+                           v.index({Slice(1, 2), Slice(), Slice(0, 6)}), {.activation = activation});
+    EXPECT_TRUE(close(padded.index({Slice(1, 2)}), alone)) << activation;
   }
 }
 
-// From C++ too: a decoding step against a cache shared by grouped heads equals the full causal run, and
-// autocast casts the inputs.
-void test_decoding_grouped_heads_and_autocast() {
+TEST(Attention, GroupedHeadsEqualRepeatedHeads) {
   torch::manual_seed(3);
-  const auto options = torch::dtype(torch::kFloat64);
-  at::Tensor q = torch::randn({1, 4, 12, 8}, options);
-  at::Tensor k = torch::randn({1, 2, 12, 8}, options);
-  at::Tensor v = torch::randn({1, 2, 12, 6}, options);
-  using at::indexing::Slice;
-  at::Tensor full = actattn::attention(q, k, v, {.causal = true});
-  at::Tensor repeated = actattn::attention(q, k.repeat_interleave(2, 1), v.repeat_interleave(2, 1), {.causal = true});
-  check("grouped heads == repeated heads", close(full, repeated));
-  at::Tensor step = actattn::attention(q.index({Slice(), Slice(), Slice(9, 12)}), k, v,
-                                       {.causal = true, .causal_alignment = "bottom_right"});
-  check("bottom-right decoding step == full causal run", close(step, full.index({Slice(), Slice(), Slice(9, 12)})));
+  const at::Tensor q = torch::randn({1, 4, 12, 8}, kFloat64);
+  const at::Tensor k = torch::randn({1, 2, 12, 8}, kFloat64);
+  const at::Tensor v = torch::randn({1, 2, 12, 6}, kFloat64);
+  EXPECT_TRUE(close(actattn::attention(q, k, v, {.causal = true}),
+                    actattn::attention(q, k.repeat_interleave(2, 1), v.repeat_interleave(2, 1), {.causal = true})));
+}
 
+TEST(Attention, BottomRightDecodingStepEqualsTheFullCausalRun) {
+  torch::manual_seed(3);
+  const at::Tensor q = torch::randn({1, 4, 12, 8}, kFloat64);
+  const at::Tensor k = torch::randn({1, 2, 12, 8}, kFloat64);
+  const at::Tensor v = torch::randn({1, 2, 12, 6}, kFloat64);
+  const at::Tensor full = actattn::attention(q, k, v, {.causal = true});
+  const at::Tensor step = actattn::attention(q.index({Slice(), Slice(), Slice(9, 12)}), k, v,
+                                             {.causal = true, .causal_alignment = "bottom_right"});
+  EXPECT_TRUE(close(step, full.index({Slice(), Slice(), Slice(9, 12)})));
+}
+
+TEST(Attention, AutocastCastsToItsDtype) {
+  const at::Tensor x = torch::randn({1, 2, 8, 4});
   at::autocast::set_autocast_enabled(at::kCPU, true);
   at::autocast::set_autocast_dtype(at::kCPU, at::kBFloat16);
-  const at::Tensor out = actattn::attention(q.to(at::kFloat), k.to(at::kFloat), v.to(at::kFloat));
+  const at::Tensor out = actattn::attention(x, x, x);
   at::autocast::set_autocast_enabled(at::kCPU, false);
   at::autocast::clear_cache();
-  check("autocast casts to bfloat16", out.scalar_type() == at::kBFloat16);
+  EXPECT_EQ(out.scalar_type(), at::kBFloat16);
 }
 
-void test_bad_input_throws() {
-  at::Tensor q = torch::randn({1, 1, 4, 2});
-  bool threw = false;
-  try {
-    actattn::attention(q, q, q, {.activation = "tanh"});
-  } catch (const c10::Error& e) {
-    threw = std::string(e.what()).find("activation must be one of") != std::string::npos;
-  }
-  check("unknown activation throws a named error", threw);
+TEST(Errors, BadOptionsAreNamed) {
+  const at::Tensor x = torch::randn({1, 1, 4, 2});
+  EXPECT_TRUE(throws_with([&] { actattn::attention(x, x, x, {.activation = "tanh"}); }, "activation must be one of"));
+  EXPECT_TRUE(
+      throws_with([&] { actattn::linear_attention(x, x, x, {.feature_map = "gelu"}); }, "feature_map must be one of"));
+  EXPECT_TRUE(throws_with([&] { actattn::attention(x, x, x, {.causal = true, .causal_alignment = "middle"}); },
+                          "causal_alignment must be one of"));
+}
+
+TEST(Errors, BadShapesAndTypesAreNamed) {
+  const at::Tensor x = torch::randn({1, 1, 4, 2});
+  EXPECT_TRUE(throws_with([&] { actattn::attention(x[0], x, x); }, "q must have 4 dimensions"));
+  EXPECT_TRUE(
+      throws_with([&] { actattn::attention(x, x.to(at::kDouble), x); }, "q, k and v must have the same dtype"));
+  EXPECT_TRUE(throws_with([&] { actattn::attention(x.to(at::kInt), x.to(at::kInt), x.to(at::kInt)); },
+                          "must be a floating-point tensor"));
+  EXPECT_TRUE(throws_with([&] { actattn::attention(torch::randn({1, 3, 4, 2}), torch::randn({1, 2, 4, 2}),
+                                                   torch::randn({1, 2, 4, 2})); },
+                          "must be a multiple of the number of key/value heads"));
+  EXPECT_TRUE(throws_with([&] { actattn::attention(x, x, x, {.key_lengths = torch::tensor({1.5})}); },
+                          "key_lengths must be an int64 or int32 tensor"));
 }
 
 }  // namespace
-
-int main() {
-  test_attention_forward_and_backward();
-  test_linear_attention_state_and_backward();
-  test_key_lengths();
-  test_decoding_grouped_heads_and_autocast();
-  test_bad_input_throws();
-  std::cout << passed << " passed, " << failed << " failed\n";
-  return failed == 0 ? 0 : 1;
-}
