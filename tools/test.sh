@@ -9,8 +9,14 @@
 # anything fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Each phase's wall time, so that CI's total can be traced to its parts.
+phase_start=$SECONDS
+phase_took() { echo "test.sh: $1 took $((SECONDS - phase_start)) s"; phase_start=$SECONDS; }
+
 bash tools/bootstrap.sh
+phase_took "bootstrap"
 bash tools/check_cuda_build.sh
+phase_took "the CUDA build check"
 
 status=0
 .venv/bin/python -m pytest tests -q -p no:cacheprovider || status=$?
@@ -19,9 +25,11 @@ if [ "$status" -eq 5 ]; then
   exit 1
 fi
 [ "$status" -eq 0 ] || exit "$status"
+phase_took "pytest"
 
 # The wheel a user would build, installed into a fresh venv and used from outside the tree.
 bash tools/check_install.sh
+phase_took "the wheel check"
 
 torch_prefix=$(.venv/bin/python -c 'import torch; print(torch.utils.cmake_prefix_path)')
 cmake -S . -B build/cmake -DCMAKE_PREFIX_PATH="$torch_prefix" >/dev/null
@@ -40,6 +48,8 @@ done
 # by sanitize.sh under ASan + UBSan, which saves compiling the library a fourth time (CI's time).
 cmake --build build/cmake -j "$(nproc)" --target "${emulated_tests[@]}" actattn_exp_test
 ctest --test-dir build/cmake --output-on-failure -j "$(nproc)" -R 'emulation|exp_test'
+phase_took "the emulated kernels"
 
 # The C++ test of the library, and the op, fuzz and kernel tests again, against an ASan + UBSan build.
 bash tools/sanitize.sh
+phase_took "the sanitizer run"
