@@ -1,26 +1,22 @@
 #!/usr/bin/env bash
 # Builds and links the whole extension with its CUDA kernels, as a GPU machine would, against torch's
-# CUDA build (2.14.1, cu130, in its own venv .venv-cuda, about 5.5 GB, installed from this machine's
-# wheel files), then imports it here without a GPU and checks that every underscored op has its CUDA
-# kernel registered. Catches what compiling alone (check_cuda.sh) cannot: link errors, undefined
+# CUDA build (2.14.1, cu130, in its own venv .venv-cuda: tools/cuda_venv.sh), then imports it here
+# without a GPU and checks that every underscored op has its CUDA kernel registered. Catches what compiling alone (check_cuda.sh) cannot: link errors, undefined
 # symbols, registration. Build time on 2 cores: about 2.5 minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-free_gb=$(df -Pk . | awk 'NR == 2 { print int($4 / 1048576) }')
-if [ "$free_gb" -lt 12 ]; then
-  echo "check_cuda_build.sh: ${free_gb} GB free, the CUDA build of torch needs 12: compiling only (check_cuda.sh)" >&2
+status=0
+bash tools/cuda_venv.sh || status=$?
+if [ "$status" -eq 3 ]; then
+  echo "check_cuda_build.sh: compiling only (check_cuda.sh)" >&2
   exec bash tools/check_cuda.sh
 fi
+[ "$status" -eq 0 ] || exit "$status"
 
 # torch guesses CUDA_HOME from nvcc's location, which is wrong when nvcc is a wrapper script; nvcc knows.
 NVCC=${NVCC:-$(command -v nvcc)}
 export CUDA_HOME=${CUDA_HOME:-$(realpath "$("$NVCC" -v -E -x cu /dev/null 2>&1 | sed -n 's/^#\$ TOP=//p' | head -n 1)")}
-
-if [ ! -x .venv-cuda/bin/python ]; then
-  python3 -m venv .venv-cuda
-fi
-.venv-cuda/bin/python -m pip install -q torch==2.14.1 numpy "setuptools>=77" ninja 2>&1 | grep -v '^WARNING: Location' || true
 
 out=build/cuda-link
 mkdir -p build

@@ -13,8 +13,18 @@ cd "$(dirname "$0")/.."
 phase_start=$SECONDS
 phase_took() { echo "test.sh: $1 took $((SECONDS - phase_start)) s"; phase_start=$SECONDS; }
 
+# torch's CUDA build (5.5 GB) downloads in the background while bootstrap compiles; `wait` on exit, so
+# that a failing run never leaves a half-written .venv-cuda behind.
+mkdir -p build
+bash tools/cuda_venv.sh >build/cuda-venv.log 2>&1 &
+cuda_venv=$!
+trap wait EXIT
 bash tools/bootstrap.sh
 phase_took "bootstrap"
+# check_cuda_build.sh runs cuda_venv.sh again (a no-op once installed): a failure here is retried and
+# reported there (the background attempt's output: build/cuda-venv.log).
+wait "$cuda_venv" || true
+phase_took "waiting for the CUDA venv"
 bash tools/check_cuda_build.sh
 phase_took "the CUDA build check"
 
