@@ -1,5 +1,11 @@
-"""Builds actattn's C++ extension (actattn._C) with torch.utils.cpp_extension (the package itself is
-described in pyproject.toml).
+"""Builds actattn's compiled parts with torch.utils.cpp_extension (the package itself is described in
+pyproject.toml):
+
+- actattn/lib/libactattn.so: the ops, kernels and C++ API, linked to LibTorch but not to Python, so the
+  same library serves a C++ program (find_package(actattn) with actattn.cmake_prefix_path; the header is
+  actattn/include/actattn/actattn.h) and Python;
+- actattn/_C: the thin Python module over it (csrc/python_module.cpp), which loads the library through
+  its $ORIGIN/lib run path; loading the library registers the ops, once, whoever loads it first.
 
 CPU kernels are always built. The CUDA kernels are built too when torch is a CUDA build and nvcc is
 found (CUDA_HOME), unless ACTATTN_CUDA=0; ACTATTN_CUDA=1 makes a missing CUDA toolchain an error.
@@ -11,6 +17,7 @@ import glob
 import os
 import platform
 import shlex
+import sysconfig
 
 from setuptools import setup
 import torch
@@ -19,12 +26,18 @@ from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, C
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
 
-def sources(with_cuda):
+LIBRARY = "actattn.lib.libactattn"
+MODULE = "actattn._C"
+MODULE_SOURCE = "csrc/python_module.cpp"
+
+
+def library_sources(with_cuda):
     # Relative paths: setuptools refuses absolute ones in an extension's sources.
     patterns = ["csrc/*.cpp", "kernels/cpu/*.cpp"]
     if with_cuda:
         patterns += ["csrc/cuda/*.cpp", "kernels/cuda/*.cu"]
-    return sorted(f for pattern in patterns for f in glob.glob(pattern, root_dir=ROOT))
+    found = (f for pattern in patterns for f in glob.glob(pattern, root_dir=ROOT))
+    return sorted(f for f in found if f != MODULE_SOURCE)
 
 
 def want_cuda():
@@ -54,7 +67,7 @@ def cpu_arch_flags():
     return ["-march=x86-64-v3"] if platform.machine() in ("x86_64", "AMD64") else []
 
 
-def extension():
+def extensions():
     debug = os.environ.get("ACTATTN_DEBUG", "0") == "1"
     with_cuda = want_cuda()
     # -fno-math-errno and -fno-trapping-math let the kernels' math vectorise (kernels/exp.h); unlike
@@ -63,14 +76,48 @@ def extension():
     cxx_flags += ["-O0", "-g"] if debug else ["-O3"]
     nvcc_flags = ["--expt-relaxed-constexpr", "-lineinfo"] + (["-O0", "-G"] if debug else ["-O3"])
     build = CUDAExtension if with_cuda else CppExtension
-    return build(
-        name="actattn._C",
-        sources=sources(with_cuda),
-        include_dirs=[os.path.join(ROOT, "include")],  # the public header, <actattn/actattn.h>
+    library = build(
+        name=LIBRARY,
+        sources=library_sources(with_cuda),
+        include_dirs=[os.path.join(ROOT, "python", "actattn", "include")],  # <actattn/actattn.h>
         extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags} if with_cuda else {"cxx": cxx_flags},
-        extra_link_args=["-fopenmp"],
+        # The soname is what a program linking the library records, not the path it was linked from.
+        extra_link_args=["-fopenmp", "-Wl,-soname,libactattn.so"],
     )
+    # A C++ program must be able to link the library without Python: torch_python needs libpython.
+    library.libraries.remove("torch_python")
+    module = CppExtension(
+        name=MODULE,
+        sources=[MODULE_SOURCE],
+        extra_compile_args={"cxx": ["-Wall"] + (["-O0", "-g"] if debug else ["-O2"])},
+    )
+    return [library, module]
 
 
-# Name, version, dependencies, extras and scripts are in pyproject.toml; this file adds the extension.
-setup(ext_modules=[extension()], cmdclass={"build_ext": BuildExtension})
+class BuildLibraryAndModule(BuildExtension):
+    """Names the library libactattn.so (no Python ABI suffix: it is not a module), and links the module to
+    it with a run path relative to the module, so the pair works wherever the package is installed."""
+
+    def get_ext_filename(self, ext_name):
+        filename = super().get_ext_filename(ext_name)
+        if ext_name.split(".")[-1] == LIBRARY.split(".")[-1]:
+            suffix = sysconfig.get_config_var("EXT_SUFFIX")
+            filename = filename[: -len(suffix)] + ".so" if filename.endswith(suffix) else filename
+        return filename
+
+    def copy_extensions_to_source(self):  # in-place builds (editable installs, build_ext --inplace)
+        # The library's folder (actattn/lib) is not a Python package, so nothing else creates it.
+        package_dir = self.get_finalized_command("build_py").get_package_dir(LIBRARY.rpartition(".")[0])
+        os.makedirs(package_dir, exist_ok=True)
+        super().copy_extensions_to_source()
+
+    def build_extension(self, ext):
+        if ext.name == MODULE:
+            # The library is built first (extensions build in list order). Named by its path after
+            # --no-as-needed: the module calls none of its functions, loading it is the point.
+            ext.extra_link_args = ["-Wl,--no-as-needed", self.get_ext_fullpath(LIBRARY), "-Wl,-rpath,$ORIGIN/lib"]
+        super().build_extension(ext)
+
+
+# Name, version, dependencies, extras and scripts are in pyproject.toml; this file adds the compiled parts.
+setup(ext_modules=extensions(), cmdclass={"build_ext": BuildLibraryAndModule})

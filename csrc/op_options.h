@@ -11,7 +11,7 @@
 // params, kernels — takes the parsed form.
 //
 // Adding a scalar option: a line in the list, a field and its validation below (op_options.cpp), the
-// kernels' field in kernels/params.h and its use, the public C++ options (include/actattn/actattn.h),
+// kernels' field in kernels/params.h and its use, the public C++ options (python/actattn/include/actattn/actattn.h),
 // and the Python function (functional.py) with its reference (reference.py).
 #pragma once
 

@@ -2,6 +2,9 @@
 (tools/check_install.sh builds the wheel and installs it into a fresh venv; this checks the pieces.)"""
 
 import importlib.metadata
+import shutil
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -43,3 +46,38 @@ def test_other_load_errors_pass_through():
 def test_console_scripts_name_functions_that_return_nothing():
     scripts = PYPROJECT["project"]["scripts"]
     assert scripts == {"actattn-compare": "actattn.compare:cli", "actattn-demo": "actattn.demo:main"}
+
+
+def test_the_package_carries_the_cpp_library_header_and_cmake_package():
+    prefix = Path(actattn.cmake_prefix_path)
+    assert Path(actattn.library_path).is_file()
+    assert (Path(actattn.__file__).parent / "include" / "actattn" / "actattn.h").is_file()
+    assert (prefix / "actattn" / "actattnConfig.cmake").is_file()
+    assert (prefix / "actattn" / "actattnConfigVersion.cmake").is_file()
+    data = PYPROJECT["tool"]["setuptools"]["package-data"]["actattn"]
+    assert "include/actattn/*.h" in data and "share/cmake/actattn/*.cmake" in data
+
+
+LOAD_LIBRARY = """
+import sys, torch, actattn
+torch.ops.load_library(sys.argv[1])
+print("loaded")
+"""
+
+
+def _load_library_after_import(path):
+    return subprocess.run([sys.executable, "-c", LOAD_LIBRARY, str(path)], capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_python_and_cpp_share_one_registration(tmp_path):
+    # `import actattn` loads lib/libactattn.so through the thin _C module; loading that library again (as
+    # C++ code in the same process would) finds it loaded and registers nothing twice ...
+    same = _load_library_after_import(actattn.library_path)
+    assert same.returncode == 0 and "loaded" in same.stdout, same.stderr
+    # ... whereas a second copy of the ops is refused: this is what the shared library avoids.
+    copy = tmp_path / "libactattn_copy.so"
+    shutil.copy(actattn.library_path, copy)
+    other = _load_library_after_import(copy)
+    assert other.returncode != 0 and "loaded" not in other.stdout
+    assert "previously registered" in other.stderr or "already" in other.stderr, other.stderr[-2000:]

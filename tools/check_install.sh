@@ -5,7 +5,9 @@
 #    built against, and an unpinned isolated build would fetch the newest torch;
 # 2. installs the wheel into a fresh venv without extras: `import actattn` and an op's forward and backward
 #    work, the trainer's dependencies are absent, and the trainer says which extra to install;
-# 3. adds the `compare` extra: the console script `actattn-compare` runs a tiny comparison.
+# 3. the wheel's C++ side: it holds libactattn.so, the public header and the CMake package, which
+#    examples/cpp finds through actattn.cmake_prefix_path alone, builds and trains with;
+# 4. adds the `compare` extra: the console script `actattn-compare` runs a tiny comparison.
 # Needs tools/bootstrap.sh first (.venv with torch and `build`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,11 +24,21 @@ if ! MAX_JOBS=${MAX_JOBS:-$(nproc)} .venv/bin/python -m build --wheel --outdir "
   exit 1
 fi
 wheel=$(ls "$work"/dist/actattn-*.whl)
+wheel_files=$(.venv/bin/python -m zipfile -l "$wheel")
+for packaged in actattn/lib/libactattn.so actattn/include/actattn/actattn.h actattn/share/cmake/actattn/actattnConfig.cmake \
+  actattn/share/cmake/actattn/actattnConfigVersion.cmake; do
+  grep -q "^$packaged " <<<"$wheel_files" || { echo "check_install: the wheel lacks $packaged" >&2; exit 1; }
+done
+if grep -E '^actattn/include/' <<<"$wheel_files" | grep -qv '^actattn/include/actattn/actattn.h '; then
+  echo "check_install: the wheel carries internal headers" >&2
+  exit 1
+fi
 
 # pip's warnings about index locations this machine's pip configuration names but lacks are dropped.
 quiet_pip() { "$work/venv/bin/python" -m pip install -q "$@" 2>&1 | { grep -v '^WARNING: Location' || true; }; }
 python3 -m venv "$work/venv"
 quiet_pip "$wheel"
+repo=$PWD
 cd "$(mktemp -d)"  # outside the source tree: only the installed package can be imported
 "$work/venv/bin/python" - <<'PY'
 import importlib.util
@@ -36,6 +48,9 @@ import torch
 import actattn
 
 assert "site-packages" in actattn.__file__, actattn.__file__
+# The Python module is a thin module over the library C++ programs link: loading the library again (as
+# a C++ extension of torch would) finds it loaded and registers nothing twice.
+torch.ops.load_library(actattn.library_path)
 q, k, v = (torch.randn(1, 2, 16, 8, dtype=torch.float64, requires_grad=True) for _ in range(3))
 out = actattn.attention(q, k, v, activation="relu", causal=True)
 out.sum().backward()
@@ -51,6 +66,14 @@ if "$work/venv/bin/actattn-compare" --quick >compare-without-extra.log 2>&1 \
   echo "check_install: without the compare extra the trainer must stop and name it" >&2
   exit 1
 fi
+# C++ from the same install: only actattn's prefix is given; its config finds the torch installed next to it.
+prefix=$("$work/venv/bin/python" -c 'import actattn; print(actattn.cmake_prefix_path)')
+cmake -S "$repo/examples/cpp" -B "$work/example" -DCMAKE_PREFIX_PATH="$prefix" >"$work/example.log"
+cmake --build "$work/example" -j "$(nproc)" >>"$work/example.log"
+for kind in softmax linear-elu; do
+  "$work/example/train_attention" --kind "$kind" --steps 300 | tail -n 1
+done
+echo "check_install: examples/cpp found the wheel's CMake package, built against its library and trained"
 quiet_pip "$wheel[compare]"
 "$work/venv/bin/actattn-compare" --quick --steps 4 --kinds softmax linear-elu --sweep-depths --cost-lengths \
   --no-progress --out compare >compare.log

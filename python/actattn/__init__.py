@@ -4,6 +4,8 @@ Forward and backward kernels for CPU (and CUDA where built), registered as torch
 ``torch.ops.actattn`` with autograd, fake tensors for ``torch.compile``, and a LibTorch C++ API.
 """
 
+import os
+
 from . import nn, reference
 from ._ops import ops
 from .functional import (
@@ -24,6 +26,8 @@ __all__ = [
     "SCORE_ACTIVATIONS",
     "LinearAttentionState",
     "attention",
+    "cmake_prefix_path",
+    "library_path",
     "linear_attention",
     "nn",
     "ops",
@@ -34,4 +38,10 @@ __all__ = [
     "swap_attention",
 ]
 __version__ = "0.1.0"
+
+# For C++ programs using the library this package carries (lib/libactattn.so, include/actattn/actattn.h):
+# cmake -DCMAKE_PREFIX_PATH="$(python -c 'import actattn; print(actattn.cmake_prefix_path)')", then
+# find_package(actattn) and target_link_libraries(app actattn::actattn), as with torch.utils.cmake_prefix_path.
+cmake_prefix_path = os.path.join(os.path.dirname(__file__), "share", "cmake")
+library_path = os.path.join(os.path.dirname(__file__), "lib", "libactattn.so")
 
