@@ -29,14 +29,16 @@ ACTATTN_CUDA=1 MAX_JOBS=$(nproc) TORCH_CUDA_ARCH_LIST="8.0;9.0" \
 }
 mkdir -p "$out/pkg"
 cp -r python/actattn "$out/pkg/"
-rm -f "$out"/pkg/actattn/_C*.so
-cp "$out"/lib/actattn/_C*.so "$out/pkg/actattn/"
+rm -rf "$out"/pkg/actattn/_C*.so "$out"/pkg/actattn/lib
+# The CUDA build's library and the thin module that loads it (from lib/, next to it).
+cp -r "$out"/lib/actattn/_C*.so "$out"/lib/actattn/lib "$out/pkg/actattn/"
 
 PYTHONPATH=$out/pkg .venv-cuda/bin/python - <<'PY'
 import torch
 
 import actattn
 
+assert "cuda-link" in actattn._ops._C.__file__, actattn._ops._C.__file__
 assert torch.version.cuda is not None, "expected torch's CUDA build"
 for op in ("_attention_forward", "_attention_backward", "_linear_attention_forward", "_linear_attention_backward"):
     table = torch._C._dispatch_dump(f"actattn::{op}")
