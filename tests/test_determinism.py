@@ -70,3 +70,32 @@ def test_concurrent_python_threads_get_the_single_thread_result(name):
     assert not errors, errors
     for result in results:
         assert_bitwise_equal(result, expected)
+
+
+# One head: on one thread the CPU backward takes its one-pass schedule (each key tile's scores computed
+# once, dQ gathered per head), on two threads the two-pass one (a key pass and a query pass, to split the
+# head). Both must give the same bits; the causal cases start key tiles at rows that are not a whole
+# register block (bottom-right alignment with 150 - 37 keys of offset).
+BACKWARD_SCHEDULE_CASES = {
+    "softmax causal": (dict(causal=True), 150, 150),
+    "softmax causal bottom-right": (dict(causal=True, causal_alignment="bottom_right"), 37, 150),
+    "sigmoid causal top-left, Nq > Nk": (dict(activation="sigmoid", causal=True), 150, 97),
+    "relu": (dict(activation="relu"), 130, 77),
+    "softmax causal bottom-right, padded keys": (
+        dict(causal=True, causal_alignment="bottom_right", key_lengths=torch.tensor([121])), 43, 150),
+}
+
+
+@pytest.mark.parametrize("name", BACKWARD_SCHEDULE_CASES)
+def test_one_pass_and_two_pass_backward_give_the_same_bits(name):
+    options, q_len, k_len = BACKWARD_SCHEDULE_CASES[name]
+    q, k, v = random_qkv((1, 1, q_len, k_len, 24, 20), dtype=torch.float32)
+    before = torch.get_num_threads()
+    try:
+        results = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            results.append(forward_backward(lambda q, k, v: actattn.attention(q, k, v, **options), q, k, v))
+    finally:
+        torch.set_num_threads(before)
+    assert_bitwise_equal(results[0], results[1])

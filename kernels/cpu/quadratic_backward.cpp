@@ -3,15 +3,23 @@
 //   dV_j = sum_i p_ij dO_i,  dK_j = scale * sum_i ds_ij q_i,  dQ_i = scale * sum_j ds_ij k_j
 // where, for softmax, p_ij = exp(s_ij - lse_i) and delta_i = dO_i . O_i.
 //
-// Two passes, each owning what it writes, so there are no atomics and the result is bit-identical
-// run to run whatever the thread count: a key pass (one tile of kKeyTile keys per task, every query
-// row streamed past it kRows at a time) writes dK and dV; a query pass (kQueryBlock rows per task,
-// every key tile streamed past them) writes dQ. A pass runs only when its gradients are wanted (a
-// null grad view). Scores are recomputed in both: twice the score flops
-// of a single pass, in exchange for determinism and no N x N buffer. Products are register-blocked
-// (tile_gemm.h).
-// Memory: delta (batch * heads * q_len, softmax only, in params.delta) plus O((kKeyTile + kQueryBlock) * (Dk + Dv)) per
-// thread.
+// Each task owns what it writes, so there are no atomics and the result is bit-identical run to run
+// whatever the thread count. Two schedules, chosen by how well the heads fill the threads:
+// - one pass per (batch, head) (FlashAttention-2's loop order, as torch's CPU flash backward): its key
+//   tiles in order, every query row streamed past each tile kQueryBlock rows at a time, so each tile's
+//   scores and probabilities are computed once: dK, dV of the tile, and dQ accumulated in a per-thread
+//   q_len x Dk buffer (5 tile products);
+// - with fewer heads than threads: a key pass (one tile per task) writes dK and dV, a query pass
+//   (kQueryBlock rows per task, every key tile streamed past them) writes dQ; scores are recomputed in
+//   both (7 tile products), in exchange for parallelism within a head. It also serves calls wanting
+//   only dQ or only dK, dV (a null grad view), running just that pass.
+// Both sum every gradient in the same order and groups, so they give the same bits. Products are
+// register-blocked (tile_gemm.h).
+// Memory: delta (batch * heads * q_len, softmax only, in params.delta) plus, per thread,
+// O((kKeyTile + kQueryBlock) * (Dk + Dv) + kQueryBlock * kKeyTile): the tile, the block's rows, and its
+// probabilities and score gradients; and, in the one-pass schedule, q_len * Dk for the head's dQ.
+#include <omp.h>
+
 #include <algorithm>
 #include <vector>
 
@@ -78,15 +86,119 @@ struct Backward {
     return widest;
   }
 
+  // Per-thread buffers. The key pass keeps a whole query block's probabilities and score gradients
+  // (kQueryBlock x kKeyTile); the query pass uses the first kRows rows of probs and ds.
+  struct Scratch {
+    cpu::KeyTile<Acc> tile;
+    std::vector<Acc> q_scaled, dout, probs, ds, grad_k, grad_v, grad_q;
+    Scratch(int64_t dk, int64_t dv)
+        : tile(dk, dv),
+          q_scaled(kQueryBlock * dk),
+          dout(kQueryBlock * dv),
+          probs(kQueryBlock * kKeyTile),
+          ds(kQueryBlock * kKeyTile),
+          grad_k(kKeyTile * dk),
+          grad_v(kKeyTile * dv),
+          grad_q(kQueryBlock * dk) {}
+  };
+
+  // dK and dV of the key tile at j0 (written to grad_k, grad_v); with head_grad_q (q_len x Dk, the
+  // head's dQ so far) also each query row's dQ += dS K_tile, for a caller that walks the head's tiles
+  // in order. Query rows stream past the tile kQueryBlock at a time: P and dS of the block, then
+  // dV += P^T dO and dK += dS^T Q as register-blocked products with the block as the reduction (a
+  // rank-kRows update per kRows rows would re-read and re-write dK and dV each time).
+  void key_tile(Scratch& w, int64_t bh, int64_t j0, Acc* head_grad_q) const {
+    const AttentionShape& s = p.shape;
+    const int64_t dk = s.qk_dim, dv = s.v_dim, b = bh / s.heads, h = bh % s.heads;
+    const int64_t keys = keys_of(p.key_lengths, b, s.k_len);
+    const SequenceConstants<Acc> constants = sequence_constants<Acc>(p, b);
+    // Padding keys of the tile (past the sequence's length) keep zero gradients.
+    w.tile.template load<T>(p, b, h, j0, std::clamp<int64_t>(keys - j0, 0, kKeyTile),
+                            {.keys_by_row = head_grad_q != nullptr, .values_by_row = false, .values_transposed = true});
+    std::fill(w.grad_k.begin(), w.grad_k.end(), Acc(0));
+    std::fill(w.grad_v.begin(), w.grad_v.end(), Acc(0));
+    // Causal: from the first query that sees the tile's first key (i + offset >= j0). Blocks start on a
+    // whole register block of rows, as the query pass's do, so that dQ is summed in the same groups and
+    // comes out bit-identical whichever pass computed it; the rows before `first_row` see nothing of the
+    // tile and are left out of the dK and dV sums (as in the unfused key pass: same bits there too).
+    const int64_t first_row = kCausal ? first_causal_query(j0, w.tile.causal_offset) : 0;
+    for (int64_t i = first_row / kRows * kRows; w.tile.cols > 0 && i < s.q_len; i += kQueryBlock) {
+      const int64_t block_rows = std::min(kQueryBlock, s.q_len - i);
+      const int64_t skipped = std::max<int64_t>(first_row - i, 0);  // rows before first_row (< kRows)
+      const Acc scale = Acc(p.scale);
+      cpu::load_rows<T>(p.q, b, h, i, kQueryBlock, s.q_len, dk, scale, w.q_scaled.data());
+      cpu::load_rows<T>(p.grad_out, b, h, i, kQueryBlock, s.q_len, dv, Acc(1), w.dout.data());
+      int64_t n = 0;  // tile columns any row of the block sees
+      for (int64_t r0 = 0; r0 < block_rows; r0 += kRows) {
+        Acc* group_probs = w.probs.data() + r0 * kKeyTile;
+        Acc* group_ds = w.ds.data() + r0 * kKeyTile;
+        const int64_t widest = row_block_grads(w.tile, constants, bh, i + r0, w.q_scaled.data() + r0 * dk,
+                                               w.dout.data() + r0 * dv, group_probs, group_ds);
+        n = std::max(n, widest);
+        if (head_grad_q != nullptr && widest > 0) {
+          cpu::accumulate_rows_times_matrix(group_ds, kKeyTile, w.tile.k.data(), widest, dk,
+                                            head_grad_q + (i + r0) * dk, dk);
+        }
+        // Zero what row_block_grads left unwritten (past its padded width; causal groups only), since
+        // the products below read every group up to n.
+        for (int64_t r = 0; r < kRows; ++r) {
+          std::fill(group_probs + r * kKeyTile + cpu::padded_width(widest), group_probs + (r + 1) * kKeyTile, Acc(0));
+          std::fill(group_ds + r * kKeyTile + cpu::padded_width(widest), group_ds + (r + 1) * kKeyTile, Acc(0));
+        }
+      }
+      // Column t0 + r of P and dS (the block's rows down it) is key t0 + r's weight row; columns past n
+      // are zero, so the last register block may run past n.
+      const int64_t depth = block_rows - skipped;
+      for (int64_t t0 = 0; t0 < n; t0 += kRows) {
+        cpu::accumulate_columns_times_matrix(w.probs.data() + skipped * kKeyTile + t0, kKeyTile,
+                                             w.dout.data() + skipped * dv, depth, dv, w.grad_v.data() + t0 * dv, dv);
+        // q_scaled carries the `scale` of dK = scale * sum_i ds_ij q_i.
+        cpu::accumulate_columns_times_matrix(w.ds.data() + skipped * kKeyTile + t0, kKeyTile,
+                                             w.q_scaled.data() + skipped * dk, depth, dk, w.grad_k.data() + t0 * dk,
+                                             dk);
+      }
+    }
+    for (int64_t t = 0; t < std::min(kKeyTile, s.k_len - j0); ++t) {
+      cpu::store(w.grad_k.data() + t * dk, Acc(1), cpu::row_ptr<T>(p.grad_k, b, h, j0 + t), dk);
+      cpu::store(w.grad_v.data() + t * dv, Acc(1), cpu::row_ptr<T>(p.grad_v, b, h, j0 + t), dv);
+    }
+  }
+
+  // dQ of the kQueryBlock rows at i0: every key tile they see streams past them.
+  void query_block(Scratch& w, int64_t bh, int64_t i0) const {
+    const AttentionShape& s = p.shape;
+    const int64_t dk = s.qk_dim, dv = s.v_dim, b = bh / s.heads, h = bh % s.heads;
+    const int64_t rows = std::min(kQueryBlock, s.q_len - i0);
+    const Acc scale = Acc(p.scale);
+    cpu::load_rows<T>(p.q, b, h, i0, kQueryBlock, s.q_len, dk, scale, w.q_scaled.data());
+    cpu::load_rows<T>(p.grad_out, b, h, i0, kQueryBlock, s.q_len, dv, Acc(1), w.dout.data());
+    std::fill(w.grad_q.begin(), w.grad_q.end(), Acc(0));
+    const int64_t keys = keys_of(p.key_lengths, b, s.k_len);
+    const SequenceConstants<Acc> constants = sequence_constants<Acc>(p, b);
+    const int64_t key_end = kCausal ? causal_key_end(i0 + rows - 1, causal_offset(p, keys), keys) : keys;
+    for (int64_t j0 = 0; j0 < key_end; j0 += kKeyTile) {
+      w.tile.template load<T>(p, b, h, j0, std::min(kKeyTile, key_end - j0),
+                              {.keys_by_row = true, .values_by_row = false, .values_transposed = true});
+      for (int64_t r0 = 0; r0 < rows; r0 += kRows) {
+        const int64_t n = row_block_grads(w.tile, constants, bh, i0 + r0, w.q_scaled.data() + r0 * dk,
+                                          w.dout.data() + r0 * dv, w.probs.data(), w.ds.data());
+        cpu::accumulate_rows_times_matrix(w.ds.data(), kKeyTile, w.tile.k.data(), n, dk, w.grad_q.data() + r0 * dk,
+                                          dk);
+      }
+    }
+    for (int64_t r = 0; r < rows; ++r) {
+      cpu::store(w.grad_q.data() + r * dk, scale, cpu::row_ptr<T>(p.grad_q, b, h, i0 + r), dk);
+    }
+  }
+
   void run() {
     const AttentionShape& s = p.shape;
     const int64_t dk = s.qk_dim, dv = s.v_dim;
-    const int64_t q_rows = s.batch * s.heads * s.q_len;
-    const Acc scale = Acc(p.scale);
+    const int64_t heads = s.batch * s.heads;
 
     if constexpr (Activation::kNormalizesRows) {
 #pragma omp parallel for schedule(static)
-      for (int64_t row = 0; row < q_rows; ++row) {
+      for (int64_t row = 0; row < heads * s.q_len; ++row) {
         const int64_t i = row % s.q_len, bh = row / s.q_len;
         const int64_t b = bh / s.heads, h = bh % s.heads;
         delta[row] = cpu::dot<Acc>(cpu::row_ptr<T>(p.grad_out, b, h, i), cpu::row_ptr<T>(p.out, b, h, i), dv);
@@ -95,85 +207,40 @@ struct Backward {
 
     const int64_t key_tiles = (s.k_len + kKeyTile - 1) / kKeyTile;
     const int64_t query_blocks = (s.q_len + kQueryBlock - 1) / kQueryBlock;
+    const bool wants_q = p.grad_q.data != nullptr, wants_kv = p.grad_k.data != nullptr;
+    // One pass per head when all three gradients are wanted and the heads keep every thread busy: each
+    // tile's scores are then computed once, not twice (5 products instead of 7). It needs a q_len x Dk
+    // buffer per thread for the head's dQ. With fewer heads than threads, or with whole heads leaving
+    // threads idle for longer than the saved products, the two passes split each head instead.
+    // Both ways give the same bits (see key_tile), so the choice never shows in the results.
+    const int64_t threads = omp_get_max_threads();
+    const int64_t rounds = (heads + threads - 1) / threads;
+    const bool fused = wants_q && wants_kv && rounds * 5 * threads <= heads * 7;
 #pragma omp parallel
     {
-      cpu::KeyTile<Acc> tile(dk, dv);
-      std::vector<Acc> q_scaled(kQueryBlock * dk), dout(kQueryBlock * dv);
-      // The key pass keeps a whole query block's probabilities and score gradients (kQueryBlock x
-      // kKeyTile) and their transposes; the query pass uses the first kRows rows of probs and ds.
-      std::vector<Acc> probs(kQueryBlock * kKeyTile), ds(kQueryBlock * kKeyTile);
-      std::vector<Acc> probs_t(kKeyTile * kQueryBlock), ds_t(kKeyTile * kQueryBlock);
-      std::vector<Acc> grad_k(kKeyTile * dk), grad_v(kKeyTile * dv), grad_q(kQueryBlock * dk);
-
-      // Each pass only when its gradients are wanted (the same for every thread, so the worksharing
-      // loops stay matched).
-      const int64_t key_tasks = p.grad_k.data != nullptr ? s.batch * s.heads * key_tiles : 0;
-      const int64_t query_tasks = p.grad_q.data != nullptr ? s.batch * s.heads * query_blocks : 0;
+      Scratch w(dk, dv);
+      // The same decisions in every thread, so the worksharing loops stay matched.
+      if (fused) {
+        // Rows up to a whole register block: the last group's dQ rows past q_len are written (with zeros).
+        std::vector<Acc> head_grad_q((s.q_len + kRows - 1) / kRows * kRows * dk);
+        const Acc scale = Acc(p.scale);
 #pragma omp for schedule(dynamic, 1)
-      for (int64_t task = 0; task < key_tasks; ++task) {
-        const int64_t bh = task / key_tiles, b = bh / s.heads, h = bh % s.heads;
-        const int64_t j0 = (task % key_tiles) * kKeyTile;
-        const int64_t keys = keys_of(p.key_lengths, b, s.k_len);
-        const SequenceConstants<Acc> constants = sequence_constants<Acc>(p, b);
-        // Padding keys of the tile (past the sequence's length) keep zero gradients.
-        tile.template load<T>(p, b, h, j0, std::clamp<int64_t>(keys - j0, 0, kKeyTile), /*transpose_v=*/true);
-        std::fill(grad_k.begin(), grad_k.end(), Acc(0));
-        std::fill(grad_v.begin(), grad_v.end(), Acc(0));
-        // Query rows stream past the tile kQueryBlock at a time: P and dS of the block, then
-        // dV += P^T dO and dK += dS^T Q as register-blocked products with the block as the reduction
-        // (a rank-kRows update per kRows rows would re-read and re-write dK and dV each time).
-        // Causal: from the first query that sees the tile's first key (i + offset >= j0).
-        const int64_t first_row = kCausal ? first_causal_query(j0, tile.causal_offset) : 0;
-        for (int64_t i = first_row; tile.cols > 0 && i < s.q_len; i += kQueryBlock) {
-          const int64_t block_rows = std::min(kQueryBlock, s.q_len - i);
-          cpu::load_rows<T>(p.q, b, h, i, kQueryBlock, s.q_len, dk, scale, q_scaled.data());
-          cpu::load_rows<T>(p.grad_out, b, h, i, kQueryBlock, s.q_len, dv, Acc(1), dout.data());
-          std::fill(probs.begin(), probs.end(), Acc(0));
-          std::fill(ds.begin(), ds.end(), Acc(0));
-          int64_t n = 0;  // tile columns any row of the block sees
-          for (int64_t r0 = 0; r0 < block_rows; r0 += kRows) {
-            n = std::max(n, row_block_grads(tile, constants, bh, i + r0, q_scaled.data() + r0 * dk,
-                                            dout.data() + r0 * dv, probs.data() + r0 * kKeyTile,
-                                            ds.data() + r0 * kKeyTile));
-          }
-          cpu::transpose_block(probs.data(), block_rows, n, kKeyTile, probs_t.data(), kQueryBlock);
-          cpu::transpose_block(ds.data(), block_rows, n, kKeyTile, ds_t.data(), kQueryBlock);
-          for (int64_t t0 = 0; t0 < n; t0 += kRows) {
-            cpu::accumulate_rows_times_matrix(probs_t.data() + t0 * kQueryBlock, kQueryBlock, dout.data(), block_rows,
-                                              dv, grad_v.data() + t0 * dv, dv);
-            // q_scaled carries the `scale` of dK = scale * sum_i ds_ij q_i.
-            cpu::accumulate_rows_times_matrix(ds_t.data() + t0 * kQueryBlock, kQueryBlock, q_scaled.data(), block_rows,
-                                              dk, grad_k.data() + t0 * dk, dk);
-          }
+        for (int64_t bh = 0; bh < heads; ++bh) {
+          std::fill(head_grad_q.begin(), head_grad_q.end(), Acc(0));
+          for (int64_t j0 = 0; j0 < s.k_len; j0 += kKeyTile) key_tile(w, bh, j0, head_grad_q.data());
+          const int64_t b = bh / s.heads, h = bh % s.heads;
+          for (int64_t i = 0; i < s.q_len; ++i)
+            cpu::store(head_grad_q.data() + i * dk, scale, cpu::row_ptr<T>(p.grad_q, b, h, i), dk);
         }
-        for (int64_t t = 0; t < std::min(kKeyTile, s.k_len - j0); ++t) {
-          cpu::store(grad_k.data() + t * dk, Acc(1), cpu::row_ptr<T>(p.grad_k, b, h, j0 + t), dk);
-          cpu::store(grad_v.data() + t * dv, Acc(1), cpu::row_ptr<T>(p.grad_v, b, h, j0 + t), dv);
-        }
-      }
-
+      } else {
+        // Each pass only when its gradients are wanted.
+        const int64_t key_tasks = wants_kv ? heads * key_tiles : 0;
+        const int64_t query_tasks = wants_q ? heads * query_blocks : 0;
 #pragma omp for schedule(dynamic, 1)
-      for (int64_t task = 0; task < query_tasks; ++task) {
-        const int64_t bh = task / query_blocks, b = bh / s.heads, h = bh % s.heads;
-        const int64_t i0 = (task % query_blocks) * kQueryBlock;
-        const int64_t rows = std::min(kQueryBlock, s.q_len - i0);
-        cpu::load_rows<T>(p.q, b, h, i0, kQueryBlock, s.q_len, dk, scale, q_scaled.data());
-        cpu::load_rows<T>(p.grad_out, b, h, i0, kQueryBlock, s.q_len, dv, Acc(1), dout.data());
-        std::fill(grad_q.begin(), grad_q.end(), Acc(0));
-        const int64_t keys = keys_of(p.key_lengths, b, s.k_len);
-        const SequenceConstants<Acc> constants = sequence_constants<Acc>(p, b);
-        const int64_t key_end = kCausal ? causal_key_end(i0 + rows - 1, causal_offset(p, keys), keys) : keys;
-        for (int64_t j0 = 0; j0 < key_end; j0 += kKeyTile) {
-          tile.template load<T>(p, b, h, j0, std::min(kKeyTile, key_end - j0), /*transpose_v=*/true);
-          for (int64_t r0 = 0; r0 < rows; r0 += kRows) {
-            const int64_t n = row_block_grads(tile, constants, bh, i0 + r0, q_scaled.data() + r0 * dk,
-                                              dout.data() + r0 * dv, probs.data(), ds.data());
-            cpu::accumulate_rows_times_matrix(ds.data(), kKeyTile, tile.k.data(), n, dk, grad_q.data() + r0 * dk, dk);
-          }
-        }
-        for (int64_t r = 0; r < rows; ++r) {
-          cpu::store(grad_q.data() + r * dk, scale, cpu::row_ptr<T>(p.grad_q, b, h, i0 + r), dk);
-        }
+        for (int64_t task = 0; task < key_tasks; ++task) key_tile(w, task / key_tiles, (task % key_tiles) * kKeyTile, nullptr);
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t task = 0; task < query_tasks; ++task)
+          query_block(w, task / query_blocks, (task % query_blocks) * kQueryBlock);
       }
     }
   }

@@ -62,7 +62,8 @@ void forward_blocks(const QuadraticParams& p, const Activation activation) {
       // Causal: keys up to the block's last row's (none when even that row sees none).
       const int64_t key_end = kCausal ? causal_key_end(i0 + rows - 1, causal_offset(p, keys), keys) : keys;
       for (int64_t j0 = 0; j0 < key_end; j0 += kKeyTile) {
-        tile.template load<T>(p, b, h, j0, std::min(kKeyTile, key_end - j0), /*transpose_v=*/false);
+        tile.template load<T>(p, b, h, j0, std::min(kKeyTile, key_end - j0),
+                              {.keys_by_row = false, .values_by_row = true, .values_transposed = false});
         for (int64_t r0 = 0; r0 < rows; r0 += kRows) {
           const int64_t widest = tile.visible_to(std::min(i0 + r0 + kRows, i0 + rows) - 1, kCausal);
           if (widest == 0) continue;
@@ -74,8 +75,7 @@ void forward_blocks(const QuadraticParams& p, const Activation activation) {
             if constexpr (Activation::kNormalizesRows) {
               if (n > 0) {
                 const int64_t qr = r0 + r;
-                Acc tile_max = row_max[qr];
-                for (int64_t t = 0; t < n; ++t) tile_max = std::max(tile_max, row[t]);
+                const Acc tile_max = cpu::max_of(row, n, row_max[qr]);
                 // exp(-inf - finite) = 0 resets the empty accumulator on the first tile.
                 const Acc correction = kernel_exp(row_max[qr] - tile_max);
                 cpu::scale_in_place(correction, acc.data() + qr * dv, dv);

@@ -17,7 +17,9 @@ namespace actattn {
 namespace cpu {
 
 constexpr int64_t kKeyTile = 64;
-constexpr int64_t kQueryBlock = 32;
+// 128 query rows share each key tile load (the loads are scalar passes; at 32 rows they cost about a
+// quarter of the forward's time), and their block's buffers still fit in L2 beside the tile.
+constexpr int64_t kQueryBlock = 128;
 static_assert(kKeyTile % kCols == 0 && kQueryBlock % kRows == 0, "tiles must hold whole register blocks");
 
 // Rows [first, first + count) of a (batch, head) slice, times alpha, into dst (kQueryBlock x dim or
@@ -36,18 +38,16 @@ void load_rows(const RowView& view, int64_t b, int64_t h, int64_t first, int64_t
   }
 }
 
-// dst (cols x rows, row stride dst_stride) = src (rows x cols, row stride src_stride)^T; dst rows are
-// written up to a whole number of kRows (zeros past cols) so that register blocks may read them.
-template <typename Acc>
-void transpose_block(const Acc* src, int64_t rows, int64_t cols, int64_t src_stride, Acc* dst, int64_t dst_stride) {
-  for (int64_t c = 0; c < cols; ++c)
-    for (int64_t r = 0; r < rows; ++r) dst[c * dst_stride + r] = src[r * src_stride + c];
-  for (int64_t c = cols; c < (cols + kRows - 1) / kRows * kRows; ++c)
-    std::fill(dst + c * dst_stride, dst + c * dst_stride + rows, Acc(0));
-}
+// Which copies of a key tile a pass reads, besides the transposed keys every pass multiplies by: the
+// forward P V reads values by row; the backward's dP = dO V^T reads them transposed, and its dQ = dS K
+// reads keys by row. A copy nobody reads is not made (each is a scalar pass over the tile, paid once
+// per query block).
+struct TileCopies {
+  bool keys_by_row, values_by_row, values_transposed;
+};
 
-// Keys [start, start + cols): transposed (Dk x kKeyTile) and row-major (kKeyTile x Dk); values
-// row-major (kKeyTile x Dv) and, for the backward, transposed (Dv x kKeyTile).
+// Keys [start, start + cols): transposed (Dk x kKeyTile) and, as `copies` asks, row-major keys
+// (kKeyTile x Dk), row-major values (kKeyTile x Dv) and transposed values (Dv x kKeyTile).
 template <typename Acc>
 struct KeyTile {
   int64_t start = 0, cols = 0;
@@ -58,7 +58,7 @@ struct KeyTile {
       : k_t(qk_dim * kKeyTile), k(kKeyTile * qk_dim), v_t(v_dim * kKeyTile), v(kKeyTile * v_dim) {}
 
   template <typename T>
-  void load(const QuadraticParams& p, int64_t b, int64_t h, int64_t start_, int64_t cols_, bool transpose_v) {
+  void load(const QuadraticParams& p, int64_t b, int64_t h, int64_t start_, int64_t cols_, TileCopies copies) {
     start = start_;
     cols = cols_;
     causal_offset = actattn::causal_offset(p, keys_of(p.key_lengths, b, p.shape.k_len));
@@ -66,9 +66,12 @@ struct KeyTile {
     for (int64_t t = 0; t < cols; ++t) {
       const T* kr = row_ptr<T>(p.k, b, h, start + t);
       const T* vr = row_ptr<T>(p.v, b, h, start + t);
-      for (int64_t d = 0; d < dk; ++d) k_t[d * kKeyTile + t] = k[t * dk + d] = Acc(kr[d]);
-      for (int64_t e = 0; e < dv; ++e) v[t * dv + e] = Acc(vr[e]);
-      if (transpose_v)
+      for (int64_t d = 0; d < dk; ++d) k_t[d * kKeyTile + t] = Acc(kr[d]);
+      if (copies.keys_by_row)
+        for (int64_t d = 0; d < dk; ++d) k[t * dk + d] = Acc(kr[d]);
+      if (copies.values_by_row)
+        for (int64_t e = 0; e < dv; ++e) v[t * dv + e] = Acc(vr[e]);
+      if (copies.values_transposed)
         for (int64_t e = 0; e < dv; ++e) v_t[e * kKeyTile + t] = Acc(vr[e]);
     }
   }

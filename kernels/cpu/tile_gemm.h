@@ -38,11 +38,13 @@ inline void rows_times_matrix(const Acc* a, int64_t a_stride, const Acc* b, int6
   }
 }
 
-// acc (kRows x width, row stride acc_stride) += p (kRows x depth, row stride p_stride) @ m (depth x width,
-// row stride width); any width (a scalar tail handles width % kCols).
+// acc (kRows x width, row stride acc_stride) += P (kRows x depth) @ m (depth x width, row stride width), with
+// P's element (r, t) at p[r * row_step + t * depth_step]; any width (a scalar tail handles width % kCols).
+// Each P element is broadcast from memory, so reading P transposed (row_step 1) costs nothing extra and
+// spares the caller a transposed copy.
 template <typename Acc>
-inline void accumulate_rows_times_matrix(const Acc* p, int64_t p_stride, const Acc* m, int64_t depth, int64_t width,
-                                         Acc* acc, int64_t acc_stride) {
+inline void accumulate_strided_rows_times_matrix(const Acc* p, int64_t row_step, int64_t depth_step, const Acc* m,
+                                                 int64_t depth, int64_t width, Acc* acc, int64_t acc_stride) {
   int64_t c0 = 0;
   for (; c0 + kCols <= width; c0 += kCols) {
     Acc block[kRows][kCols];
@@ -51,7 +53,7 @@ inline void accumulate_rows_times_matrix(const Acc* p, int64_t p_stride, const A
     for (int64_t t = 0; t < depth; ++t) {
       const Acc* mrow = m + t * width + c0;
       for (int r = 0; r < kRows; ++r) {
-        const Acc pv = p[r * p_stride + t];
+        const Acc pv = p[r * row_step + t * depth_step];
 #pragma omp simd
         for (int c = 0; c < kCols; ++c) block[r][c] += pv * mrow[c];
       }
@@ -62,9 +64,23 @@ inline void accumulate_rows_times_matrix(const Acc* p, int64_t p_stride, const A
   for (int64_t c = c0; c < width; ++c)
     for (int r = 0; r < kRows; ++r) {
       Acc sum = acc[r * acc_stride + c];
-      for (int64_t t = 0; t < depth; ++t) sum += p[r * p_stride + t] * m[t * width + c];
+      for (int64_t t = 0; t < depth; ++t) sum += p[r * row_step + t * depth_step] * m[t * width + c];
       acc[r * acc_stride + c] = sum;
     }
+}
+
+// acc += p (kRows x depth, row stride p_stride) @ m.
+template <typename Acc>
+inline void accumulate_rows_times_matrix(const Acc* p, int64_t p_stride, const Acc* m, int64_t depth, int64_t width,
+                                         Acc* acc, int64_t acc_stride) {
+  accumulate_strided_rows_times_matrix(p, p_stride, 1, m, depth, width, acc, acc_stride);
+}
+
+// acc += p^T @ m, where p is depth x (at least kRows) with row stride p_stride: output row r takes p's column r.
+template <typename Acc>
+inline void accumulate_columns_times_matrix(const Acc* p, int64_t p_stride, const Acc* m, int64_t depth,
+                                            int64_t width, Acc* acc, int64_t acc_stride) {
+  accumulate_strided_rows_times_matrix(p, 1, p_stride, m, depth, width, acc, acc_stride);
 }
 
 }  // namespace cpu
