@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from . import reference
 from .nn.blocks import CausalSelfAttention, DecoderBlock
 from .nn.kinds import get_kind
-from .plots import band, line_style, log_line, pyplot
+from .plots import band, line_style, log_line, pyplot, seed_band
 
 
 class GradientFlowRecorder:
@@ -138,12 +138,6 @@ def _per_seed(records: List) -> List[List[Dict]]:
     return records if records and isinstance(records[0], list) else [records]
 
 
-def _seed_band(values_per_seed: List[List[float]]):
-    """Mean, min and max over seeds, position by position."""
-    columns = list(zip(*values_per_seed))
-    return ([sum(c) / len(c) for c in columns], [min(c) for c in columns], [max(c) for c in columns])
-
-
 def plot_layer_norms(records_by_kind: Dict[str, List], path: str, key: str = "param_grad_norm",
                      log: bool = True) -> None:
     """One line per kind: ``key`` per layer, averaged over the recorded steps. ``records_by_kind`` maps a
@@ -159,7 +153,7 @@ def plot_layer_norms(records_by_kind: Dict[str, List], path: str, key: str = "pa
         layers = list(runs[0][0]["layers"])
         depth = max(depth, len(layers))
         per_seed = [[sum(r["layers"][name].get(key, 0.0) for r in run) / len(run) for name in layers] for run in runs]
-        band(ax, list(range(len(layers))), *_seed_band(per_seed), label=kind, log=log, **line_style(i))
+        band(ax, list(range(len(layers))), *seed_band(per_seed), label=kind, log=log, **line_style(i))
     ax.set_xticks(range(depth))
     ax.set_xlabel("layer (input side = 0)")
     ax.set_ylabel(key.replace("_", " "))
@@ -185,7 +179,7 @@ def plot_over_steps(records_by_kind: Dict[str, List], path: str, key: str = "par
         length = min(len(run) for run in runs)
         per_seed = [[r["layers"][first].get(key, 0.0) for r in run[:length]] for run in runs]
         steps = [r["step"] for r in runs[0][:length]]
-        band(ax, steps, *_seed_band(per_seed), label=kind, log=True, **line_style(i, marker=False))
+        band(ax, steps, *seed_band(per_seed), label=kind, log=True, **line_style(i, marker=False))
     ax.set_xlabel("step")
     ax.set_ylabel(f"{key.replace('_', ' ')}, first layer")
     ax.set_yscale("log")

@@ -4,7 +4,8 @@ log axes that show exact zeros instead of dropping them."""
 from __future__ import annotations
 
 import math
-from typing import Dict, Sequence
+import statistics
+from typing import Dict, List, Sequence, Tuple
 
 LINE_STYLES = ["-", "--", "-.", ":"]
 MARKERS = ["o", "s", "^", "v", "D", "x", "P", "*"]
@@ -44,6 +45,13 @@ def log_line(ax, xs: Sequence[float], ys: Sequence[float], **style):
             ax.plot([], [], marker="v", linestyle="none", color="black", label=ZERO_NOTE)
             ax._zero_note = True
     return line
+
+
+def seed_band(values_per_seed: Sequence[Sequence[float]]) -> Tuple[List[float], List[float], List[float]]:
+    """Mean, min and max over seeds, position by position (up to the shortest seed's length): what `band`
+    draws."""
+    columns = list(zip(*values_per_seed))
+    return [statistics.fmean(c) for c in columns], [min(c) for c in columns], [max(c) for c in columns]
 
 
 def band(ax, xs, mean, low, high, label: str, log: bool = False, **style):

@@ -15,7 +15,7 @@ from typing import Dict, List, Optional, Sequence
 from . import cost
 from .nn.kinds import get_kind
 from .gradflow import plot_depth_sweep, plot_layer_norms, plot_over_steps
-from .plots import band, line_style, pyplot
+from .plots import band, line_style, pyplot, seed_band
 
 SPREAD_KEYS = ("final_loss", "grad_norm_first_over_last_layer")
 
@@ -298,10 +298,8 @@ def plot_curves(runs: List[Dict], out: Path, metric: str) -> None:
     fig, ax = plt.subplots(figsize=(7, 4))
     for i, kind in enumerate(kinds):
         curves = [_smooth(r["history"]["loss"]) for r in runs if r["kind"] == kind]
-        length = min(map(len, curves))
-        columns = list(zip(*(c[:length] for c in curves)))
-        band(ax, list(range(length)), [statistics.fmean(c) for c in columns], [min(c) for c in columns],
-             [max(c) for c in columns], label=kind, **line_style(i, marker=False))
+        mean, low, high = seed_band(curves)
+        band(ax, list(range(len(mean))), mean, low, high, label=kind, **line_style(i, marker=False))
     ax.set_xlabel("step")
     ax.set_ylabel("training loss (smoothed)")
     ax.legend(fontsize=8)
@@ -312,12 +310,10 @@ def plot_curves(runs: List[Dict], out: Path, metric: str) -> None:
     fig, ax = plt.subplots(figsize=(7, 4))
     for i, kind in enumerate(kinds):
         evals = [r["history"]["eval"] for r in runs if r["kind"] == kind]
-        length = min(map(len, evals))
-        if not length:
+        mean, low, high = seed_band([[p[metric] for p in e] for e in evals])
+        if not mean:
             continue
-        columns = list(zip(*([p[metric] for p in e[:length]] for e in evals)))
-        band(ax, [p["step"] for p in evals[0][:length]], [statistics.fmean(c) for c in columns],
-             [min(c) for c in columns], [max(c) for c in columns], label=kind, **line_style(i))
+        band(ax, [p["step"] for p in evals[0][:len(mean)]], mean, low, high, label=kind, **line_style(i))
     ax.set_xlabel("step")
     ax.set_ylabel(f"held-out {metric.replace('_', ' ')}")
     ax.legend(fontsize=8)
