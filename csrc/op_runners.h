@@ -2,7 +2,7 @@
 // into the backend's kernels. Each op parses its options once (op_options.h) and works on the parsed
 // spec from there. A Backend provides
 //   guard(t)         an RAII device guard for t's device (a no-op object on the CPU),
-//   input(t)         t as its kernels take it (rows contiguous; the CPU also widens half types),
+//   input(t)         t as its kernels take it (rows contiguous),
 //   quadratic_forward / quadratic_backward / linear_forward / linear_backward (params),
 //   linear_backward_workspace(params, options)   the scratch tensor its linear backward needs.
 // Row statistics, states and workspaces are in the accumulation type (float32, or float64).

@@ -11,6 +11,8 @@
 #if defined(__CUDACC__)
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#else
+#include "cpu/half_types.h"
 #endif
 
 #include "feature_maps.h"
@@ -25,15 +27,20 @@ struct TypePair {
   using acc_t = Acc;        // accumulation type
 };
 
-// The CPU kernels' element types: float32 and float64.
+// The CPU kernels' element types: float32 and float64 compute in their own precision, float16 and
+// bfloat16 are read and written in place and computed in float32.
 template <typename Fn>
 void dispatch_dtype(ScalarKind kind, Fn&& fn) {
   switch (kind) {
     case ScalarKind::kFloat32: return fn(TypePair<float, float>{});
     case ScalarKind::kFloat64: return fn(TypePair<double, double>{});
+#if !defined(__CUDACC__)
+    case ScalarKind::kFloat16: return fn(TypePair<cpu::Float16, float>{});
+    case ScalarKind::kBFloat16: return fn(TypePair<cpu::BFloat16, float>{});
+#endif
     default: break;
   }
-  throw std::invalid_argument("actattn: the CPU kernels take float32 or float64");
+  throw std::invalid_argument("actattn: unknown ScalarKind");
 }
 
 #if defined(__CUDACC__)

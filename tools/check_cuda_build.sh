@@ -21,7 +21,7 @@ export CUDA_HOME=${CUDA_HOME:-$(realpath "$("$NVCC" -v -E -x cu /dev/null 2>&1 |
 out=build/cuda-link
 mkdir -p build
 rm -rf "$out/pkg"
-ACTATTN_CUDA=1 MAX_JOBS=$(nproc) TORCH_CUDA_ARCH_LIST="8.0;9.0" \
+ACTATTN_CUDA=1 MAX_JOBS=${MAX_JOBS:-$(nproc)} TORCH_CUDA_ARCH_LIST="8.0;9.0" \
   .venv-cuda/bin/python setup.py build_ext -b "$out/lib" -t "$out/temp" >"$out.log" 2>&1 || {
   tail -n 40 "$out.log"
   echo "check_cuda_build.sh: CUDA build FAILED (log: $out.log)" >&2

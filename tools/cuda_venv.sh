@@ -2,7 +2,6 @@
 # Creates .venv-cuda: torch's CUDA build (2.14.1, cu130, about 5.5 GB with its NVIDIA libraries), which
 # tools/check_cuda_build.sh builds the extension against. Idempotent. Exits 3, installing nothing, when
 # the disk has under 12 GB free (check_cuda_build.sh then only compiles the CUDA sources).
-# tools/test.sh starts it in the background before bootstrap, so that the download overlaps the compiles.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

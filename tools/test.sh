@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Runs every test: sets up (tools/bootstrap.sh), builds, links and imports the whole CUDA extension against
+# Runs every test: sets up (tools/bootstrap.sh); builds, links and imports the whole CUDA extension against
 # torch's CUDA build (tools/check_cuda_build.sh, no GPU needed; where the disk is too small for torch's CUDA
-# build it only compiles the CUDA sources, tools/check_cuda.sh, which the full build would repeat), then the
+# build it only compiles the CUDA sources, tools/check_cuda.sh, which the full build would repeat) in the
+# background, at low priority, beside everything else; the
 # Python suite (pytest; its CUDA cases run where a GPU is present), the wheel a user would build, installed
 # into a fresh venv (tools/check_install.sh), the tensor-core kernels on the CPU through
 # kernels/cuda/warp_emulation.h (CTest), and tools/sanitize.sh: the library's C++ CTest suite against
@@ -13,20 +14,19 @@ cd "$(dirname "$0")/.."
 phase_start=$SECONDS
 phase_took() { echo "test.sh: $1 took $((SECONDS - phase_start)) s"; phase_start=$SECONDS; }
 
-# torch's CUDA build (5.5 GB) downloads in the background while bootstrap compiles; `wait` on exit, so
+# The CUDA build check needs nothing from bootstrap (its own venv, .venv-cuda, with torch's CUDA build: a
+# 5.5 GB download, then 15 CPU-minutes of nvcc and g++), so it starts first and runs in the background
+# at low priority: it takes the core that downloads, pip and the single-threaded parts of pytest leave
+# idle, and the foreground phases keep priority. Its result is collected at the end. `wait` on exit, so
 # that a failing run never leaves a half-written .venv-cuda behind.
 mkdir -p build
-bash tools/cuda_venv.sh >build/cuda-venv.log 2>&1 &
-cuda_venv=$!
+cuda_check_log=build/cuda-build-check.log
+nice -n 15 bash tools/check_cuda_build.sh >"$cuda_check_log" 2>&1 &
+cuda_check=$!
+cuda_check_start=$SECONDS
 trap wait EXIT
 bash tools/bootstrap.sh
 phase_took "bootstrap"
-# check_cuda_build.sh runs cuda_venv.sh again (a no-op once installed): a failure here is retried and
-# reported there (the background attempt's output: build/cuda-venv.log).
-wait "$cuda_venv" || true
-phase_took "waiting for the CUDA venv"
-bash tools/check_cuda_build.sh
-phase_took "the CUDA build check"
 
 status=0
 .venv/bin/python -m pytest tests -q -p no:cacheprovider || status=$?
@@ -63,3 +63,12 @@ phase_took "the emulated kernels"
 # The C++ test of the library, and the op, fuzz and kernel tests again, against an ASan + UBSan build.
 bash tools/sanitize.sh
 phase_took "the sanitizer run"
+
+if ! wait "$cuda_check"; then
+  tail -n 60 "$cuda_check_log" >&2
+  echo "test.sh: the CUDA build check FAILED (log: $cuda_check_log)" >&2
+  exit 1
+fi
+tail -n 1 "$cuda_check_log"
+echo "test.sh: the CUDA build check (background) ran $((SECONDS - cuda_check_start)) s from the start"
+phase_took "waiting for the CUDA build check"
