@@ -103,6 +103,9 @@ def cases(q, k, v) -> List[Tuple[str, str, Callable, Callable]]:
         ("softmax", "SDPA", lambda: actattn.attention(q, k, v), lambda: F.scaled_dot_product_attention(q, k, v)),
         ("softmax causal", "SDPA", lambda: actattn.attention(q, k, v, causal=True),
          lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True)),
+        # Attention dropout: torch's CPU SDPA takes its math path for it (an N x N mask drawn and stored).
+        ("softmax dropout 0.1", "SDPA", lambda: actattn.attention(q, k, v, dropout_p=0.1),
+         lambda: F.scaled_dot_product_attention(q, k, v, dropout_p=0.1)),
         ("sigmoid causal", "composite", lambda: actattn.attention(q, k, v, activation="sigmoid", causal=True),
          lambda: reference.attention(q, k, v, "sigmoid", True)),
         ("relu causal", "composite", lambda: actattn.attention(q, k, v, activation="relu", causal=True),

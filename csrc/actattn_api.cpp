@@ -1,5 +1,7 @@
 #include <actattn/actattn.h>
 
+#include <ATen/ops/empty.h>
+
 #include "ops.h"
 
 // The public options structs name their fields as the ops name their options.
@@ -8,7 +10,9 @@
 namespace actattn {
 
 at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const AttentionOptions& options) {
-  return ops::attention(q, k, v ACTATTN_ATTENTION_OPTIONS(ACTATTN_OPTION_FIELD), options.key_lengths);
+  OptionalTensor dropout_seed;
+  if (options.dropout_p > 0.0) dropout_seed = at::empty({1}, q.options().dtype(at::kLong)).random_();
+  return ops::attention(q, k, v ACTATTN_ATTENTION_OPTIONS(ACTATTN_OPTION_FIELD), options.key_lengths, dropout_seed);
 }
 
 LinearAttentionResult linear_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,

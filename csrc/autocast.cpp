@@ -17,20 +17,21 @@ at::Tensor cast(const at::Tensor& t) {
 
 template <c10::DeviceType kDevice>
 at::Tensor attention_autocast(const at::Tensor& q, const at::Tensor& k,
-                              const at::Tensor& v ACTATTN_ATTENTION_OPTIONS(ACTATTN_PARAM),
-                              const OptionalTensor& key_lengths) {
+                              const at::Tensor& v ACTATTN_ATTENTION_OPTIONS(ACTATTN_PARAM)
+                                  ACTATTN_ATTENTION_INPUTS(ACTATTN_PARAM)) {
   c10::impl::ExcludeDispatchKeyGuard no_autocast(at::autocast::get_autocast_dispatch_key_from_device_type(kDevice));
-  return ops::attention(cast<kDevice>(q), cast<kDevice>(k), cast<kDevice>(v) ACTATTN_ATTENTION_OPTIONS(ACTATTN_ARG),
-                        key_lengths);
+  return ops::attention(cast<kDevice>(q), cast<kDevice>(k), cast<kDevice>(v) ACTATTN_ATTENTION_OPTIONS(ACTATTN_ARG)
+      ACTATTN_ATTENTION_INPUTS(ACTATTN_ARG));
 }
 
 template <c10::DeviceType kDevice>
 std::tuple<at::Tensor, at::Tensor> attention_with_lse_autocast(
-    const at::Tensor& q, const at::Tensor& k, const at::Tensor& v ACTATTN_ATTENTION_OPTIONS(ACTATTN_PARAM),
-    const OptionalTensor& key_lengths) {
+    const at::Tensor& q, const at::Tensor& k, const at::Tensor& v ACTATTN_ATTENTION_OPTIONS(ACTATTN_PARAM)
+        ACTATTN_ATTENTION_INPUTS(ACTATTN_PARAM)) {
   c10::impl::ExcludeDispatchKeyGuard no_autocast(at::autocast::get_autocast_dispatch_key_from_device_type(kDevice));
   return ops::attention_with_lse(cast<kDevice>(q), cast<kDevice>(k),
-                                 cast<kDevice>(v) ACTATTN_ATTENTION_OPTIONS(ACTATTN_ARG), key_lengths);
+                                 cast<kDevice>(v) ACTATTN_ATTENTION_OPTIONS(ACTATTN_ARG)
+                                     ACTATTN_ATTENTION_INPUTS(ACTATTN_ARG));
 }
 
 template <c10::DeviceType kDevice>

@@ -1,8 +1,9 @@
 // Autograd for the public ops, in C++ so that gradients work from LibTorch as well as Python.
 // attention / linear_attention run the underscored forward op below the autograd key and save what
 // the backward op needs: q, k, v, the output and one O(N) row statistic (log-sum-exp for softmax,
-// the denominators for normalised linear attention), and the raw scalar options, which the backward op
-// parses again as every op does. Backward ops are not themselves differentiable: asking for a double
+// the denominators for normalised linear attention), the optional inputs (key lengths; dropout's seed,
+// from which the backward regenerates the forward's mask), and the raw scalar options, which the
+// backward op parses again as every op does. Backward ops are not themselves differentiable: asking for a double
 // backward raises instead of returning a silently wrong gradient.
 #include <torch/autograd.h>
 #include <torch/csrc/autograd/autograd_not_implemented_fallback.h>
@@ -25,6 +26,7 @@ using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
 constexpr size_t kAttentionOptionCount = 0 ACTATTN_ATTENTION_OPTIONS(ACTATTN_COUNT_OPTION);
+constexpr size_t kAttentionInputCount = 0 ACTATTN_ATTENTION_INPUTS(ACTATTN_COUNT_OPTION);
 constexpr size_t kLinearOptionCount = 0 ACTATTN_LINEAR_OPTIONS(ACTATTN_COUNT_OPTION);
 
 // The IValue keeps a copy of a string option: the view passed to forward does not outlive it.
@@ -69,11 +71,13 @@ variable_list with_no_grads(variable_list grads, size_t count) {
 class AttentionFunction : public torch::autograd::Function<AttentionFunction> {
  public:
   static variable_list forward(AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k,
-                               const at::Tensor& v ACTATTN_ATTENTION_OPTIONS(ACTATTN_PARAM),
-                               const OptionalTensor& key_lengths) {
+                               const at::Tensor& v ACTATTN_ATTENTION_OPTIONS(ACTATTN_PARAM)
+                                   ACTATTN_ATTENTION_INPUTS(ACTATTN_PARAM)) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    auto [out, log_sum_exp] = ops::attention_forward(q, k, v ACTATTN_ATTENTION_OPTIONS(ACTATTN_ARG), key_lengths);
-    ctx->save_for_backward({q, k, v, out, log_sum_exp, key_lengths.value_or(at::Tensor())});
+    auto [out, log_sum_exp] = ops::attention_forward(q, k, v ACTATTN_ATTENTION_OPTIONS(ACTATTN_ARG)
+        ACTATTN_ATTENTION_INPUTS(ACTATTN_ARG));
+    ctx->save_for_backward(
+        {q, k, v, out, log_sum_exp, key_lengths.value_or(at::Tensor()), dropout_seed.value_or(at::Tensor())});
     ACTATTN_ATTENTION_OPTIONS(ACTATTN_SAVE_OPTION)
     ctx->mark_non_differentiable({log_sum_exp});
     return {out, log_sum_exp};
@@ -84,8 +88,9 @@ class AttentionFunction : public torch::autograd::Function<AttentionFunction> {
     auto [grad_q, grad_k, grad_v] =
         ops::attention_backward(grads[0], saved[0], saved[1], saved[2], saved[3],
                                 saved[4] ACTATTN_ATTENTION_OPTIONS(ACTATTN_SAVED_OPTION), defined_or_none(saved[5]),
+                                defined_or_none(saved[6]),
                                 {ctx->needs_input_grad(0), ctx->needs_input_grad(1), ctx->needs_input_grad(2)});
-    return with_no_grads({grad_q, grad_k, grad_v}, kAttentionOptionCount + 1);
+    return with_no_grads({grad_q, grad_k, grad_v}, kAttentionOptionCount + kAttentionInputCount);
   }
 };
 
@@ -125,15 +130,17 @@ class LinearAttentionFunction : public torch::autograd::Function<LinearAttention
 };
 
 at::Tensor attention_autograd(const at::Tensor& q, const at::Tensor& k,
-                              const at::Tensor& v ACTATTN_ATTENTION_OPTIONS(ACTATTN_PARAM),
-                              const OptionalTensor& key_lengths) {
-  return AttentionFunction::apply(q, k, v ACTATTN_ATTENTION_OPTIONS(ACTATTN_ARG), key_lengths)[0];
+                              const at::Tensor& v ACTATTN_ATTENTION_OPTIONS(ACTATTN_PARAM)
+                                  ACTATTN_ATTENTION_INPUTS(ACTATTN_PARAM)) {
+  return AttentionFunction::apply(q, k, v ACTATTN_ATTENTION_OPTIONS(ACTATTN_ARG)
+      ACTATTN_ATTENTION_INPUTS(ACTATTN_ARG))[0];
 }
 
 std::tuple<at::Tensor, at::Tensor> attention_with_lse_autograd(
-    const at::Tensor& q, const at::Tensor& k, const at::Tensor& v ACTATTN_ATTENTION_OPTIONS(ACTATTN_PARAM),
-    const OptionalTensor& key_lengths) {
-  const variable_list outputs = AttentionFunction::apply(q, k, v ACTATTN_ATTENTION_OPTIONS(ACTATTN_ARG), key_lengths);
+    const at::Tensor& q, const at::Tensor& k, const at::Tensor& v ACTATTN_ATTENTION_OPTIONS(ACTATTN_PARAM)
+        ACTATTN_ATTENTION_INPUTS(ACTATTN_PARAM)) {
+  const variable_list outputs = AttentionFunction::apply(q, k, v ACTATTN_ATTENTION_OPTIONS(ACTATTN_ARG)
+      ACTATTN_ATTENTION_INPUTS(ACTATTN_ARG));
   return {outputs[0], outputs[1]};
 }
 
@@ -147,15 +154,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_attention_autograd(
 
 // Below the autograd key (inference, tracing with no grad) the public ops are their forward op.
 at::Tensor attention_composite(const at::Tensor& q, const at::Tensor& k,
-                               const at::Tensor& v ACTATTN_ATTENTION_OPTIONS(ACTATTN_PARAM),
-                               const OptionalTensor& key_lengths) {
-  return std::get<0>(ops::attention_forward(q, k, v ACTATTN_ATTENTION_OPTIONS(ACTATTN_ARG), key_lengths));
+                               const at::Tensor& v ACTATTN_ATTENTION_OPTIONS(ACTATTN_PARAM)
+                                   ACTATTN_ATTENTION_INPUTS(ACTATTN_PARAM)) {
+  return std::get<0>(ops::attention_forward(q, k, v ACTATTN_ATTENTION_OPTIONS(ACTATTN_ARG)
+      ACTATTN_ATTENTION_INPUTS(ACTATTN_ARG)));
 }
 
 std::tuple<at::Tensor, at::Tensor> attention_with_lse_composite(
-    const at::Tensor& q, const at::Tensor& k, const at::Tensor& v ACTATTN_ATTENTION_OPTIONS(ACTATTN_PARAM),
-    const OptionalTensor& key_lengths) {
-  return ops::attention_forward(q, k, v ACTATTN_ATTENTION_OPTIONS(ACTATTN_ARG), key_lengths);
+    const at::Tensor& q, const at::Tensor& k, const at::Tensor& v ACTATTN_ATTENTION_OPTIONS(ACTATTN_PARAM)
+        ACTATTN_ATTENTION_INPUTS(ACTATTN_PARAM)) {
+  return ops::attention_forward(q, k, v ACTATTN_ATTENTION_OPTIONS(ACTATTN_ARG) ACTATTN_ATTENTION_INPUTS(ACTATTN_ARG));
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_attention_composite(

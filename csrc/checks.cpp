@@ -60,11 +60,12 @@ void check_state(const char* op, const char* name, const at::Tensor& state, cons
 }  // namespace
 
 AttentionSpec check_attention_call(const char* op, const at::Tensor& q, const at::Tensor& k,
-                                   const at::Tensor& v ACTATTN_ATTENTION_OPTIONS(ACTATTN_PARAM),
-                                   const std::optional<at::Tensor>& key_lengths) {
+                                   const at::Tensor& v ACTATTN_ATTENTION_OPTIONS(ACTATTN_PARAM)
+                                       ACTATTN_ATTENTION_INPUTS(ACTATTN_PARAM)) {
   check_qkv(op, q, k, v);
   const AttentionSpec spec = parse_attention_options(op ACTATTN_ATTENTION_OPTIONS(ACTATTN_ARG));
   check_key_lengths(key_lengths, q);
+  check_dropout_seed(op, spec, dropout_seed, q);
   return spec;
 }
 
@@ -134,6 +135,20 @@ void check_key_lengths(const std::optional<at::Tensor>& key_lengths, const at::T
   TORCH_CHECK_VALUE(t.dim() == 1 && t.sym_size(0) == q.sym_size(0), op,
                     ": key_lengths must have shape (batch,) = [", q.sym_size(0), "], got ", t.sym_sizes());
   TORCH_CHECK(t.device() == q.device(), op, ": key_lengths must be on ", q.device(), " like q, got ", t.device());
+}
+
+void check_dropout_seed(const char* op, const AttentionSpec& spec, const std::optional<at::Tensor>& dropout_seed,
+                        const at::Tensor& q) {
+  if (spec.dropout_p == 0.0) return;  // no generator to key: a seed is ignored
+  TORCH_CHECK_VALUE(dropout_seed.has_value(), op, ": dropout_p=", spec.dropout_p,
+                    " needs dropout_seed, one int64 on q's device (actattn.attention and "
+                    "actattn.scaled_dot_product_attention draw it from torch's generator; the torch.ops.actattn "
+                    "ops take it explicitly so that they stay deterministic)");
+  const at::Tensor& t = *dropout_seed;
+  TORCH_CHECK_TYPE(t.scalar_type() == at::kLong, op, ": dropout_seed must be an int64 tensor, got ", t.scalar_type());
+  TORCH_CHECK_VALUE(t.dim() == 1 && t.sym_size(0) == 1, op, ": dropout_seed must have shape (1,), got ",
+                    t.sym_sizes());
+  TORCH_CHECK(t.device() == q.device(), op, ": dropout_seed must be on ", q.device(), " like q, got ", t.device());
 }
 
 void check_final_state_grads(const char* op, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,

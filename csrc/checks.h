@@ -15,8 +15,8 @@ namespace actattn {
 // Every check of a call that needs no backward tensor, in the order the runners and the meta kernels
 // share: q, k, v, then the scalar options (parsed once: the returned spec), then the optional tensors.
 AttentionSpec check_attention_call(const char* op, const at::Tensor& q, const at::Tensor& k,
-                                   const at::Tensor& v ACTATTN_ATTENTION_OPTIONS(ACTATTN_PARAM),
-                                   const std::optional<at::Tensor>& key_lengths);
+                                   const at::Tensor& v ACTATTN_ATTENTION_OPTIONS(ACTATTN_PARAM)
+                                       ACTATTN_ATTENTION_INPUTS(ACTATTN_PARAM));
 LinearSpec check_linear_call(const char* op, const at::Tensor& q, const at::Tensor& k,
                              const at::Tensor& v ACTATTN_LINEAR_OPTIONS(ACTATTN_PARAM),
                              const std::optional<at::Tensor>& initial_state,
@@ -36,6 +36,10 @@ void check_linear_state(const char* op, const LinearSpec& spec, const at::Tensor
 
 // Optional (batch,) integer key lengths on q's device.
 void check_key_lengths(const std::optional<at::Tensor>& key_lengths, const at::Tensor& q);
+
+// The seed of a call with dropout: required when dropout_p > 0, (1,) int64 on q's device.
+void check_dropout_seed(const char* op, const AttentionSpec& spec, const std::optional<at::Tensor>& dropout_seed,
+                        const at::Tensor& q);
 
 // Optional gradients of linear attention's final state: shape, accumulation dtype and device of the state.
 void check_final_state_grads(const char* op, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,

@@ -25,19 +25,21 @@ at::Tensor output_like(const at::Tensor& q, const at::Tensor& v) {
 }
 
 std::tuple<at::Tensor, at::Tensor> attention_forward_meta(const at::Tensor& q, const at::Tensor& k,
-                                                          const at::Tensor& v ACTATTN_ATTENTION_OPTIONS(ACTATTN_PARAM),
-                                                          const OptionalTensor& key_lengths) {
+                                                          const at::Tensor& v ACTATTN_ATTENTION_OPTIONS(ACTATTN_PARAM)
+                                                              ACTATTN_ATTENTION_INPUTS(ACTATTN_PARAM)) {
   const char* op = "actattn.attention";
-  const AttentionSpec spec = check_attention_call(op, q, k, v ACTATTN_ATTENTION_OPTIONS(ACTATTN_ARG), key_lengths);
+  const AttentionSpec spec = check_attention_call(op, q, k, v ACTATTN_ATTENTION_OPTIONS(ACTATTN_ARG)
+      ACTATTN_ATTENTION_INPUTS(ACTATTN_ARG));
   return {output_like(q, v), row_stats_like(q, spec.softmax())};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_backward_meta(
     const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
-    const at::Tensor& log_sum_exp ACTATTN_ATTENTION_OPTIONS(ACTATTN_PARAM), const OptionalTensor& key_lengths,
+    const at::Tensor& log_sum_exp ACTATTN_ATTENTION_OPTIONS(ACTATTN_PARAM) ACTATTN_ATTENTION_INPUTS(ACTATTN_PARAM),
     std::array<bool, 3> output_mask) {
   const char* op = "actattn.attention backward";
-  const AttentionSpec spec = check_attention_call(op, q, k, v ACTATTN_ATTENTION_OPTIONS(ACTATTN_ARG), key_lengths);
+  const AttentionSpec spec = check_attention_call(op, q, k, v ACTATTN_ATTENTION_OPTIONS(ACTATTN_ARG)
+      ACTATTN_ATTENTION_INPUTS(ACTATTN_ARG));
   check_backward_tensors(op, q, v, out, grad_out, "log_sum_exp", log_sum_exp, spec.softmax());
   auto like = [&](bool wanted, const at::Tensor& t) {
     return wanted ? at::empty_symint(t.sym_sizes(), t.options()) : at::Tensor();

@@ -27,7 +27,8 @@ at::ScalarType accumulation_dtype(at::ScalarType input) {
 
 AttentionSpec parse_attention_options(const char* op, c10::string_view activation, bool causal,
                                       std::optional<double> scale, std::optional<double> bias,
-                                      std::optional<double> divisor, c10::string_view causal_alignment) {
+                                      std::optional<double> divisor, c10::string_view causal_alignment,
+                                      double dropout_p) {
   AttentionSpec spec;
   spec.activation = parse_score_activation(activation);
   spec.causal = causal;
@@ -45,6 +46,9 @@ AttentionSpec parse_attention_options(const char* op, c10::string_view activatio
   spec.scale = scale;
   spec.bias = bias;
   spec.divisor = divisor;
+  // p = 1 drops every weight (a zero output, as torch's dropout); p = 0 is no dropout.
+  TORCH_CHECK_VALUE(dropout_p >= 0.0 && dropout_p <= 1.0, op, ": dropout_p must be in [0, 1], got ", dropout_p);
+  spec.dropout_p = dropout_p;
   return spec;
 }
 
@@ -69,6 +73,7 @@ QuadraticParams quadratic_params(const AttentionSpec& spec, const at::Tensor& q,
   p.activation = spec.activation;
   p.causal = spec.causal;
   p.causal_bottom_right = spec.causal_bottom_right;
+  p.dropout_p = spec.dropout_p;
   p.shape = attention_shape(q, k, v);
   // max(k_len, 1): an empty key set has no scores, and the defaults must stay finite.
   const double keys = static_cast<double>(std::max<int64_t>(p.shape.k_len, 1));

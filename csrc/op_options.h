@@ -1,7 +1,8 @@
 // Each op's scalar options, described once.
 //
 // ACTATTN_ATTENTION_OPTIONS / ACTATTN_LINEAR_OPTIONS list every scalar option of quadratic and linear
-// attention in schema order as X(C++ parameter type, name, schema type, schema default). Every place
+// attention in schema order as X(C++ parameter type, name, schema type, schema default), and
+// ACTATTN_ATTENTION_INPUTS the optional tensors that follow them in quadratic attention's ops. Every place
 // that names the options one by one expands these lists instead: the schemas (registration.cpp), the
 // C++ signatures of every op (ops.h), the calls through the dispatcher (ops.cpp, actattn_api.cpp), the
 // backend and meta kernels (op_runners.h, meta_ops.cpp), autograd's saved options (autograd.cpp) and
@@ -9,6 +10,7 @@
 // Each kernel parses the raw options once into an AttentionSpec / LinearSpec (validated, names turned
 // into enums; checks.h: check_attention_call / check_linear_call), and everything after that — checks,
 // params, kernels — takes the parsed form.
+// Autograd saves and restores the optional tensors by position (autograd.cpp).
 //
 // Adding a scalar option: a line in the list, a field and its validation below (op_options.cpp), the
 // kernels' field in kernels/params.h and its use, the public C++ options (python/actattn/include/actattn/actattn.h),
@@ -28,7 +30,15 @@
   X(std::optional<double>, scale, "float?", "None")     \
   X(std::optional<double>, bias, "float?", "None")      \
   X(std::optional<double>, divisor, "float?", "None")   \
-  X(c10::string_view, causal_alignment, "str", "\"top_left\"")
+  X(c10::string_view, causal_alignment, "str", "\"top_left\"") \
+  X(double, dropout_p, "float", "0.0")
+
+// key_lengths: (batch,) int keys per sequence, the rest padding. dropout_seed: one int64 on the inputs'
+// device keying dropout's generator (kernels/dropout.h), needed when dropout_p > 0; the public APIs
+// (functional.py, actattn.h) draw it from the torch generator, so the ops themselves are deterministic.
+#define ACTATTN_ATTENTION_INPUTS(X)                           \
+  X(const OptionalTensor&, key_lengths, "Tensor?", "None") \
+  X(const OptionalTensor&, dropout_seed, "Tensor?", "None")
 
 #define ACTATTN_LINEAR_OPTIONS(X)                    \
   X(c10::string_view, feature_map, "str", "\"elu\"") \
@@ -64,6 +74,7 @@ struct AttentionSpec {
   std::optional<double> scale;
   std::optional<double> bias;
   std::optional<double> divisor;
+  double dropout_p = 0.0;
 
   bool softmax() const { return activation == ScoreActivation::kSoftmax; }
 };
@@ -77,7 +88,7 @@ struct LinearSpec {
 };
 
 // Names to enums and every check that needs no tensor: finite numbers, positive divisor and eps, no
-// bias or divisor with softmax. Raises ValueError naming the option.
+// bias or divisor with softmax, dropout_p in [0, 1]. Raises ValueError naming the option.
 // `op` names the op in messages ("actattn.attention", "actattn.attention backward").
 AttentionSpec parse_attention_options(const char* op ACTATTN_ATTENTION_OPTIONS(ACTATTN_PARAM));
 LinearSpec parse_linear_options(const char* op ACTATTN_LINEAR_OPTIONS(ACTATTN_PARAM));

@@ -41,6 +41,11 @@ inline OptionalTensor as_key_lengths(const OptionalTensor& t) {
 
 inline const int64_t* key_lengths_data(const OptionalTensor& t) { return t ? t->data_ptr<int64_t>() : nullptr; }
 
+// The seed as the kernels read it (only when dropout is on: check_dropout_seed guarantees it is there).
+inline const int64_t* dropout_seed_data(const AttentionSpec& spec, const OptionalTensor& t) {
+  return spec.dropout_p > 0.0 ? t->data_ptr<int64_t>() : nullptr;
+}
+
 // Query heads per key/value head (1 unless grouped-query attention).
 inline int64_t head_group(const at::Tensor& q, const at::Tensor& k) {
   return q.size(1) == k.size(1) ? 1 : q.size(1) / k.size(1);  // also when there are no heads
@@ -87,15 +92,17 @@ inline at::Tensor state_per_kv_head(const at::Tensor& per_query_head, int64_t gr
 
 template <typename Backend>
 std::tuple<at::Tensor, at::Tensor> attention_forward(const at::Tensor& q, const at::Tensor& k,
-                                                     const at::Tensor& v ACTATTN_ATTENTION_OPTIONS(ACTATTN_PARAM),
-                                                     const OptionalTensor& key_lengths) {
+                                                     const at::Tensor& v ACTATTN_ATTENTION_OPTIONS(ACTATTN_PARAM)
+                                                         ACTATTN_ATTENTION_INPUTS(ACTATTN_PARAM)) {
   const char* op = "actattn.attention";
-  const AttentionSpec spec = check_attention_call(op, q, k, v ACTATTN_ATTENTION_OPTIONS(ACTATTN_ARG), key_lengths);
+  const AttentionSpec spec = check_attention_call(op, q, k, v ACTATTN_ATTENTION_OPTIONS(ACTATTN_ARG)
+      ACTATTN_ATTENTION_INPUTS(ACTATTN_ARG));
   [[maybe_unused]] const auto device_guard = Backend::guard(q);
   const at::Tensor qw = Backend::input(q), kw = Backend::input(k), vw = Backend::input(v);
   QuadraticParams p = quadratic_params(spec, qw, kw, vw);
   const OptionalTensor lengths = as_key_lengths(key_lengths);
   p.key_lengths = key_lengths_data(lengths);
+  p.dropout_seed = dropout_seed_data(spec, dropout_seed);
 
   const auto& s = p.shape;
   at::Tensor out = at::empty({s.batch, s.heads, s.q_len, s.v_dim}, qw.options());
@@ -114,10 +121,11 @@ std::tuple<at::Tensor, at::Tensor> attention_forward(const at::Tensor& q, const 
 template <typename Backend>
 std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_backward(
     const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
-    const at::Tensor& log_sum_exp ACTATTN_ATTENTION_OPTIONS(ACTATTN_PARAM), const OptionalTensor& key_lengths,
+    const at::Tensor& log_sum_exp ACTATTN_ATTENTION_OPTIONS(ACTATTN_PARAM) ACTATTN_ATTENTION_INPUTS(ACTATTN_PARAM),
     std::array<bool, 3> output_mask) {
   const char* op = "actattn.attention backward";
-  const AttentionSpec spec = check_attention_call(op, q, k, v ACTATTN_ATTENTION_OPTIONS(ACTATTN_ARG), key_lengths);
+  const AttentionSpec spec = check_attention_call(op, q, k, v ACTATTN_ATTENTION_OPTIONS(ACTATTN_ARG)
+      ACTATTN_ATTENTION_INPUTS(ACTATTN_ARG));
   check_backward_tensors(op, q, v, out, grad_out, "log_sum_exp", log_sum_exp, /*row_stat_read=*/spec.softmax());
   [[maybe_unused]] const auto device_guard = Backend::guard(q);
   const at::Tensor qw = Backend::input(q), kw = Backend::input(k), vw = Backend::input(v);
@@ -126,6 +134,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_backward(
   QuadraticParams p = quadratic_params(spec, qw, kw, vw);
   const OptionalTensor lengths = as_key_lengths(key_lengths);
   p.key_lengths = key_lengths_data(lengths);
+  p.dropout_seed = dropout_seed_data(spec, dropout_seed);
 
   // Only what output_mask asks for: dq in one kernel pass, dk and dv (together) in the other. With grouped
   // heads the kernels write dk, dv per query head; the groups are summed below.

@@ -14,16 +14,17 @@ c10::TypedOperatorHandle<Fn> find_op(const char* name) {
 }  // namespace
 
 at::Tensor attention(const at::Tensor& q, const at::Tensor& k,
-                     const at::Tensor& v ACTATTN_ATTENTION_OPTIONS(ACTATTN_PARAM), const OptionalTensor& key_lengths) {
+                     const at::Tensor& v ACTATTN_ATTENTION_OPTIONS(ACTATTN_PARAM)
+                         ACTATTN_ATTENTION_INPUTS(ACTATTN_PARAM)) {
   static const auto op = find_op<AttentionFn>("actattn::attention");
-  return op.call(q, k, v ACTATTN_ATTENTION_OPTIONS(ACTATTN_ARG), key_lengths);
+  return op.call(q, k, v ACTATTN_ATTENTION_OPTIONS(ACTATTN_ARG) ACTATTN_ATTENTION_INPUTS(ACTATTN_ARG));
 }
 
 std::tuple<at::Tensor, at::Tensor> attention_with_lse(const at::Tensor& q, const at::Tensor& k,
-                                                      const at::Tensor& v ACTATTN_ATTENTION_OPTIONS(ACTATTN_PARAM),
-                                                      const OptionalTensor& key_lengths) {
+                                                      const at::Tensor& v ACTATTN_ATTENTION_OPTIONS(ACTATTN_PARAM)
+                                                          ACTATTN_ATTENTION_INPUTS(ACTATTN_PARAM)) {
   static const auto op = find_op<AttentionForwardFn>("actattn::attention_with_lse");
-  return op.call(q, k, v ACTATTN_ATTENTION_OPTIONS(ACTATTN_ARG), key_lengths);
+  return op.call(q, k, v ACTATTN_ATTENTION_OPTIONS(ACTATTN_ARG) ACTATTN_ATTENTION_INPUTS(ACTATTN_ARG));
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_attention(
@@ -34,18 +35,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_attention(
 }
 
 std::tuple<at::Tensor, at::Tensor> attention_forward(const at::Tensor& q, const at::Tensor& k,
-                                                     const at::Tensor& v ACTATTN_ATTENTION_OPTIONS(ACTATTN_PARAM),
-                                                     const OptionalTensor& key_lengths) {
+                                                     const at::Tensor& v ACTATTN_ATTENTION_OPTIONS(ACTATTN_PARAM)
+                                                         ACTATTN_ATTENTION_INPUTS(ACTATTN_PARAM)) {
   static const auto op = find_op<AttentionForwardFn>("actattn::_attention_forward");
-  return op.call(q, k, v ACTATTN_ATTENTION_OPTIONS(ACTATTN_ARG), key_lengths);
+  return op.call(q, k, v ACTATTN_ATTENTION_OPTIONS(ACTATTN_ARG) ACTATTN_ATTENTION_INPUTS(ACTATTN_ARG));
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_backward(
     const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
-    const at::Tensor& log_sum_exp ACTATTN_ATTENTION_OPTIONS(ACTATTN_PARAM), const OptionalTensor& key_lengths,
+    const at::Tensor& log_sum_exp ACTATTN_ATTENTION_OPTIONS(ACTATTN_PARAM) ACTATTN_ATTENTION_INPUTS(ACTATTN_PARAM),
     std::array<bool, 3> output_mask) {
   static const auto op = find_op<AttentionBackwardFn>("actattn::_attention_backward");
-  return op.call(grad_out, q, k, v, out, log_sum_exp ACTATTN_ATTENTION_OPTIONS(ACTATTN_ARG), key_lengths,
+  return op.call(grad_out, q, k, v, out, log_sum_exp ACTATTN_ATTENTION_OPTIONS(ACTATTN_ARG)
+      ACTATTN_ATTENTION_INPUTS(ACTATTN_ARG),
                  output_mask);
 }
 

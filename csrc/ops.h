@@ -16,14 +16,14 @@ namespace actattn {
 // Returns (out, log_sum_exp); log_sum_exp is (B, H, Nq) for softmax and empty otherwise. Also the type
 // of the public attention_with_lse.
 using AttentionForwardFn = std::tuple<at::Tensor, at::Tensor>(
-    const at::Tensor& q, const at::Tensor& k, const at::Tensor& v ACTATTN_ATTENTION_OPTIONS(ACTATTN_PARAM),
-    const OptionalTensor& key_lengths);
+    const at::Tensor& q, const at::Tensor& k, const at::Tensor& v ACTATTN_ATTENTION_OPTIONS(ACTATTN_PARAM)
+        ACTATTN_ATTENTION_INPUTS(ACTATTN_PARAM));
 
 // Returns (grad_q, grad_k, grad_v); output_mask says which are wanted (as aten's backward ops), the
 // others are undefined and not computed.
 using AttentionBackwardFn = std::tuple<at::Tensor, at::Tensor, at::Tensor>(
     const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
-    const at::Tensor& log_sum_exp ACTATTN_ATTENTION_OPTIONS(ACTATTN_PARAM), const OptionalTensor& key_lengths,
+    const at::Tensor& log_sum_exp ACTATTN_ATTENTION_OPTIONS(ACTATTN_PARAM) ACTATTN_ATTENTION_INPUTS(ACTATTN_PARAM),
     std::array<bool, 3> output_mask);
 
 // Returns (out, final_state, final_normalizer, denominator); denominator is (B, H, Nq) when normalize
@@ -41,8 +41,8 @@ using LinearBackwardFn = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tens
 
 // The public (differentiable) ops.
 using AttentionFn = at::Tensor(const at::Tensor& q, const at::Tensor& k,
-                               const at::Tensor& v ACTATTN_ATTENTION_OPTIONS(ACTATTN_PARAM),
-                               const OptionalTensor& key_lengths);
+                               const at::Tensor& v ACTATTN_ATTENTION_OPTIONS(ACTATTN_PARAM)
+                                   ACTATTN_ATTENTION_INPUTS(ACTATTN_PARAM));
 using LinearAttentionFn = std::tuple<at::Tensor, at::Tensor, at::Tensor>(
     const at::Tensor& q, const at::Tensor& k, const at::Tensor& v ACTATTN_LINEAR_OPTIONS(ACTATTN_PARAM),
     const OptionalTensor& initial_state, const OptionalTensor& initial_normalizer, const OptionalTensor& key_lengths);

@@ -9,13 +9,13 @@
 
 TORCH_LIBRARY(actattn, m) {
   m.def("attention(Tensor q, Tensor k, Tensor v" ACTATTN_ATTENTION_OPTIONS(ACTATTN_SCHEMA_WITH_DEFAULT)
-        ", Tensor? key_lengths=None) -> Tensor");
+            ACTATTN_ATTENTION_INPUTS(ACTATTN_SCHEMA_WITH_DEFAULT) ") -> Tensor");
   m.def("attention_with_lse(Tensor q, Tensor k, Tensor v" ACTATTN_ATTENTION_OPTIONS(ACTATTN_SCHEMA_WITH_DEFAULT)
-        ", Tensor? key_lengths=None) -> (Tensor out, Tensor log_sum_exp)");
+            ACTATTN_ATTENTION_INPUTS(ACTATTN_SCHEMA_WITH_DEFAULT) ") -> (Tensor out, Tensor log_sum_exp)");
   m.def("_attention_forward(Tensor q, Tensor k, Tensor v" ACTATTN_ATTENTION_OPTIONS(ACTATTN_SCHEMA)
-        ", Tensor? key_lengths) -> (Tensor out, Tensor log_sum_exp)");
+            ACTATTN_ATTENTION_INPUTS(ACTATTN_SCHEMA) ") -> (Tensor out, Tensor log_sum_exp)");
   m.def("_attention_backward(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor out, Tensor log_sum_exp"
-        ACTATTN_ATTENTION_OPTIONS(ACTATTN_SCHEMA) ", Tensor? key_lengths, bool[3] output_mask) "
+        ACTATTN_ATTENTION_OPTIONS(ACTATTN_SCHEMA) ACTATTN_ATTENTION_INPUTS(ACTATTN_SCHEMA) ", bool[3] output_mask) "
         "-> (Tensor grad_q, Tensor grad_k, Tensor grad_v)");
   m.def("linear_attention(Tensor q, Tensor k, Tensor v" ACTATTN_LINEAR_OPTIONS(ACTATTN_SCHEMA_WITH_DEFAULT)
         ", Tensor? initial_state=None, Tensor? initial_normalizer=None, Tensor? key_lengths=None) "

@@ -10,7 +10,7 @@
 namespace actattn {
 
 // Element type of q, k, v and the outputs. Accumulation is float32 for every type but float64.
-// The CPU kernels take float32 and float64 (csrc widens half types); the CUDA kernels take all four.
+// Every backend takes all four; the CPU kernels read and write the half types in place (cpu/half_types.h).
 enum class ScalarKind { kFloat32, kFloat64, kFloat16, kBFloat16 };
 
 // The activation applied to each score s = scale * q.k + bias of quadratic attention.
@@ -50,7 +50,7 @@ struct AttentionShape {
   int64_t v_dim = 0;
 };
 
-// P = act(scale * Q K^T + bias) / divisor (softmax ignores bias and divisor), O = P V.
+// P = act(scale * Q K^T + bias) / divisor (softmax ignores bias and divisor), O = dropout(P) V.
 struct QuadraticParams {
   ScalarKind dtype = ScalarKind::kFloat32;
   ScoreActivation activation = ScoreActivation::kSoftmax;
@@ -69,6 +69,11 @@ struct QuadraticParams {
   // (batch,) int64, optional: sequence b has keys [0, key_lengths[b]) (clamped to [0, k_len]); the rest
   // are padding and take no part. Null: every sequence has k_len keys.
   const int64_t* key_lengths = nullptr;
+  // Attention dropout (kernels/dropout.h): each weight p_ij is kept with probability 1 - dropout_p and
+  // scaled by 1 / (1 - dropout_p). dropout_seed (one int64, on the inputs' device) keys the generator
+  // and is read only when dropout_p > 0; the backward regenerates the forward's mask from it.
+  double dropout_p = 0.0;
+  const int64_t* dropout_seed = nullptr;
 
   RowView q, k, v;
   RowView out;               // forward: written; backward: read (softmax only)

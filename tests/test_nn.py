@@ -136,7 +136,8 @@ def test_unsupported_uses_raise(device):
         MultiheadAttention(16, 4, attention="tanh")
     with pytest.raises(NotImplementedError, match="add_bias_kv"):
         MultiheadAttention(16, 4, add_bias_kv=True)
-    training = MultiheadAttention(16, 4, dropout=0.1, batch_first=True).to(device, torch.float64).train()
+    training = MultiheadAttention(16, 4, dropout=0.1, batch_first=True, attention="linear-elu")
+    training = training.to(device, torch.float64).train()
     with pytest.raises(NotImplementedError, match="attention dropout"):
         training(q, k, v)
     training.eval()

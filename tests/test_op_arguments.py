@@ -22,24 +22,26 @@ def valid_calls():
     """op name -> (argument list, names of its tensor arguments by position)."""
     ops = torch.ops.actattn
     q, k, v = tensors()
-    lengths = torch.tensor([N, N - 2])
-    # activation, causal, scale, bias, divisor, causal_alignment: every scalar option, in schema order.
-    options = ["softmax", False, None, None, None, "top_left"]
-    out, lse = ops._attention_forward(q, k, v, *options, lengths)
+    lengths, seed = torch.tensor([N, N - 2]), torch.tensor([7])
+    # activation, causal, scale, bias, divisor, causal_alignment, dropout_p: every scalar option, in
+    # schema order; then the optional tensors key_lengths and dropout_seed.
+    options = ["softmax", False, None, None, None, "top_left", 0.2]
+    out, lse = ops._attention_forward(q, k, v, *options, lengths, seed)
     grad = torch.randn_like(out)
     state, normalizer = torch.rand(B, H, D, D, dtype=torch.float64), torch.rand(B, H, D, dtype=torch.float64)
     lin_args = ["elu", True, True, 1e-6, None, state, normalizer, lengths]
     lin_out, _, _, den = ops._linear_attention_forward(q, k, v, *lin_args)
     grad_state, grad_normalizer = torch.randn_like(state), torch.randn_like(normalizer)
-    attention_names = {0: "q", 1: "k", 2: "v", 3 + len(options): "key_lengths"}
+    attention_names = {0: "q", 1: "k", 2: "v", 3 + len(options): "key_lengths", 4 + len(options): "dropout_seed"}
     linear_names = {0: "q", 1: "k", 2: "v", 8: "initial_state", 9: "initial_normalizer", 10: "key_lengths"}
     return {
-        "attention": ([q, k, v, *options, lengths], attention_names),
-        "attention_with_lse": ([q, k, v, *options, lengths], attention_names),
-        "_attention_forward": ([q, k, v, *options, lengths], attention_names),
+        "attention": ([q, k, v, *options, lengths, seed], attention_names),
+        "attention_with_lse": ([q, k, v, *options, lengths, seed], attention_names),
+        "_attention_forward": ([q, k, v, *options, lengths, seed], attention_names),
         "_attention_backward": (
-            [grad, q, k, v, out, lse, *options, lengths, [True, True, True]],
-            {0: "grad_out", 1: "q", 2: "k", 3: "v", 4: "out", 5: "log_sum_exp", 6 + len(options): "key_lengths"},
+            [grad, q, k, v, out, lse, *options, lengths, seed, [True, True, True]],
+            {0: "grad_out", 1: "q", 2: "k", 3: "v", 4: "out", 5: "log_sum_exp", 6 + len(options): "key_lengths",
+             7 + len(options): "dropout_seed"},
         ),
         "linear_attention": ([q, k, v, *lin_args], linear_names),
         "_linear_attention_forward": ([q, k, v, *lin_args], linear_names),
@@ -64,8 +66,11 @@ MUTATIONS = {
     "device": lambda t: t.to("meta"),
 }
 
-# Combinations that are valid calls, not errors: attention takes any number of queries.
-VALID = {("attention", "q", "rows"), ("attention_with_lse", "q", "rows"), ("_attention_forward", "q", "rows")}
+# Combinations that are valid calls, not errors: attention takes any number of queries, and the first
+# element of the (1,) seed is the seed.
+VALID = {("attention", "q", "rows"), ("attention_with_lse", "q", "rows"), ("_attention_forward", "q", "rows")} | {
+    (op, "dropout_seed", "batch") for op in ("attention", "attention_with_lse", "_attention_forward", "_attention_backward")
+}
 
 
 def cases():

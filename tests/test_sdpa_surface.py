@@ -159,12 +159,62 @@ def test_sdpa_other_activations_are_attention():
 
 @pytest.mark.parametrize(
     "kwargs,name",
-    [({"attn_mask": torch.ones(9, 9, dtype=torch.bool)}, "attn_mask"), ({"dropout_p": 0.1}, "dropout_p")],
+    [({"attn_mask": torch.ones(9, 9, dtype=torch.bool)}, "attn_mask")],
 )
 def test_sdpa_names_what_it_cannot_do(kwargs, name):
     q, k, v = random_qkv((1, 2, 9, 9, 4, 4))
     with pytest.raises(NotImplementedError, match=name):
         actattn.scaled_dot_product_attention(q, k, v, **kwargs)
+
+
+def test_sdpa_dropout_is_attentions_for_the_same_generator_state(device):
+    q, k, v = random_qkv((2, 3, 9, 9, 4, 4), device=device)
+    torch.manual_seed(5)
+    sdpa = actattn.scaled_dot_product_attention(q, k, v, dropout_p=0.3, is_causal=True, activation="sigmoid")
+    torch.manual_seed(5)
+    direct = actattn.attention(q, k, v, activation="sigmoid", causal=True, dropout_p=0.3)
+    assert torch.equal(sdpa, direct)
+    assert not torch.equal(sdpa, actattn.attention(q, k, v, activation="sigmoid", causal=True))
+
+
+def test_a_grouped_query_model_with_dropout_trains_under_bf16_autocast():
+    """The issue's 'done when': F.scaled_dot_product_attention replaced in a GQA layer with dropout,
+    trained under bfloat16 autocast."""
+
+    class GroupedQueryLayer(nn.Module):
+        def __init__(self, dim=32, heads=4, kv_heads=2):
+            super().__init__()
+            self.heads, self.kv_heads, self.head_dim = heads, kv_heads, dim // heads
+            self.q = nn.Linear(dim, dim)
+            self.kv = nn.Linear(dim, 2 * kv_heads * self.head_dim)
+            self.out = nn.Linear(dim, dim)
+
+        def forward(self, x):
+            b, n, _ = x.shape
+            q = self.q(x).view(b, n, self.heads, self.head_dim).transpose(1, 2)
+            k, v = self.kv(x).view(b, n, 2, self.kv_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+            y = actattn.scaled_dot_product_attention(
+                q, k, v, dropout_p=0.1 if self.training else 0.0, is_causal=True, enable_gqa=True,
+                activation="relu",
+            )
+            return self.out(y.transpose(1, 2).reshape(b, n, -1))
+
+    torch.manual_seed(0)
+    model = GroupedQueryLayer().train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    x, target = torch.randn(4, 16, 32), torch.randn(4, 16, 32)
+    losses = []
+    for _ in range(25):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = model(x)
+            assert y.dtype == torch.bfloat16
+        loss = (y.float() - target).pow(2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert all(p.grad.isfinite().all() for p in model.parameters())
+    assert sum(losses[-5:]) < 0.8 * sum(losses[:5])
 
 
 def test_sdpa_rejects_mismatched_batch_dims():

@@ -1,7 +1,9 @@
 // Quadratic attention backward on the CPU, by recomputation (FlashAttention-2 style):
 //   s_ij = scale * q_i.k_j + bias, p_ij = prob(s_ij), dp_ij = dO_i.v_j, ds_ij = dscore(s_ij, p_ij, dp_ij, delta_i)
 //   dV_j = sum_i p_ij dO_i,  dK_j = scale * sum_i ds_ij q_i,  dQ_i = scale * sum_j ds_ij k_j
-// where, for softmax, p_ij = exp(s_ij - lse_i) and delta_i = dO_i . O_i.
+// where, for softmax, p_ij = exp(s_ij - lse_i) and delta_i = dO_i . O_i. With dropout (dropout.h) the
+// forward used z_ij p_ij, z_ij its regenerated factor: dV takes z_ij p_ij and ds_ij takes dp_ij z_ij in
+// place of dp_ij (delta is unchanged: dO_i . O_i already sums the dropped weights).
 //
 // Each task owns what it writes, so there are no atomics and the result is bit-identical run to run
 // whatever the thread count. Two schedules, chosen by how well the heads fill the threads:
@@ -24,8 +26,10 @@
 #include <vector>
 
 #include "../dispatch.h"
+#include "../dropout.h"
 #include "../key_lengths.h"
 #include "cpu_kernels.h"
+#include "dropout_factors.h"
 #include "quadratic_tile.h"
 #include "row_math.h"
 
@@ -42,19 +46,23 @@ struct Backward {
   const Activation activation;
   const Acc* lse;
   Acc* delta;  // params.delta, filled here
+  const Dropout<Acc> dropout;
 
   Backward(const QuadraticParams& params, Activation act)
       : p(params),
         activation(act),
         lse(static_cast<const Acc*>(params.log_sum_exp.data)),
-        delta(static_cast<Acc*>(params.delta.data)) {}
+        delta(static_cast<Acc*>(params.delta.data)),
+        dropout(Dropout<Acc>::of(params)) {}
 
   // For kRows query rows starting at q_row0 (q rows pre-scaled, zero-padded past q_len) against the
   // tile: probabilities into probs and dL/ds into ds (both kRows x kKeyTile), zero where a row does not
-  // see a key (up to the returned width rounded to whole kCols). Returns the number of tile columns any
-  // of the rows sees.
+  // see a key (up to the returned width rounded to whole kCols); with dropout, probs holds the dropped
+  // weights z p. `keep` holds kKeyTile dropout factors. Returns the number of tile columns any of the
+  // rows sees.
   int64_t row_block_grads(const cpu::KeyTile<Acc>& tile, const SequenceConstants<Acc>& constants, int64_t bh,
-                          int64_t q_row0, const Acc* q_scaled, const Acc* dout, Acc* probs, Acc* ds) const {
+                          int64_t q_row0, const Acc* q_scaled, const Acc* dout, Acc* probs, Acc* ds,
+                          Acc* keep) const {
     Activation act = activation;
     act.inv_divisor = constants.inv_divisor;
     const AttentionShape& s = p.shape;
@@ -72,11 +80,22 @@ struct Backward {
       Acc* ds_row = ds + r * kKeyTile;  // holds dp on entry
       const Acc row_lse = Activation::kNormalizesRows && n > 0 ? lse[bh * s.q_len + i] : Acc(0);
       const Acc row_delta = Activation::kNormalizesRows && n > 0 ? delta[bh * s.q_len + i] : Acc(0);
+      if (dropout.active && n > 0) {
+        cpu::dropout_factors(dropout, bh * s.q_len + i, tile.start, n, keep);
 #pragma omp simd
-      for (int64_t t = 0; t < n; ++t) {
-        const Acc score = prob_row[t];
-        prob_row[t] = act.prob(score, row_lse);
-        ds_row[t] = act.dscore(score, prob_row[t], ds_row[t], row_delta);
+        for (int64_t t = 0; t < n; ++t) {
+          const Acc score = prob_row[t];
+          const Acc prob = act.prob(score, row_lse);
+          ds_row[t] = act.dscore(score, prob, ds_row[t] * keep[t], row_delta);
+          prob_row[t] = prob * keep[t];
+        }
+      } else {
+#pragma omp simd
+        for (int64_t t = 0; t < n; ++t) {
+          const Acc score = prob_row[t];
+          prob_row[t] = act.prob(score, row_lse);
+          ds_row[t] = act.dscore(score, prob_row[t], ds_row[t], row_delta);
+        }
       }
       // Zero up to the padded width: the products above wrote scores there, and the key pass reads the
       // block's columns up to the widest row block's width.
@@ -90,7 +109,7 @@ struct Backward {
   // (kQueryBlock x kKeyTile); the query pass uses the first kRows rows of probs and ds.
   struct Scratch {
     cpu::KeyTile<Acc> tile;
-    std::vector<Acc> q_scaled, dout, probs, ds, grad_k, grad_v, grad_q;
+    std::vector<Acc> q_scaled, dout, probs, ds, grad_k, grad_v, grad_q, keep;
     Scratch(int64_t dk, int64_t dv)
         : tile(dk, dv),
           q_scaled(kQueryBlock * dk),
@@ -99,7 +118,8 @@ struct Backward {
           ds(kQueryBlock * kKeyTile),
           grad_k(kKeyTile * dk),
           grad_v(kKeyTile * dv),
-          grad_q(kQueryBlock * dk) {}
+          grad_q(kQueryBlock * dk),
+          keep(kKeyTile) {}
   };
 
   // dK and dV of the key tile at j0 (written to grad_k, grad_v); with head_grad_q (q_len x Dk, the
@@ -133,7 +153,7 @@ struct Backward {
         Acc* group_probs = w.probs.data() + r0 * kKeyTile;
         Acc* group_ds = w.ds.data() + r0 * kKeyTile;
         const int64_t widest = row_block_grads(w.tile, constants, bh, i + r0, w.q_scaled.data() + r0 * dk,
-                                               w.dout.data() + r0 * dv, group_probs, group_ds);
+                                               w.dout.data() + r0 * dv, group_probs, group_ds, w.keep.data());
         n = std::max(n, widest);
         if (head_grad_q != nullptr && widest > 0) {
           cpu::accumulate_rows_times_matrix(group_ds, kKeyTile, w.tile.k.data(), widest, dk,
@@ -181,7 +201,7 @@ struct Backward {
                               {.keys_by_row = true, .values_by_row = false, .values_transposed = true});
       for (int64_t r0 = 0; r0 < rows; r0 += kRows) {
         const int64_t n = row_block_grads(w.tile, constants, bh, i0 + r0, w.q_scaled.data() + r0 * dk,
-                                          w.dout.data() + r0 * dv, w.probs.data(), w.ds.data());
+                                          w.dout.data() + r0 * dv, w.probs.data(), w.ds.data(), w.keep.data());
         cpu::accumulate_rows_times_matrix(w.ds.data(), kKeyTile, w.tile.k.data(), n, dk, w.grad_q.data() + r0 * dk,
                                           dk);
       }

@@ -7,7 +7,8 @@
 // max/sum recurrence (FlashAttention): per tile the running max m and sum l are updated and the row
 // accumulator rescaled by exp(m_old - m_new), so no row of probabilities is ever stored. Sigmoid and
 // ReLU need no row state. Causal rows zero the probabilities of the keys after them (key_lengths.h
-// aligns the mask top-left or bottom-right).
+// aligns the mask top-left or bottom-right). Dropout (dropout.h) multiplies each weight by its factor
+// after softmax's row sum took it, so the sum and log-sum-exp are those of the undropped weights.
 // Memory: per thread one key/value tile and the block's rows, O(kKeyTile * (Dk + Dv) +
 // kQueryBlock * (Dk + Dv)); never N x N.
 // Saved for backward: the output and, for softmax only, the row log-sum-exp (batch * heads * q_len).
@@ -19,9 +20,11 @@
 #include <vector>
 
 #include "../dispatch.h"
+#include "../dropout.h"
 #include "../exp.h"
 #include "../key_lengths.h"
 #include "cpu_kernels.h"
+#include "dropout_factors.h"
 #include "quadratic_tile.h"
 #include "row_math.h"
 
@@ -39,13 +42,14 @@ void forward_blocks(const QuadraticParams& p, const Activation activation) {
   const int64_t blocks_per_head = (s.q_len + kQueryBlock - 1) / kQueryBlock;
   constexpr Acc kNegInf = -std::numeric_limits<Acc>::infinity();
   Acc* lse = static_cast<Acc*>(p.log_sum_exp.data);
+  const Dropout<Acc> dropout = Dropout<Acc>::of(p);
 
 #pragma omp parallel
   {
     Activation act = activation;  // per thread: its divisor changes with the sequence
     cpu::KeyTile<Acc> tile(dk, dv);
     std::vector<Acc> q_block(kQueryBlock * dk), acc(kQueryBlock * dv), probs(kRows * kKeyTile);
-    std::vector<Acc> row_max(kQueryBlock), row_sum(kQueryBlock);
+    std::vector<Acc> row_max(kQueryBlock), row_sum(kQueryBlock), keep(dropout.active ? kKeyTile : 0);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t task = 0; task < s.batch * s.heads * blocks_per_head; ++task) {
       const int64_t bh = task / blocks_per_head, b = bh / s.heads, h = bh % s.heads;
@@ -91,6 +95,11 @@ void forward_blocks(const QuadraticParams& p, const Activation activation) {
             } else {
 #pragma omp simd
               for (int64_t t = 0; t < n; ++t) row[t] = act.prob(row[t], Acc(0));
+            }
+            if (dropout.active && n > 0) {
+              cpu::dropout_factors(dropout, bh * s.q_len + i0 + r0 + r, j0, n, keep.data());
+#pragma omp simd
+              for (int64_t t = 0; t < n; ++t) row[t] *= keep[t];
             }
             std::fill(row + n, row + widest, Acc(0));  // keys after a causal row, padded rows
           }

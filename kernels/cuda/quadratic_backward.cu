@@ -3,6 +3,7 @@
 //   s_ij = scale * q_i.k_j + bias, p_ij = prob(s_ij), dp_ij = dO_i.v_j, ds_ij = dscore(s_ij, p_ij, dp_ij, delta_i)
 //   dV_j = sum_i p_ij dO_i,  dK_j = scale * sum_i ds_ij q_i,  dQ_i = scale * sum_j ds_ij k_j
 // where, for softmax, p_ij = exp(s_ij - lse_i) and delta_i = dO_i . O_i (first kernel, into params.delta).
+// With dropout (dropout.h) dV takes z_ij p_ij and ds_ij takes z_ij dp_ij, z_ij the regenerated factor.
 //
 // Three kernels, each owning what it writes (no atomics: gradients are bit-identical run to run):
 // delta (one warp per query row, softmax only); dK and dV (one warp per key row, one query per lane,
@@ -11,6 +12,7 @@
 #include <cmath>
 
 #include "../dispatch.h"
+#include "../dropout.h"
 #include "../key_lengths.h"
 #include "cuda_common.cuh"
 #include "cuda_kernels.h"
@@ -73,14 +75,15 @@ __global__ void __launch_bounds__(kRowsPerBlock * kWarp) delta_kernel(const Quad
   if (lane == 0) static_cast<Acc*>(p.delta.data)[row] = sum;
 }
 
-// Probability and dL/ds of one (query, key) pair, from its score and dp.
+// Dropped weight z p and dL/ds of one (query, key) pair, from its score, dp and dropout factor z.
 template <typename Acc, typename Activation>
 __device__ __forceinline__ void pair_grads(const QuadraticParams& p, const Activation& act, int64_t q_row, Acc score,
-                                           Acc dp, Acc* prob, Acc* ds) {
+                                           Acc dp, Acc keep, Acc* prob, Acc* ds) {
   const Acc row_lse = Activation::kNormalizesRows ? static_cast<const Acc*>(p.log_sum_exp.data)[q_row] : Acc(0);
   const Acc row_delta = Activation::kNormalizesRows ? static_cast<const Acc*>(p.delta.data)[q_row] : Acc(0);
-  *prob = act.prob(score, row_lse);
-  *ds = act.dscore(score, *prob, dp, row_delta);
+  const Acc undropped = act.prob(score, row_lse);
+  *prob = undropped * keep;
+  *ds = act.dscore(score, undropped, dp * keep, row_delta);
 }
 
 template <typename T, typename Acc, typename Activation, bool kCausal>
@@ -97,6 +100,7 @@ __global__ void __launch_bounds__(kRowsPerBlock * kWarp)
   act.inv_divisor = constants.inv_divisor;
   const int64_t keys = keys_of(p.key_lengths, b, s.k_len);
   const bool padding = j >= keys;  // a padding key gets zero gradients
+  const Dropout<Acc> dropout = Dropout<Acc>::of(p);
   load_shared(cuda::row_ptr<T>(p.k, b, h, j), s.qk_dim, Acc(1), k_shared[warp], lane);
   load_shared(cuda::row_ptr<T>(p.v, b, h, j), s.v_dim, Acc(1), v_shared[warp], lane);
   const Acc scale = Acc(p.scale);
@@ -115,7 +119,7 @@ __global__ void __launch_bounds__(kRowsPerBlock * kWarp)
       const Acc score =
           scale * dot_shared(k_shared[warp], cuda::row_ptr<T>(p.q, b, h, i), s.qk_dim) + constants.bias;
       const Acc dp = dot_shared(v_shared[warp], cuda::row_ptr<T>(p.grad_out, b, h, i), s.v_dim);
-      pair_grads(p, act, bh * s.q_len + i, score, dp, &prob, &ds);
+      pair_grads(p, act, bh * s.q_len + i, score, dp, dropout.multiplier(bh * s.q_len + i, j), &prob, &ds);
     }
     for (int t = 0; t < n; ++t) {
       accumulate_columns(grad_v, __shfl_sync(0xffffffffu, prob, t), cuda::row_ptr<T>(p.grad_out, b, h, i0 + t),
@@ -141,6 +145,7 @@ __global__ void __launch_bounds__(kRowsPerBlock * kWarp)
   const int64_t keys = keys_of(p.key_lengths, b, s.k_len);
   const SequenceConstants<Acc> constants = sequence_constants<Acc>(p, b);
   act.inv_divisor = constants.inv_divisor;
+  const Dropout<Acc> dropout = Dropout<Acc>::of(p);
   const Acc scale = Acc(p.scale);
   load_shared(cuda::row_ptr<T>(p.q, b, h, i), s.qk_dim, scale, q_shared[warp], lane);
   load_shared(cuda::row_ptr<T>(p.grad_out, b, h, i), s.v_dim, Acc(1), dout_shared[warp], lane);
@@ -157,7 +162,7 @@ __global__ void __launch_bounds__(kRowsPerBlock * kWarp)
       const int64_t j = j0 + lane;
       const Acc score = dot_shared(q_shared[warp], cuda::row_ptr<T>(p.k, b, h, j), s.qk_dim) + constants.bias;
       const Acc dp = dot_shared(dout_shared[warp], cuda::row_ptr<T>(p.v, b, h, j), s.v_dim);
-      pair_grads(p, act, row, score, dp, &prob, &ds);
+      pair_grads(p, act, row, score, dp, dropout.multiplier(row, j), &prob, &ds);
     }
     for (int t = 0; t < n; ++t) {
       accumulate_columns(grad_q, __shfl_sync(0xffffffffu, ds, t), cuda::row_ptr<T>(p.k, b, h, j0 + t), s.qk_dim,

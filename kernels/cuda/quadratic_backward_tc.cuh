@@ -11,6 +11,7 @@
 //    turns them into P^T and dS^T in registers, and adds P^T dO and dS^T Q to its float32 dV, dK;
 //  - query gradients: a block owns 64 queries and walks the key tiles they see: S = Q K^T,
 //    dP = dO V^T, dQ += dS K.
+// With dropout (dropout.h) dV takes z p and ds takes z dp, z the pair's regenerated factor.
 // S and dP are computed twice (7 tile products per tile pair instead of flash-attention 2's 5, which
 // adds dQ with atomics): the price of determinism by construction.
 // Tiles: Bq = 64 queries at D = 64, 32 at D = 128, and the same for the key tile of the dQ kernel, so
@@ -19,6 +20,7 @@
 
 #include <cmath>
 
+#include "../dropout.h"
 #include "../key_lengths.h"
 #include "mma.cuh"
 
@@ -40,13 +42,14 @@ constexpr int shared_bytes() {
   return (2 * kBlockRows + 2 * walk_tile<kD>()) * (kD + 8) * 2 + 2 * walk_tile<kD>() * 4;
 }
 
-// Probability and dL/ds of one pair, 0 for pairs that do not take part (causal, padding, past the end).
+// Dropped weight z p and dL/ds of one pair (z its dropout factor), 0 for pairs that do not take part
+// (causal, padding, past the end).
 template <typename Activation>
-__device__ __forceinline__ void pair_grads(const Activation& act, bool visible, float score, float dp, float lse,
-                                           float delta, float* prob, float* ds) {
+__device__ __forceinline__ void pair_grads(const Activation& act, bool visible, float score, float dp, float keep,
+                                           float lse, float delta, float* prob, float* ds) {
   const float pr = act.prob(score, lse);
-  *prob = visible ? pr : 0.f;
-  *ds = visible ? act.dscore(score, pr, dp, delta) : 0.f;
+  *prob = visible ? pr * keep : 0.f;
+  *ds = visible ? act.dscore(score, pr, dp * keep, delta) : 0.f;
 }
 
 // Row `row` of a gradient (this thread's half of its accumulator tiles), times alpha, if it exists.
@@ -83,6 +86,7 @@ __global__ void __launch_bounds__(kWarps * kWarp) key_grads_kernel(const Quadrat
   act.inv_divisor = constants.inv_divisor;
   const float scale = static_cast<float>(p.scale);
   const int64_t key_rows[2] = {k0 + warp * 16 + g, k0 + warp * 16 + g + 8};
+  const Dropout<float> dropout = Dropout<float>::of(p);
   const float* lse = static_cast<const float*>(p.log_sum_exp.data);
   const float* delta = static_cast<const float*>(p.delta.data);
 
@@ -121,7 +125,9 @@ __global__ void __launch_bounds__(kWarps * kWarp) key_grads_kernel(const Quadrat
         const int column = n * 8 + 2 * t + (r & 1);
         const int64_t i = i0 + column, j = key_rows[r >> 1];
         const bool visible = i < s.q_len && j < keys && (!kCausal || j <= i + offset);
-        pair_grads(act, visible, prob[n].x[r] * scale + constants.bias, dscore[n].x[r], lse_tile[column],
+        // The pair's queries are consecutive here, so each factor is its own draw.
+        const float keep = dropout.multiplier(bh * s.q_len + i, j);
+        pair_grads(act, visible, prob[n].x[r] * scale + constants.bias, dscore[n].x[r], keep, lse_tile[column],
                    delta_tile[column], &prob[n].x[r], &dscore[n].x[r]);
       }
     }
@@ -155,6 +161,7 @@ __global__ void __launch_bounds__(kWarps * kWarp) query_grads_kernel(const Quadr
   act.inv_divisor = constants.inv_divisor;
   const float scale = static_cast<float>(p.scale);
   const int64_t rows[2] = {q0 + warp * 16 + g, q0 + warp * 16 + g + 8};
+  const Dropout<float> dropout = Dropout<float>::of(p);
   float row_lse[2] = {0.f, 0.f}, row_delta[2] = {0.f, 0.f};
   if constexpr (Activation::kNormalizesRows) {
     for (int half = 0; half < 2; ++half) {
@@ -191,12 +198,15 @@ __global__ void __launch_bounds__(kWarps * kWarp) query_grads_kernel(const Quadr
     mma::mma_a_bt<T>(dscore, dout_frag, v_tile, kLd, lane);
 #pragma unroll
     for (int n = 0; n < kPairTiles; ++n) {
+      float keep[4];  // the thread's two keys of each of its two rows: one draw per row
+      dropout.pair_multipliers(bh * s.q_len + rows[0], k0 + n * 8 + 2 * t, &keep[0], &keep[1]);
+      dropout.pair_multipliers(bh * s.q_len + rows[1], k0 + n * 8 + 2 * t, &keep[2], &keep[3]);
 #pragma unroll
       for (int r = 0; r < 4; ++r) {
         const int half = r >> 1;
         const int64_t i = rows[half], j = k0 + n * 8 + 2 * t + (r & 1);
         const bool visible = i < s.q_len && j < keys && (!kCausal || j <= i + offset);
-        pair_grads(act, visible, prob[n].x[r] * scale + constants.bias, dscore[n].x[r], row_lse[half],
+        pair_grads(act, visible, prob[n].x[r] * scale + constants.bias, dscore[n].x[r], keep[r], row_lse[half],
                    row_delta[half], &prob[n].x[r], &dscore[n].x[r]);
       }
     }

@@ -6,7 +6,8 @@
 // 32 at a time, one key per lane: each lane computes its score against the row's q (held in shared
 // memory), the warp applies the activation, and every lane accumulates p * v for the columns it owns
 // (column e belongs to lane e % 32, up to kColsPerLane columns, so Dv <= 256). Softmax runs the online
-// max/sum recurrence with warp reductions, never storing a row of probabilities.
+// max/sum recurrence with warp reductions, never storing a row of probabilities. Dropout
+// (dropout.h) multiplies each lane's weight by its factor after softmax's sum took it.
 // Memory: q of each row in shared memory (kRowsPerBlock * 256 accumulation-type values), the output
 // accumulator in registers; never N x N.
 // Saved for backward: the output and, for softmax, the row log-sum-exp.
@@ -15,6 +16,7 @@
 #include <limits>
 
 #include "../dispatch.h"
+#include "../dropout.h"
 #include "../key_lengths.h"
 #include "cuda_common.cuh"
 #include "cuda_kernels.h"
@@ -39,6 +41,7 @@ __global__ void __launch_bounds__(kRowsPerBlock * kWarp)
   const int64_t keys = keys_of(p.key_lengths, b, s.k_len);
   const SequenceConstants<Acc> constants = sequence_constants<Acc>(p, b);
   if constexpr (!Activation::kNormalizesRows) act.inv_divisor = constants.inv_divisor;  // softmax has none
+  const Dropout<Acc> dropout = Dropout<Acc>::of(p);
 
   Acc* q = q_shared[warp];
   const T* q_row = cuda::row_ptr<T>(p.q, b, h, i);
@@ -74,6 +77,7 @@ __global__ void __launch_bounds__(kRowsPerBlock * kWarp)
     } else {
       prob = lane < n ? act.prob(score, Acc(0)) : Acc(0);
     }
+    if (lane < n) prob *= dropout.multiplier(row, j0 + lane);
     for (int t = 0; t < n; ++t) {
       const Acc weight = __shfl_sync(0xffffffffu, prob, t);
       const T* v = cuda::row_ptr<T>(p.v, b, h, j0 + t);

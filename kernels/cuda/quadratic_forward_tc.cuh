@@ -7,7 +7,8 @@
 // (Q fragments stay in registers for the whole walk), applies the activation in registers, rounds P to
 // the input type and adds P V into a float32 16 x D accumulator, again in registers. Softmax keeps the
 // running row max and sum (online softmax) and rescales the accumulator when the max grows; sigmoid and
-// relu need no row statistics. Masked scores (causal, padding keys) become probability 0.
+// relu need no row statistics. Masked scores (causal, padding keys) become probability 0. Dropout
+// (dropout.h) multiplies P by its factors after softmax's row sums took it (one draw per key pair).
 // Memory: shared Q, K, V tiles (3 x 64 x (D + 8) elements: 27 KiB at D = 64, 51 KiB at D = 128);
 // never N x N.
 // Saved for backward: the output and, for softmax, the row log-sum-exp (float32).
@@ -15,6 +16,7 @@
 
 #include <cmath>
 
+#include "../dropout.h"
 #include "../key_lengths.h"
 #include "mma.cuh"
 
@@ -48,6 +50,7 @@ __global__ void __launch_bounds__(kWarps * kWarp) forward_kernel(const Quadratic
   const SequenceConstants<float> constants = sequence_constants<float>(p, b);
   if constexpr (!Activation::kNormalizesRows) act.inv_divisor = constants.inv_divisor;  // softmax has none
   const float scale = static_cast<float>(p.scale);
+  const Dropout<float> dropout = Dropout<float>::of(p);
   const int64_t warp_row0 = q0 + warp * 16;
   const int64_t rows[2] = {warp_row0 + g, warp_row0 + g + 8};  // this thread's rows (accumulator halves)
 
@@ -116,6 +119,18 @@ __global__ void __launch_bounds__(kWarps * kWarp) forward_kernel(const Quadratic
         for (int n = 0; n < kOutTiles; ++n) {
           out[n].x[2 * half] *= correction;
           out[n].x[2 * half + 1] *= correction;
+        }
+      }
+    }
+    if (dropout.active) {
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+#pragma unroll
+        for (int n = 0; n < kScoreTiles; ++n) {
+          float first, second;
+          dropout.pair_multipliers(bh * s.q_len + rows[half], k0 + n * 8 + 2 * t, &first, &second);
+          score[n].x[2 * half] *= first;
+          score[n].x[2 * half + 1] *= second;
         }
       }
     }

@@ -47,6 +47,12 @@ def _check_numbers(**options) -> None:
             )
 
 
+def _dropout_seed(q: Tensor) -> Tensor:
+    """The key of one call's dropout mask, from the default generator of q's device."""
+    # Out of place (torch.compile traces randint, not random_), over the whole int64 range.
+    return torch.randint(-(2**63), 2**63 - 1, (1,), dtype=torch.int64, device=q.device)
+
+
 def attention(
     q: Tensor,
     k: Tensor,
@@ -59,6 +65,7 @@ def attention(
     divisor: Optional[float] = None,
     key_lengths: Optional[Tensor] = None,
     causal_alignment: str = "top_left",
+    dropout_p: float = 0.0,
     return_lse: bool = False,
 ) -> Union[Tensor, Tuple[Tensor, Tensor]]:
     """Quadratic attention ``O = act(scale * Q K^T + bias) / divisor @ V``, never materialising N x N.
@@ -87,7 +94,13 @@ def attention(
         key_lengths: optional ``(B,)`` integer tensor: sequence ``b`` has keys ``0 .. key_lengths[b] - 1``;
             the others are padding and take no part (values are clamped to ``[0, Nk]``). The
             length-dependent defaults (sigmoid's bias, relu's divisor) then use each sequence's length.
-
+        dropout_p: attention dropout, as ``F.scaled_dot_product_attention``'s: each weight ``p_ij`` is
+            dropped with probability ``dropout_p`` and the others are scaled by ``1 / (1 - dropout_p)``.
+            Applied whenever it is > 0 (pass ``dropout_p if self.training else 0.0``). The mask comes
+            from a counter-based generator (Philox) keyed by a seed drawn from the default generator of
+            q's device, so ``torch.manual_seed`` makes it reproducible, and the backward regenerates it
+            instead of storing it. Softmax's row sums (and the log-sum-exp) are those of the undropped
+            weights, as torch's.
         return_lse: softmax only: also return the row log-sum-exp ``(B, H, Nq)`` in float32 (float64 for
             float64 inputs), ``-inf`` for a query that sees no key, to merge attention computed over
             separate key blocks (split-KV, ring attention). It carries no gradient.
@@ -96,7 +109,7 @@ def attention(
         ``(B, H, Nq, Dv)`` in the dtype of q, or ``(out, lse)`` with ``return_lse``. A query that sees no
         key gets zeros.
     """
-    _check_numbers(scale=scale, bias=bias, divisor=divisor)
+    _check_numbers(scale=scale, bias=bias, divisor=divisor, dropout_p=dropout_p)
     options = dict(
         activation=activation,
         causal=causal,
@@ -104,7 +117,9 @@ def attention(
         bias=bias,
         divisor=divisor,
         causal_alignment=causal_alignment,
+        dropout_p=dropout_p,
         key_lengths=key_lengths,
+        dropout_seed=_dropout_seed(q) if dropout_p > 0 else None,
     )
     if return_lse:
         if activation != "softmax":
@@ -224,8 +239,8 @@ def scaled_dot_product_attention(
     ``causal_lower_right``): the causal mask aligned top-left or bottom-right (``causal_alignment``).
     What it cannot do raises ``NotImplementedError`` naming the argument: any other ``attn_mask`` (an
     arbitrary mask would need the ``L x S`` matrix the kernels never build; use ``is_causal`` and
-    ``key_lengths`` for causal and key-padding masks) and ``dropout_p > 0`` (attention dropout is not
-    implemented yet).
+    ``key_lengths`` for causal and key-padding masks). ``dropout_p`` is :func:`attention`'s attention
+    dropout, applied whenever it is > 0, as torch's.
     """
     op = "actattn.scaled_dot_product_attention"
     causal_alignment = "top_left"
@@ -239,11 +254,6 @@ def scaled_dot_product_attention(
         raise NotImplementedError(
             f"{op}: attn_mask is not supported (an arbitrary mask needs the L x S matrix the kernels never "
             "build); use is_causal=True for a causal mask and key_lengths= for key padding"
-        )
-    if dropout_p != 0.0:
-        raise NotImplementedError(
-            f"{op}: dropout_p={dropout_p} is not supported (attention dropout is not implemented yet); "
-            "pass dropout_p=0.0, e.g. `dropout_p if self.training else 0.0` only in evaluation"
         )
     if query.dim() != key.dim() or key.dim() != value.dim():
         raise ValueError(
@@ -274,5 +284,6 @@ def scaled_dot_product_attention(
         divisor=divisor,
         key_lengths=key_lengths,
         causal_alignment=causal_alignment,
+        dropout_p=dropout_p,
     )
     return out.reshape(*query.shape[:-1], value.shape[-1])

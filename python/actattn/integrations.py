@@ -22,8 +22,8 @@ TRANSFORMERS_PREFIX = "actattn_"
 def routed_sdpa(activation: str = "softmax", **options) -> Iterator[None]:
     """Inside the block, every call of ``torch.nn.functional.scaled_dot_product_attention`` runs
     :func:`actattn.scaled_dot_product_attention` with ``activation`` (and ``options``: ``bias``,
-    ``divisor``). What actattn cannot do (an arbitrary ``attn_mask``, ``dropout_p > 0``) raises rather
-    than silently running torch's softmax. Code that bound the function before the block
+    ``divisor``). What actattn cannot do (an arbitrary ``attn_mask``) raises rather than silently
+    running torch's softmax. Code that bound the function before the block
     (``from torch.nn.functional import scaled_dot_product_attention``) is not routed. Not thread-safe:
     it swaps a module attribute.
     """
@@ -68,17 +68,12 @@ def _transformers_attention(activation: str, key_count: Optional[int]):
                 f"attn_implementation={name!r} takes no attention mask (a padded batch or a custom mask); run "
                 "unpadded batches"
             )
-        if dropout:
-            raise NotImplementedError(
-                f"attn_implementation={name!r}: attention dropout is not implemented (the model's attention_dropout "
-                f"is {dropout}); set it to 0.0"
-            )
         causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
         # Bottom-right: with a key/value cache the new queries are the last positions (decoding); without
         # one (as many queries as keys) it is the ordinary causal mask.
         out = attention(
             query, key, value, activation=activation, causal=causal, scale=scaling, causal_alignment="bottom_right",
-            **constants,
+            dropout_p=dropout, **constants,
         )
         return out.transpose(1, 2).contiguous(), None
 
@@ -89,8 +84,9 @@ def register_with_transformers(key_count: Optional[int] = None) -> Tuple[str, ..
     """Registers ``actattn_softmax``, ``actattn_sigmoid`` and ``actattn_relu`` with transformers'
     ``AttentionInterface``, so that ``AutoModel.from_config(config, attn_implementation="actattn_relu")``
     (or ``from_pretrained``) runs actattn's kernels, grouped-query heads and KV-cache decoding included.
-    Batches must be unpadded: a padded batch's mask raises, as do sliding windows, softcapping and
-    attention dropout. Returns the names.
+    Batches must be unpadded: a padded batch's mask raises, as do sliding windows and softcapping.
+    Attention dropout is the model's (transformers passes ``attention_dropout`` in training only).
+    Returns the names.
 
     ``key_count`` fixes the key count that sigmoid's bias (``-log n``) and relu's divisor (``n``)
     assume. By default each call uses its own, so in a model of several layers decoding against a

@@ -53,6 +53,43 @@ def causal_offsets(q: Tensor, k: Tensor, key_lengths: Optional[Tensor], causal_a
     return keys - q.shape[-2]
 
 
+_LOW32 = 0xFFFFFFFF
+
+
+def _mul_hi_lo(a: int, x: Tensor) -> Tuple[Tensor, Tensor]:
+    """High and low 32 bits of a * x for a, x < 2^32 (x an int64 tensor), in 16-bit halves so that no
+    product overflows int64."""
+    high_part, low_part = a * (x >> 16), a * (x & 0xFFFF)  # a * x = high_part * 2^16 + low_part
+    low_sum = low_part + ((high_part & 0xFFFF) << 16)
+    return (high_part >> 16) + (low_sum >> 32), low_sum & _LOW32
+
+
+def philox4x32_10(counter: Tuple[Tensor, Tensor, Tensor, Tensor], seed: int) -> Tuple[Tensor, ...]:
+    """Philox4x32-10 (Salmon et al. 2011) of four int64 tensors of 32-bit words under a 64-bit key."""
+    c0, c1, c2, c3 = counter
+    k0, k1 = seed & _LOW32, (seed >> 32) & _LOW32
+    for _ in range(10):
+        hi0, lo0 = _mul_hi_lo(0xD2511F53, c0)
+        hi1, lo1 = _mul_hi_lo(0xCD9E8D57, c2)
+        c0, c1, c2, c3 = hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0
+        k0, k1 = (k0 + 0x9E3779B9) & _LOW32, (k1 + 0xBB67AE85) & _LOW32
+    return c0, c1, c2, c3
+
+
+def dropout_multipliers(seed: int, shape: Tuple[int, int, int, int], p: float, device=None) -> Tensor:
+    """(B, H, Nq, Nk) float64: each weight's dropout factor, 1 / (1 - p) kept or 0 dropped, as the kernels
+    draw it (kernels/dropout.h): word (key % 4) of Philox at counter (key / 4, row, row >> 32, 0),
+    row = (b * H + h) * Nq + i, kept iff below floor((1 - p) * 2^32)."""
+    batch, heads, q_len, k_len = shape
+    rows = torch.arange(batch * heads * q_len, device=device).view(batch, heads, q_len, 1)
+    keys = torch.arange(k_len, device=device).expand(batch, heads, q_len, k_len)
+    rows = rows.expand_as(keys)
+    words = philox4x32_10((keys >> 2, rows & _LOW32, rows >> 32, torch.zeros_like(keys)), seed & (2**64 - 1))
+    word = torch.stack(words, dim=-1).gather(-1, (keys & 3).unsqueeze(-1)).squeeze(-1)
+    kept = word < int((1.0 - p) * 4294967296.0)
+    return kept.double() * (1.0 / (1.0 - p) if p < 1.0 else 0.0)
+
+
 def attention(
     q: Tensor,
     k: Tensor,
@@ -64,6 +101,8 @@ def attention(
     divisor: Optional[float] = None,
     key_lengths: Optional[Tensor] = None,
     causal_alignment: str = "top_left",
+    dropout_p: float = 0.0,
+    dropout_seed: Optional[Tensor] = None,
 ) -> Tensor:
     k, v = repeat_kv_heads(k, q.shape[1]), repeat_kv_heads(v, q.shape[1])
     batch, k_len = q.shape[0], k.shape[-2]
@@ -89,7 +128,12 @@ def attention(
         probs = F.relu(scores + bias) / (keys if divisor is None else divisor)
     else:
         raise ValueError(f"unknown activation {activation!r}")
-    return (probs * visible) @ v
+    probs = probs * visible
+    if dropout_p > 0:
+        # After softmax normalised the undropped weights, as torch's dropout(softmax(s)).
+        shape = (q.shape[0], q.shape[1], q.shape[2], k_len)
+        probs = probs * dropout_multipliers(int(dropout_seed.item()), shape, dropout_p, q.device).to(probs.dtype)
+    return probs @ v
 
 
 def feature_map(x: Tensor, name: str) -> Tensor:

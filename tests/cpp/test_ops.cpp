@@ -138,6 +138,25 @@ TEST(Attention, PaddedKeysAreIgnored) {
   }
 }
 
+// Dropout from LibTorch: the seed comes from torch's generator (manual_seed reproduces the mask), kept
+// weights of v = identity are the undropped ones / (1 - p), and p = 1 drops everything.
+TEST(Attention, DropoutFollowsTheGenerator) {
+  const at::Tensor q = torch::randn({1, 2, 16, 8}, kFloat64);
+  const at::Tensor k = torch::randn({1, 2, 16, 8}, kFloat64);
+  const at::Tensor eye = torch::eye(16, kFloat64).expand({1, 2, 16, 16});
+  const at::Tensor undropped = actattn::attention(q, k, eye, {.activation = "sigmoid"});
+  torch::manual_seed(4);
+  const at::Tensor dropped = actattn::attention(q, k, eye, {.activation = "sigmoid", .dropout_p = 0.25});
+  torch::manual_seed(4);
+  EXPECT_TRUE(at::equal(dropped, actattn::attention(q, k, eye, {.activation = "sigmoid", .dropout_p = 0.25})));
+  const at::Tensor kept = dropped != 0;
+  const double kept_fraction = kept.to(at::kDouble).mean().item<double>();
+  EXPECT_GT(kept_fraction, 0.6);
+  EXPECT_LT(kept_fraction, 0.9);
+  EXPECT_TRUE(close(dropped.masked_select(kept), undropped.masked_select(kept) / 0.75));
+  EXPECT_TRUE(at::equal(actattn::attention(q, k, eye, {.dropout_p = 1.0}), at::zeros_like(undropped)));
+}
+
 TEST(Attention, GroupedHeadsEqualRepeatedHeads) {
   torch::manual_seed(3);
   const at::Tensor q = torch::randn({1, 4, 12, 8}, kFloat64);

@@ -1,13 +1,16 @@
 // The tensor-core quadratic kernels (kernels/cuda/quadratic_*_tc.cuh), compiled by the host compiler
 // and run on the CPU through kernels/cuda/warp_emulation.h, against a float64 reference computed here from the same
 // rounded inputs. Catches what a GPU-less machine can: tile and fragment index arithmetic, masks
-// (causal, padding keys, tile edges), strides, the online softmax and the gradient formulas.
+// (causal, padding keys, tile edges), strides, the online softmax, dropout's per-pair factors (the
+// reference draws them through kernels/dropout.h, whose generator the Python tests check against
+// Philox's known answers) and the gradient formulas.
 // Not covered: timing, races the emulation's barriers hide, the hardware's rounding order.
 //
 // Usage: actattn_quadratic_emulation [case-filter substring]; exits 1 if any case fails.
 #define ACTATTN_WARP_EMULATION
 #include "../../kernels/cuda/warp_emulation.h"
 // clang-format off
+#include "../../kernels/dropout.h"
 #include "../../kernels/score_activations.h"
 #include "../../kernels/cuda/quadratic_forward_tc.cuh"
 #include "../../kernels/cuda/quadratic_backward_tc.cuh"
@@ -38,13 +41,14 @@ struct Case {
   bool interleaved;   // (B, N, H, D) memory viewed as (B, H, N, D)
   bool half;          // float16 instead of bfloat16
   bool bottom_right = false;  // causal mask aligned bottom-right (kernels/key_lengths.h)
+  double dropout_p = 0.0;
 
   std::string name() const {
     const char* act[] = {"softmax", "sigmoid", "relu"};
     char buf[160];
-    std::snprintf(buf, sizeof buf, "%s %s%s%s%s B%lld H%lld Nq%lld Nk%lld D%lld", half ? "fp16" : "bf16",
+    std::snprintf(buf, sizeof buf, "%s %s%s%s%s%s B%lld H%lld Nq%lld Nk%lld D%lld", half ? "fp16" : "bf16",
                   act[static_cast<int>(activation)], causal ? (bottom_right ? " causal-br" : " causal") : "",
-                  padded ? " padded" : "",
+                  dropout_p > 0 ? " dropout" : "", padded ? " padded" : "",
                   interleaved ? " interleaved" : "", (long long)batch, (long long)heads, (long long)q_len,
                   (long long)k_len, (long long)dim);
     return buf;
@@ -68,10 +72,16 @@ double activation_dscore(ScoreActivation act, double s, double dp, double inv_di
   return s > 0 ? dp * inv_divisor : 0.0;
 }
 
+constexpr int64_t kDropoutSeed = 0x5EED5EED5EEDLL;
+
 template <typename T>
 Reference reference(const Case& c, const Tensor16<T>& q, const Tensor16<T>& k, const Tensor16<T>& v,
                     const Tensor16<T>& dout, const std::vector<int64_t>& lengths, double scale) {
   const int64_t D = c.dim;
+  QuadraticParams dropout_params;
+  dropout_params.dropout_p = c.dropout_p;
+  dropout_params.dropout_seed = &kDropoutSeed;
+  const auto dropout = actattn::Dropout<double>::of(dropout_params);
   Reference r;
   r.out.assign(c.batch * c.heads * c.q_len * D, 0);
   r.lse.assign(c.batch * c.heads * c.q_len, -INFINITY);
@@ -88,7 +98,7 @@ Reference reference(const Case& c, const Tensor16<T>& q, const Tensor16<T>& k, c
       for (int64_t i = 0; i < c.q_len; ++i) {
         const int64_t offset = c.bottom_right ? keys - c.q_len : 0;
         const int64_t visible = c.causal ? std::clamp<int64_t>(i + 1 + offset, 0, keys) : keys;
-        std::vector<double> s(visible), p(visible), dp(visible);
+        std::vector<double> s(visible), p(visible), dp(visible), z(visible);
         for (int64_t j = 0; j < visible; ++j) {
           double dot = 0;
           for (int64_t d = 0; d < D; ++d) dot += q.at(b, h, i, d) * k.at(b, h, j, d);
@@ -105,22 +115,24 @@ Reference reference(const Case& c, const Tensor16<T>& q, const Tensor16<T>& k, c
         for (int64_t j = 0; j < visible; ++j) {
           p[j] = c.activation == ScoreActivation::kSoftmax ? std::exp(s[j] - lse)
                                                           : activation_prob(c.activation, s[j], inv_div);
+          z[j] = dropout.multiplier(bh * c.q_len + i, j);
         }
         double* o = &r.out[(bh * c.q_len + i) * D];
         for (int64_t j = 0; j < visible; ++j)
-          for (int64_t d = 0; d < D; ++d) o[d] += p[j] * v.at(b, h, j, d);
+          for (int64_t d = 0; d < D; ++d) o[d] += z[j] * p[j] * v.at(b, h, j, d);
         double delta = 0;
         for (int64_t d = 0; d < D; ++d) delta += dout.at(b, h, i, d) * o[d];
         for (int64_t j = 0; j < visible; ++j) {
-          double dpj = 0;
+          double dpj = 0;  // dL/dp_j: the forward multiplied p_j by z_j
           for (int64_t d = 0; d < D; ++d) dpj += dout.at(b, h, i, d) * v.at(b, h, j, d);
+          dpj *= z[j];
           const double ds = c.activation == ScoreActivation::kSoftmax
                                 ? p[j] * (dpj - delta)
                                 : activation_dscore(c.activation, s[j], dpj, inv_div);
           for (int64_t d = 0; d < D; ++d) {
             r.dq[(bh * c.q_len + i) * D + d] += scale * ds * k.at(b, h, j, d);
             r.dk[(bh * c.k_len + j) * D + d] += scale * ds * q.at(b, h, i, d);
-            r.dv[(bh * c.k_len + j) * D + d] += p[j] * dout.at(b, h, i, d);
+            r.dv[(bh * c.k_len + j) * D + d] += z[j] * p[j] * dout.at(b, h, i, d);
           }
         }
       }
@@ -180,6 +192,8 @@ bool check_case(const Case& c, std::mt19937& gen) {
   p.bias_follows_keys = c.activation == ScoreActivation::kSigmoid;
   p.divisor_follows_keys = c.activation == ScoreActivation::kRelu;
   p.key_lengths = c.padded ? lengths.data() : nullptr;
+  p.dropout_p = c.dropout_p;
+  p.dropout_seed = &kDropoutSeed;
   p.q = q.view();
   p.k = k.view();
   p.v = v.view();
@@ -256,6 +270,12 @@ int main(int argc, char** argv) {
     // first rows see no key).
     cases.push_back({2, 1, 17, 130, 64, act, true, true, true, false, true});
     cases.push_back({1, 2, 130, 33, 128, act, true, false, false, false, true});
+  }
+  for (ScoreActivation act : acts) {
+    // Dropout: every kernel regenerates the same factors (pairs of keys per draw in the forward and dQ
+    // kernels, one draw per pair in the dK, dV kernel); a padded, causal case and a D = 128 one.
+    cases.push_back({2, 1, 65, 130, 64, act, true, true, true, false, false, 0.3});
+    cases.push_back({1, 2, 70, 70, 128, act, false, false, false, false, false, 0.5});
   }
   cases.push_back({2, 2, 64, 64, 64, ScoreActivation::kSoftmax, true, true, false, true});  // float16
   cases.push_back({1, 1, 1, 1, 128, ScoreActivation::kSoftmax, false, false, true, true});

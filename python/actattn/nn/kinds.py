@@ -23,14 +23,24 @@ class AttentionKind:
     def is_linear(self) -> bool:
         return self.feature_map is not None
 
-    def __call__(self, q: Tensor, k: Tensor, v: Tensor, causal: bool, key_lengths: Optional[Tensor]) -> Tensor:
-        """(B, H, Nq, D) attention output of this kind."""
+    def __call__(
+        self, q: Tensor, k: Tensor, v: Tensor, causal: bool, key_lengths: Optional[Tensor], dropout_p: float = 0.0
+    ) -> Tensor:
+        """(B, H, Nq, D) attention output of this kind; ``dropout_p``: attention dropout (quadratic kinds)."""
         if self.is_linear:
+            if dropout_p > 0:
+                raise NotImplementedError(
+                    f"actattn: attention dropout (dropout_p={dropout_p}) needs the attention weights, which "
+                    f"linear attention ({self.name}) never forms: phi(Q) (phi(K)^T V) sums over keys before any "
+                    "query meets them. Use dropout=0.0 (dropout elsewhere in the model still works)"
+                )
             return linear_attention(
                 q, k, v, feature_map=self.feature_map, causal=causal, normalize=self.normalize,
                 key_lengths=key_lengths,
             )
-        return attention(q, k, v, activation=self.activation, causal=causal, key_lengths=key_lengths)
+        return attention(
+            q, k, v, activation=self.activation, causal=causal, key_lengths=key_lengths, dropout_p=dropout_p
+        )
 
     def weights(self, q: Tensor, k: Tensor, causal: bool, key_lengths: Optional[Tensor]) -> Tensor:
         """(B, H, Nq, Nk) attention weights this kind applies to v (materialised; for inspection)."""

@@ -23,7 +23,8 @@ class MultiheadAttention(nn.Module):
     What the kernels cannot do raises instead of silently computing something else:
     ``attn_mask`` must be a causal mask (or absent; ``is_causal=True`` alone is enough),
     ``key_padding_mask`` must pad at the end of each sequence (right padding), attention dropout in
-    training (``dropout > 0``) and ``add_bias_kv`` / ``add_zero_attn`` are not supported.
+    training (``dropout > 0``) needs a quadratic kind (linear attention forms no weights to drop), and
+    ``add_bias_kv`` / ``add_zero_attn`` are not supported. Dropout applies in training only, as torch's.
     ``need_weights=True`` (the default, as torch's) materialises the (B, L, S) weights for inspection;
     pass ``need_weights=False`` (as ``nn.TransformerEncoderLayer`` does) to skip them.
     Under ``torch.compile(fullgraph=True)`` masks work without graph breaks; a causal ``attn_mask``
@@ -122,11 +123,6 @@ class MultiheadAttention(nn.Module):
         average_attn_weights: bool = True,
         is_causal: bool = False,
     ) -> Tuple[Tensor, Optional[Tensor]]:
-        if self.training and self.dropout > 0:
-            raise NotImplementedError(
-                "actattn.nn.MultiheadAttention: attention dropout is not supported by actattn's kernels; "
-                f"construct with dropout=0.0 (got {self.dropout}) and apply dropout outside the attention"
-            )
         batched = query.dim() == 3
         if not batched:  # (L, E): add a batch dim
             query, key, value = (t.unsqueeze(0 if self.batch_first else 1) for t in (query, key, value))
@@ -140,7 +136,7 @@ class MultiheadAttention(nn.Module):
         key_lengths = _lengths_from_padding_mask(key_padding_mask, batch, k_len)
 
         q, k, v = self._project(query, key, value)
-        out = self.kind(q, k, v, causal, key_lengths)
+        out = self.kind(q, k, v, causal, key_lengths, self.dropout if self.training else 0.0)
         out = self.out_proj(out.transpose(1, 2).reshape(batch, q_len, self.embed_dim))
         if not self.batch_first:
             out = out.transpose(0, 1)

@@ -22,6 +22,10 @@ struct AttentionOptions {
   // "top_left" (SDPA's): query i sees keys j <= i; "bottom_right" (FlashAttention's, for KV-cache
   // decoding): the last query sees every key, j <= i + n - q_len for a sequence of n keys.
   std::string causal_alignment = "top_left";
+  // Attention dropout: each weight is dropped with probability dropout_p, the others scaled by
+  // 1 / (1 - dropout_p). Applied whenever > 0 (pass 0 in evaluation); the mask comes from a seed drawn
+  // from the default generator of q's device, so torch::manual_seed makes it reproducible.
+  double dropout_p = 0.0;
   std::optional<at::Tensor> key_lengths;  // (B,) int: keys past a sequence's length are padding
 };
 
