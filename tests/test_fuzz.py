@@ -95,12 +95,14 @@ def compare(got, want, inputs_low, inputs_exact, dtype):
         torch.testing.assert_close(g, w, **tol, msg=lambda m: f"grad of {'qkv'[i]}: {m}")
 
 
-@given(case=inputs(linear=False), activation=st.sampled_from(["softmax", "sigmoid", "relu"]))
-def test_attention_matches_reference(case, activation):
+@given(case=inputs(linear=False), activation=st.sampled_from(["softmax", "sigmoid", "relu"]),
+       dropout_p=st.sampled_from([0.0, 0.0, 0.3, 1.0]), dropout_seed=st.integers(-(2**63), 2**63 - 1))
+def test_attention_matches_reference(case, activation, dropout_p, dropout_seed):
     low, exact = leaves(case)
-    options = dict(activation=activation, causal=case["causal"], key_lengths=case["key_lengths"])
-    got = actattn.attention(*low, **options)
-    want = reference.attention(*exact, activation, case["causal"], key_lengths=case["key_lengths"])
+    options = dict(activation=activation, causal=case["causal"], key_lengths=case["key_lengths"],
+                   dropout_p=dropout_p, dropout_seed=torch.tensor([dropout_seed]))
+    got = torch.ops.actattn.attention(*low, **options)
+    want = reference.attention(*exact, **options)
     compare([got], [want], low, exact, case["dtype"])
 
 

@@ -42,6 +42,6 @@ PY
 PYTHONPATH="$lib" .venv/bin/python -m pytest -q -p no:cacheprovider \
   tests/test_op_arguments.py tests/test_errors.py tests/test_fuzz.py tests/test_nonfinite.py \
   tests/test_attention.py tests/test_linear_attention.py tests/test_key_lengths.py tests/test_precision.py \
-  tests/test_decoding.py
+  tests/test_decoding.py tests/test_dropout.py
 unset LD_PRELOAD
 echo "sanitize: no ASan or UBSan report"
