@@ -29,11 +29,11 @@ def test_routed_sdpa_runs_the_chosen_activation_and_restores_torchs():
 transformers = pytest.importorskip("transformers")
 
 
-def tiny_llama(attn_implementation, state=None):
+def tiny_llama(attn_implementation, state=None, attention_dropout=0.0):
     """Two layers, 4 query heads on 2 key/value heads (grouped-query attention), built from a config."""
     config = transformers.LlamaConfig(
         vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=64, attention_dropout=0.0,
+        num_key_value_heads=2, max_position_embeddings=64, attention_dropout=attention_dropout,
     )
     torch.manual_seed(0)
     model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation=attn_implementation)
@@ -65,6 +65,17 @@ def test_transformers_model_runs_actattn_softmax_as_its_own_sdpa():
     # Decoding with a key/value cache: each new token's query against the cache (bottom-right).
     torch.testing.assert_close(decoded_logits(ours, ids), decoded_logits(reference, ids), rtol=1e-4, atol=1e-5)
     assert ours.generate(ids, max_new_tokens=4, do_sample=False).shape == (2, 15)
+
+
+def test_transformers_attention_dropout_applies_in_training_only():
+    actattn.register_with_transformers()
+    model = tiny_llama("actattn_relu", attention_dropout=0.3)
+    ids = torch.randint(0, 64, (2, 11), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        evaluated = model(ids).logits
+        torch.testing.assert_close(model(ids).logits, evaluated, rtol=0, atol=0)
+        model.train()
+        assert not torch.allclose(model(ids).logits, evaluated)
 
 
 @pytest.mark.parametrize("activation", ["sigmoid", "relu"])
