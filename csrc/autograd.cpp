@@ -120,7 +120,7 @@ class LinearAttentionFunction : public torch::autograd::Function<LinearAttention
     auto [grad_q, grad_k, grad_v, grad_state, grad_normalizer] = ops::linear_attention_backward(
         grad_out, defined_or_none(grads[1]), defined_or_none(grads[2]), saved[0], saved[1], saved[2], out,
         saved[4] ACTATTN_LINEAR_OPTIONS(ACTATTN_SAVED_OPTION), initial_state, initial_normalizer,
-        defined_or_none(saved[7]));
+        defined_or_none(saved[7]), {ctx->needs_input_grad(0), ctx->needs_input_grad(1), ctx->needs_input_grad(2)});
     variable_list result = with_no_grads({grad_q, grad_k, grad_v}, kLinearOptionCount);
     result.push_back(initial_state ? grad_state : at::Tensor());
     result.push_back(initial_normalizer ? grad_normalizer : at::Tensor());

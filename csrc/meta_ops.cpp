@@ -69,14 +69,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> linear_at
     const at::Tensor& grad_out, const OptionalTensor& grad_final_state, const OptionalTensor& grad_final_normalizer,
     const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
     const at::Tensor& denominator ACTATTN_LINEAR_OPTIONS(ACTATTN_PARAM), const OptionalTensor& initial_state,
-    const OptionalTensor& initial_normalizer, const OptionalTensor& key_lengths) {
+    const OptionalTensor& initial_normalizer, const OptionalTensor& key_lengths, std::array<bool, 3> output_mask) {
   const char* op = "actattn.linear_attention backward";
   const LinearSpec spec = check_linear_call(op, q, k, v ACTATTN_LINEAR_OPTIONS(ACTATTN_ARG), initial_state,
                                             initial_normalizer, key_lengths);
   check_backward_tensors(op, q, v, out, grad_out, "denominator", denominator, spec.normalize);
   check_final_state_grads(op, q, k, v, grad_final_state, grad_final_normalizer);
-  return {at::empty_symint(q.sym_sizes(), q.options()), at::empty_symint(k.sym_sizes(), k.options()),
-          at::empty_symint(v.sym_sizes(), v.options()), state_like(q, k, v), normalizer_like(q, k)};
+  auto like = [&](bool wanted, const at::Tensor& t) {
+    return wanted ? at::empty_symint(t.sym_sizes(), t.options()) : at::Tensor();
+  };
+  return {like(output_mask[0], q), like(output_mask[1], k), like(output_mask[2], v), state_like(q, k, v),
+          normalizer_like(q, k)};
 }
 
 }  // namespace

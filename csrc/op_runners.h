@@ -4,7 +4,9 @@
 //   guard(t)         an RAII device guard for t's device (a no-op object on the CPU),
 //   input(t)         t as its kernels take it (rows contiguous),
 //   quadratic_forward / quadratic_backward / linear_forward / linear_backward (params),
-//   linear_backward_workspace(params, options)   the scratch tensor its linear backward needs.
+//   linear_backward_workspace(params, options)   the scratch tensor its linear backward needs,
+//   kLinearBackwardSkipsGradients   whether its linear backward takes null grad_q or grad_k, grad_v
+//                                   views and skips their work (else it is given every buffer).
 // Row statistics, states and workspaces are in the accumulation type (float32, or float64).
 #pragma once
 
@@ -206,7 +208,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> linear_at
     const at::Tensor& grad_out, const OptionalTensor& grad_final_state, const OptionalTensor& grad_final_normalizer,
     const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
     const at::Tensor& denominator ACTATTN_LINEAR_OPTIONS(ACTATTN_PARAM), const OptionalTensor& initial_state,
-    const OptionalTensor& initial_normalizer, const OptionalTensor& key_lengths) {
+    const OptionalTensor& initial_normalizer, const OptionalTensor& key_lengths, std::array<bool, 3> output_mask) {
   const char* op = "actattn.linear_attention backward";
   const LinearSpec spec = check_linear_call(op, q, k, v ACTATTN_LINEAR_OPTIONS(ACTATTN_ARG), initial_state,
                                             initial_normalizer, key_lengths);
@@ -228,10 +230,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> linear_at
   const auto& s = p.shape;
   at::Tensor grad_initial_state = at::empty({s.batch, s.heads, s.qk_dim, s.v_dim}, accumulation_options(qw));
   at::Tensor grad_initial_normalizer = at::empty({s.batch, s.heads, s.qk_dim}, accumulation_options(qw));
-  // With grouped heads the kernels write dk, dv and the initial state's gradients per query head.
-  at::Tensor grad_q = at::empty_like(qw, at::MemoryFormat::Contiguous);
-  at::Tensor grad_k = at::empty({s.batch, s.heads, s.k_len, s.qk_dim}, kw.options());
-  at::Tensor grad_v = at::empty({s.batch, s.heads, s.k_len, s.v_dim}, vw.options());
+  // With grouped heads the kernels write dk, dv and the initial state's gradients per query head. dq,
+  // and dk with dv (together), only when output_mask asks for them, on a backend whose kernels can skip
+  // them (Backend::kLinearBackwardSkipsGradients); otherwise computed and dropped.
+  const bool want_q = output_mask[0], want_kv = output_mask[1] || output_mask[2];
+  const bool make_q = want_q || !Backend::kLinearBackwardSkipsGradients;
+  const bool make_kv = want_kv || !Backend::kLinearBackwardSkipsGradients;
+  at::Tensor grad_q = make_q ? at::empty_like(qw, at::MemoryFormat::Contiguous) : at::Tensor();
+  at::Tensor grad_k = make_kv ? at::empty({s.batch, s.heads, s.k_len, s.qk_dim}, kw.options()) : at::Tensor();
+  at::Tensor grad_v = make_kv ? at::empty({s.batch, s.heads, s.k_len, s.v_dim}, vw.options()) : at::Tensor();
 
   p.q = row_view(qw);
   p.k = row_view(kw, group);
@@ -243,17 +250,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> linear_at
   p.grad_out = row_view(gw);
   p.grad_final_state = optional_data(grad_state);
   p.grad_final_normalizer = optional_data(grad_norm);
-  p.grad_q = row_view(grad_q);
-  p.grad_k = row_view(grad_k);
-  p.grad_v = row_view(grad_v);
+  if (make_q) p.grad_q = row_view(grad_q);
+  if (make_kv) {
+    p.grad_k = row_view(grad_k);
+    p.grad_v = row_view(grad_v);
+  }
   p.grad_initial_state = grad_initial_state.data_ptr();
   p.grad_initial_normalizer = grad_initial_normalizer.data_ptr();
   const at::Tensor workspace = Backend::linear_backward_workspace(p, accumulation_options(qw));
   p.workspace = workspace.defined() ? workspace.data_ptr() : nullptr;
   Backend::linear_backward(p);
-  return {grad_q.to(q.scalar_type()), sum_over_head_groups(grad_k, group).to(k.scalar_type()),
-          sum_over_head_groups(grad_v, group).to(v.scalar_type()), sum_over_head_groups(grad_initial_state, group),
-          sum_over_head_groups(grad_initial_normalizer, group)};
+  return {output_mask[0] ? grad_q.to(q.scalar_type()) : at::Tensor(),
+          output_mask[1] ? sum_over_head_groups(grad_k, group).to(k.scalar_type()) : at::Tensor(),
+          output_mask[2] ? sum_over_head_groups(grad_v, group).to(v.scalar_type()) : at::Tensor(),
+          sum_over_head_groups(grad_initial_state, group), sum_over_head_groups(grad_initial_normalizer, group)};
 }
 
 }  // namespace runners

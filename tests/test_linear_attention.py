@@ -256,3 +256,35 @@ def test_backward_is_deterministic(dtype, dim, device):
         runs.append(grads(out, (q, k, v), random_like(out)))
     for first, second in zip(*runs):
         assert torch.equal(first, second)
+
+
+@pytest.mark.parametrize("normalize", [True, False], ids=["normalized", "unnormalized"])
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+def test_backward_op_returns_only_the_masked_gradients(causal, normalize, device):
+    """Each gradient asked for alone is the same bits as with all three; the state's gradient too."""
+    q, k, v = random_qkv((2, 2, 70, 70, 8, 6), device=device)
+    state = (torch.rand(2, 2, 8, 6, dtype=torch.float64, device=device),
+             torch.rand(2, 2, 8, dtype=torch.float64, device=device)) if causal else (None, None)
+    options = ("elu", causal, normalize, 1e-6, None, *state, None)
+    out, final_state, final_normalizer, den = torch.ops.actattn._linear_attention_forward(q, k, v, *options)
+    grad_out, grad_state = random_like(out), random_like(final_state)
+    args = (grad_out, grad_state, None, q, k, v, out, den, *options)
+    full = torch.ops.actattn._linear_attention_backward(*args, [True, True, True])
+    for mask in ([True, False, False], [False, True, False], [False, False, True], [False, False, False]):
+        got = torch.ops.actattn._linear_attention_backward(*args, mask)
+        for wanted, g, f in zip(mask, got[:3], full[:3]):
+            assert (g is not None) == wanted
+            if wanted:
+                assert torch.equal(g, f), "a gradient computed alone gives the same bits"
+        for g, f in zip(got[3:], full[3:]):
+            assert torch.equal(g, f), "the state's gradient does not depend on the mask"
+
+
+def test_autograd_asks_only_for_what_requires_grad():
+    q, k, v = random_qkv((1, 2, 33, 33, 8, 8))
+    v.requires_grad_()
+    out = actattn.linear_attention(q, k, v, causal=True)
+    (dv,) = torch.autograd.grad(out.sum(), v)
+    v_ref = v.detach().requires_grad_()
+    (want,) = torch.autograd.grad(reference.linear_attention(q, k, v_ref, "elu", True)[0].sum(), v_ref)
+    torch.testing.assert_close(dv, want)

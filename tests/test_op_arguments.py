@@ -46,7 +46,7 @@ def valid_calls():
         "linear_attention": ([q, k, v, *lin_args], linear_names),
         "_linear_attention_forward": ([q, k, v, *lin_args], linear_names),
         "_linear_attention_backward": (
-            [grad, grad_state, grad_normalizer, q, k, v, lin_out, den, *lin_args],
+            [grad, grad_state, grad_normalizer, q, k, v, lin_out, den, *lin_args, [True, True, True]],
             {0: "grad_out", 1: "grad_final_state", 2: "grad_final_normalizer", 3: "q", 4: "k", 5: "v", 6: "out",
              7: "denominator", 13: "initial_state", 14: "initial_normalizer", 15: "key_lengths"},
         ),

@@ -65,7 +65,8 @@ def test_opcheck_forward_and_backward_ops(device):
     torch.library.opcheck(ops._linear_attention_forward.default, args)
     out, kv, z, den = ops._linear_attention_forward(*args)
     grad_args = (torch.ones_like(out), torch.ones_like(kv), None, q, k, v, out, den, *args[3:])
-    torch.library.opcheck(ops._linear_attention_backward.default, grad_args)
+    for mask in ([True, True, True], [True, False, False], [False, True, True]):
+        torch.library.opcheck(ops._linear_attention_backward.default, (*grad_args, mask))
 
 
 def test_double_backward_raises_instead_of_being_wrong(device):

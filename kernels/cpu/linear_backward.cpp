@@ -16,6 +16,10 @@
 // Memory: O(C (Dk + Dv) + Dk Dv) per thread, plus dden_i for one head's rows (causal: the forward sweep
 // makes them, the reverse sweep reads them); reads den_i saved by the forward, not o_i; no per-position
 // state. Each (batch, head) is owned by one thread, so gradients are deterministic.
+// Only what is asked for (a null grad_q, or null grad_k and grad_v): without dq the da_i are still
+// formed when normalising (dden feeds dk and the state's gradient) but not stored, and the whole
+// forward sweep goes when not normalising; without dk, dv the key passes only absorb dS for the initial
+// state's gradient. Either way the gradients computed are the same bits as when all are asked for.
 #include <algorithm>
 #include <vector>
 
@@ -32,6 +36,9 @@ struct Backward {
   const LinearParams& p;
   const AttentionShape& s;
   const int64_t dk, dv;
+  const bool wants_q, wants_kv;
+  // da is needed for dq, and for dden when normalising.
+  const bool forms_grad_a;
 
   cpu::RunningState<Acc> state, grad_state;
   cpu::LinearChunk<Acc> queries, keys;
@@ -47,6 +54,9 @@ struct Backward {
         s(params.shape),
         dk(s.qk_dim),
         dv(s.v_dim),
+        wants_q(params.grad_q.data != nullptr),
+        wants_kv(params.grad_k.data != nullptr),
+        forms_grad_a(wants_q || params.normalize),
         state(dk, dv),
         grad_state(dk, dv),
         queries(dk, dv),
@@ -106,6 +116,7 @@ struct Backward {
         cpu::axpy(grad_den[t], visible_normalizer.data(), da, dk);
         if constexpr (kCausal) head_grad_den[start + t] = grad_den[t];
       }
+      if (!wants_q) continue;
       const T* q = cpu::row_ptr<T>(p.q, b, h, start + t);
       T* dq = cpu::row_ptr<T>(p.grad_q, b, h, start + t);
       const Acc scale = Acc(p.scale);
@@ -158,7 +169,7 @@ struct Backward {
     const int64_t C = cpu::kLinearChunk;
 
     if constexpr (kCausal) {
-      for (int64_t start = 0; start < s.q_len; start += C) {  // forward sweep: dq
+      for (int64_t start = 0; forms_grad_a && start < s.q_len; start += C) {  // forward sweep: dq, dden
         const int64_t rows = std::min(C, s.q_len - start);
         cpu::load_queries<T, Acc, Map>(p, b, h, start, rows, queries);
         cpu::load_keys_values<T, Acc, Map>(p, b, h, start, rows, keys);
@@ -169,14 +180,16 @@ struct Backward {
       for (int64_t start = (s.k_len - 1) / C * C; start >= 0 && s.k_len > 0; start -= C) {  // reverse: dk, dv
         const int64_t rows = std::min(C, s.k_len - start);
         cpu::load_queries<T, Acc, Map>(p, b, h, start, rows, queries);
-        cpu::load_keys_values<T, Acc, Map>(p, b, h, start, rows, keys);
         load_output_grads(b, h, start, rows);
         load_saved_grad_den(start, rows);
-        key_grads(b, h, start);
+        if (wants_kv) {
+          cpu::load_keys_values<T, Acc, Map>(p, b, h, start, rows, keys);
+          key_grads(b, h, start);
+        }
         absorb_output_grads();
       }
     } else {
-      for (int64_t start = 0; start < s.k_len; start += C) {
+      for (int64_t start = 0; forms_grad_a && start < s.k_len; start += C) {
         cpu::load_keys_values<T, Acc, Map>(p, b, h, start, std::min(C, s.k_len - start), keys);
         cpu::absorb_keys(keys, state);
       }
@@ -184,10 +197,10 @@ struct Backward {
         const int64_t rows = std::min(C, s.q_len - start);
         cpu::load_queries<T, Acc, Map>(p, b, h, start, rows, queries);
         load_output_grads(b, h, start, rows);
-        query_grads(b, h, start);
+        if (forms_grad_a) query_grads(b, h, start);
         absorb_output_grads();
       }
-      for (int64_t start = 0; start < s.k_len; start += C) {
+      for (int64_t start = 0; wants_kv && start < s.k_len; start += C) {
         cpu::load_keys_values<T, Acc, Map>(p, b, h, start, std::min(C, s.k_len - start), keys);
         key_grads(b, h, start);
       }
