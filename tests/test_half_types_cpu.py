@@ -15,6 +15,9 @@ CALLS = {
     "sigmoid": lambda q, k, v: actattn.attention(q, k, v, activation="sigmoid"),
     "relu, Nq < Nk, bottom-right": lambda q, k, v: actattn.attention(q[:, :, :20], k, v, activation="relu",
                                                                      causal=True, causal_alignment="bottom_right"),
+    # The seed is a tensor argument: the same mask for both calls.
+    "softmax causal, dropout": lambda q, k, v: torch.ops.actattn.attention(
+        q, k, v, causal=True, dropout_p=0.3, dropout_seed=torch.tensor([17])),
     "linear elu causal": lambda q, k, v: actattn.linear_attention(q, k, v, causal=True),
     "linear identity, unnormalised": lambda q, k, v: actattn.linear_attention(q, k, v, feature_map="identity",
                                                                               normalize=False),
