@@ -51,6 +51,10 @@ double from_saved<double>(const c10::IValue& value) {
   return value.toDouble();
 }
 template <>
+int64_t from_saved<int64_t>(const c10::IValue& value) {
+  return value.toInt();
+}
+template <>
 std::optional<double> from_saved<std::optional<double>>(const c10::IValue& value) {
   return value.toOptional<double>();
 }

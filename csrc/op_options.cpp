@@ -28,7 +28,7 @@ at::ScalarType accumulation_dtype(at::ScalarType input) {
 AttentionSpec parse_attention_options(const char* op, c10::string_view activation, bool causal,
                                       std::optional<double> scale, std::optional<double> bias,
                                       std::optional<double> divisor, c10::string_view causal_alignment,
-                                      double dropout_p) {
+                                      double dropout_p, int64_t window_left, int64_t window_right) {
   AttentionSpec spec;
   spec.activation = parse_score_activation(activation);
   spec.causal = causal;
@@ -49,6 +49,13 @@ AttentionSpec parse_attention_options(const char* op, c10::string_view activatio
   // p = 1 drops every weight (a zero output, as torch's dropout); p = 0 is no dropout.
   TORCH_CHECK_VALUE(dropout_p >= 0.0 && dropout_p <= 1.0, op, ": dropout_p must be in [0, 1], got ", dropout_p);
   spec.dropout_p = dropout_p;
+  TORCH_CHECK_VALUE(window_left >= -1 && window_right >= -1, op,
+                    ": window sides must be >= 0, or -1 (None) for unbounded; got window=(", window_left, ", ",
+                    window_right, ")");
+  TORCH_CHECK_VALUE(!causal || window_right <= 0, op, ": causal=True sees no later key, so the window's right side ",
+                    "must be 0 or None; got ", window_right);
+  spec.window_left = window_left;
+  spec.window_right = window_right;
   return spec;
 }
 
@@ -74,6 +81,8 @@ QuadraticParams quadratic_params(const AttentionSpec& spec, const at::Tensor& q,
   p.causal = spec.causal;
   p.causal_bottom_right = spec.causal_bottom_right;
   p.dropout_p = spec.dropout_p;
+  p.window_left = spec.window_left;
+  p.window_right = spec.window_right;
   p.shape = attention_shape(q, k, v);
   // max(k_len, 1): an empty key set has no scores, and the defaults must stay finite.
   const double keys = static_cast<double>(std::max<int64_t>(p.shape.k_len, 1));

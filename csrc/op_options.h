@@ -31,7 +31,9 @@
   X(std::optional<double>, bias, "float?", "None")      \
   X(std::optional<double>, divisor, "float?", "None")   \
   X(c10::string_view, causal_alignment, "str", "\"top_left\"") \
-  X(double, dropout_p, "float", "0.0")
+  X(double, dropout_p, "float", "0.0")                          \
+  X(int64_t, window_left, "int", "-1")                          \
+  X(int64_t, window_right, "int", "-1")
 
 // key_lengths: (batch,) int keys per sequence, the rest padding. dropout_seed: one int64 on the inputs'
 // device keying dropout's generator (kernels/dropout.h), needed when dropout_p > 0; the public APIs
@@ -75,6 +77,7 @@ struct AttentionSpec {
   std::optional<double> bias;
   std::optional<double> divisor;
   double dropout_p = 0.0;
+  int64_t window_left = -1, window_right = -1;  // sliding window; -1: unbounded on that side
 
   bool softmax() const { return activation == ScoreActivation::kSoftmax; }
 };
@@ -88,7 +91,7 @@ struct LinearSpec {
 };
 
 // Names to enums and every check that needs no tensor: finite numbers, positive divisor and eps, no
-// bias or divisor with softmax, dropout_p in [0, 1]. Raises ValueError naming the option.
+// bias or divisor with softmax, dropout_p in [0, 1], window sides >= -1 (causal: right 0 or -1). Raises ValueError naming the option.
 // `op` names the op in messages ("actattn.attention", "actattn.attention backward").
 AttentionSpec parse_attention_options(const char* op ACTATTN_ATTENTION_OPTIONS(ACTATTN_PARAM));
 LinearSpec parse_linear_options(const char* op ACTATTN_LINEAR_OPTIONS(ACTATTN_PARAM));

@@ -107,13 +107,13 @@ void dispatch_feature_map(FeatureMapKind map, Fn&& fn) {
 }
 
 #if defined(__CUDACC__)
-// Every compile-time choice of a tensor-core quadratic kernel: fn(types, activation, causal, head dim).
+// Every compile-time choice of a tensor-core quadratic kernel: fn(types, activation, banded, head dim).
 template <typename Fn>
 void dispatch_quadratic_tensor_core(const QuadraticParams& p, Fn&& fn) {
   dispatch_half_dtype(p.dtype, [&](auto types) {
     dispatch_score_activation<float>(p.activation, [&](auto activation) {
-      dispatch_bool(p.causal, [&](auto causal) {
-        dispatch_tensor_core_head_dim(p.shape.qk_dim, [&](auto dim) { fn(types, activation, causal, dim); });
+      dispatch_bool(p.banded(), [&](auto banded) {
+        dispatch_tensor_core_head_dim(p.shape.qk_dim, [&](auto dim) { fn(types, activation, banded, dim); });
       });
     });
   });

@@ -1,5 +1,5 @@
-// Per-sequence key counts (padding), the causal mask that follows them, and the score constants that
-// follow them, for every backend.
+// Per-sequence key counts (padding), the causal mask and sliding window that follow them, and the score
+// constants that follow them, for every backend.
 #pragma once
 
 #include <cmath>
@@ -17,21 +17,43 @@ ACTATTN_HOST_DEVICE int64_t keys_of(const int64_t* key_lengths, int64_t b, int64
   return n < 0 ? 0 : (n > k_len ? k_len : n);
 }
 
-// Causal: query i of a sequence with n keys sees keys j <= i + causal_offset, so j < i + 1 + offset.
-// The offset is 0 top-left aligned and n - q_len bottom-right aligned; with more queries than keys
-// it is negative, and the first rows then see no key at all (zero output, log-sum-exp -inf).
-ACTATTN_HOST_DEVICE int64_t causal_offset(const QuadraticParams& p, int64_t keys) {
-  return p.causal_bottom_right ? keys - p.shape.q_len : 0;
+ACTATTN_HOST_DEVICE int64_t clamp_index(int64_t x, int64_t low, int64_t high) {
+  return x < low ? low : (x > high ? high : x);
 }
 
-// Keys [0, causal_key_end) of n keys visible to query i under the causal mask (never past n, never < 0).
-ACTATTN_HOST_DEVICE int64_t causal_key_end(int64_t i, int64_t offset, int64_t keys) {
-  const int64_t end = i + 1 + offset;
-  return end < 0 ? 0 : (end > keys ? keys : end);
-}
+// The keys each query of one sequence sees by position: query i sees keys [begin(i), end(i)) of the
+// sequence's n keys, j in i + offset - left .. i + offset + right (a side < 0 is unbounded). The offset
+// aligns queries with keys: 0 top-left, n - q_len bottom-right; with more queries than keys it is
+// negative, and the first rows may see no key at all (zero output, log-sum-exp -inf). Causal is the
+// band with right = 0; a sliding window sets either side; neither: every key.
+struct KeyBand {
+  int64_t offset = 0, keys = 0, left = -1, right = -1;
 
-// The first query that sees key j under the causal mask (every later query sees it too).
-ACTATTN_HOST_DEVICE int64_t first_causal_query(int64_t j, int64_t offset) { return j - offset > 0 ? j - offset : 0; }
+  ACTATTN_HOST_DEVICE int64_t begin(int64_t i) const { return left < 0 ? 0 : clamp_index(i + offset - left, 0, keys); }
+  ACTATTN_HOST_DEVICE int64_t end(int64_t i) const {
+    return right < 0 ? keys : clamp_index(i + offset + right + 1, 0, keys);
+  }
+  // Queries [first_query(j), query_end(j)) of q_len see key j.
+  ACTATTN_HOST_DEVICE int64_t first_query(int64_t j, int64_t q_len) const {
+    return right < 0 ? 0 : clamp_index(j - offset - right, 0, q_len);
+  }
+  ACTATTN_HOST_DEVICE int64_t query_end(int64_t j, int64_t q_len) const {
+    return left < 0 ? q_len : clamp_index(j - offset + left + 1, 0, q_len);
+  }
+  ACTATTN_HOST_DEVICE bool sees(int64_t i, int64_t j) const {
+    return (left < 0 || j >= i + offset - left) && (right < 0 || j <= i + offset + right);
+  }
+};
+
+// The band of a sequence with n keys (the key lengths' count, not k_len, for bottom-right alignment).
+ACTATTN_HOST_DEVICE KeyBand key_band(const QuadraticParams& p, int64_t keys) {
+  KeyBand band;
+  band.offset = p.causal_bottom_right ? keys - p.shape.q_len : 0;
+  band.keys = keys;
+  band.left = p.window_left;
+  band.right = p.causal ? 0 : p.window_right;
+  return band;
+}
 
 // The bias and 1 / divisor of sequence b: sigmoid's default bias is -log(n) and relu's default divisor
 // n for its n keys (max(n, 1), so that a sequence without keys stays finite).

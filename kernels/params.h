@@ -58,6 +58,11 @@ struct QuadraticParams {
   // Causal mask alignment: top-left (false: j <= i, SDPA's) or bottom-right (true: the last query sees
   // every key of its sequence, j <= i + n - q_len for its n keys; FlashAttention >= 2.1, KV-cache decoding).
   bool causal_bottom_right = false;
+  // Sliding window (key_lengths.h: KeyBand): query i sees keys i + offset - window_left ..
+  // i + offset + window_right, offset from the same alignment as the causal mask; < 0 is unbounded on
+  // that side. causal bounds the right side at 0 whatever window_right says.
+  int64_t window_left = -1;
+  int64_t window_right = -1;
   AttentionShape shape;
   double scale = 1.0;
   double bias = 0.0;
@@ -84,6 +89,10 @@ struct QuadraticParams {
   // together (both or neither).
   RowView grad_out;
   RowView grad_q, grad_k, grad_v;
+
+  // Whether some query sees fewer than all of its sequence's keys by position (causal or a window):
+  // the kernels' banded instantiation.
+  ACTATTN_HOST_DEVICE bool banded() const { return causal || window_left >= 0 || window_right >= 0; }
 };
 
 // Linear attention: a_i = scale * phi(q_i), b_j = phi(k_j),

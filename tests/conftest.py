@@ -29,6 +29,28 @@ def random_qkv(shape, dtype=torch.float64, device="cpu", seed=0, requires_grad=F
     return [t.to(device=device, dtype=dtype).requires_grad_(requires_grad) for t in tensors]
 
 
+def grouped_random_qkv(shape, kv_heads, device="cpu"):
+    """random_qkv's q, k, v requiring grad, k and v with kv_heads heads (grouped-query attention when fewer
+    than the query heads)."""
+    batch, heads, q_len, k_len, qk_dim, v_dim = shape
+    q, _, _ = random_qkv(shape, device=device, requires_grad=True)
+    _, k, v = random_qkv((batch, kv_heads, q_len, k_len, qk_dim, v_dim), device=device, seed=1, requires_grad=True)
+    return q, k, v
+
+
+def assert_attention_op_matches_reference(q, k, v, options):
+    """torch.ops.actattn.attention against reference.attention given the same options, in float64:
+    the output and the gradients of q, k, v."""
+    from actattn import reference
+
+    out = torch.ops.actattn.attention(q, k, v, **options)
+    want = reference.attention(q, k, v, **options)
+    torch.testing.assert_close(out, want, rtol=1e-12, atol=1e-12)
+    grad_out = random_like(out)
+    for got, expected in zip(grads(out, (q, k, v), grad_out), grads(want, (q, k, v), grad_out)):
+        torch.testing.assert_close(got, expected, rtol=1e-11, atol=1e-12)
+
+
 def random_like(t, seed=1):
     gen = torch.Generator().manual_seed(seed)
     return torch.randn(t.shape, generator=gen, dtype=torch.float64).to(device=t.device, dtype=t.dtype)

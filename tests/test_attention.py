@@ -181,7 +181,7 @@ def test_backward_computes_only_the_gradients_autograd_asks_for(activation, want
 def test_backward_op_returns_only_the_masked_gradients(device):
     q, k, v = random_qkv((1, 2, 9, 11, 4, 3), device=device)
     # With dropout: each pass regenerates the same mask. Then key_lengths (none) and the dropout seed.
-    options = ("softmax", True, None, None, None, "top_left", 0.3, None, torch.tensor([3], device=device))
+    options = ("softmax", True, None, None, None, "top_left", 0.3, -1, -1, None, torch.tensor([3], device=device))
     out, lse = torch.ops.actattn._attention_forward(q, k, v, *options)
     grad_out = random_like(out)
     full = torch.ops.actattn._attention_backward(grad_out, q, k, v, out, lse, *options, [True, True, True])

@@ -8,7 +8,12 @@ from torch import nn
 import actattn
 from actattn import reference
 from actattn.nn import MultiheadAttention, swap_attention
-from conftest import assert_within_twice_composite, grads, random_like, random_qkv
+from conftest import (
+    assert_attention_op_matches_reference,
+    assert_within_twice_composite,
+    grouped_random_qkv,
+    random_qkv,
+)
 
 ACTIVATIONS = list(actattn.SCORE_ACTIVATIONS)
 
@@ -52,10 +57,7 @@ def weights_through_identity_values(q, k, **options):
     ids=["plain", "causal", "bottom-right-gqa-padded", "decode-padded"],
 )
 def test_kernel_equals_the_reference_with_the_same_mask(activation, case, device):
-    batch, heads, q_len, k_len, qk_dim, v_dim = case["shape"]
-    kv_heads = case.get("kv_heads", heads)
-    q, _, _ = random_qkv(case["shape"], device=device, requires_grad=True)
-    _, k, v = random_qkv((batch, kv_heads, q_len, k_len, qk_dim, v_dim), device=device, seed=1, requires_grad=True)
+    q, k, v = grouped_random_qkv(case["shape"], case.get("kv_heads", case["shape"][1]), device)
     lengths = case.get("key_lengths")
     options = dict(
         activation=activation,
@@ -65,12 +67,7 @@ def test_kernel_equals_the_reference_with_the_same_mask(activation, case, device
         dropout_p=0.3,
         dropout_seed=seed_tensor(0x1234_5678_9ABC_DEF, device),
     )
-    out = torch.ops.actattn.attention(q, k, v, **options)
-    want = reference.attention(q, k, v, **options)
-    torch.testing.assert_close(out, want, rtol=1e-12, atol=1e-12)
-    grad_out = random_like(out)
-    for got, expected in zip(grads(out, (q, k, v), grad_out), grads(want, (q, k, v), grad_out)):
-        torch.testing.assert_close(got, expected, rtol=1e-11, atol=1e-12)
+    assert_attention_op_matches_reference(q, k, v, options)
 
 
 @pytest.mark.parametrize("p", [0.1, 0.5, 0.9])

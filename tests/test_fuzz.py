@@ -96,11 +96,16 @@ def compare(got, want, inputs_low, inputs_exact, dtype):
 
 
 @given(case=inputs(linear=False), activation=st.sampled_from(["softmax", "sigmoid", "relu"]),
-       dropout_p=st.sampled_from([0.0, 0.0, 0.3, 1.0]), dropout_seed=st.integers(-(2**63), 2**63 - 1))
-def test_attention_matches_reference(case, activation, dropout_p, dropout_seed):
+       dropout_p=st.sampled_from([0.0, 0.0, 0.3, 1.0]), dropout_seed=st.integers(-(2**63), 2**63 - 1),
+       window_left=st.sampled_from([-1, -1, 0, 3, 70]), window_right=st.sampled_from([-1, -1, 0, 5, 64]),
+       bottom_right=st.booleans())
+def test_attention_matches_reference(case, activation, dropout_p, dropout_seed, window_left, window_right,
+                                     bottom_right):
     low, exact = leaves(case)
     options = dict(activation=activation, causal=case["causal"], key_lengths=case["key_lengths"],
-                   dropout_p=dropout_p, dropout_seed=torch.tensor([dropout_seed]))
+                   dropout_p=dropout_p, dropout_seed=torch.tensor([dropout_seed]), window_left=window_left,
+                   window_right=-1 if case["causal"] else window_right,
+                   causal_alignment="bottom_right" if bottom_right else "top_left")
     got = torch.ops.actattn.attention(*low, **options)
     want = reference.attention(*exact, **options)
     compare([got], [want], low, exact, case["dtype"])

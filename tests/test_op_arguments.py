@@ -23,9 +23,9 @@ def valid_calls():
     ops = torch.ops.actattn
     q, k, v = tensors()
     lengths, seed = torch.tensor([N, N - 2]), torch.tensor([7])
-    # activation, causal, scale, bias, divisor, causal_alignment, dropout_p: every scalar option, in
-    # schema order; then the optional tensors key_lengths and dropout_seed.
-    options = ["softmax", False, None, None, None, "top_left", 0.2]
+    # activation, causal, scale, bias, divisor, causal_alignment, dropout_p, window_left, window_right:
+    # every scalar option, in schema order; then the optional tensors key_lengths and dropout_seed.
+    options = ["softmax", False, None, None, None, "top_left", 0.2, 2, 1]
     out, lse = ops._attention_forward(q, k, v, *options, lengths, seed)
     grad = torch.randn_like(out)
     state, normalizer = torch.rand(B, H, D, D, dtype=torch.float64), torch.rand(B, H, D, dtype=torch.float64)

@@ -51,10 +51,12 @@ def test_opcheck_linear_attention(device):
 def test_opcheck_forward_and_backward_ops(device):
     q, k, v = random_qkv((1, 2, 9, 11, 4, 3), device=device)
     lengths, seed = torch.tensor([7], device=device), torch.tensor([11], device=device)
-    for activation, alignment, dropout_p, key_lengths in (
-        ("softmax", "top_left", 0.0, None), ("relu", "bottom_right", 0.25, lengths), ("softmax", "top_left", 0.5, None)
+    for activation, alignment, dropout_p, window, key_lengths in (
+        ("softmax", "top_left", 0.0, (-1, -1), None),
+        ("relu", "bottom_right", 0.25, (-1, -1), lengths),
+        ("softmax", "top_left", 0.5, (3, 0), None),
     ):
-        args = (q, k, v, activation, True, None, None, None, alignment, dropout_p, key_lengths, seed)
+        args = (q, k, v, activation, True, None, None, None, alignment, dropout_p, *window, key_lengths, seed)
         torch.library.opcheck(ops._attention_forward.default, args)
         out, lse = ops._attention_forward(*args)
         grad_args = (torch.ones_like(out), q, k, v, out, lse, *args[3:])

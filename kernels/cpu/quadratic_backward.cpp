@@ -40,7 +40,7 @@ using cpu::kKeyTile;
 using cpu::kQueryBlock;
 using cpu::kRows;
 
-template <typename T, typename Acc, typename Activation, bool kCausal>
+template <typename T, typename Acc, typename Activation, bool kBanded>
 struct Backward {
   const QuadraticParams& p;
   const Activation activation;
@@ -67,7 +67,7 @@ struct Backward {
     act.inv_divisor = constants.inv_divisor;
     const AttentionShape& s = p.shape;
     const int64_t last_row = std::min(q_row0 + kRows, s.q_len) - 1;
-    const int64_t widest = tile.visible_to(last_row, kCausal);
+    const int64_t widest = tile.visible_to(last_row, kBanded).end;
     if (widest == 0) return 0;
     const int64_t width = cpu::padded_width(widest);
     cpu::rows_times_matrix(q_scaled, s.qk_dim, tile.k_t.data(), kKeyTile, s.qk_dim, width, constants.bias, probs,
@@ -75,15 +75,15 @@ struct Backward {
     cpu::rows_times_matrix(dout, s.v_dim, tile.v_t.data(), kKeyTile, s.v_dim, width, Acc(0), ds, kKeyTile);
     for (int64_t r = 0; r < kRows; ++r) {
       const int64_t i = q_row0 + r;
-      const int64_t n = i < s.q_len ? tile.visible_to(i, kCausal) : 0;
+      const auto [first, n] = i < s.q_len ? tile.visible_to(i, kBanded) : typename cpu::KeyTile<Acc>::Range{0, 0};
       Acc* prob_row = probs + r * kKeyTile;
       Acc* ds_row = ds + r * kKeyTile;  // holds dp on entry
-      const Acc row_lse = Activation::kNormalizesRows && n > 0 ? lse[bh * s.q_len + i] : Acc(0);
-      const Acc row_delta = Activation::kNormalizesRows && n > 0 ? delta[bh * s.q_len + i] : Acc(0);
-      if (dropout.active && n > 0) {
+      const Acc row_lse = Activation::kNormalizesRows && n > first ? lse[bh * s.q_len + i] : Acc(0);
+      const Acc row_delta = Activation::kNormalizesRows && n > first ? delta[bh * s.q_len + i] : Acc(0);
+      if (dropout.active && n > first) {
         cpu::dropout_factors(dropout, bh * s.q_len + i, tile.start, n, keep);
 #pragma omp simd
-        for (int64_t t = 0; t < n; ++t) {
+        for (int64_t t = first; t < n; ++t) {
           const Acc score = prob_row[t];
           const Acc prob = act.prob(score, row_lse);
           ds_row[t] = act.dscore(score, prob, ds_row[t] * keep[t], row_delta);
@@ -91,14 +91,16 @@ struct Backward {
         }
       } else {
 #pragma omp simd
-        for (int64_t t = 0; t < n; ++t) {
+        for (int64_t t = first; t < n; ++t) {
           const Acc score = prob_row[t];
           prob_row[t] = act.prob(score, row_lse);
           ds_row[t] = act.dscore(score, prob_row[t], ds_row[t], row_delta);
         }
       }
       // Zero up to the padded width: the products above wrote scores there, and the key pass reads the
-      // block's columns up to the widest row block's width.
+      // block's columns up to the widest row block's width; and before a window's first key.
+      std::fill(prob_row, prob_row + first, Acc(0));
+      std::fill(ds_row, ds_row + first, Acc(0));
       std::fill(prob_row + n, prob_row + width, Acc(0));
       std::fill(ds_row + n, ds_row + width, Acc(0));
     }
@@ -137,13 +139,16 @@ struct Backward {
                             {.keys_by_row = head_grad_q != nullptr, .values_by_row = false, .values_transposed = true});
     std::fill(w.grad_k.begin(), w.grad_k.end(), Acc(0));
     std::fill(w.grad_v.begin(), w.grad_v.end(), Acc(0));
-    // Causal: from the first query that sees the tile's first key (i + offset >= j0). Blocks start on a
-    // whole register block of rows, as the query pass's do, so that dQ is summed in the same groups and
-    // comes out bit-identical whichever pass computed it; the rows before `first_row` see nothing of the
-    // tile and are left out of the dK and dV sums (as in the unfused key pass: same bits there too).
-    const int64_t first_row = kCausal ? first_causal_query(j0, w.tile.causal_offset) : 0;
-    for (int64_t i = first_row / kRows * kRows; w.tile.cols > 0 && i < s.q_len; i += kQueryBlock) {
-      const int64_t block_rows = std::min(kQueryBlock, s.q_len - i);
+    // Banded: from the first query that sees the tile's first key to the last that sees its last key.
+    // Blocks start on a whole register block of rows, as the query pass's do, so that dQ is summed in
+    // the same groups and comes out bit-identical whichever pass computed it; the rows before
+    // `first_row` see nothing of the tile and are left out of the dK and dV sums (as in the unfused key
+    // pass: same bits there too).
+    const int64_t first_row = kBanded ? w.tile.band.first_query(j0, s.q_len) : 0;
+    const int64_t row_end =
+        kBanded && w.tile.cols > 0 ? w.tile.band.query_end(j0 + w.tile.cols - 1, s.q_len) : s.q_len;
+    for (int64_t i = first_row / kRows * kRows; w.tile.cols > 0 && i < row_end; i += kQueryBlock) {
+      const int64_t block_rows = std::min(kQueryBlock, row_end - i);
       const int64_t skipped = std::max<int64_t>(first_row - i, 0);  // rows before first_row (< kRows)
       const Acc scale = Acc(p.scale);
       cpu::load_rows<T>(p.q, b, h, i, kQueryBlock, s.q_len, dk, scale, w.q_scaled.data());
@@ -159,7 +164,7 @@ struct Backward {
           cpu::accumulate_rows_times_matrix(group_ds, kKeyTile, w.tile.k.data(), widest, dk,
                                             head_grad_q + (i + r0) * dk, dk);
         }
-        // Zero what row_block_grads left unwritten (past its padded width; causal groups only), since
+        // Zero what row_block_grads left unwritten (past its padded width; banded groups only), since
         // the products below read every group up to n.
         for (int64_t r = 0; r < kRows; ++r) {
           std::fill(group_probs + r * kKeyTile + cpu::padded_width(widest), group_probs + (r + 1) * kKeyTile, Acc(0));
@@ -195,8 +200,10 @@ struct Backward {
     std::fill(w.grad_q.begin(), w.grad_q.end(), Acc(0));
     const int64_t keys = keys_of(p.key_lengths, b, s.k_len);
     const SequenceConstants<Acc> constants = sequence_constants<Acc>(p, b);
-    const int64_t key_end = kCausal ? causal_key_end(i0 + rows - 1, causal_offset(p, keys), keys) : keys;
-    for (int64_t j0 = 0; j0 < key_end; j0 += kKeyTile) {
+    const KeyBand band = key_band(p, keys);
+    const int64_t key_begin = kBanded ? band.begin(i0) / kKeyTile * kKeyTile : 0;
+    const int64_t key_end = kBanded ? band.end(i0 + rows - 1) : keys;
+    for (int64_t j0 = key_begin; j0 < key_end; j0 += kKeyTile) {
       w.tile.template load<T>(p, b, h, j0, std::min(kKeyTile, key_end - j0),
                               {.keys_by_row = true, .values_by_row = false, .values_transposed = true});
       for (int64_t r0 = 0; r0 < rows; r0 += kRows) {
@@ -273,8 +280,8 @@ void quadratic_attention_backward_cpu(const QuadraticParams& params) {
     using T = typename decltype(types)::scalar_t;
     using Acc = typename decltype(types)::acc_t;
     dispatch_score_activation<Acc>(params.activation, [&](auto activation) {
-      dispatch_bool(params.causal, [&](auto causal) {
-        Backward<T, Acc, decltype(activation), decltype(causal)::value>(params, activation).run();
+      dispatch_bool(params.banded(), [&](auto banded) {
+        Backward<T, Acc, decltype(activation), decltype(banded)::value>(params, activation).run();
       });
     });
   });

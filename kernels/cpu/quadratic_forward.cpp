@@ -6,8 +6,9 @@
 // products (tile_gemm.h): scores S = Q K^T, the activation, then O += P V. Softmax runs the online
 // max/sum recurrence (FlashAttention): per tile the running max m and sum l are updated and the row
 // accumulator rescaled by exp(m_old - m_new), so no row of probabilities is ever stored. Sigmoid and
-// ReLU need no row state. Causal rows zero the probabilities of the keys after them (key_lengths.h
-// aligns the mask top-left or bottom-right). Dropout (dropout.h) multiplies each weight by its factor
+// ReLU need no row state. Causal rows zero the probabilities of the keys after them, sliding-window
+// rows those outside their window, and a block skips the key tiles none of its rows sees (key_lengths.h:
+// KeyBand, aligned top-left or bottom-right). Dropout (dropout.h) multiplies each weight by its factor
 // after softmax's row sum took it, so the sum and log-sum-exp are those of the undropped weights.
 // Memory: per thread one key/value tile and the block's rows, O(kKeyTile * (Dk + Dv) +
 // kQueryBlock * (Dk + Dv)); never N x N.
@@ -35,7 +36,7 @@ using cpu::kKeyTile;
 using cpu::kQueryBlock;
 using cpu::kRows;
 
-template <typename T, typename Acc, typename Activation, bool kCausal>
+template <typename T, typename Acc, typename Activation, bool kBanded>
 void forward_blocks(const QuadraticParams& p, const Activation activation) {
   const AttentionShape& s = p.shape;
   const int64_t dk = s.qk_dim, dv = s.v_dim;
@@ -63,29 +64,34 @@ void forward_blocks(const QuadraticParams& p, const Activation activation) {
       std::fill(row_max.begin(), row_max.end(), kNegInf);
       std::fill(row_sum.begin(), row_sum.end(), Acc(0));
 
-      // Causal: keys up to the block's last row's (none when even that row sees none).
-      const int64_t key_end = kCausal ? causal_key_end(i0 + rows - 1, causal_offset(p, keys), keys) : keys;
-      for (int64_t j0 = 0; j0 < key_end; j0 += kKeyTile) {
+      // Banded (causal, a window): the tiles from the one holding the block's first row's first key to
+      // its last row's last key (none when even that row sees none); whole tiles outside are skipped.
+      const KeyBand band = key_band(p, keys);
+      const int64_t key_begin = kBanded ? band.begin(i0) / kKeyTile * kKeyTile : 0;
+      const int64_t key_end = kBanded ? band.end(i0 + rows - 1) : keys;
+      for (int64_t j0 = key_begin; j0 < key_end; j0 += kKeyTile) {
         tile.template load<T>(p, b, h, j0, std::min(kKeyTile, key_end - j0),
                               {.keys_by_row = false, .values_by_row = true, .values_transposed = false});
         for (int64_t r0 = 0; r0 < rows; r0 += kRows) {
-          const int64_t widest = tile.visible_to(std::min(i0 + r0 + kRows, i0 + rows) - 1, kCausal);
+          const int64_t last_row = std::min(i0 + r0 + kRows, i0 + rows) - 1;
+          // Each row sees the tile's keys [first, end); both grow with the row.
+          const int64_t widest = tile.visible_to(last_row, kBanded).end;
           if (widest == 0) continue;
           cpu::rows_times_matrix(q_block.data() + r0 * dk, dk, tile.k_t.data(), kKeyTile, dk,
                                  cpu::padded_width(widest), constants.bias, probs.data(), kKeyTile);
           for (int64_t r = 0; r < kRows; ++r) {
             Acc* row = probs.data() + r * kKeyTile;
-            const int64_t n = r0 + r < rows ? tile.visible_to(i0 + r0 + r, kCausal) : 0;
+            const auto [first, n] = r0 + r < rows ? tile.visible_to(i0 + r0 + r, kBanded) : typename cpu::KeyTile<Acc>::Range{0, 0};
             if constexpr (Activation::kNormalizesRows) {
-              if (n > 0) {
+              if (n > first) {
                 const int64_t qr = r0 + r;
-                const Acc tile_max = cpu::max_of(row, n, row_max[qr]);
+                const Acc tile_max = cpu::max_of(row + first, n - first, row_max[qr]);
                 // exp(-inf - finite) = 0 resets the empty accumulator on the first tile.
                 const Acc correction = kernel_exp(row_max[qr] - tile_max);
                 cpu::scale_in_place(correction, acc.data() + qr * dv, dv);
                 Acc sum = 0;
 #pragma omp simd reduction(+ : sum)
-                for (int64_t t = 0; t < n; ++t) {
+                for (int64_t t = first; t < n; ++t) {
                   row[t] = kernel_exp(row[t] - tile_max);
                   sum += row[t];
                 }
@@ -94,25 +100,34 @@ void forward_blocks(const QuadraticParams& p, const Activation activation) {
               }
             } else {
 #pragma omp simd
-              for (int64_t t = 0; t < n; ++t) row[t] = act.prob(row[t], Acc(0));
+              for (int64_t t = first; t < n; ++t) row[t] = act.prob(row[t], Acc(0));
             }
-            if (dropout.active && n > 0) {
+            if (dropout.active && n > first) {
               cpu::dropout_factors(dropout, bh * s.q_len + i0 + r0 + r, j0, n, keep.data());
 #pragma omp simd
-              for (int64_t t = 0; t < n; ++t) row[t] *= keep[t];
+              for (int64_t t = first; t < n; ++t) row[t] *= keep[t];
             }
-            std::fill(row + n, row + widest, Acc(0));  // keys after a causal row, padded rows
+            // Keys before a window's row, after a causal or window row, padded rows.
+            std::fill(row, row + first, Acc(0));
+            std::fill(row + n, row + widest, Acc(0));
           }
-          // Keys every row of the block sees go through the blocked product; on the causal diagonal each
+          // Keys every row of the block sees go through the blocked product; at the band's edges each
           // row adds its own few, so that no row multiplies a value it must not see (0 * inf is NaN).
-          const int64_t shared = kCausal ? tile.visible_to(i0 + r0, true) : widest;
-          cpu::accumulate_rows_times_matrix(probs.data(), kKeyTile, tile.v.data(), shared, dv,
-                                            acc.data() + r0 * dv, dv);
-          if constexpr (kCausal) {
+          int64_t shared_first = 0, shared_end = widest;
+          if constexpr (kBanded) {
+            shared_first = tile.visible_to(last_row, true).first;
+            shared_end = std::max(tile.visible_to(i0 + r0, true).end, shared_first);
+          }
+          cpu::accumulate_rows_times_matrix(probs.data() + shared_first, kKeyTile, tile.v.data() + shared_first * dv,
+                                            shared_end - shared_first, dv, acc.data() + r0 * dv, dv);
+          if constexpr (kBanded) {
             for (int64_t r = 0; r < kRows && r0 + r < rows; ++r) {
               const Acc* row = probs.data() + r * kKeyTile;
-              for (int64_t t = shared; t < tile.visible_to(i0 + r0 + r, true); ++t)
+              const auto [first, n] = tile.visible_to(i0 + r0 + r, true);
+              for (int64_t t = first; t < n; ++t) {
+                if (t >= shared_first && t < shared_end) continue;
                 cpu::axpy(row[t], tile.v.data() + t * dv, acc.data() + (r0 + r) * dv, dv);
+              }
             }
           }
         }
@@ -140,8 +155,8 @@ void quadratic_attention_forward_cpu(const QuadraticParams& params) {
     using T = typename decltype(types)::scalar_t;
     using Acc = typename decltype(types)::acc_t;
     dispatch_score_activation<Acc>(params.activation, [&](auto activation) {
-      dispatch_bool(params.causal, [&](auto causal) {
-        forward_blocks<T, Acc, decltype(activation), decltype(causal)::value>(params, activation);
+      dispatch_bool(params.banded(), [&](auto banded) {
+        forward_blocks<T, Acc, decltype(activation), decltype(banded)::value>(params, activation);
       });
     });
   });

@@ -51,7 +51,7 @@ struct TileCopies {
 template <typename Acc>
 struct KeyTile {
   int64_t start = 0, cols = 0;
-  int64_t causal_offset = 0;  // of the tile's sequence (key_lengths.h)
+  KeyBand band;  // of the tile's sequence (key_lengths.h)
   std::vector<Acc> k_t, k, v_t, v;
 
   KeyTile(int64_t qk_dim, int64_t v_dim)
@@ -61,7 +61,7 @@ struct KeyTile {
   void load(const QuadraticParams& p, int64_t b, int64_t h, int64_t start_, int64_t cols_, TileCopies copies) {
     start = start_;
     cols = cols_;
-    causal_offset = actattn::causal_offset(p, keys_of(p.key_lengths, b, p.shape.k_len));
+    band = key_band(p, keys_of(p.key_lengths, b, p.shape.k_len));
     const int64_t dk = p.shape.qk_dim, dv = p.shape.v_dim;
     for (int64_t t = 0; t < cols; ++t) {
       const T* kr = row_ptr<T>(p.k, b, h, start + t);
@@ -76,10 +76,15 @@ struct KeyTile {
     }
   }
 
-  // Number of leading keys of the tile visible to query row i (all when not causal).
-  int64_t visible_to(int64_t i, bool causal) const {
-    if (!causal) return cols;
-    return std::clamp<int64_t>(i + 1 + causal_offset - start, 0, cols);
+  // The tile's keys [first, end) that query row i sees (all of them when not banded). Keys past the
+  // sequence's length are not in the tile (`cols` stops at them).
+  struct Range {
+    int64_t first, end;
+  };
+  Range visible_to(int64_t i, bool banded) const {
+    if (!banded) return {0, cols};
+    const int64_t end = std::clamp<int64_t>(band.end(i) - start, 0, cols);
+    return {std::min(std::clamp<int64_t>(band.begin(i) - start, 0, cols), end), end};
   }
 };
 

@@ -86,7 +86,7 @@ __device__ __forceinline__ void pair_grads(const QuadraticParams& p, const Activ
   *ds = act.dscore(score, undropped, dp * keep, row_delta);
 }
 
-template <typename T, typename Acc, typename Activation, bool kCausal>
+template <typename T, typename Acc, typename Activation, bool kBanded>
 __global__ void __launch_bounds__(kRowsPerBlock * kWarp)
     key_grads_kernel(const QuadraticParams p, Activation act) {
   __shared__ Acc k_shared[kRowsPerBlock][256];
@@ -109,10 +109,12 @@ __global__ void __launch_bounds__(kRowsPerBlock * kWarp)
 #pragma unroll
   for (int c = 0; c < kColsPerLane; ++c) grad_k[c] = grad_v[c] = Acc(0);
 
-  // Causal: every query from the first that sees key j (i + offset >= j) sees it.
-  const int64_t first_row = kCausal ? first_causal_query(j, causal_offset(p, keys)) : 0;
-  for (int64_t i0 = first_row; !padding && i0 < s.q_len; i0 += kWarp) {
-    const int n = static_cast<int>(min(int64_t(kWarp), s.q_len - i0));
+  // Banded: the queries [first_query, query_end) see key j.
+  const KeyBand band = key_band(p, keys);
+  const int64_t first_row = kBanded ? band.first_query(j, s.q_len) : 0;
+  const int64_t row_end = kBanded ? band.query_end(j, s.q_len) : s.q_len;
+  for (int64_t i0 = first_row; !padding && i0 < row_end; i0 += kWarp) {
+    const int n = static_cast<int>(min(int64_t(kWarp), row_end - i0));
     Acc prob = Acc(0), ds = Acc(0);
     if (lane < n) {
       const int64_t i = i0 + lane;
@@ -132,7 +134,7 @@ __global__ void __launch_bounds__(kRowsPerBlock * kWarp)
   store_columns(grad_v, Acc(1), cuda::row_ptr<T>(p.grad_v, b, h, j), s.v_dim, lane);
 }
 
-template <typename T, typename Acc, typename Activation, bool kCausal>
+template <typename T, typename Acc, typename Activation, bool kBanded>
 __global__ void __launch_bounds__(kRowsPerBlock * kWarp)
     query_grads_kernel(const QuadraticParams p, Activation act) {
   __shared__ Acc q_shared[kRowsPerBlock][256];
@@ -154,8 +156,9 @@ __global__ void __launch_bounds__(kRowsPerBlock * kWarp)
 #pragma unroll
   for (int c = 0; c < kColsPerLane; ++c) grad_q[c] = Acc(0);
 
-  const int64_t visible = kCausal ? causal_key_end(i, causal_offset(p, keys), keys) : keys;
-  for (int64_t j0 = 0; j0 < visible; j0 += kWarp) {
+  const KeyBand band = key_band(p, keys);
+  const int64_t visible = kBanded ? band.end(i) : keys;
+  for (int64_t j0 = kBanded ? band.begin(i) : 0; j0 < visible; j0 += kWarp) {
     const int n = static_cast<int>(min(int64_t(kWarp), visible - j0));
     Acc prob = Acc(0), ds = Acc(0);
     if (lane < n) {
@@ -189,15 +192,15 @@ void quadratic_attention_backward_cuda(const QuadraticParams& params, cudaStream
         cuda::check_launch("quadratic_attention_backward (delta)");
       }
       if (tensor_cores) return cuda::quadratic_backward_tensor_core(params, stream);
-      dispatch_bool(params.causal, [&](auto causal) {
-        constexpr bool kCausal = decltype(causal)::value;
+      dispatch_bool(params.banded(), [&](auto banded) {
+        constexpr bool kBanded = decltype(banded)::value;
         if (k_rows > 0 && params.grad_k.data != nullptr) {
-          key_grads_kernel<T, Acc, Activation, kCausal>
+          key_grads_kernel<T, Acc, Activation, kBanded>
               <<<cuda::blocks_for(k_rows, kRowsPerBlock), threads, 0, stream>>>(params, activation);
           cuda::check_launch("quadratic_attention_backward (dK, dV)");
         }
         if (q_rows > 0 && params.grad_q.data != nullptr) {
-          query_grads_kernel<T, Acc, Activation, kCausal>
+          query_grads_kernel<T, Acc, Activation, kBanded>
               <<<cuda::blocks_for(q_rows, kRowsPerBlock), threads, 0, stream>>>(params, activation);
           cuda::check_launch("quadratic_attention_backward (dQ)");
         }

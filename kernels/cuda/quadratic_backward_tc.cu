@@ -9,19 +9,19 @@ namespace {
 
 using namespace quadratic_backward_tc;
 
-template <int kD, typename T, typename Activation, bool kCausal>
+template <int kD, typename T, typename Activation, bool kBanded>
 void launch(const QuadraticParams& params, Activation activation, cudaStream_t stream) {
   const AttentionShape& s = params.shape;
   constexpr int shared = shared_bytes<kD>();
   const unsigned bh = static_cast<unsigned>(s.batch * s.heads);
   if (s.k_len > 0 && params.grad_k.data != nullptr) {
-    auto kernel = key_grads_kernel<T, Activation, kCausal, kD>;
+    auto kernel = key_grads_kernel<T, Activation, kBanded, kD>;
     cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, shared);
     kernel<<<dim3(bh, blocks_for(s.k_len, kBlockRows)), kWarps * kWarp, shared, stream>>>(params, activation);
     check_launch("quadratic_attention_backward (dK, dV, tensor cores)");
   }
   if (s.q_len > 0 && params.grad_q.data != nullptr) {
-    auto kernel = query_grads_kernel<T, Activation, kCausal, kD>;
+    auto kernel = query_grads_kernel<T, Activation, kBanded, kD>;
     cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, shared);
     kernel<<<dim3(bh, blocks_for(s.q_len, kBlockRows)), kWarps * kWarp, shared, stream>>>(params, activation);
     check_launch("quadratic_attention_backward (dQ, tensor cores)");
@@ -32,8 +32,8 @@ void launch(const QuadraticParams& params, Activation activation, cudaStream_t s
 
 void quadratic_backward_tensor_core(const QuadraticParams& params, cudaStream_t stream) {
   if (params.shape.batch * params.shape.heads == 0) return;
-  dispatch_quadratic_tensor_core(params, [&](auto types, auto activation, auto causal, auto dim) {
-    launch<decltype(dim)::value, typename decltype(types)::scalar_t, decltype(activation), decltype(causal)::value>(
+  dispatch_quadratic_tensor_core(params, [&](auto types, auto activation, auto banded, auto dim) {
+    launch<decltype(dim)::value, typename decltype(types)::scalar_t, decltype(activation), decltype(banded)::value>(
         params, activation, stream);
   });
 }

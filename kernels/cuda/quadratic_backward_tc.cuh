@@ -65,7 +65,7 @@ __device__ __forceinline__ void store_row(const RowView& view, int64_t b, int64_
   }
 }
 
-template <typename T, typename Activation, bool kCausal, int kD>
+template <typename T, typename Activation, bool kBanded, int kD>
 __global__ void __launch_bounds__(kWarps * kWarp) key_grads_kernel(const QuadraticParams p, Activation act) {
   constexpr int kLd = kD + 8, kSteps = kD / 16, kQueries = walk_tile<kD>();
   constexpr int kPairTiles = kQueries / 8, kGradTiles = kD / 8;
@@ -81,7 +81,7 @@ __global__ void __launch_bounds__(kWarps * kWarp) key_grads_kernel(const Quadrat
   const int64_t k0 = int64_t(blockIdx.y) * kBlockRows;
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp, g = lane / 4, t = lane % 4;
   const int64_t keys = keys_of(p.key_lengths, b, s.k_len);
-  const int64_t offset = causal_offset(p, keys);  // causal: query i sees keys j <= i + offset
+  const KeyBand band = key_band(p, keys);  // banded: query i sees keys [band.begin(i), band.end(i))
   const SequenceConstants<float> constants = sequence_constants<float>(p, b);
   act.inv_divisor = constants.inv_divisor;
   const float scale = static_cast<float>(p.scale);
@@ -100,8 +100,10 @@ __global__ void __launch_bounds__(kWarps * kWarp) key_grads_kernel(const Quadrat
   mma::zero(grad_v);
 
   // Padding keys (k0 >= keys) take no part: their gradients stay zero.
-  // Causal: from the first query that sees key k0.
-  for (int64_t i0 = kCausal ? first_causal_query(k0, offset) : 0; k0 < keys && i0 < s.q_len; i0 += kQueries) {
+  // Banded: from the first query that sees key k0 to the last that sees the block's last key.
+  const int64_t row_end =
+      kBanded && k0 < keys ? band.query_end(min(k0 + kBlockRows, keys) - 1, s.q_len) : s.q_len;
+  for (int64_t i0 = kBanded ? band.first_query(k0, s.q_len) : 0; k0 < keys && i0 < row_end; i0 += kQueries) {
     __syncthreads();  // K and V are in place; every warp is done with the previous query tile
     mma::load_tile<T, kQueries, kD>(q_tile, kLd, p.q, b, h, i0, s.q_len);
     mma::load_tile<T, kQueries, kD>(dout_tile, kLd, p.grad_out, b, h, i0, s.q_len);
@@ -124,7 +126,7 @@ __global__ void __launch_bounds__(kWarps * kWarp) key_grads_kernel(const Quadrat
       for (int r = 0; r < 4; ++r) {
         const int column = n * 8 + 2 * t + (r & 1);
         const int64_t i = i0 + column, j = key_rows[r >> 1];
-        const bool visible = i < s.q_len && j < keys && (!kCausal || j <= i + offset);
+        const bool visible = i < s.q_len && j < keys && (!kBanded || band.sees(i, j));
         // The pair's queries are consecutive here, so each factor is its own draw.
         const float keep = dropout.multiplier(bh * s.q_len + i, j);
         pair_grads(act, visible, prob[n].x[r] * scale + constants.bias, dscore[n].x[r], keep, lse_tile[column],
@@ -142,7 +144,7 @@ __global__ void __launch_bounds__(kWarps * kWarp) key_grads_kernel(const Quadrat
   }
 }
 
-template <typename T, typename Activation, bool kCausal, int kD>
+template <typename T, typename Activation, bool kBanded, int kD>
 __global__ void __launch_bounds__(kWarps * kWarp) query_grads_kernel(const QuadraticParams p, Activation act) {
   constexpr int kLd = kD + 8, kSteps = kD / 16, kKeys = walk_tile<kD>();
   constexpr int kPairTiles = kKeys / 8, kGradTiles = kD / 8;
@@ -156,7 +158,7 @@ __global__ void __launch_bounds__(kWarps * kWarp) query_grads_kernel(const Quadr
   const int64_t q0 = int64_t(blockIdx.y) * kBlockRows;
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp, g = lane / 4, t = lane % 4;
   const int64_t keys = keys_of(p.key_lengths, b, s.k_len);
-  const int64_t offset = causal_offset(p, keys);  // causal: query i sees keys j <= i + offset
+  const KeyBand band = key_band(p, keys);  // banded: query i sees keys [band.begin(i), band.end(i))
   const SequenceConstants<float> constants = sequence_constants<float>(p, b);
   act.inv_divisor = constants.inv_divisor;
   const float scale = static_cast<float>(p.scale);
@@ -184,8 +186,9 @@ __global__ void __launch_bounds__(kWarps * kWarp) query_grads_kernel(const Quadr
 
   mma::FragC grad_q[kGradTiles];
   mma::zero(grad_q);
-  const int64_t key_end = kCausal ? causal_key_end(q0 + kBlockRows - 1, offset, keys) : keys;
-  for (int64_t k0 = 0; k0 < key_end; k0 += kKeys) {
+  const int64_t key_begin = kBanded ? band.begin(q0) / kKeys * kKeys : 0;
+  const int64_t key_end = kBanded ? band.end(q0 + kBlockRows - 1) : keys;
+  for (int64_t k0 = key_begin; k0 < key_end; k0 += kKeys) {
     __syncthreads();  // every warp is done with the previous K and V tiles
     mma::load_tile<T, kKeys, kD>(k_tile, kLd, p.k, b, h, k0, keys);
     mma::load_tile<T, kKeys, kD>(v_tile, kLd, p.v, b, h, k0, keys);
@@ -205,7 +208,7 @@ __global__ void __launch_bounds__(kWarps * kWarp) query_grads_kernel(const Quadr
       for (int r = 0; r < 4; ++r) {
         const int half = r >> 1;
         const int64_t i = rows[half], j = k0 + n * 8 + 2 * t + (r & 1);
-        const bool visible = i < s.q_len && j < keys && (!kCausal || j <= i + offset);
+        const bool visible = i < s.q_len && j < keys && (!kBanded || band.sees(i, j));
         pair_grads(act, visible, prob[n].x[r] * scale + constants.bias, dscore[n].x[r], keep[r], row_lse[half],
                    row_delta[half], &prob[n].x[r], &dscore[n].x[r]);
       }

@@ -29,7 +29,7 @@ using cuda::kWarp;
 constexpr int kRowsPerBlock = 4;
 constexpr int kColsPerLane = 8;  // 256 / 32
 
-template <typename T, typename Acc, typename Activation, bool kCausal>
+template <typename T, typename Acc, typename Activation, bool kBanded>
 __global__ void __launch_bounds__(kRowsPerBlock * kWarp)
     forward_kernel(const QuadraticParams p, Activation act) {
   __shared__ Acc q_shared[kRowsPerBlock][256];
@@ -54,8 +54,9 @@ __global__ void __launch_bounds__(kRowsPerBlock * kWarp)
   const Acc neg_inf = -std::numeric_limits<Acc>::infinity();
   Acc running_max = neg_inf, running_sum = Acc(0);
 
-  const int64_t visible = kCausal ? causal_key_end(i, causal_offset(p, keys), keys) : keys;
-  for (int64_t j0 = 0; j0 < visible; j0 += kWarp) {
+  const KeyBand band = key_band(p, keys);
+  const int64_t visible = kBanded ? band.end(i) : keys;
+  for (int64_t j0 = kBanded ? band.begin(i) : 0; j0 < visible; j0 += kWarp) {
     const int n = static_cast<int>(min(int64_t(kWarp), visible - j0));
     Acc score = neg_inf;
     if (lane < n) {
@@ -117,8 +118,8 @@ void quadratic_attention_forward_cuda(const QuadraticParams& params, cudaStream_
     using T = typename decltype(types)::scalar_t;
     using Acc = typename decltype(types)::acc_t;
     dispatch_score_activation<Acc>(params.activation, [&](auto activation) {
-      dispatch_bool(params.causal, [&](auto causal) {
-        forward_kernel<T, Acc, decltype(activation), decltype(causal)::value>
+      dispatch_bool(params.banded(), [&](auto banded) {
+        forward_kernel<T, Acc, decltype(activation), decltype(banded)::value>
             <<<cuda::blocks_for(rows, kRowsPerBlock), kRowsPerBlock * kWarp, 0, stream>>>(params, activation);
         cuda::check_launch("quadratic_attention_forward");
       });

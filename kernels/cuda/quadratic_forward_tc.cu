@@ -9,9 +9,9 @@ namespace {
 
 using namespace quadratic_forward_tc;
 
-template <int kD, typename T, typename Activation, bool kCausal>
+template <int kD, typename T, typename Activation, bool kBanded>
 void launch(const QuadraticParams& params, Activation activation, cudaStream_t stream) {
-  auto kernel = forward_kernel<T, Activation, kCausal, kD>;
+  auto kernel = forward_kernel<T, Activation, kBanded, kD>;
   constexpr int shared = forward_shared_bytes<kD>();
   cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, shared);
   const AttentionShape& s = params.shape;
@@ -23,8 +23,8 @@ void launch(const QuadraticParams& params, Activation activation, cudaStream_t s
 }  // namespace
 
 void quadratic_forward_tensor_core(const QuadraticParams& params, cudaStream_t stream) {
-  dispatch_quadratic_tensor_core(params, [&](auto types, auto activation, auto causal, auto dim) {
-    launch<decltype(dim)::value, typename decltype(types)::scalar_t, decltype(activation), decltype(causal)::value>(
+  dispatch_quadratic_tensor_core(params, [&](auto types, auto activation, auto banded, auto dim) {
+    launch<decltype(dim)::value, typename decltype(types)::scalar_t, decltype(activation), decltype(banded)::value>(
         params, activation, stream);
   });
 }

@@ -33,7 +33,7 @@ constexpr int forward_shared_bytes() {
   return 3 * kBlockRows * (kD + 8) * 2;
 }
 
-template <typename T, typename Activation, bool kCausal, int kD>
+template <typename T, typename Activation, bool kBanded, int kD>
 __global__ void __launch_bounds__(kWarps * kWarp) forward_kernel(const QuadraticParams p, Activation act) {
   constexpr int kLd = kD + 8;  // padded rows: ldmatrix's 8 row addresses fall in distinct banks
   constexpr int kSteps = kD / 16, kScoreTiles = kKeyTile / 8, kOutTiles = kD / 8;
@@ -46,7 +46,7 @@ __global__ void __launch_bounds__(kWarps * kWarp) forward_kernel(const Quadratic
   const int64_t q0 = int64_t(blockIdx.y) * kBlockRows;
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp, g = lane / 4, t = lane % 4;
   const int64_t keys = keys_of(p.key_lengths, b, s.k_len);
-  const int64_t offset = causal_offset(p, keys);  // causal: row i sees keys j <= i + offset
+  const KeyBand band = key_band(p, keys);  // banded: row i sees keys [band.begin(i), band.end(i))
   const SequenceConstants<float> constants = sequence_constants<float>(p, b);
   if constexpr (!Activation::kNormalizesRows) act.inv_divisor = constants.inv_divisor;  // softmax has none
   const float scale = static_cast<float>(p.scale);
@@ -65,8 +65,9 @@ __global__ void __launch_bounds__(kWarps * kWarp) forward_kernel(const Quadratic
   constexpr float kNegInf = -INFINITY;
   float row_max[2] = {kNegInf, kNegInf}, row_sum[2] = {0.f, 0.f};  // row_sum: this thread's columns only
 
-  const int64_t key_end = kCausal ? causal_key_end(q0 + kBlockRows - 1, offset, keys) : keys;
-  for (int64_t k0 = 0; k0 < key_end; k0 += kKeyTile) {
+  const int64_t key_begin = kBanded ? band.begin(q0) / kKeyTile * kKeyTile : 0;
+  const int64_t key_end = kBanded ? band.end(q0 + kBlockRows - 1) : keys;
+  for (int64_t k0 = key_begin; k0 < key_end; k0 += kKeyTile) {
     __syncthreads();  // every warp is done with the previous K and V tiles
     mma::load_tile<T, kKeyTile, kD>(k_tile, kLd, p.k, b, h, k0, keys);
     mma::load_tile<T, kKeyTile, kD>(v_tile, kLd, p.v, b, h, k0, keys);
@@ -76,15 +77,16 @@ __global__ void __launch_bounds__(kWarps * kWarp) forward_kernel(const Quadratic
     mma::zero(score);
     mma::mma_a_bt<T>(score, q_frag, k_tile, kLd, lane);
 
-    // Tiles wholly inside the sequence and below the diagonal need no mask.
-    const bool masked_tile = k0 + kKeyTile > keys || (kCausal && k0 + kKeyTile - 1 > warp_row0 + offset);
+    // Tiles wholly inside the sequence and inside every row's band need no mask.
+    const bool masked_tile = k0 + kKeyTile > keys || (kBanded && (k0 + kKeyTile > band.end(warp_row0) ||
+                                                                  k0 < band.begin(warp_row0 + 15)));
     float tile_max[2] = {kNegInf, kNegInf};
 #pragma unroll
     for (int n = 0; n < kScoreTiles; ++n) {
 #pragma unroll
       for (int r = 0; r < 4; ++r) {
         const int64_t j = k0 + n * 8 + 2 * t + (r & 1);
-        const bool visible = !masked_tile || (j < keys && (!kCausal || j <= rows[r >> 1] + offset));
+        const bool visible = !masked_tile || (j < keys && (!kBanded || band.sees(rows[r >> 1], j)));
         const float sc = score[n].x[r] * scale + constants.bias;
         if constexpr (Activation::kNormalizesRows) {
           score[n].x[r] = visible ? sc : kNegInf;

@@ -66,6 +66,7 @@ def attention(
     key_lengths: Optional[Tensor] = None,
     causal_alignment: str = "top_left",
     dropout_p: float = 0.0,
+    window: Optional[Tuple[Optional[int], Optional[int]]] = None,
     return_lse: bool = False,
 ) -> Union[Tensor, Tuple[Tensor, Tensor]]:
     """Quadratic attention ``O = act(scale * Q K^T + bias) / divisor @ V``, never materialising N x N.
@@ -101,6 +102,13 @@ def attention(
             q's device, so ``torch.manual_seed`` makes it reproducible, and the backward regenerates it
             instead of storing it. Softmax's row sums (and the log-sum-exp) are those of the undropped
             weights, as torch's.
+        window: sliding-window attention, ``(left, right)``: query ``i`` sees keys ``i + o - left`` to
+            ``i + o + right``, where ``o`` is the offset ``causal_alignment`` gives (0 top-left; the
+            sequence's key count minus ``Nq`` bottom-right, so that decoding with a cache keeps each
+            query's window); ``None`` for a side leaves it unbounded. ``causal=True`` with
+            ``window=(w, 0)`` (or ``(w, None)``) is causal attention over the last ``w + 1`` keys
+            (Mistral's, Longformer's local attention). Whole key tiles outside every query's window are
+            skipped, so the cost is O(N w).
         return_lse: softmax only: also return the row log-sum-exp ``(B, H, Nq)`` in float32 (float64 for
             float64 inputs), ``-inf`` for a query that sees no key, to merge attention computed over
             separate key blocks (split-KV, ring attention). It carries no gradient.
@@ -118,9 +126,17 @@ def attention(
         divisor=divisor,
         causal_alignment=causal_alignment,
         dropout_p=dropout_p,
+        window_left=-1,
+        window_right=-1,
         key_lengths=key_lengths,
         dropout_seed=_dropout_seed(q) if dropout_p > 0 else None,
     )
+    if window is not None:
+        if len(window) != 2 or any(w is not None and (isinstance(w, bool) or not isinstance(w, int)) for w in window):
+            raise TypeError(f"actattn.attention: window must be (left, right), each an int or None; got {window!r}")
+        if any(w is not None and w < 0 for w in window):
+            raise ValueError(f"actattn.attention: window sides must be >= 0 (None: unbounded); got {window!r}")
+        options["window_left"], options["window_right"] = (-1 if w is None else w for w in window)
     if return_lse:
         if activation != "softmax":
             raise ValueError(

@@ -103,6 +103,8 @@ def attention(
     causal_alignment: str = "top_left",
     dropout_p: float = 0.0,
     dropout_seed: Optional[Tensor] = None,
+    window_left: int = -1,
+    window_right: int = -1,
 ) -> Tensor:
     k, v = repeat_kv_heads(k, q.shape[1]), repeat_kv_heads(v, q.shape[1])
     batch, k_len = q.shape[0], k.shape[-2]
@@ -115,6 +117,17 @@ def attention(
     if causal:
         offsets = causal_offsets(q, k, key_lengths, causal_alignment)
         visible = visible & causal_mask(q.shape[-2], k_len, q.device, offsets)
+    if window_left >= 0 or window_right >= 0:
+        # Query i sees keys i + offset - left .. i + offset + right (offset as the causal mask's).
+        offsets = causal_offsets(q, k, key_lengths, causal_alignment)
+        offsets = torch.zeros(batch, dtype=torch.long) if offsets is None else offsets
+        i = torch.arange(q.shape[-2], device=q.device).view(1, 1, -1, 1)
+        j = torch.arange(k_len, device=q.device).view(1, 1, 1, -1)
+        diagonal = i + offsets.to(q.device).view(-1, 1, 1, 1)
+        if window_left >= 0:
+            visible = visible & (j >= diagonal - window_left)
+        if window_right >= 0:
+            visible = visible & (j <= diagonal + window_right)
     if activation == "softmax":
         scores = scores.masked_fill(~visible, float("-inf"))
         # A row without any visible key gives 0, not the NaN of softmax over nothing; a NaN from the

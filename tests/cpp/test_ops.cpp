@@ -157,6 +157,18 @@ TEST(Attention, DropoutFollowsTheGenerator) {
   EXPECT_TRUE(at::equal(actattn::attention(q, k, eye, {.dropout_p = 1.0}), at::zeros_like(undropped)));
 }
 
+// A causal sliding window of 3 earlier keys is softmax over the band, as a dense mask through ATen's SDPA.
+TEST(Attention, SlidingWindowIsTheBandMask) {
+  torch::manual_seed(5);
+  const at::Tensor q = torch::randn({2, 2, 20, 8}, kFloat64);
+  const at::Tensor k = torch::randn({2, 2, 20, 8}, kFloat64);
+  const at::Tensor v = torch::randn({2, 2, 20, 6}, kFloat64);
+  const at::Tensor i = torch::arange(20).view({-1, 1}), j = torch::arange(20).view({1, -1});
+  const at::Tensor band = (j <= i).logical_and(j >= i - 3);
+  EXPECT_TRUE(close(actattn::attention(q, k, v, {.causal = true, .window_left = 3}),
+                    at::scaled_dot_product_attention(q, k, v, band)));
+}
+
 TEST(Attention, GroupedHeadsEqualRepeatedHeads) {
   torch::manual_seed(3);
   const at::Tensor q = torch::randn({1, 4, 12, 8}, kFloat64);

@@ -42,13 +42,15 @@ struct Case {
   bool half;          // float16 instead of bfloat16
   bool bottom_right = false;  // causal mask aligned bottom-right (kernels/key_lengths.h)
   double dropout_p = 0.0;
+  int64_t window_left = -1, window_right = -1;  // sliding window (-1: unbounded side)
 
   std::string name() const {
     const char* act[] = {"softmax", "sigmoid", "relu"};
     char buf[160];
     std::snprintf(buf, sizeof buf, "%s %s%s%s%s%s B%lld H%lld Nq%lld Nk%lld D%lld", half ? "fp16" : "bf16",
                   act[static_cast<int>(activation)], causal ? (bottom_right ? " causal-br" : " causal") : "",
-                  dropout_p > 0 ? " dropout" : "", padded ? " padded" : "",
+                  dropout_p > 0 ? " dropout" : window_left >= 0 || window_right >= 0 ? " window" : "",
+                  padded ? " padded" : "",
                   interleaved ? " interleaved" : "", (long long)batch, (long long)heads, (long long)q_len,
                   (long long)k_len, (long long)dim);
     return buf;
@@ -96,33 +98,36 @@ Reference reference(const Case& c, const Tensor16<T>& q, const Tensor16<T>& k, c
     for (int64_t h = 0; h < c.heads; ++h) {
       const int64_t bh = b * c.heads + h;
       for (int64_t i = 0; i < c.q_len; ++i) {
+        // Query i sees keys [first, visible): causal and the window around its diagonal i + offset.
         const int64_t offset = c.bottom_right ? keys - c.q_len : 0;
-        const int64_t visible = c.causal ? std::clamp<int64_t>(i + 1 + offset, 0, keys) : keys;
-        std::vector<double> s(visible), p(visible), dp(visible), z(visible);
-        for (int64_t j = 0; j < visible; ++j) {
+        const int64_t right = c.causal ? 0 : c.window_right;
+        const int64_t visible = right >= 0 ? std::clamp<int64_t>(i + offset + right + 1, 0, keys) : keys;
+        const int64_t first = c.window_left >= 0 ? std::clamp<int64_t>(i + offset - c.window_left, 0, visible) : 0;
+        std::vector<double> s(visible, -INFINITY), p(visible), dp(visible), z(visible);
+        for (int64_t j = first; j < visible; ++j) {
           double dot = 0;
           for (int64_t d = 0; d < D; ++d) dot += q.at(b, h, i, d) * k.at(b, h, j, d);
           s[j] = scale * dot + bias;
         }
         double lse = -INFINITY;
-        if (c.activation == ScoreActivation::kSoftmax && visible > 0) {
+        if (c.activation == ScoreActivation::kSoftmax && visible > first) {
           double m = -INFINITY, sum = 0;
           for (double x : s) m = std::max(m, x);
-          for (double x : s) sum += std::exp(x - m);
+          for (int64_t j = first; j < visible; ++j) sum += std::exp(s[j] - m);
           lse = m + std::log(sum);
           r.lse[bh * c.q_len + i] = lse;
         }
-        for (int64_t j = 0; j < visible; ++j) {
+        for (int64_t j = first; j < visible; ++j) {
           p[j] = c.activation == ScoreActivation::kSoftmax ? std::exp(s[j] - lse)
                                                           : activation_prob(c.activation, s[j], inv_div);
           z[j] = dropout.multiplier(bh * c.q_len + i, j);
         }
         double* o = &r.out[(bh * c.q_len + i) * D];
-        for (int64_t j = 0; j < visible; ++j)
+        for (int64_t j = first; j < visible; ++j)
           for (int64_t d = 0; d < D; ++d) o[d] += z[j] * p[j] * v.at(b, h, j, d);
         double delta = 0;
         for (int64_t d = 0; d < D; ++d) delta += dout.at(b, h, i, d) * o[d];
-        for (int64_t j = 0; j < visible; ++j) {
+        for (int64_t j = first; j < visible; ++j) {
           double dpj = 0;  // dL/dp_j: the forward multiplied p_j by z_j
           for (int64_t d = 0; d < D; ++d) dpj += dout.at(b, h, i, d) * v.at(b, h, j, d);
           dpj *= z[j];
@@ -141,23 +146,23 @@ Reference reference(const Case& c, const Tensor16<T>& q, const Tensor16<T>& k, c
   return r;
 }
 
-template <typename T, int kD, typename Activation, bool kCausal>
+template <typename T, int kD, typename Activation, bool kBanded>
 void run_kernels(const Case& c, QuadraticParams& p, Activation act) {
   using namespace actattn::cuda;
   const unsigned bh = static_cast<unsigned>(c.batch * c.heads);
   emulation::launch(dim3(bh, blocks_for(c.q_len, quadratic_forward_tc::kBlockRows)), 128,
-                    [&] { quadratic_forward_tc::forward_kernel<T, Activation, kCausal, kD>(p, act); });
+                    [&] { quadratic_forward_tc::forward_kernel<T, Activation, kBanded, kD>(p, act); });
 }
 
-template <typename T, int kD, typename Activation, bool kCausal>
+template <typename T, int kD, typename Activation, bool kBanded>
 void run_backward(const Case& c, QuadraticParams& p, Activation act) {
   using namespace actattn::cuda;
   const unsigned bh = static_cast<unsigned>(c.batch * c.heads);
   constexpr int rows = quadratic_backward_tc::kBlockRows;
   emulation::launch(dim3(bh, blocks_for(c.k_len, rows)), 128,
-                    [&] { quadratic_backward_tc::key_grads_kernel<T, Activation, kCausal, kD>(p, act); });
+                    [&] { quadratic_backward_tc::key_grads_kernel<T, Activation, kBanded, kD>(p, act); });
   emulation::launch(dim3(bh, blocks_for(c.q_len, rows)), 128,
-                    [&] { quadratic_backward_tc::query_grads_kernel<T, Activation, kCausal, kD>(p, act); });
+                    [&] { quadratic_backward_tc::query_grads_kernel<T, Activation, kBanded, kD>(p, act); });
 }
 
 template <typename T, int kD>
@@ -194,6 +199,8 @@ bool check_case(const Case& c, std::mt19937& gen) {
   p.key_lengths = c.padded ? lengths.data() : nullptr;
   p.dropout_p = c.dropout_p;
   p.dropout_seed = &kDropoutSeed;
+  p.window_left = c.window_left;
+  p.window_right = c.window_right;
   p.q = q.view();
   p.k = k.view();
   p.v = v.view();
@@ -207,7 +214,7 @@ bool check_case(const Case& c, std::mt19937& gen) {
 
   auto dispatch = [&](auto activation) {
     using Activation = decltype(activation);
-    if (c.causal) {
+    if (p.banded()) {
       run_kernels<T, kD, Activation, true>(c, p, activation);
     } else {
       run_kernels<T, kD, Activation, false>(c, p, activation);
@@ -220,7 +227,7 @@ bool check_case(const Case& c, std::mt19937& gen) {
           for (int64_t d = 0; d < kD; ++d) sum += dout.at(b, h, i, d) * out.at(b, h, i, d);
           delta[(b * c.heads + h) * c.q_len + i] = static_cast<float>(sum);
         }
-    if (c.causal) {
+    if (p.banded()) {
       run_backward<T, kD, Activation, true>(c, p, activation);
     } else {
       run_backward<T, kD, Activation, false>(c, p, activation);
@@ -276,6 +283,13 @@ int main(int argc, char** argv) {
     // kernels, one draw per pair in the dK, dV kernel); a padded, causal case and a D = 128 one.
     cases.push_back({2, 1, 65, 130, 64, act, true, true, true, false, false, 0.3});
     cases.push_back({1, 2, 70, 70, 128, act, false, false, false, false, false, 0.5});
+  }
+  for (ScoreActivation act : acts) {
+    // Sliding windows: inside one key tile, across tiles with causal (whole tiles skipped), and two-sided
+    // bottom-right against a padded cache; with dropout in one.
+    cases.push_back({1, 2, 130, 130, 64, act, false, false, false, false, false, 0.0, 5, 3});
+    cases.push_back({2, 1, 200, 200, 128, act, true, true, true, false, false, 0.2, 70, -1});
+    cases.push_back({2, 1, 40, 150, 64, act, false, true, false, false, true, 0.0, 20, 10});
   }
   cases.push_back({2, 2, 64, 64, 64, ScoreActivation::kSoftmax, true, true, false, true});  // float16
   cases.push_back({1, 1, 1, 1, 128, ScoreActivation::kSoftmax, false, false, true, true});

@@ -26,6 +26,11 @@ struct AttentionOptions {
   // 1 / (1 - dropout_p). Applied whenever > 0 (pass 0 in evaluation); the mask comes from a seed drawn
   // from the default generator of q's device, so torch::manual_seed makes it reproducible.
   double dropout_p = 0.0;
+  // Sliding window: query i sees keys i + o - window_left .. i + o + window_right, o the offset of
+  // causal_alignment (0 top-left, keys - q_len bottom-right); -1 leaves that side unbounded. causal
+  // needs window_right 0 or -1.
+  int64_t window_left = -1;
+  int64_t window_right = -1;
   std::optional<at::Tensor> key_lengths;  // (B,) int: keys past a sequence's length are padding
 };
 
