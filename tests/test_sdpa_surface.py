@@ -98,6 +98,29 @@ def test_grouped_query_linear_attention_keeps_one_state_per_kv_head(feature_map,
         torch.testing.assert_close(g, w, rtol=1e-9, atol=1e-10)
 
 
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+def test_grouped_query_linear_attention_shares_the_state_without_changing_bits(causal):
+    # The CPU forward builds each key/value head's state once for the query heads of its group (split
+    # across threads only when there are fewer groups than threads): the same bits as repeated heads,
+    # whatever the thread count decides.
+    q, k, v = grouped_qkv(1, 4, 1, 150, 150, 16, dtype=torch.float32)
+    lengths = torch.tensor([131])
+    with torch.no_grad():
+        repeated, repeated_state = actattn.linear_attention(
+            q, k.repeat_interleave(4, 1), v.repeat_interleave(4, 1), causal=causal, return_state=True,
+            key_lengths=lengths)
+        threads = torch.get_num_threads()
+        try:
+            for count in (1, 2):
+                torch.set_num_threads(count)
+                out, state = actattn.linear_attention(q, k, v, causal=causal, return_state=True, key_lengths=lengths)
+                assert torch.equal(out, repeated), f"{count} thread(s): the output differs from repeated heads"
+                assert torch.equal(state.kv, repeated_state.kv[:, :1]), f"{count} thread(s): the state differs"
+                assert torch.equal(state.normalizer, repeated_state.normalizer[:, :1])
+        finally:
+            torch.set_num_threads(threads)
+
+
 def test_grouped_query_linear_attention_gradcheck():
     q, k, v = grouped_qkv(1, 4, 2, 6, 6, 3)
     gen = torch.Generator().manual_seed(4)
