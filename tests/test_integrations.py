@@ -93,11 +93,51 @@ def test_transformers_model_trains_and_decodes_with_another_activation(activatio
     torch.testing.assert_close(decoded_logits(model, ids), full, rtol=1e-4, atol=1e-5)
 
 
-def test_transformers_padding_mask_raises():
+@pytest.mark.parametrize("activation", ["softmax", "relu"])
+def test_transformers_right_padded_batch_equals_each_sequence_alone(activation):
+    actattn.register_with_transformers()
+    model = tiny_llama(f"actattn_{activation}")
+    ids = torch.randint(0, 64, (3, 9), generator=torch.Generator().manual_seed(5))
+    lengths = [9, 6, 2]
+    mask = (torch.arange(9) < torch.tensor(lengths).view(-1, 1)).long()
+    with torch.no_grad():
+        padded = model(ids, attention_mask=mask).logits
+        for row, n in enumerate(lengths):
+            # The mask became key lengths: relu's divisor is each sequence's own key count, as alone.
+            torch.testing.assert_close(padded[row, :n], model(ids[row : row + 1, :n]).logits[0], rtol=1e-4, atol=1e-5)
+    if activation == "softmax":  # and torch's SDPA on the same padded batch, padding rows included
+        reference = tiny_llama("sdpa", model.state_dict())
+        with torch.no_grad():
+            torch.testing.assert_close(padded, reference(ids, attention_mask=mask).logits, rtol=1e-4, atol=1e-5)
+
+
+def test_transformers_left_padding_raises_naming_it():
     actattn.register_with_transformers()
     model = tiny_llama("actattn_relu")
     ids = torch.randint(0, 64, (2, 5))
     mask = torch.tensor([[1, 1, 1, 1, 1], [0, 0, 1, 1, 1]])
     # Padding must not be silently ignored.
-    with pytest.raises(NotImplementedError, match="no attention mask"):
+    with pytest.raises(NotImplementedError, match="left-padded batch"):
         model(ids, attention_mask=mask)
+
+
+def test_transformers_sliding_window_model_matches_its_sdpa_run():
+    actattn.register_with_transformers()
+    config = transformers.MistralConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=64, sliding_window=4,
+    )
+    models = []
+    for implementation in ("sdpa", "actattn_softmax"):
+        torch.manual_seed(0)
+        models.append(transformers.AutoModelForCausalLM.from_config(config, attn_implementation=implementation).eval())
+    reference, ours = models
+    ids = torch.randint(0, 64, (2, 11), generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        torch.testing.assert_close(ours(ids).logits, reference(ids).logits, rtol=1e-4, atol=1e-5)
+        # The window must matter here, or the test could not fail.
+        unwindowed = transformers.AutoModelForCausalLM.from_config(
+            transformers.MistralConfig(**{**config.to_dict(), "sliding_window": None}), attn_implementation="sdpa")
+        unwindowed.load_state_dict(reference.state_dict())
+        assert not torch.allclose(unwindowed.eval()(ids).logits, reference(ids).logits, rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(decoded_logits(ours, ids), decoded_logits(reference, ids), rtol=1e-4, atol=1e-5)
