@@ -20,7 +20,6 @@ struct CpuBackend {
   static void linear_forward(const LinearParams& p) { linear_attention_forward_cpu(p); }
   static void linear_backward(const LinearParams& p) { linear_attention_backward_cpu(p); }
   static at::Tensor linear_backward_workspace(const LinearParams&, const at::TensorOptions&) { return {}; }
-  static constexpr bool kLinearBackwardSkipsGradients = true;
 };
 
 }  // namespace

@@ -4,9 +4,8 @@
 //   guard(t)         an RAII device guard for t's device (a no-op object on the CPU),
 //   input(t)         t as its kernels take it (rows contiguous),
 //   quadratic_forward / quadratic_backward / linear_forward / linear_backward (params),
-//   linear_backward_workspace(params, options)   the scratch tensor its linear backward needs,
-//   kLinearBackwardSkipsGradients   whether its linear backward takes null grad_q or grad_k, grad_v
-//                                   views and skips their work (else it is given every buffer).
+//   linear_backward_workspace(params, options)   the scratch tensor its linear backward needs.
+// Both backward kernels take null grad_q, or null grad_k with grad_v, and skip that work.
 // Row statistics, states and workspaces are in the accumulation type (float32, or float64).
 #pragma once
 
@@ -231,14 +230,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> linear_at
   at::Tensor grad_initial_state = at::empty({s.batch, s.heads, s.qk_dim, s.v_dim}, accumulation_options(qw));
   at::Tensor grad_initial_normalizer = at::empty({s.batch, s.heads, s.qk_dim}, accumulation_options(qw));
   // With grouped heads the kernels write dk, dv and the initial state's gradients per query head. dq,
-  // and dk with dv (together), only when output_mask asks for them, on a backend whose kernels can skip
-  // them (Backend::kLinearBackwardSkipsGradients); otherwise computed and dropped.
+  // and dk with dv (together), only when output_mask asks for them.
   const bool want_q = output_mask[0], want_kv = output_mask[1] || output_mask[2];
-  const bool make_q = want_q || !Backend::kLinearBackwardSkipsGradients;
-  const bool make_kv = want_kv || !Backend::kLinearBackwardSkipsGradients;
-  at::Tensor grad_q = make_q ? at::empty_like(qw, at::MemoryFormat::Contiguous) : at::Tensor();
-  at::Tensor grad_k = make_kv ? at::empty({s.batch, s.heads, s.k_len, s.qk_dim}, kw.options()) : at::Tensor();
-  at::Tensor grad_v = make_kv ? at::empty({s.batch, s.heads, s.k_len, s.v_dim}, vw.options()) : at::Tensor();
+  at::Tensor grad_q = want_q ? at::empty_like(qw, at::MemoryFormat::Contiguous) : at::Tensor();
+  at::Tensor grad_k = want_kv ? at::empty({s.batch, s.heads, s.k_len, s.qk_dim}, kw.options()) : at::Tensor();
+  at::Tensor grad_v = want_kv ? at::empty({s.batch, s.heads, s.k_len, s.v_dim}, vw.options()) : at::Tensor();
 
   p.q = row_view(qw);
   p.k = row_view(kw, group);
@@ -250,8 +246,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> linear_at
   p.grad_out = row_view(gw);
   p.grad_final_state = optional_data(grad_state);
   p.grad_final_normalizer = optional_data(grad_norm);
-  if (make_q) p.grad_q = row_view(grad_q);
-  if (make_kv) {
+  if (want_q) p.grad_q = row_view(grad_q);
+  if (want_kv) {
     p.grad_k = row_view(grad_k);
     p.grad_v = row_view(grad_v);
   }

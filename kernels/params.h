@@ -123,8 +123,7 @@ struct LinearParams {
   RowView grad_out;
   const void* grad_final_state = nullptr;
   const void* grad_final_normalizer = nullptr;
-  // The CPU kernels skip a null grad_q, or null grad_k and grad_v (both or neither); the CUDA kernels
-  // write all three.
+  // Every kernel skips a null grad_q, or null grad_k and grad_v (both or neither).
   RowView grad_q, grad_k, grad_v;
   void* grad_initial_state = nullptr;       // always written, same layout as final_state
   void* grad_initial_normalizer = nullptr;  // always written, same layout as final_normalizer

@@ -258,13 +258,18 @@ def test_backward_is_deterministic(dtype, dim, device):
         assert torch.equal(first, second)
 
 
+# float64 at small head dims takes the generic kernels; bfloat16 at D = 64 the CUDA tensor-core kernel.
+@pytest.mark.parametrize("dtype,dim", [(torch.float64, 8), (torch.bfloat16, 64)], ids=["f64", "bf16-d64"])
 @pytest.mark.parametrize("normalize", [True, False], ids=["normalized", "unnormalized"])
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
-def test_backward_op_returns_only_the_masked_gradients(causal, normalize, device):
+def test_backward_op_returns_only_the_masked_gradients(causal, normalize, dtype, dim, device):
     """Each gradient asked for alone is the same bits as with all three; the state's gradient too."""
-    q, k, v = random_qkv((2, 2, 70, 70, 8, 6), device=device)
-    state = (torch.rand(2, 2, 8, 6, dtype=torch.float64, device=device),
-             torch.rand(2, 2, 8, dtype=torch.float64, device=device)) if causal else (None, None)
+    v_dim = 6 if dim == 8 else dim
+    q, k, v = random_qkv((2, 2, 70, 70, dim, v_dim), dtype=dtype, device=device)
+    state = (torch.rand(2, 2, dim, v_dim, dtype=torch.float32, device=device),
+             torch.rand(2, 2, dim, dtype=torch.float32, device=device)) if causal else (None, None)
+    if causal and dtype == torch.float64:
+        state = tuple(t.double() for t in state)
     options = ("elu", causal, normalize, 1e-6, None, *state, None)
     out, final_state, final_normalizer, den = torch.ops.actattn._linear_attention_forward(q, k, v, *options)
     grad_out, grad_state = random_like(out), random_like(final_state)

@@ -22,8 +22,6 @@ struct CudaBackend {
   static at::Tensor linear_backward_workspace(const LinearParams& p, const at::TensorOptions& options) {
     return at::empty({linear_attention_backward_workspace(p)}, options);
   }
-  // The CUDA linear backward kernels write dq, dk and dv in the same passes; skipping one is not built.
-  static constexpr bool kLinearBackwardSkipsGradients = false;
 };
 
 }  // namespace

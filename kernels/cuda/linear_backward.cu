@@ -10,6 +10,8 @@
 //     dv (causal); non-causal uses the full S and dS. dv is column-local and written directly; da and db
 //     sum over all value columns, so each block writes its partial sums to the workspace;
 //  3. dq = scale * phi'(q) * sum of partials, dk = phi'(k) * sum of partials, in a fixed order.
+// Only what is asked for: without dq (null grad_q) the forward sweep and the dq partials go, without dk,
+// dv (null grad_k, grad_v) the key passes only grow dS, dz for the initial state's gradients.
 // No atomics: gradients are deterministic. Memory: the workspace holds (column blocks) x (size of q and
 // k) partial sums plus one value per row. Float16 / bfloat16 at D = 64 and 128 take the tensor-core
 // kernel instead (linear_backward_tc.cu), which needs no workspace.
@@ -78,6 +80,8 @@ __global__ void __launch_bounds__(cuda::kLinearThreads) backward_kernel(const Li
   const int64_t col0 = int64_t(blockIdx.y) * kColumns;
   const int cols = static_cast<int>(min(int64_t(kColumns), s.v_dim - col0));
   const bool first_block = blockIdx.y == 0;  // the only block that adds the column-free (z, dden) terms
+  // The same in every thread of the block, so the barriers below stay matched.
+  const bool wants_q = p.grad_q.data != nullptr, wants_kv = p.grad_k.data != nullptr;
   const Workspace<Acc> ws(p);
   Acc* partial_q = ws.partial_q + int64_t(blockIdx.y) * s.batch * s.heads * s.q_len * dk;
   Acc* partial_k = ws.partial_k + int64_t(blockIdx.y) * s.batch * s.heads * s.k_len * dk;
@@ -172,7 +176,7 @@ __global__ void __launch_bounds__(cuda::kLinearThreads) backward_kernel(const Li
   __syncthreads();
 
   if constexpr (kCausal) {
-    for (int64_t start = 0; start < s.q_len; start += kLinearChunk) {  // forward sweep: da
+    for (int64_t start = 0; wants_q && start < s.q_len; start += kLinearChunk) {  // forward sweep: da
       const int rows = static_cast<int>(min(int64_t(kLinearChunk), s.q_len - start));
       load_queries(start, rows);
       load_keys(start, rows);
@@ -188,17 +192,17 @@ __global__ void __launch_bounds__(cuda::kLinearThreads) backward_kernel(const Li
          start -= kLinearChunk) {  // reverse sweep: db, dv
       const int rows = static_cast<int>(min(int64_t(kLinearChunk), s.k_len - start));
       load_queries(start, rows);
-      load_keys(start, rows);
+      if (wants_kv) load_keys(start, rows);
       __syncthreads();
-      chunk_products(rows, /*with_qk=*/true);
+      if (wants_kv) chunk_products(rows, /*with_qk=*/true);
       __syncthreads();
-      key_grads(start, rows);
+      if (wants_kv) key_grads(start, rows);
       __syncthreads();
       cuda::absorb_chunk<Acc, kColumns>(a, grad_num, grad_den, rows, dk, grad_state, grad_normalizer);
       __syncthreads();
     }
   } else {
-    for (int64_t start = 0; start < s.k_len; start += kLinearChunk) {
+    for (int64_t start = 0; wants_q && start < s.k_len; start += kLinearChunk) {
       const int rows = static_cast<int>(min(int64_t(kLinearChunk), s.k_len - start));
       load_keys(start, rows);
       __syncthreads();
@@ -209,12 +213,12 @@ __global__ void __launch_bounds__(cuda::kLinearThreads) backward_kernel(const Li
       const int rows = static_cast<int>(min(int64_t(kLinearChunk), s.q_len - start));
       load_queries(start, rows);
       __syncthreads();
-      query_partials(start, rows);
+      if (wants_q) query_partials(start, rows);
       __syncthreads();
       cuda::absorb_chunk<Acc, kColumns>(a, grad_num, grad_den, rows, dk, grad_state, grad_normalizer);
       __syncthreads();
     }
-    for (int64_t start = 0; start < s.k_len; start += kLinearChunk) {
+    for (int64_t start = 0; wants_kv && start < s.k_len; start += kLinearChunk) {
       const int rows = static_cast<int>(min(int64_t(kLinearChunk), s.k_len - start));
       load_keys(start, rows);
       __syncthreads();
@@ -286,13 +290,13 @@ void linear_attention_backward_cuda(const LinearParams& params, cudaStream_t str
       const Workspace<Acc> ws(params);
       const unsigned threads = 256;
       const int64_t q_elems = q_rows * s.qk_dim, k_elems = s.batch * s.heads * s.k_len * s.qk_dim;
-      if (q_elems > 0) {
+      if (q_elems > 0 && params.grad_q.data != nullptr) {
         finish_kernel<T, Acc, Map><<<std::min<int64_t>(cuda::blocks_for(q_elems, threads), 65535), threads, 0,
                                      stream>>>(params, params.q, params.grad_q, ws.partial_q, s.q_len,
                                                Acc(params.scale));
         cuda::check_launch("linear_attention_backward (dq)");
       }
-      if (k_elems > 0) {
+      if (k_elems > 0 && params.grad_k.data != nullptr) {
         finish_kernel<T, Acc, Map><<<std::min<int64_t>(cuda::blocks_for(k_elems, threads), 65535), threads, 0,
                                      stream>>>(params, params.k, params.grad_k, ws.partial_k, s.k_len, Acc(1));
         cuda::check_launch("linear_attention_backward (dk)");

@@ -15,6 +15,9 @@
 //     dS += A^T dNum, dz += A^T dden. Its final dS, dz are the initial state's gradients.
 // The masked blocks (M, tril(A B^T)^T) are made 16 rows x 16 columns at a time in registers and fed into
 // the next product; blocks wholly masked are skipped. Non-causal: the full S (or dS) first, then one pass.
+// Only what is asked for: without dq (null grad_q) the query block returns at once; without dk, dv
+// (null grad_k and grad_v) the key block only grows dS, dz for the initial state's gradients, loading
+// no keys. The gradients it does compute are the same bits either way.
 // Memory: shared tiles for A, B, V, dNum and the state (5 x D x (D + 8) elements: 45 KiB at D = 64,
 // 170 KiB at D = 128) and two float32 vectors; nothing in global memory but inputs and gradients.
 // Recomputes phi(q), phi(k) and the states; reads the forward's output and den.
@@ -220,6 +223,7 @@ __global__ void __launch_bounds__(linear_tc::Shape<kD>::kThreads) backward_kerne
 
   mma::FragC state[kTiles];  // the query block's S, or the key block's dS: rows [16 warp, 16 warp + 16)
   if (blockIdx.y == kQueryBlock) {
+    if (p.grad_q.data == nullptr) return;  // dq not asked for (the whole block: no barrier is shared)
     linear_tc::load_state<kD>(state, state_of(p.initial_state), warp, lane);
     linear_tc::load_vector<kD>(sm.z, vector_of(p.initial_normalizer));
     // S += B^T V, z += B^T 1 for the chunk in the tiles; callers put a barrier after z's last reader.
@@ -265,15 +269,19 @@ __global__ void __launch_bounds__(linear_tc::Shape<kD>::kThreads) backward_kerne
       absorb_queries();
     }
   }
-  const int64_t chunks = (s.k_len + kChunk - 1) / kChunk;
+  // Causal: the reverse sweep, which without dk, dv still absorbs each chunk's queries (into dS, dz).
+  // Non-causal: dS, dz are complete; the key pass is only for dk, dv.
+  const bool wants_kv = p.grad_k.data != nullptr;  // the same in every thread: the barriers stay matched
+  const int64_t chunks = (kCausal || wants_kv) ? (s.k_len + kChunk - 1) / kChunk : 0;
+  const bool key_work = !kCausal || wants_kv;  // within the loop (non-causal: it runs only for dk, dv)
   for (int64_t c = chunks - 1; c >= 0; --c) {
     const int64_t k0 = c * kChunk;
     __syncthreads();
-    load_keys(k0);
+    if (key_work) load_keys(k0);
     if constexpr (kCausal) load_queries(k0);
-    linear_tc::round_state_into<T, kD>(sm.state, kLd, state, warp, lane);
+    if (key_work) linear_tc::round_state_into<T, kD>(sm.state, kLd, state, warp, lane);
     __syncthreads();
-    key_chunk_grads<T, Map, kCausal, kD>(p, sm, b, h, k0, keys);
+    if (key_work) key_chunk_grads<T, Map, kCausal, kD>(p, sm, b, h, k0, keys);
     if constexpr (kCausal) {
       __syncthreads();  // every warp has read dz
       absorb_queries();

@@ -15,6 +15,7 @@
 // clang-format on
 
 #include <cmath>
+#include <cstring>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -267,21 +268,25 @@ bool check_case(const Case& c, std::mt19937& gen) {
   p.grad_initial_state = ds0.data();
   p.grad_initial_normalizer = dz0.data();
 
-  auto run = [&](auto map) {
-    using Map = decltype(map);
-    for (bool backward : {false, true}) {
-      if (c.causal) {
-        run_kernels<T, kD, Map, true>(c, p, backward);
-      } else {
-        run_kernels<T, kD, Map, false>(c, p, backward);
+  // Runs the forward and/or backward kernel (passes: false = forward, true = backward).
+  auto run = [&](std::initializer_list<bool> passes) {
+    auto with_map = [&](auto map) {
+      using Map = decltype(map);
+      for (bool backward : passes) {
+        if (c.causal) {
+          run_kernels<T, kD, Map, true>(c, p, backward);
+        } else {
+          run_kernels<T, kD, Map, false>(c, p, backward);
+        }
       }
+    };
+    switch (c.map) {
+      case FeatureMapKind::kIdentity: with_map(actattn::IdentityMap{}); break;
+      case FeatureMapKind::kRelu: with_map(actattn::ReluMap{}); break;
+      case FeatureMapKind::kElu: with_map(actattn::EluPlusOneMap{}); break;
     }
   };
-  switch (c.map) {
-    case FeatureMapKind::kIdentity: run(actattn::IdentityMap{}); break;
-    case FeatureMapKind::kRelu: run(actattn::ReluMap{}); break;
-    case FeatureMapKind::kElu: run(actattn::EluPlusOneMap{}); break;
-  }
+  run({false, true});
 
   // Inputs, states and every product factor are rounded to 8 (bfloat16) or 11 (float16) significant bits;
   // gradients sum many such terms. Index or mask errors show as O(1) errors or NaN.
@@ -292,6 +297,34 @@ bool check_case(const Case& c, std::mt19937& gen) {
                            vector_error(ds0, ref.ds0),       vector_error(dz0, ref.dz0)};
   bool ok = true;
   for (double e : errors) ok = ok && e <= tol;
+
+  // Only what is asked for (a null grad_q, or null grad_k and grad_v): what is computed is the same bits
+  // as in the full backward (the initial state's gradients always are).
+  auto same_bits = [](const auto& got, const auto& want) {
+    return got.size() == want.size() && std::memcmp(got.data(), want.data(), got.size() * sizeof(got[0])) == 0;
+  };
+  const std::vector<T> full_dq = dq.data, full_dk = dk.data, full_dv = dv.data;
+  const std::vector<float> full_ds0 = ds0, full_dz0 = dz0;
+  auto clear_outputs = [&] {
+    for (auto* t : {&dq, &dk, &dv}) std::fill(t->data.begin(), t->data.end(), T(0.f));
+    std::fill(ds0.begin(), ds0.end(), 0.f);
+    std::fill(dz0.begin(), dz0.end(), 0.f);
+  };
+  clear_outputs();
+  p.grad_k = p.grad_v = actattn::RowView{};
+  run({true});
+  const bool q_only = same_bits(dq.data, full_dq) && same_bits(ds0, full_ds0) && same_bits(dz0, full_dz0);
+  clear_outputs();
+  p.grad_q = actattn::RowView{};
+  p.grad_k = dk.view();
+  p.grad_v = dv.view();
+  run({true});
+  const bool kv_only = same_bits(dk.data, full_dk) && same_bits(dv.data, full_dv) && same_bits(ds0, full_ds0) &&
+                       same_bits(dz0, full_dz0);
+  if (!q_only || !kv_only)
+    std::printf("FAIL %s: the backward with only %s asked for differs from the full one\n", c.name().c_str(),
+                !q_only ? "dq" : "dk, dv");
+  ok = ok && q_only && kv_only;
   std::printf("%-4s %-66s out %.1e dq %.1e dk %.1e dv %.1e S %.1e z %.1e dS0 %.1e dz0 %.1e\n", ok ? "ok" : "FAIL",
               c.name().c_str(), errors[0], errors[1], errors[2], errors[3], errors[4], errors[5], errors[6],
               errors[7]);
