@@ -21,7 +21,8 @@
 
 namespace actattn {
 
-inline float polynomial_exp(float x) {
+// Always inlined: see host_device.h.
+inline __attribute__((always_inline)) float polynomial_exp(float x) {
   constexpr float kLog2e = 1.44269504088896341f;
   constexpr float kLn2Hi = 0.693359375f;       // ln 2 rounded to 10 bits: n * kLn2Hi is exact
   constexpr float kLn2Lo = -2.12194440e-4f;    // ln 2 - kLn2Hi

@@ -39,9 +39,11 @@ import actattn, actattn._C as c
 assert "build/sanitize" in c.__file__, f"the sanitized extension was not the one loaded: {c.__file__}"
 print("sanitize: loaded", c.__file__)
 PY
-PYTHONPATH="$lib" .venv/bin/python -m pytest -q -p no:cacheprovider \
+# torch.compile tests are left out (-k): they run the same kernels as the eager tests here, and under the
+# preloaded ASan their inductor builds took most of the minutes the Python part grew by in CI.
+PYTHONPATH="$lib" .venv/bin/python -m pytest -q -p no:cacheprovider -k "not compile" \
   tests/test_op_arguments.py tests/test_errors.py tests/test_fuzz.py tests/test_nonfinite.py \
   tests/test_attention.py tests/test_linear_attention.py tests/test_key_lengths.py tests/test_precision.py \
-  tests/test_decoding.py tests/test_dropout.py
+  tests/test_decoding.py tests/test_dropout.py tests/test_window.py
 unset LD_PRELOAD
 echo "sanitize: no ASan or UBSan report"
