@@ -21,6 +21,9 @@ constexpr int64_t kKeyTile = 64;
 // quarter of the forward's time), and their block's buffers still fit in L2 beside the tile.
 constexpr int64_t kQueryBlock = 128;
 static_assert(kKeyTile % kCols == 0 && kQueryBlock % kRows == 0, "tiles must hold whole register blocks");
+// The backward's dK and dV walk a tile's keys kRows at a time (accumulate_columns_times_matrix): a
+// tile must hold whole groups of kRows keys, or the last group writes past its buffers.
+static_assert(kKeyTile % kRows == 0, "key tiles must hold whole groups of kRows keys");
 
 // Rows [first, first + count) of a (batch, head) slice, times alpha, into dst (kQueryBlock x dim or
 // kRows x dim); rows past `available` are zero so that padded register blocks contribute nothing.
