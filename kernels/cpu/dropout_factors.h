@@ -17,7 +17,8 @@ namespace cpu {
 template <typename Acc>
 void dropout_factors(const Dropout<Acc>& dropout, int64_t query_row, int64_t first, int64_t count, Acc* out) {
   constexpr int64_t kMaxDraws = kKeyTile / 4;
-  uint32_t words[kMaxDraws * 4];
+  // Zeroed only so that GCC 13 does not warn (maybe-uninitialized): words [0, count) are always drawn.
+  uint32_t words[kMaxDraws * 4] = {};
   const uint64_t row = static_cast<uint64_t>(query_row);
   const uint32_t row_low = static_cast<uint32_t>(row), row_high = static_cast<uint32_t>(row >> 32);
   const uint32_t first_draw = static_cast<uint32_t>(first >> 2);
