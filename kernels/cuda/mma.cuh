@@ -1,6 +1,7 @@
 // Warp-level tensor-core primitives for the float16 / bfloat16 kernels (sm_80 and newer):
 // mma.sync m16n8k16 with float32 accumulation, ldmatrix loads from shared memory, and the
-// global -> shared tile copy they feed on.
+// global -> shared tile copies they feed on (synchronous, or cp.async so that the next tile is in
+// flight while the current one is multiplied).
 //
 // Fragment layouts (PTX ISA, "Matrix fragments for mma.m16n8k16"), with g = lane / 4, t = lane % 4:
 //   A (16 x 16, row-major) FragA.x[0..3]: (g, 2t..2t+1), (g+8, 2t..), (g, 2t+8..), (g+8, 2t+8..)
@@ -85,6 +86,36 @@ __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* shared
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                  : "r"(address));
   }
+#else
+  __trap();
+#endif
+}
+
+// Asynchronous copies (cp.async, sm_80+): `bytes` (4, 8 or 16) from global to shared memory without a
+// register round trip, or zeros when !inside (source size 0: nothing is read). They complete at
+// cp_async_wait_all(), for the issuing thread only: a __syncthreads() must follow before other threads
+// read them. 16-byte copies bypass L1 (.cg); the smaller ones can only go through it (.ca).
+template <int kBytes>
+__device__ __forceinline__ void cp_async(void* shared, const void* global, bool inside) {
+  static_assert(kBytes == 4 || kBytes == 8 || kBytes == 16, "cp.async copies 4, 8 or 16 bytes");
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  const uint32_t address = static_cast<uint32_t>(__cvta_generic_to_shared(shared));
+  const int source_bytes = inside ? kBytes : 0;
+  if constexpr (kBytes == 16) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(address), "l"(global), "r"(source_bytes));
+  } else {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;\n" ::"r"(address), "l"(global), "n"(kBytes),
+                 "r"(source_bytes));
+  }
+#else
+  __trap();
+#endif
+}
+
+// Closes the group of copies issued so far and waits until every copy this thread issued has landed.
+__device__ __forceinline__ void cp_async_wait_all() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.commit_group;\ncp.async.wait_group 0;\n" ::: "memory");
 #else
   __trap();
 #endif
@@ -234,6 +265,42 @@ __device__ __forceinline__ void load_tile(T* shared, int ld, const RowView& view
     uint4 value = make_uint4(0, 0, 0, 0);
     if (row0 + r < valid) value = *reinterpret_cast<const uint4*>(row_ptr<const T>(view, b, h, row0 + r) + c);
     *reinterpret_cast<uint4*>(shared + r * ld + c) = value;
+  }
+}
+
+// Starts copying rows [row0, row0 + kRows) x kCols columns of a (batch, head) slice into shared memory
+// (leading dimension ld) with cp.async, 16 bytes per copy, spread over the block's kThreads threads; rows
+// from `valid` on are zero-filled (as load_tile). `slice` is the slice's row 0 (row_ptr(view, b, h, 0)),
+// so that each copy's address is one multiply-add. Lands at cp_async_wait_all() + __syncthreads().
+template <typename T, int kRows, int kCols, int kThreads>
+__device__ __forceinline__ void load_tile_async(T* shared, int ld, const T* slice, int64_t row_stride, int64_t row0,
+                                                int64_t valid) {
+  constexpr int kChunks = kCols / 8;                // 8 elements of 2 bytes per 16-byte copy
+  constexpr int kRowsPerStep = kThreads / kChunks;  // a step copies whole rows: one column for all steps
+  static_assert(kThreads % kChunks == 0 && kRows % kRowsPerStep == 0, "every thread copies the same chunks");
+  const int first_row = static_cast<int>(threadIdx.x) / kChunks, column = (threadIdx.x % kChunks) * 8;
+  // One pointer per thread, advanced by whole steps: few registers live across the kernels' loops.
+  const T* source = slice + (row0 + first_row) * row_stride + column;
+  T* target = shared + first_row * ld + column;
+  // This thread's rows inside [row0, valid), counted in 32 bits (at most kRows matter).
+  const int64_t rows_left = valid - row0 - first_row;
+  const int rows_inside = rows_left <= 0 ? 0 : rows_left >= kRows ? kRows : static_cast<int>(rows_left);
+#pragma unroll
+  for (int step = 0; step < kRows / kRowsPerStep; ++step) {
+    const bool inside = step * kRowsPerStep < rows_inside;
+    // Outside the rows nothing is read; the slice's first row stands in as a valid address.
+    cp_async<16>(target + step * kRowsPerStep * ld, inside ? source + step * kRowsPerStep * row_stride : slice,
+                 inside);
+  }
+}
+
+// The same for kRows floats of a per-row vector (log-sum-exp, delta) from `row0` on, 4 bytes per copy
+// (their rows are not 16-byte aligned in general); rows from `valid` on are zero.
+template <int kRows, int kThreads>
+__device__ __forceinline__ void load_floats_async(float* shared, const float* vector, int64_t row0, int64_t valid) {
+  for (int r = static_cast<int>(threadIdx.x); r < kRows; r += kThreads) {
+    const bool inside = row0 + r < valid;
+    cp_async<4>(shared + r, vector + (inside ? row0 + r : 0), inside);
   }
 }
 

@@ -15,7 +15,9 @@
 // S and dP are computed twice (7 tile products per tile pair instead of flash-attention 2's 5, which
 // adds dQ with atomics): the price of determinism by construction.
 // Tiles: Bq = 64 queries at D = 64, 32 at D = 128, and the same for the key tile of the dQ kernel, so
-// the float32 accumulators fit in registers. Memory: shared tiles only (under 53 KiB); never N x N.
+// the float32 accumulators fit in registers. The walked tiles are double-buffered and loaded with
+// cp.async: tile i + 1 is in flight while tile i is multiplied (one barrier per tile).
+// Memory: shared tiles only (55 KiB at D = 64, 69 KiB at D = 128); never N x N.
 #pragma once
 
 #include <cmath>
@@ -29,6 +31,7 @@ namespace cuda {
 namespace quadratic_backward_tc {
 
 constexpr int kWarps = 4;
+constexpr int kThreads = kWarps * kWarp;
 constexpr int kBlockRows = 16 * kWarps;  // rows (keys, or queries) a block owns
 
 // Rows of the tiles a block walks through.
@@ -37,9 +40,11 @@ constexpr int walk_tile() {
   return kD == 64 ? 64 : 32;
 }
 
+// The block's own two tiles, and two buffers of the two walked tiles (and of two per-row vectors) so that
+// the next one is in flight while the current one is used.
 template <int kD>
 constexpr int shared_bytes() {
-  return (2 * kBlockRows + 2 * walk_tile<kD>()) * (kD + 8) * 2 + 2 * walk_tile<kD>() * 4;
+  return (2 * kBlockRows + 2 * 2 * walk_tile<kD>()) * (kD + 8) * 2 + 2 * 2 * walk_tile<kD>() * 4;
 }
 
 // Dropped weight z p and dL/ds of one pair (z its dropout factor), 0 for pairs that do not take part
@@ -66,15 +71,17 @@ __device__ __forceinline__ void store_row(const RowView& view, int64_t b, int64_
 }
 
 template <typename T, typename Activation, bool kBanded, int kD>
-__global__ void __launch_bounds__(kWarps * kWarp) key_grads_kernel(const QuadraticParams p, Activation act) {
+__global__ void __launch_bounds__(kThreads) key_grads_kernel(const QuadraticParams p, Activation act) {
   constexpr int kLd = kD + 8, kSteps = kD / 16, kQueries = walk_tile<kD>();
   constexpr int kPairTiles = kQueries / 8, kGradTiles = kD / 8;
   T* k_tile = dynamic_shared<T>();
   T* v_tile = k_tile + kBlockRows * kLd;
-  T* q_tile = v_tile + kBlockRows * kLd;
-  T* dout_tile = q_tile + kQueries * kLd;
-  float* lse_tile = reinterpret_cast<float*>(dout_tile + kQueries * kLd);
-  float* delta_tile = lse_tile + kQueries;
+  // Buffer n of the walked tiles: q at q_tiles + n kQueries kLd, dO after the two q buffers, and so on
+  // (offsets, not arrays of pointers, which a run-time index would put in local memory).
+  T* q_tiles = v_tile + kBlockRows * kLd;
+  T* dout_tiles = q_tiles + 2 * kQueries * kLd;
+  float* lse_tiles = reinterpret_cast<float*>(dout_tiles + 2 * kQueries * kLd);
+  float* delta_tiles = lse_tiles + 2 * kQueries;
 
   const AttentionShape s = p.shape;
   const int64_t bh = blockIdx.x, b = bh / s.heads, h = bh % s.heads;
@@ -90,8 +97,22 @@ __global__ void __launch_bounds__(kWarps * kWarp) key_grads_kernel(const Quadrat
   const float* lse = static_cast<const float*>(p.log_sum_exp.data);
   const float* delta = static_cast<const float*>(p.delta.data);
 
-  mma::load_tile<T, kBlockRows, kD>(k_tile, kLd, p.k, b, h, k0, keys);
-  mma::load_tile<T, kBlockRows, kD>(v_tile, kLd, p.v, b, h, k0, keys);
+  const T* q_slice = row_ptr<const T>(p.q, b, h, 0);
+  const T* dout_slice = row_ptr<const T>(p.grad_out, b, h, 0);
+  // Starts loading query tile i0 (and its rows' statistics) into buffer `buffer`.
+  const auto load_query_tile = [&](int buffer, int64_t i0) {
+    mma::load_tile_async<T, kQueries, kD, kThreads>(q_tiles + buffer * kQueries * kLd, kLd, q_slice, p.q.row_stride,
+                                                    i0, s.q_len);
+    mma::load_tile_async<T, kQueries, kD, kThreads>(dout_tiles + buffer * kQueries * kLd, kLd, dout_slice,
+                                                    p.grad_out.row_stride, i0, s.q_len);
+    if constexpr (Activation::kNormalizesRows) {
+      mma::load_floats_async<kQueries, kThreads>(lse_tiles + buffer * kQueries, lse + bh * s.q_len, i0, s.q_len);
+      mma::load_floats_async<kQueries, kThreads>(delta_tiles + buffer * kQueries, delta + bh * s.q_len, i0, s.q_len);
+    }
+  };
+  if constexpr (!Activation::kNormalizesRows) {  // unused by these activations, but never uninitialised
+    for (int idx = threadIdx.x; idx < 2 * kQueries; idx += kThreads) lse_tiles[idx] = delta_tiles[idx] = 0.f;
+  }
   const T* warp_k = k_tile + warp * 16 * kLd;
   const T* warp_v = v_tile + warp * 16 * kLd;
 
@@ -103,16 +124,23 @@ __global__ void __launch_bounds__(kWarps * kWarp) key_grads_kernel(const Quadrat
   // Banded: from the first query that sees key k0 to the last that sees the block's last key.
   const int64_t row_end =
       kBanded && k0 < keys ? band.query_end(min(k0 + kBlockRows, keys) - 1, s.q_len) : s.q_len;
-  for (int64_t i0 = kBanded ? band.first_query(k0, s.q_len) : 0; k0 < keys && i0 < row_end; i0 += kQueries) {
-    __syncthreads();  // K and V are in place; every warp is done with the previous query tile
-    mma::load_tile<T, kQueries, kD>(q_tile, kLd, p.q, b, h, i0, s.q_len);
-    mma::load_tile<T, kQueries, kD>(dout_tile, kLd, p.grad_out, b, h, i0, s.q_len);
-    for (int idx = threadIdx.x; idx < kQueries; idx += blockDim.x) {
-      const bool row = Activation::kNormalizesRows && i0 + idx < s.q_len;
-      lse_tile[idx] = row ? lse[bh * s.q_len + i0 + idx] : 0.f;
-      delta_tile[idx] = row ? delta[bh * s.q_len + i0 + idx] : 0.f;
-    }
-    __syncthreads();
+  const int64_t row_begin = kBanded ? band.first_query(k0, s.q_len) : 0;
+  if (k0 < keys && row_begin < row_end) {
+    mma::load_tile_async<T, kBlockRows, kD, kThreads>(k_tile, kLd, row_ptr<const T>(p.k, b, h, 0), p.k.row_stride,
+                                                      k0, keys);
+    mma::load_tile_async<T, kBlockRows, kD, kThreads>(v_tile, kLd, row_ptr<const T>(p.v, b, h, 0), p.v.row_stride,
+                                                      k0, keys);
+    load_query_tile(0, row_begin);
+  }
+  int buffer = 0;
+  for (int64_t i0 = row_begin; k0 < keys && i0 < row_end; i0 += kQueries, buffer ^= 1) {
+    mma::cp_async_wait_all();  // this thread's part of query tile i0 (and, the first time, of K and V)
+    __syncthreads();           // everyone's part; every warp is done with the other buffer's tile
+    if (i0 + kQueries < row_end) load_query_tile(buffer ^ 1, i0 + kQueries);  // in flight during this tile
+    const T* q_tile = q_tiles + buffer * kQueries * kLd;
+    const T* dout_tile = dout_tiles + buffer * kQueries * kLd;
+    const float* lse_tile = lse_tiles + buffer * kQueries;
+    const float* delta_tile = delta_tiles + buffer * kQueries;
 
     // Transposed products: rows are this warp's 16 keys, columns the tile's queries.
     mma::FragC prob[kPairTiles], dscore[kPairTiles];
@@ -145,13 +173,13 @@ __global__ void __launch_bounds__(kWarps * kWarp) key_grads_kernel(const Quadrat
 }
 
 template <typename T, typename Activation, bool kBanded, int kD>
-__global__ void __launch_bounds__(kWarps * kWarp) query_grads_kernel(const QuadraticParams p, Activation act) {
+__global__ void __launch_bounds__(kThreads) query_grads_kernel(const QuadraticParams p, Activation act) {
   constexpr int kLd = kD + 8, kSteps = kD / 16, kKeys = walk_tile<kD>();
   constexpr int kPairTiles = kKeys / 8, kGradTiles = kD / 8;
   T* q_tile = dynamic_shared<T>();
   T* dout_tile = q_tile + kBlockRows * kLd;
-  T* k_tile = dout_tile + kBlockRows * kLd;
-  T* v_tile = k_tile + kKeys * kLd;
+  T* k_tiles = dout_tile + kBlockRows * kLd;  // buffer n at k_tiles + n kKeys kLd, then the V buffers
+  T* v_tiles = k_tiles + 2 * kKeys * kLd;
 
   const AttentionShape s = p.shape;
   const int64_t bh = blockIdx.x, b = bh / s.heads, h = bh % s.heads;
@@ -174,8 +202,24 @@ __global__ void __launch_bounds__(kWarps * kWarp) query_grads_kernel(const Quadr
     }
   }
 
-  mma::load_tile<T, kBlockRows, kD>(q_tile, kLd, p.q, b, h, q0, s.q_len);
-  mma::load_tile<T, kBlockRows, kD>(dout_tile, kLd, p.grad_out, b, h, q0, s.q_len);
+  const T* k_slice = row_ptr<const T>(p.k, b, h, 0);
+  const T* v_slice = row_ptr<const T>(p.v, b, h, 0);
+  // Starts loading key tile k0 (keys and values) into buffer `buffer`.
+  const auto load_key_tile = [&](int buffer, int64_t k0) {
+    mma::load_tile_async<T, kKeys, kD, kThreads>(k_tiles + buffer * kKeys * kLd, kLd, k_slice, p.k.row_stride, k0,
+                                                 keys);
+    mma::load_tile_async<T, kKeys, kD, kThreads>(v_tiles + buffer * kKeys * kLd, kLd, v_slice, p.v.row_stride, k0,
+                                                 keys);
+  };
+  const int64_t key_begin = kBanded ? band.begin(q0) / kKeys * kKeys : 0;
+  const int64_t key_end = kBanded ? band.end(q0 + kBlockRows - 1) : keys;
+
+  mma::load_tile_async<T, kBlockRows, kD, kThreads>(q_tile, kLd, row_ptr<const T>(p.q, b, h, 0), p.q.row_stride, q0,
+                                                    s.q_len);
+  mma::load_tile_async<T, kBlockRows, kD, kThreads>(dout_tile, kLd, row_ptr<const T>(p.grad_out, b, h, 0),
+                                                    p.grad_out.row_stride, q0, s.q_len);
+  if (key_begin < key_end) load_key_tile(0, key_begin);
+  mma::cp_async_wait_all();
   __syncthreads();
   mma::FragA q_frag[kSteps], dout_frag[kSteps];
 #pragma unroll
@@ -186,13 +230,13 @@ __global__ void __launch_bounds__(kWarps * kWarp) query_grads_kernel(const Quadr
 
   mma::FragC grad_q[kGradTiles];
   mma::zero(grad_q);
-  const int64_t key_begin = kBanded ? band.begin(q0) / kKeys * kKeys : 0;
-  const int64_t key_end = kBanded ? band.end(q0 + kBlockRows - 1) : keys;
-  for (int64_t k0 = key_begin; k0 < key_end; k0 += kKeys) {
-    __syncthreads();  // every warp is done with the previous K and V tiles
-    mma::load_tile<T, kKeys, kD>(k_tile, kLd, p.k, b, h, k0, keys);
-    mma::load_tile<T, kKeys, kD>(v_tile, kLd, p.v, b, h, k0, keys);
-    __syncthreads();
+  int buffer = 0;
+  for (int64_t k0 = key_begin; k0 < key_end; k0 += kKeys, buffer ^= 1) {
+    mma::cp_async_wait_all();  // this thread's part of key tile k0 (already there the first time)
+    __syncthreads();           // everyone's part; every warp is done with the other buffer's tile
+    if (k0 + kKeys < key_end) load_key_tile(buffer ^ 1, k0 + kKeys);  // in flight during this tile
+    const T* k_tile = k_tiles + buffer * kKeys * kLd;
+    const T* v_tile = v_tiles + buffer * kKeys * kLd;
 
     mma::FragC prob[kPairTiles], dscore[kPairTiles];
     mma::zero(prob);

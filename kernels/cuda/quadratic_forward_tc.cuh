@@ -3,7 +3,9 @@
 //
 // Algorithm: a block of 4 warps owns 64 query rows of one (batch, head), 16 rows per warp, and walks the
 // visible keys in tiles of 64 (causal: only tiles that start at or before the block's last row). Per tile,
-// K and V are copied into shared memory; each warp computes its 16 x 64 scores S = Q K^T with mma.sync
+// K and V are copied into shared memory with cp.async, each overlapping a product (V while the scores
+// of the same tile are formed, the next K while P V runs: one buffer each, two barriers per tile, as
+// flash-attention 2 does); each warp computes its 16 x 64 scores S = Q K^T with mma.sync
 // (Q fragments stay in registers for the whole walk), applies the activation in registers, rounds P to
 // the input type and adds P V into a float32 16 x D accumulator, again in registers. Softmax keeps the
 // running row max and sum (online softmax) and rescales the accumulator when the max grows; sigmoid and
@@ -25,6 +27,7 @@ namespace cuda {
 namespace quadratic_forward_tc {
 
 constexpr int kWarps = 4;
+constexpr int kThreads = kWarps * kWarp;
 constexpr int kBlockRows = 16 * kWarps;  // query rows per block
 constexpr int kKeyTile = 64;
 
@@ -34,7 +37,7 @@ constexpr int forward_shared_bytes() {
 }
 
 template <typename T, typename Activation, bool kBanded, int kD>
-__global__ void __launch_bounds__(kWarps * kWarp) forward_kernel(const QuadraticParams p, Activation act) {
+__global__ void __launch_bounds__(kThreads) forward_kernel(const QuadraticParams p, Activation act) {
   constexpr int kLd = kD + 8;  // padded rows: ldmatrix's 8 row addresses fall in distinct banks
   constexpr int kSteps = kD / 16, kScoreTiles = kKeyTile / 8, kOutTiles = kD / 8;
   T* q_tile = dynamic_shared<T>();
@@ -54,7 +57,19 @@ __global__ void __launch_bounds__(kWarps * kWarp) forward_kernel(const Quadratic
   const int64_t warp_row0 = q0 + warp * 16;
   const int64_t rows[2] = {warp_row0 + g, warp_row0 + g + 8};  // this thread's rows (accumulator halves)
 
-  mma::load_tile<T, kBlockRows, kD>(q_tile, kLd, p.q, b, h, q0, s.q_len);
+  const T* q_slice = row_ptr<const T>(p.q, b, h, 0);
+  const T* k_slice = row_ptr<const T>(p.k, b, h, 0);
+  const T* v_slice = row_ptr<const T>(p.v, b, h, 0);
+  const int64_t key_begin = kBanded ? band.begin(q0) / kKeyTile * kKeyTile : 0;
+  const int64_t key_end = kBanded ? band.end(q0 + kBlockRows - 1) : keys;
+
+  // The first K tile travels with Q; from then on each tile's load overlaps the previous product:
+  // V(k0) while S = Q K(k0)^T and the activation run, K(k0 + kKeyTile) while P V(k0) runs.
+  mma::load_tile_async<T, kBlockRows, kD, kThreads>(q_tile, kLd, q_slice, p.q.row_stride, q0, s.q_len);
+  if (key_begin < key_end) {
+    mma::load_tile_async<T, kKeyTile, kD, kThreads>(k_tile, kLd, k_slice, p.k.row_stride, key_begin, keys);
+  }
+  mma::cp_async_wait_all();
   __syncthreads();
   mma::FragA q_frag[kSteps];
 #pragma unroll
@@ -65,13 +80,10 @@ __global__ void __launch_bounds__(kWarps * kWarp) forward_kernel(const Quadratic
   constexpr float kNegInf = -INFINITY;
   float row_max[2] = {kNegInf, kNegInf}, row_sum[2] = {0.f, 0.f};  // row_sum: this thread's columns only
 
-  const int64_t key_begin = kBanded ? band.begin(q0) / kKeyTile * kKeyTile : 0;
-  const int64_t key_end = kBanded ? band.end(q0 + kBlockRows - 1) : keys;
   for (int64_t k0 = key_begin; k0 < key_end; k0 += kKeyTile) {
-    __syncthreads();  // every warp is done with the previous K and V tiles
-    mma::load_tile<T, kKeyTile, kD>(k_tile, kLd, p.k, b, h, k0, keys);
-    mma::load_tile<T, kKeyTile, kD>(v_tile, kLd, p.v, b, h, k0, keys);
-    __syncthreads();
+    mma::cp_async_wait_all();  // this thread's part of K(k0)
+    __syncthreads();           // everyone's part of K(k0); every warp is done with V(k0 - kKeyTile)
+    mma::load_tile_async<T, kKeyTile, kD, kThreads>(v_tile, kLd, v_slice, p.v.row_stride, k0, keys);
 
     mma::FragC score[kScoreTiles];
     mma::zero(score);
@@ -135,6 +147,11 @@ __global__ void __launch_bounds__(kWarps * kWarp) forward_kernel(const Quadratic
           score[n].x[2 * half + 1] *= second;
         }
       }
+    }
+    mma::cp_async_wait_all();  // this thread's part of V(k0)
+    __syncthreads();           // everyone's part of V(k0); every warp is done with K(k0)
+    if (k0 + kKeyTile < key_end) {
+      mma::load_tile_async<T, kKeyTile, kD, kThreads>(k_tile, kLd, k_slice, p.k.row_stride, k0 + kKeyTile, keys);
     }
     mma::mma_p_b<T, kKeyTile / 16>(out, score, v_tile, kLd, lane);
   }

@@ -3,7 +3,7 @@
 //
 // A block runs as one std::thread per CUDA thread; __syncthreads is a barrier of the block, and every
 // warp-collective operation (shuffles, ldmatrix, mma.sync) is an exchange through the warp's slots
-// between two barriers of the warp. mma.sync and ldmatrix follow the fragment layouts of the PTX ISA
+// between two barriers of the warp. cp.async copies land only when their thread waits for them. mma.sync and ldmatrix follow the fragment layouts of the PTX ISA
 // ("Matrix Fragments for mma.m16n8k16 with floating point type", "ldmatrix"), written out here
 // independently of the kernels' own index arithmetic. Products are summed in float32 (the order differs
 // from the hardware's, which is unspecified anyway).
@@ -18,6 +18,7 @@
 #include <barrier>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
@@ -61,6 +62,15 @@ struct BlockState {
 
 inline thread_local BlockState* current_block = nullptr;
 
+// A cp.async copy issued by this thread and not yet waited for.
+struct PendingCopy {
+  void* shared;
+  const void* global;
+  int bytes;
+  bool inside;
+};
+inline thread_local std::vector<PendingCopy> pending_copies;
+
 inline WarpSlots& warp() { return current_block->warps[threadIdx.x / 32]; }
 inline int lane() { return static_cast<int>(threadIdx.x % 32); }
 
@@ -77,6 +87,11 @@ inline void launch(dim3 grid, int threads, const std::function<void()>& body) {
           blockDim = dim3(threads);
           current_block = &block;
           body();
+          if (!pending_copies.empty()) {  // fetched and never waited for: a tile the kernel did not use
+            std::fprintf(stderr, "warp emulation: thread %d ended with %zu cp.async copies not waited for\n", t,
+                         pending_copies.size());
+            std::abort();
+          }
         });
       }
       for (auto& thread : pool) thread.join();
@@ -134,6 +149,27 @@ inline void ldmatrix_x4(uint32_t (&r)[4], const void* shared, bool transpose) {
     r[j] = static_cast<uint32_t>(lo) | (static_cast<uint32_t>(hi) << 16);
   }
   w.barrier.arrive_and_wait();
+}
+
+// cp.async: the copy lands at the issuing thread's cp_async_wait_all(), and until then its destination
+// reads as all bits set (NaN in every type the kernels use). A kernel that reads a tile before waiting
+// for it, or before the barrier that follows the wait, or that issues a copy into a tile another warp
+// still reads, then computes with NaN or stale values, and its emulated results fail.
+template <int kBytes>
+inline void cp_async(void* shared, const void* global, bool inside) {
+  std::memset(shared, 0xFF, kBytes);
+  emulation::pending_copies.push_back({shared, global, kBytes, inside});
+}
+
+inline void cp_async_wait_all() {
+  for (const emulation::PendingCopy& copy : emulation::pending_copies) {
+    if (copy.inside) {
+      std::memcpy(copy.shared, copy.global, copy.bytes);
+    } else {
+      std::memset(copy.shared, 0, copy.bytes);
+    }
+  }
+  emulation::pending_copies.clear();
 }
 
 // mma.sync m16n8k16, row.col, float32 accumulators: D = A B + C with
