@@ -270,17 +270,18 @@ __device__ __forceinline__ void load_tile(T* shared, int ld, const RowView& view
 
 // Starts copying rows [row0, row0 + kRows) x kCols columns of a (batch, head) slice into shared memory
 // (leading dimension ld) with cp.async, 16 bytes per copy, spread over the block's kThreads threads; rows
-// from `valid` on are zero-filled (as load_tile). `slice` is the slice's row 0 (row_ptr(view, b, h, 0)),
-// so that each copy's address is one multiply-add. Lands at cp_async_wait_all() + __syncthreads().
+// from `valid` on are zero-filled (as load_tile). The slice's address is recomputed from the view (a
+// kernel parameter) at each call rather than kept in registers across the kernels' loops, where the
+// float32 accumulators need them. Lands at cp_async_wait_all() + __syncthreads().
 template <typename T, int kRows, int kCols, int kThreads>
-__device__ __forceinline__ void load_tile_async(T* shared, int ld, const T* slice, int64_t row_stride, int64_t row0,
-                                                int64_t valid) {
+__device__ __forceinline__ void load_tile_async(T* shared, int ld, const RowView& view, int64_t b, int64_t h,
+                                                int64_t row0, int64_t valid) {
   constexpr int kChunks = kCols / 8;                // 8 elements of 2 bytes per 16-byte copy
   constexpr int kRowsPerStep = kThreads / kChunks;  // a step copies whole rows: one column for all steps
   static_assert(kThreads % kChunks == 0 && kRows % kRowsPerStep == 0, "every thread copies the same chunks");
   const int first_row = static_cast<int>(threadIdx.x) / kChunks, column = (threadIdx.x % kChunks) * 8;
-  // One pointer per thread, advanced by whole steps: few registers live across the kernels' loops.
-  const T* source = slice + (row0 + first_row) * row_stride + column;
+  const T* slice = row_ptr<const T>(view, b, h, 0);
+  const T* source = slice + (row0 + first_row) * view.row_stride + column;
   T* target = shared + first_row * ld + column;
   // This thread's rows inside [row0, valid), counted in 32 bits (at most kRows matter).
   const int64_t rows_left = valid - row0 - first_row;
@@ -289,7 +290,7 @@ __device__ __forceinline__ void load_tile_async(T* shared, int ld, const T* slic
   for (int step = 0; step < kRows / kRowsPerStep; ++step) {
     const bool inside = step * kRowsPerStep < rows_inside;
     // Outside the rows nothing is read; the slice's first row stands in as a valid address.
-    cp_async<16>(target + step * kRowsPerStep * ld, inside ? source + step * kRowsPerStep * row_stride : slice,
+    cp_async<16>(target + step * kRowsPerStep * ld, inside ? source + step * kRowsPerStep * view.row_stride : slice,
                  inside);
   }
 }

@@ -97,14 +97,11 @@ __global__ void __launch_bounds__(kThreads) key_grads_kernel(const QuadraticPara
   const float* lse = static_cast<const float*>(p.log_sum_exp.data);
   const float* delta = static_cast<const float*>(p.delta.data);
 
-  const T* q_slice = row_ptr<const T>(p.q, b, h, 0);
-  const T* dout_slice = row_ptr<const T>(p.grad_out, b, h, 0);
   // Starts loading query tile i0 (and its rows' statistics) into buffer `buffer`.
   const auto load_query_tile = [&](int buffer, int64_t i0) {
-    mma::load_tile_async<T, kQueries, kD, kThreads>(q_tiles + buffer * kQueries * kLd, kLd, q_slice, p.q.row_stride,
-                                                    i0, s.q_len);
-    mma::load_tile_async<T, kQueries, kD, kThreads>(dout_tiles + buffer * kQueries * kLd, kLd, dout_slice,
-                                                    p.grad_out.row_stride, i0, s.q_len);
+    mma::load_tile_async<T, kQueries, kD, kThreads>(q_tiles + buffer * kQueries * kLd, kLd, p.q, b, h, i0, s.q_len);
+    mma::load_tile_async<T, kQueries, kD, kThreads>(dout_tiles + buffer * kQueries * kLd, kLd, p.grad_out, b, h, i0,
+                                                    s.q_len);
     if constexpr (Activation::kNormalizesRows) {
       mma::load_floats_async<kQueries, kThreads>(lse_tiles + buffer * kQueries, lse + bh * s.q_len, i0, s.q_len);
       mma::load_floats_async<kQueries, kThreads>(delta_tiles + buffer * kQueries, delta + bh * s.q_len, i0, s.q_len);
@@ -126,10 +123,8 @@ __global__ void __launch_bounds__(kThreads) key_grads_kernel(const QuadraticPara
       kBanded && k0 < keys ? band.query_end(min(k0 + kBlockRows, keys) - 1, s.q_len) : s.q_len;
   const int64_t row_begin = kBanded ? band.first_query(k0, s.q_len) : 0;
   if (k0 < keys && row_begin < row_end) {
-    mma::load_tile_async<T, kBlockRows, kD, kThreads>(k_tile, kLd, row_ptr<const T>(p.k, b, h, 0), p.k.row_stride,
-                                                      k0, keys);
-    mma::load_tile_async<T, kBlockRows, kD, kThreads>(v_tile, kLd, row_ptr<const T>(p.v, b, h, 0), p.v.row_stride,
-                                                      k0, keys);
+    mma::load_tile_async<T, kBlockRows, kD, kThreads>(k_tile, kLd, p.k, b, h, k0, keys);
+    mma::load_tile_async<T, kBlockRows, kD, kThreads>(v_tile, kLd, p.v, b, h, k0, keys);
     load_query_tile(0, row_begin);
   }
   int buffer = 0;
@@ -202,22 +197,16 @@ __global__ void __launch_bounds__(kThreads) query_grads_kernel(const QuadraticPa
     }
   }
 
-  const T* k_slice = row_ptr<const T>(p.k, b, h, 0);
-  const T* v_slice = row_ptr<const T>(p.v, b, h, 0);
   // Starts loading key tile k0 (keys and values) into buffer `buffer`.
   const auto load_key_tile = [&](int buffer, int64_t k0) {
-    mma::load_tile_async<T, kKeys, kD, kThreads>(k_tiles + buffer * kKeys * kLd, kLd, k_slice, p.k.row_stride, k0,
-                                                 keys);
-    mma::load_tile_async<T, kKeys, kD, kThreads>(v_tiles + buffer * kKeys * kLd, kLd, v_slice, p.v.row_stride, k0,
-                                                 keys);
+    mma::load_tile_async<T, kKeys, kD, kThreads>(k_tiles + buffer * kKeys * kLd, kLd, p.k, b, h, k0, keys);
+    mma::load_tile_async<T, kKeys, kD, kThreads>(v_tiles + buffer * kKeys * kLd, kLd, p.v, b, h, k0, keys);
   };
   const int64_t key_begin = kBanded ? band.begin(q0) / kKeys * kKeys : 0;
   const int64_t key_end = kBanded ? band.end(q0 + kBlockRows - 1) : keys;
 
-  mma::load_tile_async<T, kBlockRows, kD, kThreads>(q_tile, kLd, row_ptr<const T>(p.q, b, h, 0), p.q.row_stride, q0,
-                                                    s.q_len);
-  mma::load_tile_async<T, kBlockRows, kD, kThreads>(dout_tile, kLd, row_ptr<const T>(p.grad_out, b, h, 0),
-                                                    p.grad_out.row_stride, q0, s.q_len);
+  mma::load_tile_async<T, kBlockRows, kD, kThreads>(q_tile, kLd, p.q, b, h, q0, s.q_len);
+  mma::load_tile_async<T, kBlockRows, kD, kThreads>(dout_tile, kLd, p.grad_out, b, h, q0, s.q_len);
   if (key_begin < key_end) load_key_tile(0, key_begin);
   mma::cp_async_wait_all();
   __syncthreads();

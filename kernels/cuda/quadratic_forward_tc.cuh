@@ -57,17 +57,14 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(const QuadraticParams
   const int64_t warp_row0 = q0 + warp * 16;
   const int64_t rows[2] = {warp_row0 + g, warp_row0 + g + 8};  // this thread's rows (accumulator halves)
 
-  const T* q_slice = row_ptr<const T>(p.q, b, h, 0);
-  const T* k_slice = row_ptr<const T>(p.k, b, h, 0);
-  const T* v_slice = row_ptr<const T>(p.v, b, h, 0);
   const int64_t key_begin = kBanded ? band.begin(q0) / kKeyTile * kKeyTile : 0;
   const int64_t key_end = kBanded ? band.end(q0 + kBlockRows - 1) : keys;
 
   // The first K tile travels with Q; from then on each tile's load overlaps the previous product:
   // V(k0) while S = Q K(k0)^T and the activation run, K(k0 + kKeyTile) while P V(k0) runs.
-  mma::load_tile_async<T, kBlockRows, kD, kThreads>(q_tile, kLd, q_slice, p.q.row_stride, q0, s.q_len);
+  mma::load_tile_async<T, kBlockRows, kD, kThreads>(q_tile, kLd, p.q, b, h, q0, s.q_len);
   if (key_begin < key_end) {
-    mma::load_tile_async<T, kKeyTile, kD, kThreads>(k_tile, kLd, k_slice, p.k.row_stride, key_begin, keys);
+    mma::load_tile_async<T, kKeyTile, kD, kThreads>(k_tile, kLd, p.k, b, h, key_begin, keys);
   }
   mma::cp_async_wait_all();
   __syncthreads();
@@ -83,7 +80,7 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(const QuadraticParams
   for (int64_t k0 = key_begin; k0 < key_end; k0 += kKeyTile) {
     mma::cp_async_wait_all();  // this thread's part of K(k0)
     __syncthreads();           // everyone's part of K(k0); every warp is done with V(k0 - kKeyTile)
-    mma::load_tile_async<T, kKeyTile, kD, kThreads>(v_tile, kLd, v_slice, p.v.row_stride, k0, keys);
+    mma::load_tile_async<T, kKeyTile, kD, kThreads>(v_tile, kLd, p.v, b, h, k0, keys);
 
     mma::FragC score[kScoreTiles];
     mma::zero(score);
@@ -151,7 +148,7 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(const QuadraticParams
     mma::cp_async_wait_all();  // this thread's part of V(k0)
     __syncthreads();           // everyone's part of V(k0); every warp is done with K(k0)
     if (k0 + kKeyTile < key_end) {
-      mma::load_tile_async<T, kKeyTile, kD, kThreads>(k_tile, kLd, k_slice, p.k.row_stride, k0 + kKeyTile, keys);
+      mma::load_tile_async<T, kKeyTile, kD, kThreads>(k_tile, kLd, p.k, b, h, k0 + kKeyTile, keys);
     }
     mma::mma_p_b<T, kKeyTile / 16>(out, score, v_tile, kLd, lane);
   }
