@@ -133,7 +133,7 @@ def main(argv=None) -> None:
     parser.add_argument("--fla", action="store_true", help="also time flash-linear-attention's fused_chunk")
     parser.add_argument("--peak-gbs", type=float, default=None, help="memory bandwidth for the linear floor")
     parser.add_argument("--preset", choices=["cpu"], help="cpu: the CPU goal table (benchmarks/cpu_goals.py); "
-                        "reads --seq-lens (default 1024 4096), --linear-seq-lens, --head-dims, --json")
+                        "reads --seq-lens (default 1024 4096), --linear-seq-lens, --head-dims, --cases, --json")
     parser.add_argument("--linear-seq-lens", type=int, nargs="*", default=[16384], help="--preset cpu: linear only")
     parser.add_argument("--head-dims", type=int, nargs="+", default=[64, 128], help="--preset cpu")
     parser.add_argument("--json", help="--preset cpu: also write the rows as JSON to this file")

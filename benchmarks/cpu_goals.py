@@ -1,7 +1,8 @@
 """The CPU goal table: every row of the CPU-speed goals, measured in one process, ratio against goal.
 
     .venv/bin/python benchmarks/bench.py --preset cpu [--seq-lens 1024 4096] [--linear-seq-lens 16384]
-                                         [--head-dims 64 128] [--json out/cpu_goals.json]
+                                         [--head-dims 64 128] [--cases softmax "linear elu"]
+                                         [--json out/cpu_goals.json]
 
 Each row times actattn and its peer in the same run (median of --repeats after a warm-up), fp32, B=1,
 H=8, on torch's thread count (2 on the development machine). "ratio" is actattn's time over the
@@ -111,6 +112,8 @@ def main(args, timed: Callable) -> None:
             q, k, v = (torch.randn(1, 8, n, dim, generator=gen).requires_grad_() for _ in range(3))
             for row in rows_for(n, dim, linear_only=n not in args.seq_lens):
                 if row["kind"] == "threads" and n < 4096:
+                    continue
+                if args.cases and not any(row["case"].startswith(prefix) for prefix in args.cases):
                     continue
                 r = measure(row, q, k, v, timed, args.repeats)
                 print(f"| {row['case']} | {dim} | {n} | {row['peer']} | {r['ours_fwd']:.2f} | {r['theirs_fwd']:.2f} "

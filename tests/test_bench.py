@@ -41,3 +41,12 @@ def test_cpu_preset_prints_every_goal_row_and_json(capsys, tmp_path, monkeypatch
 
     data = json.loads(out.read_text())
     assert len(data["rows"]) == len(cases) and all(r["ratio_both"] > 0 for r in data["rows"])
+
+
+def test_cpu_preset_keeps_only_the_cases_asked_for(capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH.parent))
+    bench = load_bench()
+    bench.main(["--preset", "cpu", "--seq-lens", "32", "--linear-seq-lens", "--head-dims", "8", "--repeats", "1",
+                "--cases", "softmax causal", "linear elu non"])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "---" not in line]
+    assert [row.split(" | ")[0].strip("| ") for row in rows[1:]] == ["softmax causal", "linear elu non-causal"]
