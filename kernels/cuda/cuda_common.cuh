@@ -78,6 +78,21 @@ inline void check_launch(const char* kernel) {
   }
 }
 
+// Lets `kernel` take `bytes` of dynamic shared memory (past 48 KiB a kernel must opt in), or throws,
+// naming it, when the GPU cannot give that much (the launch would otherwise fail with a bare
+// "invalid argument"). Called before each launch: the attribute belongs to the current device.
+template <typename Kernel>
+inline void allow_dynamic_shared(Kernel kernel, size_t bytes, const char* name) {
+  const cudaError_t error =
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
+  if (error != cudaSuccess) {
+    (void)cudaGetLastError();  // clear it, so that the next launch does not report it
+    throw std::runtime_error(std::string("actattn: ") + name + " needs " + std::to_string(bytes) +
+                             " bytes of shared memory per block, which this GPU does not allow: " +
+                             cudaGetErrorString(error));
+  }
+}
+
 inline unsigned blocks_for(int64_t items, int64_t per_block) {
   return static_cast<unsigned>((items + per_block - 1) / per_block);
 }

@@ -281,7 +281,7 @@ void linear_attention_backward_cuda(const LinearParams& params, cudaStream_t str
       dispatch_bool(params.causal, [&](auto causal) {
         auto kernel = backward_kernel<T, Acc, Map, decltype(causal)::value>;
         const size_t shared = backward_shared_elems<Acc>(s.qk_dim) * sizeof(Acc);
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(shared));
+        cuda::allow_dynamic_shared(kernel, shared, "linear_attention_backward");
         const dim3 grid(static_cast<unsigned>(s.batch * s.heads),
                         static_cast<unsigned>(Workspace<Acc>::linear_blocks(s)));
         kernel<<<grid, cuda::kLinearThreads, shared, stream>>>(params);

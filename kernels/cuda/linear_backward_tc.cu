@@ -18,7 +18,7 @@ void linear_backward_tensor_core(const LinearParams& params, cudaStream_t stream
     auto kernel = linear_backward_tc::backward_kernel<typename decltype(types)::scalar_t, decltype(map),
                                                       decltype(causal)::value, kD>;
     constexpr int shared = linear_backward_tc::shared_bytes<kD>();
-    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, shared);
+    allow_dynamic_shared(kernel, shared, "linear_attention_backward (tensor cores)");
     // blockIdx.y: the query block (dq) and the key block (dk, dv, initial state gradients).
     const dim3 grid(static_cast<unsigned>(s.batch * s.heads), 2);
     kernel<<<grid, linear_tc::Shape<kD>::kThreads, shared, stream>>>(params);

@@ -119,7 +119,7 @@ void linear_attention_forward_cuda(const LinearParams& params, cudaStream_t stre
       dispatch_bool(params.causal, [&](auto causal) {
         auto kernel = forward_kernel<T, Acc, decltype(map), decltype(causal)::value>;
         const size_t shared = forward_shared_elems<Acc>(s.qk_dim) * sizeof(Acc);
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(shared));
+        cuda::allow_dynamic_shared(kernel, shared, "linear_attention_forward");
         const dim3 grid(static_cast<unsigned>(s.batch * s.heads),
                         static_cast<unsigned>(cuda::linear_column_blocks<Acc>(s.v_dim)));
         kernel<<<grid, cuda::kLinearThreads, shared, stream>>>(params);

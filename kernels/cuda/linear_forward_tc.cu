@@ -18,7 +18,7 @@ void linear_forward_tensor_core(const LinearParams& params, cudaStream_t stream)
     auto kernel = linear_forward_tc::forward_kernel<typename decltype(types)::scalar_t, decltype(map),
                                                     decltype(causal)::value, kD>;
     constexpr int shared = linear_forward_tc::shared_bytes<kD>();
-    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, shared);
+    allow_dynamic_shared(kernel, shared, "linear_attention_forward (tensor cores)");
     kernel<<<static_cast<unsigned>(s.batch * s.heads), linear_tc::Shape<kD>::kThreads, shared, stream>>>(params);
     check_launch("linear_attention_forward (tensor cores)");
   });

@@ -16,13 +16,13 @@ void launch(const QuadraticParams& params, Activation activation, cudaStream_t s
   const unsigned bh = static_cast<unsigned>(s.batch * s.heads);
   if (s.k_len > 0 && params.grad_k.data != nullptr) {
     auto kernel = key_grads_kernel<T, Activation, kBanded, kD>;
-    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, shared);
+    allow_dynamic_shared(kernel, shared, "quadratic_attention_backward (dK, dV, tensor cores)");
     kernel<<<dim3(bh, blocks_for(s.k_len, kBlockRows)), kWarps * kWarp, shared, stream>>>(params, activation);
     check_launch("quadratic_attention_backward (dK, dV, tensor cores)");
   }
   if (s.q_len > 0 && params.grad_q.data != nullptr) {
     auto kernel = query_grads_kernel<T, Activation, kBanded, kD>;
-    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, shared);
+    allow_dynamic_shared(kernel, shared, "quadratic_attention_backward (dQ, tensor cores)");
     kernel<<<dim3(bh, blocks_for(s.q_len, kBlockRows)), kWarps * kWarp, shared, stream>>>(params, activation);
     check_launch("quadratic_attention_backward (dQ, tensor cores)");
   }

@@ -178,7 +178,9 @@ __global__ void __launch_bounds__(kThreads) query_grads_kernel(const QuadraticPa
 
   const AttentionShape s = p.shape;
   const int64_t bh = blockIdx.x, b = bh / s.heads, h = bh % s.heads;
-  const int64_t q0 = int64_t(blockIdx.y) * kBlockRows;
+  // Banded (causal): the last query blocks, which see the most keys, start first (as in the forward;
+  // the dK/dV kernel's longest blocks, the first keys, come first by themselves).
+  const int64_t q0 = int64_t(kBanded ? gridDim.y - 1 - blockIdx.y : blockIdx.y) * kBlockRows;
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp, g = lane / 4, t = lane % 4;
   const int64_t keys = keys_of(p.key_lengths, b, s.k_len);
   const KeyBand band = key_band(p, keys);  // banded: query i sees keys [band.begin(i), band.end(i))

@@ -13,7 +13,7 @@ template <int kD, typename T, typename Activation, bool kBanded>
 void launch(const QuadraticParams& params, Activation activation, cudaStream_t stream) {
   auto kernel = forward_kernel<T, Activation, kBanded, kD>;
   constexpr int shared = forward_shared_bytes<kD>();
-  cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, shared);
+  allow_dynamic_shared(kernel, shared, "quadratic_attention_forward (tensor cores)");
   const AttentionShape& s = params.shape;
   const dim3 grid(static_cast<unsigned>(s.batch * s.heads), blocks_for(s.q_len, kBlockRows));
   kernel<<<grid, kWarps * kWarp, shared, stream>>>(params, activation);

@@ -46,7 +46,9 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(const QuadraticParams
 
   const AttentionShape s = p.shape;
   const int64_t bh = blockIdx.x, b = bh / s.heads, h = bh % s.heads;
-  const int64_t q0 = int64_t(blockIdx.y) * kBlockRows;
+  // Banded (causal): the query blocks that see the most keys, the last ones, start first, so that the
+  // short ones fill the last wave instead of leaving a long one alone on it.
+  const int64_t q0 = int64_t(kBanded ? gridDim.y - 1 - blockIdx.y : blockIdx.y) * kBlockRows;
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp, g = lane / 4, t = lane % 4;
   const int64_t keys = keys_of(p.key_lengths, b, s.k_len);
   const KeyBand band = key_band(p, keys);  // banded: row i sees keys [band.begin(i), band.end(i))

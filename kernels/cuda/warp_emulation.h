@@ -31,6 +31,7 @@
 inline thread_local uint3 threadIdx;
 inline thread_local uint3 blockIdx;
 inline thread_local dim3 blockDim;
+inline thread_local dim3 gridDim;
 
 inline float __expf(float x) { return std::exp(x); }
 inline int64_t min(int64_t a, int64_t b) { return std::min(a, b); }
@@ -85,6 +86,7 @@ inline void launch(dim3 grid, int threads, const std::function<void()>& body) {
           threadIdx = make_uint3(t, 0, 0);
           blockIdx = make_uint3(bx, by, 0);
           blockDim = dim3(threads);
+          gridDim = grid;
           current_block = &block;
           body();
           if (!pending_copies.empty()) {  // fetched and never waited for: a tile the kernel did not use
