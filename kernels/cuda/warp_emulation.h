@@ -3,9 +3,10 @@
 //
 // A block runs as one std::thread per CUDA thread; __syncthreads is a barrier of the block, and every
 // warp-collective operation (shuffles, ldmatrix, mma.sync) is an exchange through the warp's slots
-// between two barriers of the warp. cp.async copies land only when their thread waits for them. mma.sync and ldmatrix follow the fragment layouts of the PTX ISA
-// ("Matrix Fragments for mma.m16n8k16 with floating point type", "ldmatrix"), written out here
-// independently of the kernels' own index arithmetic. Products are summed in float32 (the order differs
+// between two barriers of the warp; cp.async copies land only when their thread waits for them.
+// mma.sync and ldmatrix follow the fragment layouts of the PTX ISA ("Matrix Fragments for
+// mma.m16n8k16 with floating point type", "ldmatrix"), written out here independently of the
+// kernels' own index arithmetic. Products are summed in float32 (the order differs
 // from the hardware's, which is unspecified anyway).
 // Include it before anything else with ACTATTN_WARP_EMULATION defined.
 #pragma once
