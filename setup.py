@@ -16,7 +16,6 @@ TORCH_CUDA_ARCH_LIST="8.0;9.0".
 import glob
 import os
 import platform
-import shlex
 import sysconfig
 
 from setuptools import setup
@@ -33,7 +32,7 @@ MODULE_SOURCE = "csrc/python_module.cpp"
 
 def library_sources(with_cuda):
     # Relative paths: setuptools refuses absolute ones in an extension's sources.
-    patterns = ["csrc/*.cpp", "kernels/cpu/*.cpp"]
+    patterns = ["csrc/*.cpp", "kernels/*.cpp", "kernels/cpu/*.cpp"]
     if with_cuda:
         patterns += ["csrc/cuda/*.cpp", "kernels/cuda/*.cu"]
     found = (f for pattern in patterns for f in glob.glob(pattern, root_dir=ROOT))
@@ -56,15 +55,21 @@ def want_cuda():
     return possible
 
 
-def cpu_arch_flags():
-    """Vector ISA of the CPU kernels: AVX2 + FMA (x86-64-v3) on x86-64, the compiler's default elsewhere.
-
-    ACTATTN_CPU_FLAGS overrides it, e.g. "-march=native" for the build machine's own CPU or "" for a
-    pre-2013 x86 CPU without AVX2.
+def extra_cpu_isas():
+    """The builds of the CPU kernels (kernels/cpu/isa.h) besides `baseline`, which is compiled with the
+    library's own flags (the compiler's default ISA): name -> compiler flags. kernels/cpu_isa.cpp picks
+    one at run time, so the library runs on any CPU of its architecture and never needs -march=native.
     """
-    if "ACTATTN_CPU_FLAGS" in os.environ:
-        return shlex.split(os.environ["ACTATTN_CPU_FLAGS"])
-    return ["-march=x86-64-v3"] if platform.machine() in ("x86_64", "AMD64") else []
+    if platform.machine() not in ("x86_64", "AMD64"):
+        return {}
+    # GCC's generic tuning keeps AVX-512 code at 256-bit vectors; the kernels' register blocks are
+    # sized for 512 (kernels/cpu/tile_gemm.h).
+    return {"avx2": ["-march=x86-64-v3"], "avx512": ["-march=x86-64-v4", "-mprefer-vector-width=512"]}
+
+
+def cpu_isa_sources():
+    """What each extra ISA build compiles: every source of kernels/cpu/."""
+    return sorted(glob.glob("kernels/cpu/*.cpp", root_dir=ROOT))
 
 
 def extensions():
@@ -72,7 +77,9 @@ def extensions():
     with_cuda = want_cuda()
     # -fno-math-errno and -fno-trapping-math let the kernels' math vectorise (kernels/exp.h); unlike
     # -ffast-math they keep NaN and inf semantics.
-    cxx_flags = ["-fopenmp", "-Wall", "-fno-math-errno", "-fno-trapping-math"] + cpu_arch_flags()
+    cxx_flags = ["-fopenmp", "-Wall", "-fno-math-errno", "-fno-trapping-math"]
+    if extra_cpu_isas():
+        cxx_flags.append("-DACTATTN_CPU_X86_BUILDS")  # kernels/cpu_isa.cpp: the avx2 and avx512 builds exist
     cxx_flags += ["-O0", "-g"] if debug else ["-O3"]
     nvcc_flags = ["--expt-relaxed-constexpr", "-lineinfo"] + (["-O0", "-G"] if debug else ["-O3"])
     build = CUDAExtension if with_cuda else CppExtension
@@ -112,11 +119,33 @@ class BuildLibraryAndModule(BuildExtension):
         super().copy_extensions_to_source()
 
     def build_extension(self, ext):
+        if ext.name == LIBRARY:
+            ext.extra_objects = self.compile_extra_cpu_isas(ext) + list(ext.extra_objects)
         if ext.name == MODULE:
             # The library is built first (extensions build in list order). Named by its path after
             # --no-as-needed: the module calls none of its functions, loading it is the point.
             ext.extra_link_args = ["-Wl,--no-as-needed", self.get_ext_fullpath(LIBRARY), "-Wl,-rpath,$ORIGIN/lib"]
         super().build_extension(ext)
+
+
+    def compile_extra_cpu_isas(self, ext):
+        """Compiles kernels/cpu/ once per extra ISA, each into its own folder with its own flags, and
+        returns the objects. They are linked after the library's own objects, the baseline build among
+        them, so that where two builds still share an inline function (a standard-library one: the
+        kernels' own are apart by namespace), the linker keeps the copy of the lowest ISA, which runs on
+        every CPU that runs the others."""
+        objects = []
+        for isa, flags in extra_cpu_isas().items():
+            objects += self.compiler.compile(
+                cpu_isa_sources(),
+                output_dir=os.path.join(self.build_temp, f"cpu-{isa}"),
+                macros=ext.define_macros,
+                include_dirs=ext.include_dirs,
+                debug=self.debug,
+                extra_postargs=ext.extra_compile_args["cxx"] + flags + [f"-DACTATTN_CPU_ISA={isa}"],
+                depends=ext.depends,
+            )
+        return objects
 
 
 # Name, version, dependencies, extras and scripts are in pyproject.toml; this file adds the compiled parts.

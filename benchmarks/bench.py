@@ -147,7 +147,8 @@ def main(argv=None) -> None:
     dtype = getattr(torch, args.dtype)
 
     print(
-        f"device {args.device} ({torch.get_num_threads()} threads)" if args.device == "cpu" else f"device {args.device}",
+        f"device cpu ({torch.get_num_threads()} threads, actattn's {actattn.cpu_isa()} build)" if args.device == "cpu"
+        else f"device {args.device}",
         f"| torch {torch.__version__} | {args.dtype} | B={args.batch} H={args.heads} D={args.head_dim}"
         f" | median of {args.repeats} | ratio = actattn / baseline (< 1: actattn faster)\n",
     )

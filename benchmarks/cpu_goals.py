@@ -100,8 +100,8 @@ def verdict(ratio: float, goal: Optional[float]) -> str:
 
 
 def main(args, timed: Callable) -> None:
-    print(f"cpu goals | torch {torch.__version__} | {torch.get_num_threads()} threads | fp32 | B=1 H=8 "
-          f"| median of {args.repeats}\n")
+    print(f"cpu goals | torch {torch.__version__} | actattn's {actattn.cpu_isa()} build | {torch.get_num_threads()} "
+          f"threads | fp32 | B=1 H=8 | median of {args.repeats}\n")
     print("| case | D | N | compared with | actattn fwd ms | peer fwd ms | ratio fwd | goal fwd "
           "| actattn fwd+bwd ms | peer fwd+bwd ms | ratio fwd+bwd | goal fwd+bwd |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -123,5 +123,6 @@ def main(args, timed: Callable) -> None:
                 records.append({key: row[key] for key in ("case", "n", "dim", "peer", "goal_fwd", "goal_both")} | r)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(),
+        Path(args.json).write_text(json.dumps({"torch": torch.__version__, "cpu_isa": actattn.cpu_isa(),
+                                               "threads": torch.get_num_threads(),
                                                "rows": records}, indent=1))

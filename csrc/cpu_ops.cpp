@@ -3,7 +3,7 @@
 // contiguous rows.
 #include <torch/library.h>
 
-#include "../kernels/cpu/cpu_kernels.h"
+#include "../kernels/cpu_isa.h"
 #include "op_runners.h"
 
 namespace actattn {

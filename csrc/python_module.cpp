@@ -1,8 +1,12 @@
 // `import actattn._C` loads this library, whose static initialisers register the ops with torch. The
 // ops are reached through torch.ops.actattn; the module itself only carries the option names
-// (SCORE_ACTIVATIONS, FEATURE_MAPS, CAUSAL_ALIGNMENTS) from names.h, so that Python reads the table C++ parses with.
+// (SCORE_ACTIVATIONS, FEATURE_MAPS, CAUSAL_ALIGNMENTS) from names.h, so that Python reads the table C++ parses with,
+// and cpu_isa(), the build of the CPU kernels that runs (kernels/cpu_isa.h).
 #include <Python.h>
 
+#include <exception>
+
+#include "../kernels/cpu_isa.h"
 #include "names.h"
 
 namespace {
@@ -33,12 +37,26 @@ bool add_names(PyObject* module, const char* attribute, const std::array<actattn
   return true;
 }
 
+PyObject* cpu_isa(PyObject*, PyObject*) {
+  try {
+    return PyUnicode_FromString(actattn::cpu_isa());
+  } catch (const std::exception& error) {  // ACTATTN_CPU_ISA names a build this CPU cannot run
+    PyErr_SetString(PyExc_RuntimeError, error.what());
+    return nullptr;
+  }
+}
+
+PyMethodDef methods[] = {
+    {"cpu_isa", cpu_isa, METH_NOARGS, "The build of the CPU kernels that runs: avx512, avx2 or baseline."},
+    {nullptr, nullptr, 0, nullptr},
+};
+
 }  // namespace
 
 extern "C" {
 PyMODINIT_FUNC PyInit__C(void) {
   static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", "actattn's registered torch operators", -1,
-                                          nullptr};
+                                          methods};
   PyObject* module = PyModule_Create(&module_def);
   if (module == nullptr) return nullptr;
   if (!add_names(module, "SCORE_ACTIVATIONS", actattn::kScoreActivations) ||

@@ -3,6 +3,8 @@
 import importlib.util
 from pathlib import Path
 
+import actattn
+
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench.py"
 
 
@@ -41,6 +43,7 @@ def test_cpu_preset_prints_every_goal_row_and_json(capsys, tmp_path, monkeypatch
 
     data = json.loads(out.read_text())
     assert len(data["rows"]) == len(cases) and all(r["ratio_both"] > 0 for r in data["rows"])
+    assert data["cpu_isa"] == actattn.cpu_isa()
 
 
 def test_cpu_preset_keeps_only_the_cases_asked_for(capsys, monkeypatch):

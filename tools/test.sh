@@ -3,7 +3,8 @@
 # torch's CUDA build (tools/check_cuda_build.sh, no GPU needed; where the disk is too small for torch's CUDA
 # build it only compiles the CUDA sources, tools/check_cuda.sh, which the full build would repeat) in the
 # background, at low priority, beside everything else; the
-# Python suite (pytest; its CUDA cases run where a GPU is present), the wheel a user would build, installed
+# Python suite (pytest; its CUDA cases run where a GPU is present) and its op tests again on every lower ISA
+# build of the CPU kernels, the wheel a user would build, installed
 # into a fresh venv (tools/check_install.sh), the tensor-core kernels on the CPU through
 # kernels/cuda/warp_emulation.h (CTest), and tools/sanitize.sh: the library's C++ CTest suite against
 # LibTorch and a part of pytest under AddressSanitizer + UndefinedBehaviorSanitizer. Exits non-zero if
@@ -36,6 +37,24 @@ if [ "$status" -eq 5 ]; then
 fi
 [ "$status" -eq 0 ] || exit "$status"
 phase_took "pytest"
+
+# The CPU kernels' other builds (kernels/cpu_isa.h): the suite above ran the best build this CPU runs;
+# the op tests run again on every build below it (each ISA contains the next, so this CPU runs them).
+cpu_op_tests=(tests/test_attention.py tests/test_linear_attention.py tests/test_half_types_cpu.py
+  tests/test_key_lengths.py tests/test_window.py tests/test_dropout.py tests/test_decoding.py tests/test_nonfinite.py
+  tests/test_determinism.py tests/test_fuzz.py)
+best_isa=$(.venv/bin/python -c 'import actattn; print(actattn.cpu_isa())')
+case "$best_isa" in
+  avx512) lower_isas=(avx2 baseline) ;;
+  avx2) lower_isas=(baseline) ;;
+  *) lower_isas=() ;;
+esac
+for isa in "${lower_isas[@]}"; do
+  echo "test.sh: the CPU op tests on the $isa build of the CPU kernels (the best here is $best_isa)"
+  ACTATTN_CPU_ISA=$isa .venv/bin/python -m pytest tests/test_cpu_isa.py::test_the_default_is_the_best_build_this_cpu_runs \
+    "${cpu_op_tests[@]}" -q -p no:cacheprovider
+done
+phase_took "the CPU op tests on the other ISA builds"
 
 # The wheel a user would build, installed into a fresh venv and used from outside the tree.
 bash tools/check_install.sh

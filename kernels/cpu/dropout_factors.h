@@ -7,10 +7,12 @@
 #include <cstdint>
 
 #include "../dropout.h"
+#include "isa.h"
 #include "quadratic_tile.h"
 
 namespace actattn {
 namespace cpu {
+inline namespace ACTATTN_CPU_ISA {
 
 // Factors (kept_scale or 0) of keys [first, first + count) of query row `query_row` into out;
 // `first` a multiple of 4, count <= kKeyTile. The same bits as Dropout::multiplier key by key.
@@ -39,5 +41,6 @@ void dropout_factors(const Dropout<Acc>& dropout, int64_t query_row, int64_t fir
   for (int64_t t = 0; t < count; ++t) out[t] = int64_t(words[t]) < keep_below ? kept_scale : Acc(0);
 }
 
+}  // namespace ACTATTN_CPU_ISA
 }  // namespace cpu
 }  // namespace actattn

@@ -8,8 +8,11 @@
 #include <cstdint>
 #include <cstring>
 
+#include "isa.h"
+
 namespace actattn {
 namespace cpu {
+inline namespace ACTATTN_CPU_ISA {
 
 struct BFloat16 {
   uint16_t bits;
@@ -43,5 +46,6 @@ struct Float16 {
 
 static_assert(sizeof(BFloat16) == 2 && sizeof(Float16) == 2, "16-bit element types must match torch's layout");
 
+}  // namespace ACTATTN_CPU_ISA
 }  // namespace cpu
 }  // namespace actattn

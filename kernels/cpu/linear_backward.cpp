@@ -29,6 +29,8 @@
 #include "row_math.h"
 
 namespace actattn {
+namespace cpu {
+inline namespace ACTATTN_CPU_ISA {
 namespace {
 
 template <typename T, typename Acc, typename Map, bool kCausal>
@@ -221,7 +223,7 @@ void backward_heads(const LinearParams& p) {
 
 }  // namespace
 
-void linear_attention_backward_cpu(const LinearParams& params) {
+void linear_attention_backward(const LinearParams& params) {
   dispatch_dtype(params.dtype, [&](auto types) {
     using T = typename decltype(types)::scalar_t;
     using Acc = typename decltype(types)::acc_t;
@@ -233,4 +235,6 @@ void linear_attention_backward_cpu(const LinearParams& params) {
   });
 }
 
+}  // namespace ACTATTN_CPU_ISA
+}  // namespace cpu
 }  // namespace actattn

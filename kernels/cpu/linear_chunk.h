@@ -10,11 +10,13 @@
 
 #include "../key_lengths.h"
 #include "../params.h"
+#include "isa.h"
 #include "row_math.h"
 #include "tile_gemm.h"
 
 namespace actattn {
 namespace cpu {
+inline namespace ACTATTN_CPU_ISA {
 
 constexpr int64_t kLinearChunk = 64;
 static_assert(kLinearChunk % kRows == 0, "chunks must hold whole register blocks");
@@ -208,5 +210,6 @@ void absorb_keys(const LinearChunk<Acc>& c, RunningState<Acc>& state) {
   state.add_chunk(c.b.data(), c.v.data(), nullptr, c.rows);
 }
 
+}  // namespace ACTATTN_CPU_ISA
 }  // namespace cpu
 }  // namespace actattn

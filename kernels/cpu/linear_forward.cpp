@@ -24,6 +24,8 @@
 #include "row_math.h"
 
 namespace actattn {
+namespace cpu {
+inline namespace ACTATTN_CPU_ISA {
 namespace {
 
 // Query heads per task: the largest divisor of the group that still leaves a task for every thread.
@@ -101,7 +103,7 @@ void forward_heads(const LinearParams& p) {
 
 }  // namespace
 
-void linear_attention_forward_cpu(const LinearParams& params) {
+void linear_attention_forward(const LinearParams& params) {
   dispatch_dtype(params.dtype, [&](auto types) {
     using T = typename decltype(types)::scalar_t;
     using Acc = typename decltype(types)::acc_t;
@@ -113,4 +115,6 @@ void linear_attention_forward_cpu(const LinearParams& params) {
   });
 }
 
+}  // namespace ACTATTN_CPU_ISA
+}  // namespace cpu
 }  // namespace actattn

@@ -34,11 +34,9 @@
 #include "row_math.h"
 
 namespace actattn {
+namespace cpu {
+inline namespace ACTATTN_CPU_ISA {
 namespace {
-
-using cpu::kKeyTile;
-using cpu::kQueryBlock;
-using cpu::kRows;
 
 template <typename T, typename Acc, typename Activation, bool kBanded>
 struct Backward {
@@ -275,7 +273,7 @@ struct Backward {
 
 }  // namespace
 
-void quadratic_attention_backward_cpu(const QuadraticParams& params) {
+void quadratic_attention_backward(const QuadraticParams& params) {
   dispatch_dtype(params.dtype, [&](auto types) {
     using T = typename decltype(types)::scalar_t;
     using Acc = typename decltype(types)::acc_t;
@@ -287,4 +285,6 @@ void quadratic_attention_backward_cpu(const QuadraticParams& params) {
   });
 }
 
+}  // namespace ACTATTN_CPU_ISA
+}  // namespace cpu
 }  // namespace actattn

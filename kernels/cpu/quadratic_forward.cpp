@@ -30,11 +30,9 @@
 #include "row_math.h"
 
 namespace actattn {
+namespace cpu {
+inline namespace ACTATTN_CPU_ISA {
 namespace {
-
-using cpu::kKeyTile;
-using cpu::kQueryBlock;
-using cpu::kRows;
 
 template <typename T, typename Acc, typename Activation, bool kBanded>
 void forward_blocks(const QuadraticParams& p, const Activation activation) {
@@ -150,7 +148,7 @@ void forward_blocks(const QuadraticParams& p, const Activation activation) {
 
 }  // namespace
 
-void quadratic_attention_forward_cpu(const QuadraticParams& params) {
+void quadratic_attention_forward(const QuadraticParams& params) {
   dispatch_dtype(params.dtype, [&](auto types) {
     using T = typename decltype(types)::scalar_t;
     using Acc = typename decltype(types)::acc_t;
@@ -162,4 +160,6 @@ void quadratic_attention_forward_cpu(const QuadraticParams& params) {
   });
 }
 
+}  // namespace ACTATTN_CPU_ISA
+}  // namespace cpu
 }  // namespace actattn

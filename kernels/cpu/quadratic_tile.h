@@ -10,11 +10,13 @@
 
 #include "../key_lengths.h"
 #include "../params.h"
+#include "isa.h"
 #include "row_math.h"
 #include "tile_gemm.h"
 
 namespace actattn {
 namespace cpu {
+inline namespace ACTATTN_CPU_ISA {
 
 constexpr int64_t kKeyTile = 64;
 // 128 query rows share each key tile load (the loads are scalar passes; at 32 rows they cost about a
@@ -91,5 +93,6 @@ struct KeyTile {
   }
 };
 
+}  // namespace ACTATTN_CPU_ISA
 }  // namespace cpu
 }  // namespace actattn

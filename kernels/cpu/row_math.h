@@ -6,9 +6,11 @@
 #include <cstdint>
 
 #include "../params.h"
+#include "isa.h"
 
 namespace actattn {
 namespace cpu {
+inline namespace ACTATTN_CPU_ISA {
 
 template <typename T>
 inline T* row_ptr(const RowView& view, int64_t b, int64_t h, int64_t n) {
@@ -61,5 +63,6 @@ inline void store(const Acc* src, Acc alpha, T* dst, int64_t n) {
   for (int64_t i = 0; i < n; ++i) dst[i] = T(alpha * src[i]);
 }
 
+}  // namespace ACTATTN_CPU_ISA
 }  // namespace cpu
 }  // namespace actattn

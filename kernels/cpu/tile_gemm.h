@@ -7,11 +7,26 @@
 
 #include <cstdint>
 
+#include "isa.h"
+
 namespace actattn {
 namespace cpu {
+inline namespace ACTATTN_CPU_ISA {
 
+// kCols is two vectors of floats, so each row of the block is two independent FMA chains. The
+// block must leave registers for one row of b (two vectors) and the broadcast a: AVX2 and SSE2 have
+// 16 vector registers (8 accumulators), AVX-512 has 32 (16 accumulators, which also covers its FMA
+// latency times two FMA ports).
+#if defined(__AVX512F__)
+constexpr int kRows = 8;
+constexpr int kCols = 32;
+#elif defined(__AVX2__)
 constexpr int kRows = 4;
 constexpr int kCols = 16;
+#else
+constexpr int kRows = 4;
+constexpr int kCols = 8;
+#endif
 
 // Columns computed for n visible ones: n rounded up to whole register blocks.
 inline int64_t padded_width(int64_t n) { return (n + kCols - 1) / kCols * kCols; }
@@ -83,5 +98,6 @@ inline void accumulate_columns_times_matrix(const Acc* p, int64_t p_stride, cons
   accumulate_strided_rows_times_matrix(p, 1, p_stride, m, depth, width, acc, acc_stride);
 }
 
+}  // namespace ACTATTN_CPU_ISA
 }  // namespace cpu
 }  // namespace actattn

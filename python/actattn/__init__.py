@@ -7,7 +7,7 @@ Forward and backward kernels for CPU (and CUDA where built), registered as torch
 import os
 
 from . import nn, reference
-from ._ops import ops
+from ._ops import cpu_isa, ops
 from .functional import (
     CAUSAL_ALIGNMENTS,
     FEATURE_MAPS,
@@ -27,6 +27,7 @@ __all__ = [
     "LinearAttentionState",
     "attention",
     "cmake_prefix_path",
+    "cpu_isa",
     "library_path",
     "linear_attention",
     "nn",

@@ -28,3 +28,13 @@ ops = torch.ops.actattn
 SCORE_ACTIVATIONS = _C.SCORE_ACTIVATIONS
 FEATURE_MAPS = _C.FEATURE_MAPS
 CAUSAL_ALIGNMENTS = _C.CAUSAL_ALIGNMENTS
+
+
+def cpu_isa() -> str:
+    """The build of the CPU kernels that runs in this process: "avx512" or "avx2" (x86-64) or "baseline".
+
+    The library holds one build per vector instruction set and takes the best this CPU supports, unless
+    the environment variable ACTATTN_CPU_ISA (read once, at the first CPU kernel call) names another.
+    Raises RuntimeError when it names a build the library lacks or this CPU cannot run; so do the CPU ops.
+    """
+    return _C.cpu_isa()

@@ -199,6 +199,11 @@ TEST(Attention, AutocastCastsToItsDtype) {
   EXPECT_EQ(out.scalar_type(), at::kBFloat16);
 }
 
+TEST(CpuIsa, NamesABuildOfTheCpuKernels) {
+  const std::string isa = actattn::cpu_isa();
+  EXPECT_TRUE(isa == "avx512" || isa == "avx2" || isa == "baseline") << isa;
+}
+
 TEST(Errors, BadOptionsAreNamed) {
   const at::Tensor x = torch::randn({1, 1, 4, 2});
   EXPECT_TRUE(throws_with([&] { actattn::attention(x, x, x, {.activation = "tanh"}); }, "activation must be one of"));

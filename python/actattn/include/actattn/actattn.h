@@ -64,4 +64,10 @@ LinearAttentionResult linear_attention(const at::Tensor& q, const at::Tensor& k,
                                        const LinearAttentionOptions& options = {},
                                        const std::optional<LinearAttentionState>& initial_state = std::nullopt);
 
+// The build of the CPU kernels this process runs: "avx512" or "avx2" (x86-64 only) or "baseline" (any
+// CPU); the best the CPU supports, unless the environment variable ACTATTN_CPU_ISA names another.
+// Throws std::runtime_error, as every CPU op then does, when ACTATTN_CPU_ISA names a build that the
+// library lacks or this CPU cannot run.
+const char* cpu_isa();
+
 }  // namespace actattn
