@@ -53,3 +53,20 @@ def test_cpu_preset_keeps_only_the_cases_asked_for(capsys, monkeypatch):
                 "--cases", "softmax causal", "linear elu non"])
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "---" not in line]
     assert [row.split(" | ")[0].strip("| ") for row in rows[1:]] == ["softmax causal", "linear elu non-causal"]
+
+
+def test_scaling_prints_every_op_finds_the_crossover_and_plots(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH.parent))
+    spec = importlib.util.spec_from_file_location("scaling", BENCH.parent / "scaling.py")
+    scaling = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(scaling)
+    lines = []
+    result = scaling.main(["--seq-lens", "16", "32", "64", "--quadratic-max", "32", "--head-dim", "8",
+                           "--repeats", "1", "--json", str(tmp_path / "s.json"), "--plot", str(tmp_path / "s.png")],
+                          out=lines.append)
+    table = [line for line in lines if line.startswith("| ") and "---" not in line]
+    assert len(table) == 4 and table[-1].count("—") == 3  # N = 64: the quadratic ops stopped at 32
+    assert (tmp_path / "s.png").stat().st_size > 0 and (tmp_path / "s.json").exists()
+    times = {"lin": {1: 5.0, 2: 1.0, 4: 2.0, 8: 3.0}, "quad": {1: 1.0, 2: 2.0, 4: 1.0, 8: 9.0}}
+    assert scaling.crossover(times, "lin", "quad") == 8  # faster at 2, slower again at 4: from 8 on
+    assert set(result["crossover_n"]) == {"actattn softmax causal", "torch SDPA causal"}
