@@ -5,7 +5,8 @@
 #   2. runs every CUDA case of the test suite (kernels vs the float64 reference, the low-precision error
 #      rule, gradcheck in float64, opcheck, torch.compile), on 8 workers when pytest-xdist is there,
 #   3. runs the GPU benchmark (bf16, B=4, H=16, D=64, N=4096) against SDPA and the torch composites,
-#   4. runs compute-sanitizer memcheck over a small subset, with torch's caching allocator off,
+#   4. runs compute-sanitizer memcheck over a small subset, with torch's caching allocator off, then
+#      racecheck and synccheck on one tensor-core case per kernel,
 #   5. runs the long-sequence benchmarks (N=16384, D=64 and 128) with what time is left.
 # Steps run in that order of importance, each capped by the time left, so that one slow step cannot
 # take the results of the others with it. Logs go to $OUT (default build/gpu-check); carry
@@ -79,6 +80,19 @@ PYTORCH_NO_CUDA_MEMORY_CACHING=1 run_for 150 compute-sanitizer --tool memcheck -
   >"$OUT/memcheck.log" 2>&1
 [ $? -eq 0 ] || status=1
 tail -n 15 "$OUT/memcheck.log"
+
+# Shared-memory races (racecheck) and barrier misuse (synccheck) in the tensor-core kernels, which share
+# tiles between warps: one case per kernel family (quadratic forward and its three backward kernels,
+# causal; linear forward and backward, causal and not).
+step "compute-sanitizer racecheck and synccheck (one tensor-core case per kernel)"
+for tool in racecheck synccheck; do
+  PYTORCH_NO_CUDA_MEMORY_CACHING=1 run_for 60 compute-sanitizer --tool "$tool" --error-exitcode 9 \
+    $PY -m pytest -q -p no:cacheprovider -x tests/test_attention.py tests/test_linear_attention.py \
+    -k "tensor_core_shapes and cuda and (d64-padded-softmax-causal-bf16 or d64-bnhd-elu-causal-bf16 or d64-bnhd-elu-full-bf16)" \
+    >"$OUT/$tool.log" 2>&1
+  [ $? -eq 0 ] || status=1
+  tail -n 5 "$OUT/$tool.log"
+done
 
 step "benchmark, N=16384"
 run_for 60 "${bench[@]}" --head-dim 64 --seq-lens 16384 --cases "softmax causal" linear 2>&1 | grep "^| [a-z]" | tee -a "$OUT/bench.md"
