@@ -34,7 +34,9 @@ flags=(-std=c++17 -O3 --expt-relaxed-constexpr -D__CUDA_NO_HALF_OPERATORS__ -D__
        -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90)
 pids=()
 for source in kernels/cuda/*.cu; do
-  "$NVCC" "${flags[@]}" -c "$source" -o "$out/$(basename "$source" .cu).o" &
+  name=$(basename "$source" .cu)
+  # -Xptxas -v: each kernel's registers and spills, for tools/ptxas_report.py below.
+  "$NVCC" "${flags[@]}" -Xptxas -v -c "$source" -o "$out/$name.o" >"$out/$name.ptxas.log" 2>&1 &
   pids+=($!)
 done
 TI=$torch_headers/torch/include
@@ -44,8 +46,11 @@ for source in csrc/cuda/*.cpp; do
 done
 status=0
 for pid in "${pids[@]}"; do wait "$pid" || status=1; done
+# nvcc's own messages (warnings, errors): everything in the logs but ptxas's register lines.
+grep -hv "^ptxas info\|bytes stack frame" "$out"/*.ptxas.log >&2 || true
 if [ "$status" -ne 0 ]; then
   echo "check_cuda.sh: CUDA compile check FAILED" >&2
   exit 1
 fi
+.venv/bin/python tools/ptxas_report.py "$out"/*.ptxas.log --table build/cuda-registers.md | tee build/cuda-registers.txt
 echo "check_cuda.sh: all CUDA sources compile (kernels for sm_80 and sm_90, glue against torch 2.14.1 cu130 headers)"

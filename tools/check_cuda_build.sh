@@ -21,12 +21,15 @@ export CUDA_HOME=${CUDA_HOME:-$(realpath "$("$NVCC" -v -E -x cu /dev/null 2>&1 |
 out=build/cuda-link
 mkdir -p build
 rm -rf "$out/pkg"
-ACTATTN_CUDA=1 MAX_JOBS=${MAX_JOBS:-$(nproc)} TORCH_CUDA_ARCH_LIST="8.0;9.0" \
+# NVCC_APPEND_FLAGS (read by nvcc itself): ptxas reports each kernel's registers and spills into the
+# log, which tools/ptxas_report.py turns into build/cuda-registers.md and a summary.
+NVCC_APPEND_FLAGS="-Xptxas -v" ACTATTN_CUDA=1 MAX_JOBS=${MAX_JOBS:-$(nproc)} TORCH_CUDA_ARCH_LIST="8.0;9.0" \
   .venv-cuda/bin/python setup.py build_ext -b "$out/lib" -t "$out/temp" >"$out.log" 2>&1 || {
   tail -n 40 "$out.log"
   echo "check_cuda_build.sh: CUDA build FAILED (log: $out.log)" >&2
   exit 1
 }
+.venv-cuda/bin/python tools/ptxas_report.py "$out.log" --table build/cuda-registers.md | tee build/cuda-registers.txt
 mkdir -p "$out/pkg"
 cp -r python/actattn "$out/pkg/"
 rm -rf "$out"/pkg/actattn/_C*.so "$out"/pkg/actattn/lib

@@ -90,5 +90,7 @@ if ! wait "$cuda_check"; then
   exit 1
 fi
 tail -n 1 "$cuda_check_log"
+# Registers and spills of every kernel instantiation (the summary; the full table is build/cuda-registers.md).
+cat build/cuda-registers.txt
 echo "test.sh: the CUDA build check (background) ran $((SECONDS - cuda_check_start)) s from the start"
 phase_took "waiting for the CUDA build check"

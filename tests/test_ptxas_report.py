@@ -1,0 +1,44 @@
+"""tools/ptxas_report.py, which turns nvcc -Xptxas -v output into CI's register and spill table."""
+
+import importlib.util
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "tools" / "ptxas_report.py"
+LOG = """\
+ptxas info    : 0 bytes gmem
+ptxas info    : Compiling entry function '_ZN7actattn4cuda17linear_forward_tc14forward_kernelI13__nv_bfloat16NS_13EluPlusOneMapELb0ELi128EEEvNS_12LinearParamsE' for 'sm_90'
+ptxas info    : Function properties for _ZN7actattn4cuda17linear_forward_tc14forward_kernelI13__nv_bfloat16NS_13EluPlusOneMapELb0ELi128EEEvNS_12LinearParamsE
+    0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
+ptxas info    : Used 236 registers, used 1 barriers
+ptxas info    : Compiling entry function '_ZN7actattn4cuda17linear_forward_tc14forward_kernelI13__nv_bfloat16NS_13EluPlusOneMapELb1ELi128EEEvNS_12LinearParamsE' for 'sm_80'
+ptxas info    : Function properties for _ZN7actattn4cuda17linear_forward_tc14forward_kernelI13__nv_bfloat16NS_13EluPlusOneMapELb1ELi128EEEvNS_12LinearParamsE
+    40 bytes stack frame, 36 bytes spill stores, 44 bytes spill loads
+ptxas info    : Used 255 registers, used 1 barriers
+"""
+
+
+def load():
+    spec = importlib.util.spec_from_file_location("ptxas_report", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_reads_registers_and_spills_per_entry_and_lists_the_spilling_ones(tmp_path, capsys):
+    report = load()
+    records = report.parse(LOG)
+    assert [(r["arch"], r["registers"], r["spill_stores"], r["spill_loads"]) for r in records] == [
+        ("sm_90", 236, 0, 0), ("sm_80", 255, 36, 44)]
+    (tmp_path / "build.log").write_text(LOG)
+    assert report.main([str(tmp_path / "build.log"), "--table", str(tmp_path / "table.md")]) == 0
+    out = capsys.readouterr().out
+    assert "2 kernel instantiations (1 for sm_80, 1 for sm_90); most registers 255; 1 of them spill" in out
+    spilling = [line for line in out.splitlines() if line.startswith("| linear_forward_tc")]
+    assert len(spilling) == 1 and "| sm_80 | 255 | 36 | 44 |" in spilling[0]
+    table = (tmp_path / "table.md").read_text().splitlines()
+    assert len(table) == 4 and "sm_80" in table[2]  # the spilling one first
+
+
+def test_a_log_without_ptxas_output_is_an_error(tmp_path):
+    (tmp_path / "build.log").write_text("nothing here\n")
+    assert load().main([str(tmp_path / "build.log")]) == 1
