@@ -57,14 +57,25 @@ def want_cuda():
 
 def extra_cpu_isas():
     """The builds of the CPU kernels (kernels/cpu/isa.h) besides `baseline`, which is compiled with the
-    library's own flags (the compiler's default ISA): name -> compiler flags. kernels/cpu_isa.cpp picks
-    one at run time, so the library runs on any CPU of its architecture and never needs -march=native.
+    library's own flags (the compiler's default ISA): name -> compiler flags, as kernels/cpu/isa_builds.txt
+    describes them, on x86-64 only. kernels/cpu_isa.cpp picks one at run time, so the library runs on any
+    CPU of its architecture and never needs -march=native. ACTATTN_CPU_ISAS (names separated by commas or
+    spaces; empty for the baseline build alone) builds only some of them: quicker, for development.
     """
     if platform.machine() not in ("x86_64", "AMD64"):
         return {}
-    # GCC's generic tuning keeps AVX-512 code at 256-bit vectors; the kernels' register blocks are
-    # sized for 512 (kernels/cpu/tile_gemm.h).
-    return {"avx2": ["-march=x86-64-v3"], "avx512": ["-march=x86-64-v4", "-mprefer-vector-width=512"]}
+    with open(os.path.join(ROOT, "kernels", "cpu", "isa_builds.txt")) as described:
+        lines = (line.split() for line in described if line.strip() and not line.startswith("#"))
+        builds = {fields[0]: fields[1:] for fields in lines}
+    chosen = os.environ.get("ACTATTN_CPU_ISAS")
+    if chosen is None:
+        return builds
+    names = chosen.replace(",", " ").split()
+    unknown = sorted(set(names) - set(builds))
+    if unknown:
+        raise RuntimeError(f"ACTATTN_CPU_ISAS names {unknown}; the CPU kernels' extra builds are {list(builds)}")
+    # In the file's order, lowest ISA first: the link order compile_extra_cpu_isas relies on.
+    return {name: flags for name, flags in builds.items() if name in names}
 
 
 def cpu_isa_sources():
@@ -78,8 +89,10 @@ def extensions():
     # -fno-math-errno and -fno-trapping-math let the kernels' math vectorise (kernels/exp.h); unlike
     # -ffast-math they keep NaN and inf semantics.
     cxx_flags = ["-fopenmp", "-Wall", "-fno-math-errno", "-fno-trapping-math"]
-    if extra_cpu_isas():
-        cxx_flags.append("-DACTATTN_CPU_X86_BUILDS")  # kernels/cpu_isa.cpp: the avx2 and avx512 builds exist
+    # kernels/cpu_isa.cpp offers exactly the builds compiled.
+    cpu_isas = extra_cpu_isas()
+    cxx_flags += [f"-DACTATTN_CPU_BUILD_{isa.upper()}" for isa in cpu_isas]
+    print(f"actattn: the CPU kernels' builds: {', '.join(['baseline', *cpu_isas])}")
     cxx_flags += ["-O0", "-g"] if debug else ["-O3"]
     nvcc_flags = ["--expt-relaxed-constexpr", "-lineinfo"] + (["-O0", "-G"] if debug else ["-O3"])
     build = CUDAExtension if with_cuda else CppExtension

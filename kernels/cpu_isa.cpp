@@ -1,7 +1,7 @@
 // Picks the build of the CPU kernels to run (cpu_isa.h). Compiled once, with the compiler's default
 // flags, like everything outside kernels/cpu/: its code must run on any CPU, including the one it
-// then rules out. ACTATTN_CPU_X86_BUILDS is defined by the build (setup.py, CMakeLists.txt) exactly
-// when it compiled the avx2 and avx512 builds, so this file never names a build the library lacks.
+// then rules out. The build (setup.py, CMakeLists.txt) defines ACTATTN_CPU_BUILD_<NAME> for each extra
+// build it compiled (kernels/cpu/isa_builds.txt), so this file never names a build the library lacks.
 #include "cpu_isa.h"
 
 #include <cstdlib>
@@ -16,10 +16,12 @@ namespace cpu {
 namespace baseline {
 extern const KernelTable kernels;
 }
-#if defined(ACTATTN_CPU_X86_BUILDS)
+#if defined(ACTATTN_CPU_BUILD_AVX2)
 namespace avx2 {
 extern const KernelTable kernels;
 }
+#endif
+#if defined(ACTATTN_CPU_BUILD_AVX512)
 namespace avx512 {
 extern const KernelTable kernels;
 }
@@ -33,18 +35,22 @@ struct Build {
   bool (*runs_here)();
 };
 
-#if defined(ACTATTN_CPU_X86_BUILDS)
-// The x86-64 micro-architecture levels the builds are compiled for; libgcc's check includes the OS's
-// support for saving the AVX and AVX-512 registers.
+// The x86-64 micro-architecture levels the builds are compiled for (isa_builds.txt); libgcc's check
+// includes the OS's support for saving the AVX and AVX-512 registers.
+#if defined(ACTATTN_CPU_BUILD_AVX2)
 bool has_x86_64_v3() { return __builtin_cpu_supports("x86-64-v3"); }
+#endif
+#if defined(ACTATTN_CPU_BUILD_AVX512)
 bool has_x86_64_v4() { return __builtin_cpu_supports("x86-64-v4"); }
 #endif
 bool always() { return true; }
 
 // Best first.
 constexpr Build kBuilds[] = {
-#if defined(ACTATTN_CPU_X86_BUILDS)
+#if defined(ACTATTN_CPU_BUILD_AVX512)
     {"avx512", &avx512::kernels, has_x86_64_v4},
+#endif
+#if defined(ACTATTN_CPU_BUILD_AVX2)
     {"avx2", &avx2::kernels, has_x86_64_v3},
 #endif
     {"baseline", &baseline::kernels, always},

@@ -112,6 +112,29 @@ def test_an_unknown_build_is_refused_naming_the_builds():
         in result.stderr
 
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.skipif(not X86, reason="the extra builds exist on x86-64 only")
+@pytest.mark.parametrize("chosen, built", [(None, "baseline, avx2, avx512"), ("avx2", "baseline, avx2"),
+                                            ("avx512, avx2", "baseline, avx2, avx512"), ("", "baseline"),
+                                            ("avx3", None)])
+def test_the_build_option_picks_described_builds_and_refuses_others(chosen, built):
+    # setup.py's reading of ACTATTN_CPU_ISAS and kernels/cpu/isa_builds.txt (CMake reads the same file; CI
+    # builds with the option: the sanitizer build with this CPU's best build only, the CUDA check with none).
+    env = {name: value for name, value in os.environ.items() if name != "ACTATTN_CPU_ISAS"}
+    if chosen is not None:
+        env["ACTATTN_CPU_ISAS"] = chosen
+    result = subprocess.run([sys.executable, "setup.py", "--name"], cwd=REPO, capture_output=True, text=True,
+                            env=env, timeout=120)
+    if built:
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert f"actattn: the CPU kernels' builds: {built}\n" in result.stdout
+    else:
+        assert result.returncode != 0
+        assert "ACTATTN_CPU_ISAS names ['avx3']; the CPU kernels' extra builds are ['avx2', 'avx512']" in result.stderr
+
+
 def functions_and_instructions(library):
     """{demangled function name: [instruction lines]} of the library's code."""
     listing = subprocess.run(["objdump", "-d", "-C", "--no-show-raw-insn", library], capture_output=True,
