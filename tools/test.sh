@@ -26,6 +26,12 @@ nice -n 15 bash tools/check_cuda_build.sh >"$cuda_check_log" 2>&1 &
 cuda_check=$!
 cuda_check_start=$SECONDS
 trap wait EXIT
+# Every C++ compile from here on goes through ccache (Debian's compiler masquerade directory; bootstrap
+# installs ccache), with its cache in build/ so that each clean clone starts from an empty one: the wheel
+# check's isolated build then reuses the kernel objects bootstrap's build compiled from the same sources
+# with the same flags (ccache checks the preprocessed source, so a changed header still recompiles).
+# The CUDA build check above keeps the plain compilers, as nvcc drives its host compiler itself.
+export PATH="/usr/lib/ccache:$PATH" CCACHE_DIR="$PWD/build/ccache" CCACHE_NOHASHDIR=1
 bash tools/bootstrap.sh
 phase_took "bootstrap"
 
