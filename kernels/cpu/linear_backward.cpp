@@ -100,7 +100,7 @@ struct Backward {
   // keys): da_t = S_t dnum_t first, then dden_t = -a_t . da_t / den_t, then da_t += dden_t z_t.
   void query_grads(int64_t b, int64_t h, int64_t start) {
     const int64_t rows = queries.rows;
-    cpu::chunk_times_matrix(grad_num.data(), rows, dv, state.transpose(), dk, grad_a.data());
+    cpu::chunk_times_matrix(grad_num.data(), rows, dv, state.transposed(), dk, grad_a.data());
     if constexpr (kCausal) {  // da_t += sum_{u <= t} (dnum_t . v_u) b_u
       cpu::transpose_chunk(keys.v.data(), rows, dv, v_t.data());
       for (int64_t r0 = 0; r0 < rows; r0 += cpu::kRows) {
@@ -131,7 +131,7 @@ struct Backward {
   void key_grads(int64_t b, int64_t h, int64_t start) {
     const int64_t rows = keys.rows;
     const int64_t key_count = keys_of(p.key_lengths, b, s.k_len);
-    cpu::chunk_times_matrix(keys.v.data(), rows, dv, grad_state.transpose(), dk, grad_b.data());
+    cpu::chunk_times_matrix(keys.v.data(), rows, dv, grad_state.transposed(), dk, grad_b.data());
     cpu::chunk_times_matrix(keys.b.data(), rows, dk, grad_state.kv.data(), dv, grad_v.data());
     if constexpr (kCausal) {  // db_u += sum_{t >= u} (dnum_t . v_u + dden_t) a_t,  dv_u += sum_{t >= u} (a_t . b_u) dnum_t
       cpu::transpose_chunk(grad_num.data(), rows, dv, grad_num_t.data());

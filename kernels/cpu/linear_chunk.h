@@ -146,7 +146,8 @@ struct RunningState {
   int64_t qk_dim, v_dim;
   std::vector<Acc> kv, normalizer, chunk_kv, chunk_normalizer;
   std::vector<Acc> left_transposed;  // (padded Dk x kLinearChunk): add_chunk's left factor, transposed
-  std::vector<Acc> kv_transposed;    // (Dv x Dk), filled by transpose()
+  std::vector<Acc> kv_transposed;    // (Dv x Dk), filled by transposed()
+  bool transposed_is_current = false;  // kv_transposed holds kv^T: nothing changed kv since it was made
 
   RunningState(int64_t qk_dim_, int64_t v_dim_)
       : qk_dim(qk_dim_),
@@ -162,6 +163,7 @@ struct RunningState {
   void load(const void* kv_src, const void* normalizer_src, int64_t bh) {
     load_slice(kv_src, bh, kv);
     load_slice(normalizer_src, bh, normalizer);
+    transposed_is_current = false;
   }
 
   void store(void* kv_dst, void* normalizer_dst, int64_t bh) const {
@@ -185,11 +187,14 @@ struct RunningState {
     for (int64_t t = 0; t < rows; ++t) axpy(weight ? weight[t] : Acc(1), left + t * qk_dim, chunk_normalizer.data(), qk_dim);
     axpy(Acc(1), chunk_kv.data(), kv.data(), qk_dim * v_dim);
     axpy(Acc(1), chunk_normalizer.data(), normalizer.data(), qk_dim);
+    transposed_is_current = false;
   }
 
-  const Acc* transpose() {
-    for (int64_t d = 0; d < qk_dim; ++d)
-      for (int64_t e = 0; e < v_dim; ++e) kv_transposed[e * qk_dim + d] = kv[d * v_dim + e];
+  // kv^T (Dv x Dk), made again only after kv changed: a non-causal pass reads one fixed state for every
+  // chunk, and transposing it per chunk cost as much as the pass's products.
+  const Acc* transposed() {
+    if (!transposed_is_current) transpose(kv.data(), qk_dim, v_dim, v_dim, kv_transposed.data(), qk_dim);
+    transposed_is_current = true;
     return kv_transposed.data();
   }
 

@@ -48,7 +48,7 @@ void forward_blocks(const QuadraticParams& p, const Activation activation) {
     Activation act = activation;  // per thread: its divisor changes with the sequence
     cpu::KeyTile<Acc> tile(dk, dv);
     std::vector<Acc> q_block(kQueryBlock * dk), acc(kQueryBlock * dv), probs(kRows * kKeyTile);
-    std::vector<Acc> row_max(kQueryBlock), row_sum(kQueryBlock), keep(dropout.active ? kKeyTile : 0);
+    std::vector<Acc> row_max(kQueryBlock), row_sum_lanes(kQueryBlock * cpu::kLanes), keep(dropout.active ? kKeyTile : 0);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t task = 0; task < s.batch * s.heads * blocks_per_head; ++task) {
       const int64_t bh = task / blocks_per_head, b = bh / s.heads, h = bh % s.heads;
@@ -60,7 +60,7 @@ void forward_blocks(const QuadraticParams& p, const Activation activation) {
       cpu::load_rows<T>(p.q, b, h, i0, kQueryBlock, s.q_len, dk, Acc(p.scale), q_block.data());
       std::fill(acc.begin(), acc.end(), Acc(0));
       std::fill(row_max.begin(), row_max.end(), kNegInf);
-      std::fill(row_sum.begin(), row_sum.end(), Acc(0));
+      std::fill(row_sum_lanes.begin(), row_sum_lanes.end(), Acc(0));
 
       // Banded (causal, a window): the tiles from the one holding the block's first row's first key to
       // its last row's last key (none when even that row sees none); whole tiles outside are skipped.
@@ -77,26 +77,54 @@ void forward_blocks(const QuadraticParams& p, const Activation activation) {
           if (widest == 0) continue;
           cpu::rows_times_matrix(q_block.data() + r0 * dk, dk, tile.k_t.data(), kKeyTile, dk,
                                  cpu::padded_width(widest), constants.bias, probs.data(), kKeyTile);
+          typename cpu::KeyTile<Acc>::Range seen[kRows];
+          for (int64_t r = 0; r < kRows; ++r)
+            seen[r] = r0 + r < rows ? tile.visible_to(i0 + r0 + r, kBanded) : typename cpu::KeyTile<Acc>::Range{0, 0};
+          if constexpr (Activation::kNormalizesRows) {
+            // The block's rows' new maxima first, then all their corrections in one vector exp: per
+            // row, max -> exp -> rescale is a chain of dependent latencies, which one row at a time
+            // left to the out-of-order window to overlap (a scalar exp and a 16-step horizontal sum per
+            // row and tile; this form measured 2-3 % faster on AVX-512, D = 64 and 128).
+            Acc tile_max[kRows], correction[kRows];
+            for (int64_t r = 0; r < kRows; ++r) {
+              const auto [first, n] = seen[r];
+              tile_max[r] = n > first ? cpu::max_of(probs.data() + r * kKeyTile + first, n - first, row_max[r0 + r])
+                                      : row_max[r0 + r];
+            }
+            // exp(-inf - finite) = 0 resets the empty accumulator on the first tile; a row without
+            // keys in this tile keeps its state (exp(0) = 1, and -inf - -inf would be NaN).
+#pragma omp simd
+            for (int64_t r = 0; r < kRows; ++r)
+              correction[r] = kernel_exp(seen[r].end > seen[r].first ? row_max[r0 + r] - tile_max[r] : Acc(0));
+            for (int64_t r = 0; r < kRows; ++r) {
+              const auto [first, n] = seen[r];
+              if (n <= first) continue;
+              const int64_t qr = r0 + r;
+              Acc* row = probs.data() + r * kKeyTile;
+              cpu::scale_in_place(correction[r], acc.data() + qr * dv, dv);
+              // The row's sum stays in kLanes partial sums until the block is stored: no horizontal
+              // reduction per tile.
+              Acc* sum_lanes = row_sum_lanes.data() + qr * cpu::kLanes;
+              cpu::scale_in_place(correction[r], sum_lanes, cpu::kLanes);
+              int64_t t = first;
+              for (; t + cpu::kLanes <= n; t += cpu::kLanes) {
+#pragma omp simd
+                for (int64_t l = 0; l < cpu::kLanes; ++l) {
+                  row[t + l] = kernel_exp(row[t + l] - tile_max[r]);
+                  sum_lanes[l] += row[t + l];
+                }
+              }
+              for (; t < n; ++t) {
+                row[t] = kernel_exp(row[t] - tile_max[r]);
+                sum_lanes[t % cpu::kLanes] += row[t];
+              }
+              row_max[qr] = tile_max[r];
+            }
+          }
           for (int64_t r = 0; r < kRows; ++r) {
             Acc* row = probs.data() + r * kKeyTile;
-            const auto [first, n] = r0 + r < rows ? tile.visible_to(i0 + r0 + r, kBanded) : typename cpu::KeyTile<Acc>::Range{0, 0};
-            if constexpr (Activation::kNormalizesRows) {
-              if (n > first) {
-                const int64_t qr = r0 + r;
-                const Acc tile_max = cpu::max_of(row + first, n - first, row_max[qr]);
-                // exp(-inf - finite) = 0 resets the empty accumulator on the first tile.
-                const Acc correction = kernel_exp(row_max[qr] - tile_max);
-                cpu::scale_in_place(correction, acc.data() + qr * dv, dv);
-                Acc sum = 0;
-#pragma omp simd reduction(+ : sum)
-                for (int64_t t = first; t < n; ++t) {
-                  row[t] = kernel_exp(row[t] - tile_max);
-                  sum += row[t];
-                }
-                row_sum[qr] = row_sum[qr] * correction + sum;
-                row_max[qr] = tile_max;
-              }
-            } else {
+            const auto [first, n] = seen[r];
+            if constexpr (!Activation::kNormalizesRows) {
 #pragma omp simd
               for (int64_t t = first; t < n; ++t) row[t] = act.prob(row[t], Acc(0));
             }
@@ -135,9 +163,10 @@ void forward_blocks(const QuadraticParams& p, const Activation activation) {
         T* out = cpu::row_ptr<T>(p.out, b, h, i0 + r);
         const Acc* acc_row = acc.data() + r * dv;
         if constexpr (Activation::kNormalizesRows) {
-          const bool any_key = row_sum[r] > Acc(0);
-          cpu::store(acc_row, any_key ? Acc(1) / row_sum[r] : Acc(0), out, dv);
-          lse[bh * s.q_len + i0 + r] = any_key ? row_max[r] + std::log(row_sum[r]) : kNegInf;
+          const Acc row_sum = cpu::sum_of_lanes(row_sum_lanes.data() + r * cpu::kLanes);
+          const bool any_key = row_sum > Acc(0);
+          cpu::store(acc_row, any_key ? Acc(1) / row_sum : Acc(0), out, dv);
+          lse[bh * s.q_len + i0 + r] = any_key ? row_max[r] + std::log(row_sum) : kNegInf;
         } else {
           cpu::store(acc_row, Acc(1), out, dv);
         }

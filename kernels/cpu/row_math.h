@@ -7,6 +7,7 @@
 
 #include "../params.h"
 #include "isa.h"
+#include "tile_gemm.h"
 
 namespace actattn {
 namespace cpu {
@@ -37,18 +38,48 @@ inline void axpy(Acc alpha, const X* x, Acc* y, int64_t n) {
 // it without -ffinite-math-only (it keeps the compare chain's NaN order), so the lanes are kept
 // explicitly: the element-wise max over a fixed-size block compiles to vmaxps. A NaN may or may not
 // survive; callers feed the row's elements onward (the row sum), where a NaN shows either way.
+// Partial sums kept per lane of a vector register of floats (kCols is two vectors: tile_gemm.h), so that a
+// running row sum needs no horizontal reduction until its end.
+constexpr int64_t kLanes = kCols / 2;
+
+// x[0] + ... + x[kLanes - 1], pairwise: log2(kLanes) dependent adds instead of kLanes.
+template <typename Acc>
+inline Acc sum_of_lanes(const Acc* x) {
+  Acc lanes[kLanes];
+  for (int64_t c = 0; c < kLanes; ++c) lanes[c] = x[c];
+  for (int64_t width = kLanes / 2; width > 0; width /= 2)
+    for (int64_t c = 0; c < width; ++c) lanes[c] += lanes[c + width];
+  return lanes[0];
+}
+
 template <typename Acc>
 inline Acc max_of(const Acc* x, int64_t n, Acc init) {
-  constexpr int64_t kLanes = 16;
-  Acc lanes[kLanes];
-  for (int64_t c = 0; c < kLanes; ++c) lanes[c] = init;
+  constexpr int64_t kMaxLanes = 16;
+  Acc lanes[kMaxLanes];
+  for (int64_t c = 0; c < kMaxLanes; ++c) lanes[c] = init;
   int64_t t = 0;
-  for (; t + kLanes <= n; t += kLanes)
-    for (int64_t c = 0; c < kLanes; ++c) lanes[c] = std::max(lanes[c], x[t + c]);
-  Acc result = init;
-  for (int64_t c = 0; c < kLanes; ++c) result = std::max(result, lanes[c]);
-  for (; t < n; ++t) result = std::max(result, x[t]);
-  return result;
+  for (; t + kMaxLanes <= n; t += kMaxLanes)
+    for (int64_t c = 0; c < kMaxLanes; ++c) lanes[c] = std::max(lanes[c], x[t + c]);
+  for (; t < n; ++t) lanes[t % kMaxLanes] = std::max(lanes[t % kMaxLanes], x[t]);
+  // Pairwise, as sum_of_lanes: 4 dependent steps instead of 16.
+  for (int64_t width = kMaxLanes / 2; width > 0; width /= 2)
+    for (int64_t c = 0; c < width; ++c) lanes[c] = std::max(lanes[c], lanes[c + width]);
+  return lanes[0];
+}
+
+// dst[c * dst_stride + r] = src[r * src_stride + c] for r < rows, c < cols, in square blocks: within a block
+// the strided side touches kBlock cache lines, which stay in L1 while the contiguous side is written. For
+// large matrices (the linear state, Dk x Dv): row by row, every element of the strided side was a cache
+// line of its own. The chunks' 64-row transposes keep their plain loops, which measured no slower.
+template <typename Acc>
+inline void transpose(const Acc* src, int64_t rows, int64_t cols, int64_t src_stride, Acc* dst, int64_t dst_stride) {
+  constexpr int64_t kBlock = 16;
+  for (int64_t r0 = 0; r0 < rows; r0 += kBlock)
+    for (int64_t c0 = 0; c0 < cols; c0 += kBlock) {
+      const int64_t r1 = std::min(r0 + kBlock, rows), c1 = std::min(c0 + kBlock, cols);
+      for (int64_t c = c0; c < c1; ++c)
+        for (int64_t r = r0; r < r1; ++r) dst[c * dst_stride + r] = src[r * src_stride + c];
+    }
 }
 
 template <typename Acc>
