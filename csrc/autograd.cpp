@@ -107,8 +107,12 @@ class LinearAttentionFunction : public torch::autograd::Function<LinearAttention
     at::AutoDispatchBelowADInplaceOrView guard;
     auto [out, final_state, final_normalizer, denominator] = ops::linear_attention_forward(
         q, k, v ACTATTN_LINEAR_OPTIONS(ACTATTN_ARG), initial_state, initial_normalizer, key_lengths);
+    // A non-causal call's final state is its state over all keys, which the backward would otherwise
+    // rebuild (one of its five chunk products); saving it costs B * H * Dk * (Dv + 1) numbers.
+    const bool save_state = !causal;
     ctx->save_for_backward({q, k, v, out, denominator, initial_state.value_or(at::Tensor()),
-                            initial_normalizer.value_or(at::Tensor()), key_lengths.value_or(at::Tensor())});
+                            initial_normalizer.value_or(at::Tensor()), key_lengths.value_or(at::Tensor()),
+                            save_state ? final_state : at::Tensor(), save_state ? final_normalizer : at::Tensor()});
     ACTATTN_LINEAR_OPTIONS(ACTATTN_SAVE_OPTION)
     // Unused outputs (often the final state) get no zero-filled gradient; backward treats them as zero.
     ctx->set_materialize_grads(false);
@@ -124,7 +128,8 @@ class LinearAttentionFunction : public torch::autograd::Function<LinearAttention
     auto [grad_q, grad_k, grad_v, grad_state, grad_normalizer] = ops::linear_attention_backward(
         grad_out, defined_or_none(grads[1]), defined_or_none(grads[2]), saved[0], saved[1], saved[2], out,
         saved[4] ACTATTN_LINEAR_OPTIONS(ACTATTN_SAVED_OPTION), initial_state, initial_normalizer,
-        defined_or_none(saved[7]), {ctx->needs_input_grad(0), ctx->needs_input_grad(1), ctx->needs_input_grad(2)});
+        defined_or_none(saved[7]), {ctx->needs_input_grad(0), ctx->needs_input_grad(1), ctx->needs_input_grad(2)},
+        defined_or_none(saved[8]), defined_or_none(saved[9]));
     variable_list result = with_no_grads({grad_q, grad_k, grad_v}, kLinearOptionCount);
     result.push_back(initial_state ? grad_state : at::Tensor());
     result.push_back(initial_normalizer ? grad_normalizer : at::Tensor());

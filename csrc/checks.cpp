@@ -160,6 +160,20 @@ void check_final_state_grads(const char* op, const at::Tensor& q, const at::Tens
   }
 }
 
+void check_saved_state(const char* op, const LinearSpec& spec, const at::Tensor& q, const at::Tensor& k,
+                       const at::Tensor& v, const std::optional<at::Tensor>& saved_state,
+                       const std::optional<at::Tensor>& saved_normalizer) {
+  if (!saved_state && !saved_normalizer) return;
+  TORCH_CHECK_VALUE(!spec.causal, op,
+                    ": saved_state is the non-causal forward's state over all keys; a causal backward rebuilds "
+                    "its state chunk by chunk and takes none");
+  TORCH_CHECK_VALUE(saved_state.has_value() == saved_normalizer.has_value(), op,
+                    ": saved_state and saved_normalizer must be given together (the forward's final_state and "
+                    "final_normalizer)");
+  check_state(op, "saved_state", *saved_state, q, k, v, /*with_value_dim=*/true);
+  check_state(op, "saved_normalizer", *saved_normalizer, q, k, v, /*with_value_dim=*/false);
+}
+
 void check_backward_tensors(const char* op, const at::Tensor& q, const at::Tensor& v, const at::Tensor& out,
                             const at::Tensor& grad_out, const char* row_stat_name, const at::Tensor& row_stat,
                             bool row_stat_read) {

@@ -46,6 +46,12 @@ void check_final_state_grads(const char* op, const at::Tensor& q, const at::Tens
                              const std::optional<at::Tensor>& grad_final_state,
                              const std::optional<at::Tensor>& grad_final_normalizer);
 
+// The non-causal forward's final state, which the linear backward may take instead of rebuilding it from
+// the keys: both halves or neither, only when not causal, shaped and typed like the state.
+void check_saved_state(const char* op, const LinearSpec& spec, const at::Tensor& q, const at::Tensor& k,
+                       const at::Tensor& v, const std::optional<at::Tensor>& saved_state,
+                       const std::optional<at::Tensor>& saved_normalizer);
+
 // The tensors a backward op reads besides q, k, v (whose checks come first): out and grad_out of shape
 // (B, H, Nq, Dv) in q's dtype on q's device, and the forward's row statistic (log-sum-exp for softmax,
 // denominators for normalised linear attention) of shape (B, H, Nq) in the accumulation dtype. A row

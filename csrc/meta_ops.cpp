@@ -69,12 +69,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> linear_at
     const at::Tensor& grad_out, const OptionalTensor& grad_final_state, const OptionalTensor& grad_final_normalizer,
     const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
     const at::Tensor& denominator ACTATTN_LINEAR_OPTIONS(ACTATTN_PARAM), const OptionalTensor& initial_state,
-    const OptionalTensor& initial_normalizer, const OptionalTensor& key_lengths, std::array<bool, 3> output_mask) {
+    const OptionalTensor& initial_normalizer, const OptionalTensor& key_lengths, std::array<bool, 3> output_mask,
+    const OptionalTensor& saved_state, const OptionalTensor& saved_normalizer) {
   const char* op = "actattn.linear_attention backward";
   const LinearSpec spec = check_linear_call(op, q, k, v ACTATTN_LINEAR_OPTIONS(ACTATTN_ARG), initial_state,
                                             initial_normalizer, key_lengths);
   check_backward_tensors(op, q, v, out, grad_out, "denominator", denominator, spec.normalize);
   check_final_state_grads(op, q, k, v, grad_final_state, grad_final_normalizer);
+  check_saved_state(op, spec, q, k, v, saved_state, saved_normalizer);
   auto like = [&](bool wanted, const at::Tensor& t) {
     return wanted ? at::empty_symint(t.sym_sizes(), t.options()) : at::Tensor();
   };

@@ -207,12 +207,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> linear_at
     const at::Tensor& grad_out, const OptionalTensor& grad_final_state, const OptionalTensor& grad_final_normalizer,
     const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
     const at::Tensor& denominator ACTATTN_LINEAR_OPTIONS(ACTATTN_PARAM), const OptionalTensor& initial_state,
-    const OptionalTensor& initial_normalizer, const OptionalTensor& key_lengths, std::array<bool, 3> output_mask) {
+    const OptionalTensor& initial_normalizer, const OptionalTensor& key_lengths, std::array<bool, 3> output_mask,
+    const OptionalTensor& saved_state, const OptionalTensor& saved_normalizer) {
   const char* op = "actattn.linear_attention backward";
   const LinearSpec spec = check_linear_call(op, q, k, v ACTATTN_LINEAR_OPTIONS(ACTATTN_ARG), initial_state,
                                             initial_normalizer, key_lengths);
   check_backward_tensors(op, q, v, out, grad_out, "denominator", denominator, /*row_stat_read=*/spec.normalize);
   check_final_state_grads(op, q, k, v, grad_final_state, grad_final_normalizer);
+  check_saved_state(op, spec, q, k, v, saved_state, saved_normalizer);
   [[maybe_unused]] const auto device_guard = Backend::guard(q);
   const at::Tensor qw = Backend::input(q), kw = Backend::input(k), vw = Backend::input(v);
   const at::Tensor ow = Backend::input(out), gw = Backend::input(grad_out);
@@ -222,6 +224,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> linear_at
   const OptionalTensor norm0 = contiguous_or_none(state_per_query_head(initial_normalizer, group));
   const OptionalTensor grad_state = contiguous_or_none(final_state_grad_per_query_head(grad_final_state, group));
   const OptionalTensor grad_norm = contiguous_or_none(final_state_grad_per_query_head(grad_final_normalizer, group));
+  const OptionalTensor full_state = contiguous_or_none(state_per_query_head(saved_state, group));
+  const OptionalTensor full_norm = contiguous_or_none(state_per_query_head(saved_normalizer, group));
 
   LinearParams p = linear_params(spec, qw, kw, vw);
   const OptionalTensor lengths = as_key_lengths(key_lengths);
@@ -246,6 +250,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> linear_at
   p.grad_out = row_view(gw);
   p.grad_final_state = optional_data(grad_state);
   p.grad_final_normalizer = optional_data(grad_norm);
+  p.saved_state = optional_data(full_state);
+  p.saved_normalizer = optional_data(full_norm);
   if (want_q) p.grad_q = row_view(grad_q);
   if (want_kv) {
     p.grad_k = row_view(grad_k);

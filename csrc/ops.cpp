@@ -62,11 +62,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> linear_at
     const at::Tensor& grad_out, const OptionalTensor& grad_final_state, const OptionalTensor& grad_final_normalizer,
     const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
     const at::Tensor& denominator ACTATTN_LINEAR_OPTIONS(ACTATTN_PARAM), const OptionalTensor& initial_state,
-    const OptionalTensor& initial_normalizer, const OptionalTensor& key_lengths, std::array<bool, 3> output_mask) {
+    const OptionalTensor& initial_normalizer, const OptionalTensor& key_lengths, std::array<bool, 3> output_mask,
+    const OptionalTensor& saved_state, const OptionalTensor& saved_normalizer) {
   static const auto op = find_op<LinearBackwardFn>("actattn::_linear_attention_backward");
   return op.call(grad_out, grad_final_state, grad_final_normalizer, q, k, v, out,
                  denominator ACTATTN_LINEAR_OPTIONS(ACTATTN_ARG), initial_state, initial_normalizer, key_lengths,
-                 output_mask);
+                 output_mask, saved_state, saved_normalizer);
 }
 
 }  // namespace ops

@@ -34,11 +34,14 @@ using LinearForwardFn = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tenso
 
 // Returns (grad_q, grad_k, grad_v, grad_initial_state, grad_initial_normalizer); output_mask says which of
 // grad_q, grad_k, grad_v are wanted (the others are undefined), the state gradients are always returned.
+// saved_state and saved_normalizer (non-causal only, optional): the forward's final state, which the CPU
+// kernel then reads instead of rebuilding it from the keys (autograd passes them).
 using LinearBackwardFn = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>(
     const at::Tensor& grad_out, const OptionalTensor& grad_final_state, const OptionalTensor& grad_final_normalizer,
     const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
     const at::Tensor& denominator ACTATTN_LINEAR_OPTIONS(ACTATTN_PARAM), const OptionalTensor& initial_state,
-    const OptionalTensor& initial_normalizer, const OptionalTensor& key_lengths, std::array<bool, 3> output_mask);
+    const OptionalTensor& initial_normalizer, const OptionalTensor& key_lengths, std::array<bool, 3> output_mask,
+    const OptionalTensor& saved_state, const OptionalTensor& saved_normalizer);
 
 // The public (differentiable) ops.
 using AttentionFn = at::Tensor(const at::Tensor& q, const at::Tensor& k,

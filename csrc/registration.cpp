@@ -25,7 +25,7 @@ TORCH_LIBRARY(actattn, m) {
         "-> (Tensor out, Tensor final_state, Tensor final_normalizer, Tensor denominator)");
   m.def("_linear_attention_backward(Tensor grad_out, Tensor? grad_final_state, Tensor? grad_final_normalizer, "
         "Tensor q, Tensor k, Tensor v, Tensor out, Tensor denominator" ACTATTN_LINEAR_OPTIONS(ACTATTN_SCHEMA)
-        ", Tensor? initial_state, Tensor? initial_normalizer, Tensor? key_lengths, bool[3] output_mask) "
-        "-> (Tensor grad_q, Tensor grad_k, Tensor grad_v, Tensor grad_initial_state, "
+        ", Tensor? initial_state, Tensor? initial_normalizer, Tensor? key_lengths, bool[3] output_mask, "
+        "Tensor? saved_state=None, Tensor? saved_normalizer=None) -> (Tensor grad_q, Tensor grad_k, Tensor grad_v, Tensor grad_initial_state, "
         "Tensor grad_initial_normalizer)");
 }

@@ -127,6 +127,10 @@ struct LinearParams {
   RowView grad_q, grad_k, grad_v;
   void* grad_initial_state = nullptr;       // always written, same layout as final_state
   void* grad_initial_normalizer = nullptr;  // always written, same layout as final_normalizer
+  // Non-causal only, may be null: the forward's final state (layout of initial_*), which the CPU backward
+  // then reads instead of rebuilding it from the keys (the CUDA kernels rebuild it either way).
+  const void* saved_state = nullptr;
+  const void* saved_normalizer = nullptr;
   void* workspace = nullptr;  // CUDA backward only: linear_attention_backward_workspace(params) elements
 };
 

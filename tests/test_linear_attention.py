@@ -5,7 +5,7 @@ import torch
 
 import actattn
 from actattn import reference
-from conftest import assert_within_twice_composite, grads, random_like, random_qkv
+from conftest import assert_within_twice_composite, grads, grouped_random_qkv, random_like, random_qkv
 
 FEATURE_MAPS = ["identity", "relu", "elu"]
 
@@ -283,6 +283,47 @@ def test_backward_op_returns_only_the_masked_gradients(causal, normalize, dtype,
                 assert torch.equal(g, f), "a gradient computed alone gives the same bits"
         for g, f in zip(got[3:], full[3:]):
             assert torch.equal(g, f), "the state's gradient does not depend on the mask"
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+def test_noncausal_backward_reads_the_saved_state_and_gives_the_same_bits(dtype, device):
+    """Autograd hands a non-causal backward the forward's final state (its state over all keys) instead
+    of letting it rebuild the state from the keys: the same chunks in the same order, so the same bits,
+    grouped heads and padded keys included. The CPU kernel must really read it (a doctored state
+    changes dq); the CUDA kernels rebuild it either way."""
+    q, k, v = grouped_random_qkv((2, 4, 70, 70, 16, 12), kv_heads=2, device=device)
+    q, k, v = (t.to(dtype) for t in (q, k, v))
+    options = ("elu", False, True, 1e-6, None, None, None, torch.tensor([70, 41], device=device))
+    out, final_state, final_normalizer, den = torch.ops.actattn._linear_attention_forward(q, k, v, *options)
+    args = (random_like(out), None, None, q, k, v, out, den, *options, [True, True, True])
+    rebuilt = torch.ops.actattn._linear_attention_backward(*args)
+    read = torch.ops.actattn._linear_attention_backward(*args, final_state, final_normalizer)
+    for got, want in zip(read, rebuilt):
+        assert torch.equal(got, want)
+    qa, ka, va = (t.detach().requires_grad_() for t in (q, k, v))
+    out_autograd = actattn.linear_attention(qa, ka, va, causal=False, key_lengths=options[-1])
+    assert torch.equal(out_autograd, out)
+    for got, want in zip(torch.autograd.grad(out_autograd, (qa, ka, va), args[0]), rebuilt):
+        assert torch.equal(got, want)
+    if device == "cpu":
+        doctored = torch.ops.actattn._linear_attention_backward(*args, 2 * final_state, final_normalizer)
+        assert not torch.equal(doctored[0], rebuilt[0])
+
+
+def test_saved_state_is_refused_where_it_has_no_meaning():
+    q, k, v = random_qkv((1, 2, 9, 9, 4, 3))
+    for causal in (False, True):
+        options = ("elu", causal, True, 1e-6, None, None, None, None)
+        out, kv, z, den = torch.ops.actattn._linear_attention_forward(q, k, v, *options)
+        args = (torch.ones_like(out), None, None, q, k, v, out, den, *options, [True, True, True])
+        if causal:
+            with pytest.raises(ValueError, match="a causal backward rebuilds its state chunk by chunk"):
+                torch.ops.actattn._linear_attention_backward(*args, kv, z)
+        else:
+            with pytest.raises(ValueError, match="saved_state and saved_normalizer must be given together"):
+                torch.ops.actattn._linear_attention_backward(*args, kv, None)
+            with pytest.raises(TypeError, match="saved_state must have dtype"):
+                torch.ops.actattn._linear_attention_backward(*args, kv.float(), z)
 
 
 def test_autograd_asks_only_for_what_requires_grad():

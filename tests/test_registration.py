@@ -69,6 +69,11 @@ def test_opcheck_forward_and_backward_ops(device):
     grad_args = (torch.ones_like(out), torch.ones_like(kv), None, q, k, v, out, den, *args[3:])
     for mask in ([True, True, True], [True, False, False], [False, True, True]):
         torch.library.opcheck(ops._linear_attention_backward.default, (*grad_args, mask))
+    # Non-causal, with the forward's final state handed to the backward (what autograd does).
+    args = (q, k, v, "elu", False, True, 1e-6, None, None, None, lengths)
+    out, kv, z, den = ops._linear_attention_forward(*args)
+    grad_args = (torch.ones_like(out), None, None, q, k, v, out, den, *args[3:], [True, True, True])
+    torch.library.opcheck(ops._linear_attention_backward.default, (*grad_args, kv, z))
 
 
 def test_double_backward_raises_instead_of_being_wrong(device):

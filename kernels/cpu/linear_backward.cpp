@@ -11,8 +11,8 @@
 // Causal, chunked like the forward: a forward sweep rebuilds S_i chunk by chunk for dq, a reverse sweep
 // accumulates dS chunk by chunk for dk and dv; the state terms of a chunk are chunk-by-matrix products,
 // the masked C x C terms inside a chunk go through the same register-blocked products
-// (cpu::causal_block_product). Non-causal: the full S for dq, the full dS
-// for dk and dv.
+// (cpu::causal_block_product). Non-causal: the full S for dq (the forward's final state when autograd
+// passes it as saved_state, else rebuilt from the keys), the full dS for dk and dv.
 // Memory: O(C (Dk + Dv) + Dk Dv) per thread, plus dden_i for one head's rows (causal: the forward sweep
 // makes them, the reverse sweep reads them); reads den_i saved by the forward, not o_i; no per-position
 // state. Each (batch, head) is owned by one thread, so gradients are deterministic.
@@ -191,9 +191,15 @@ struct Backward {
         absorb_output_grads();
       }
     } else {
-      for (int64_t start = 0; forms_grad_a && start < s.k_len; start += C) {
-        cpu::load_keys_values<T, Acc, Map>(p, b, h, start, std::min(C, s.k_len - start), keys);
-        cpu::absorb_keys(keys, state);
+      // The state over all keys: the forward's when autograd saved it, else rebuilt from the keys (the
+      // same chunks in the same order as the forward, so the same bits either way).
+      if (p.saved_state != nullptr) {
+        state.load(p.saved_state, p.saved_normalizer, bh);
+      } else {
+        for (int64_t start = 0; forms_grad_a && start < s.k_len; start += C) {
+          cpu::load_keys_values<T, Acc, Map>(p, b, h, start, std::min(C, s.k_len - start), keys);
+          cpu::absorb_keys(keys, state);
+        }
       }
       for (int64_t start = 0; start < s.q_len; start += C) {
         const int64_t rows = std::min(C, s.q_len - start);
