@@ -12,7 +12,8 @@
 // sums run in the same order either way, so the results do not depend on the split.
 // Memory: O(C (Dk + Dv) + Dk Dv) per thread; no per-position state is ever kept.
 // Output: o_i = num_i / den_i when normalising, num_i otherwise; the final S and z.
-// Saved for backward: den_i (batch * heads * q_len, when normalising) and the output.
+// Saved for backward: den_i (batch * heads * q_len, when normalising) and the output; non-causal, also
+// the final S and z (autograd passes them back as saved_state: the backward then skips rebuilding them).
 #include <omp.h>
 
 #include <algorithm>
