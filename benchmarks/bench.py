@@ -136,6 +136,8 @@ def main(argv=None) -> None:
                         "reads --seq-lens (default 1024 4096), --linear-seq-lens, --head-dims, --cases, --json")
     parser.add_argument("--linear-seq-lens", type=int, nargs="*", default=[16384], help="--preset cpu: linear only")
     parser.add_argument("--head-dims", type=int, nargs="+", default=[64, 128], help="--preset cpu")
+    parser.add_argument("--memory-seq-len", type=int, default=65536,
+                        help="--preset cpu: N of the peak-memory measurement (0: none)")
     parser.add_argument("--json", help="--preset cpu: also write the rows as JSON to this file")
     args = parser.parse_args(argv)
     if args.preset == "cpu":

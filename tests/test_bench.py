@@ -35,8 +35,9 @@ def test_cpu_preset_prints_every_goal_row_and_json(capsys, tmp_path, monkeypatch
     bench = load_bench()
     out = tmp_path / "goals.json"
     bench.main(["--preset", "cpu", "--seq-lens", "32", "--linear-seq-lens", "64", "--head-dims", "8",
-                "--repeats", "1", "--json", str(out)])
-    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "---" not in line]
+                "--repeats", "1", "--memory-seq-len", "4096", "--json", str(out)])
+    printed = capsys.readouterr().out
+    rows = [line for line in printed.splitlines() if line.startswith("| ") and "---" not in line]
     cases = [row.split(" | ")[0].strip("| ") for row in rows[1:]]
     assert "softmax" in cases and "linear elu non-causal" in cases and "linear identity causal, unnormalised" in cases
     import json
@@ -44,13 +45,23 @@ def test_cpu_preset_prints_every_goal_row_and_json(capsys, tmp_path, monkeypatch
     data = json.loads(out.read_text())
     assert len(data["rows"]) == len(cases) and all(r["ratio_both"] > 0 for r in data["rows"])
     assert data["cpu_isa"] == actattn.cpu_isa()
+    # Peak memory: eight 1 x 8 x 4096 x 8 float32 tensors are 8 MiB; the line and the JSON agree.
+    memory = data["peak_memory"]
+    assert memory["n"] == 4096 and memory["necessary_mib"] == 8.0
+    assert f"peak memory, linear elu causal fwd+bwd, D=8 N=4096: q, k, v, the output and their gradients 8 MiB" \
+        in printed
+    if memory["ratio"] is not None:
+        assert memory["peak_mib"] >= 4 and f"ratio {memory['ratio']:.2f}" in printed
+    has_fast_transformers = importlib.util.find_spec("fast_transformers") is not None
+    assert ("fast-transformers causal product" in printed) or not has_fast_transformers
+    assert ("fast-transformers does not import here" in printed) != ("fast-transformers causal product" in printed)
 
 
 def test_cpu_preset_keeps_only_the_cases_asked_for(capsys, monkeypatch):
     monkeypatch.syspath_prepend(str(BENCH.parent))
     bench = load_bench()
     bench.main(["--preset", "cpu", "--seq-lens", "32", "--linear-seq-lens", "--head-dims", "8", "--repeats", "1",
-                "--cases", "softmax causal", "linear elu non"])
+                "--memory-seq-len", "0", "--cases", "softmax causal", "linear elu non"])
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "---" not in line]
     assert [row.split(" | ")[0].strip("| ") for row in rows[1:]] == ["softmax causal", "linear elu non-causal"]
 
