@@ -8,8 +8,8 @@ cd "$(dirname "$0")/.."
 missing=()
 for tool in g++ make cmake; do command -v "$tool" >/dev/null || missing+=("$tool"); done
 [ -f /usr/include/gtest/gtest.h ] || missing+=(libgtest-dev)  # the C++ tests (tests/cpp)
-# ccache: tools/test.sh compiles the library more than once (bootstrap, then the wheel check's isolated
-# build of the same sources with the same flags), and the compiler cache serves the repeats.
+# ccache: torch's extension builds use it when installed; tools/test.sh compiles the library more than
+# once (bootstrap, then the wheel check's isolated build of the same sources), and it serves the repeats.
 command -v ccache >/dev/null || missing+=(ccache)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "bootstrap: installing Debian packages: ${missing[*]}"

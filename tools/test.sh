@@ -21,17 +21,17 @@ phase_took() { echo "test.sh: $1 took $((SECONDS - phase_start)) s"; phase_start
 # idle, and the foreground phases keep priority. Its result is collected at the end. `wait` on exit, so
 # that a failing run never leaves a half-written .venv-cuda behind.
 mkdir -p build
+# torch's extension builds put ccache in front of their compilers (nvcc too) when it is installed, which
+# bootstrap sees to: the wheel check's isolated build then reuses the kernel objects bootstrap's build
+# compiled from the same sources with the same flags (ccache compares the preprocessed source, so a
+# changed header still recompiles). Its cache lives in build/, so that a clean clone starts from an empty
+# one and the CUDA build check always compiles, and prints its register report.
+export CCACHE_DIR="$PWD/build/ccache" CCACHE_NOHASHDIR=1
 cuda_check_log=build/cuda-build-check.log
 nice -n 15 bash tools/check_cuda_build.sh >"$cuda_check_log" 2>&1 &
 cuda_check=$!
 cuda_check_start=$SECONDS
 trap wait EXIT
-# Every C++ compile from here on goes through ccache (Debian's compiler masquerade directory; bootstrap
-# installs ccache), with its cache in build/ so that each clean clone starts from an empty one: the wheel
-# check's isolated build then reuses the kernel objects bootstrap's build compiled from the same sources
-# with the same flags (ccache checks the preprocessed source, so a changed header still recompiles).
-# The CUDA build check above keeps the plain compilers, as nvcc drives its host compiler itself.
-export PATH="/usr/lib/ccache:$PATH" CCACHE_DIR="$PWD/build/ccache" CCACHE_NOHASHDIR=1
 bash tools/bootstrap.sh
 phase_took "bootstrap"
 
