@@ -19,6 +19,7 @@ struct CpuBackend {
   static void quadratic_backward(const QuadraticParams& p) { quadratic_attention_backward_cpu(p); }
   static void linear_forward(const LinearParams& p) { linear_attention_forward_cpu(p); }
   static void linear_backward(const LinearParams& p) { linear_attention_backward_cpu(p); }
+  static at::Tensor linear_forward_workspace(const LinearParams&, const at::TensorOptions&) { return {}; }
   static at::Tensor linear_backward_workspace(const LinearParams&, const at::TensorOptions&) { return {}; }
 };
 

@@ -4,7 +4,8 @@
 //   guard(t)         an RAII device guard for t's device (a no-op object on the CPU),
 //   input(t)         t as its kernels take it (rows contiguous),
 //   quadratic_forward / quadratic_backward / linear_forward / linear_backward (params),
-//   linear_backward_workspace(params, options)   the scratch tensor its linear backward needs.
+//   linear_forward_workspace / linear_backward_workspace(params, options)   the scratch tensor its linear
+//                    forward / backward needs (undefined: none).
 // Both backward kernels take null grad_q, or null grad_k with grad_v, and skip that work.
 // Row statistics, states and workspaces are in the accumulation type (float32, or float64).
 #pragma once
@@ -197,6 +198,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> linear_attention_forw
   p.final_state = final_state.data_ptr();
   p.final_normalizer = final_normalizer.data_ptr();
   p.denominator.data = denominator.data_ptr();
+  const at::Tensor workspace = Backend::linear_forward_workspace(p, accumulation_options(qw));
+  p.workspace = workspace.defined() ? workspace.data_ptr() : nullptr;
   Backend::linear_forward(p);
   return {out.to(q.scalar_type()), state_per_kv_head(final_state, group), state_per_kv_head(final_normalizer, group),
           denominator};

@@ -131,7 +131,8 @@ struct LinearParams {
   // then reads instead of rebuilding it from the keys (the CUDA kernels rebuild it either way).
   const void* saved_state = nullptr;
   const void* saved_normalizer = nullptr;
-  void* workspace = nullptr;  // CUDA backward only: linear_attention_backward_workspace(params) elements
+  // CUDA only: linear_attention_forward_workspace / linear_attention_backward_workspace(params) elements.
+  void* workspace = nullptr;
 };
 
 }  // namespace actattn

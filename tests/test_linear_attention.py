@@ -285,6 +285,30 @@ def test_backward_op_returns_only_the_masked_gradients(causal, normalize, dtype,
             assert torch.equal(g, f), "the state's gradient does not depend on the mask"
 
 
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+def test_float16_states_past_float16_range_stay_finite(causal, device):
+    """N = 65536 keys of positive-mean values: the state's entries (~ N * 1.3 * 4 = 340000) are far past
+    float16's 65504, where a kernel that rounds the state to float16 for a product gets inf. The output
+    must match the float64 result as closely as float16 allows; the gradients must be finite (dv, which
+    the state's rounding does not touch, accurate too). On CUDA this is the tensor-core path."""
+    n = 65536
+    q, k, v = random_qkv((1, 1, n, n, 64, 64), dtype=torch.float64, device=device)
+    v = v + 4.0
+    want = reference.chunked_linear_attention(q, k, v, "elu", causal=causal)
+    leaves = [t.half().requires_grad_() for t in (q, k, v)]
+    out = actattn.linear_attention(*leaves, feature_map="elu", causal=causal)
+    assert torch.isfinite(out).all()
+    assert (out.double() - want).abs().max() <= 4e-3 * want.abs().max()  # float16 keeps 11 bits: 4.9e-4
+    grad_out = random_like(out)
+    out.backward(grad_out)
+    for leaf in leaves:
+        assert torch.isfinite(leaf.grad).all()
+    leaves64 = [t.detach().requires_grad_() for t in (q, k, v)]
+    reference.chunked_linear_attention(*leaves64, "elu", causal=causal).backward(grad_out.double())
+    dv, want_dv = leaves[2].grad.double(), leaves64[2].grad
+    assert (dv - want_dv).abs().max() <= 4e-3 * want_dv.abs().max()
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
 def test_noncausal_backward_reads_the_saved_state_and_gives_the_same_bits(dtype, device):
     """Autograd hands a non-causal backward the forward's final state (its state over all keys) instead

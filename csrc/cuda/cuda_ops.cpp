@@ -19,6 +19,9 @@ struct CudaBackend {
   static void quadratic_backward(const QuadraticParams& p) { quadratic_attention_backward_cuda(p, stream()); }
   static void linear_forward(const LinearParams& p) { linear_attention_forward_cuda(p, stream()); }
   static void linear_backward(const LinearParams& p) { linear_attention_backward_cuda(p, stream()); }
+  static at::Tensor linear_forward_workspace(const LinearParams& p, const at::TensorOptions& options) {
+    return at::empty({linear_attention_forward_workspace(p)}, options);
+  }
   static at::Tensor linear_backward_workspace(const LinearParams& p, const at::TensorOptions& options) {
     return at::empty({linear_attention_backward_workspace(p)}, options);
   }

@@ -14,7 +14,8 @@ namespace actattn {
 void quadratic_attention_forward_cuda(const QuadraticParams& params, cudaStream_t stream);
 void quadratic_attention_backward_cuda(const QuadraticParams& params, cudaStream_t stream);
 
-// Elements of accumulation type the linear backward needs in params.workspace.
+// Elements of accumulation type the linear forward / backward needs in params.workspace.
+int64_t linear_attention_forward_workspace(const LinearParams& params);
 int64_t linear_attention_backward_workspace(const LinearParams& params);
 void linear_attention_forward_cuda(const LinearParams& params, cudaStream_t stream);
 void linear_attention_backward_cuda(const LinearParams& params, cudaStream_t stream);

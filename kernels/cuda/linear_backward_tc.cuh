@@ -18,8 +18,11 @@
 // Only what is asked for: without dq (null grad_q) the query block returns at once; without dk, dv
 // (null grad_k and grad_v) the key block only grows dS, dz for the initial state's gradients, loading
 // no keys. The gradients it does compute are the same bits either way.
+// Float16: S or dS is divided by a power of two before it is rounded into shared memory, and the products
+// with it are multiplied back in float32 (linear_tc::state_divisor), so a state past 65504 is no inf.
 // Memory: shared tiles for A, B, V, dNum and the state (5 x D x (D + 8) elements: 45 KiB at D = 64,
-// 170 KiB at D = 128) and two float32 vectors; nothing in global memory but inputs and gradients.
+// 170 KiB at D = 128), two float32 vectors and one float per warp; nothing in global memory but inputs
+// and gradients.
 // Recomputes phi(q), phi(k) and the states; reads the forward's output and den.
 #pragma once
 
@@ -35,7 +38,7 @@ constexpr int kKeyBlock = 1;
 template <int kD>
 constexpr int shared_bytes() {
   using Sh = linear_tc::Shape<kD>;
-  return 5 * Sh::kTileElems * 2 + 2 * kD * static_cast<int>(sizeof(float));
+  return 5 * Sh::kTileElems * 2 + (2 * kD + Sh::kWarps) * static_cast<int>(sizeof(float));
 }
 
 template <typename T, int kD>
@@ -48,6 +51,7 @@ struct Tiles {
   T* state;     // S (query block) or dS (key block), rounded
   float* z;     // z or dz
   float* dden;  // dden of a chunk's rows
+  float* slots;  // one float per warp (linear_tc::state_divisor)
 
   __device__ Tiles() {
     a = dynamic_shared<T>();
@@ -57,13 +61,14 @@ struct Tiles {
     state = dnum + Sh::kTileElems;
     z = reinterpret_cast<float*>(state + Sh::kTileElems);
     dden = z + kD;
+    slots = dden + kD;
   }
 };
 
 // dq for the chunk at q0: da = dNum S^T + dden z^T + tril(dNum V^T + dden) B, then the map's derivative.
 template <typename T, typename Map, bool kCausal, int kD>
 __device__ __forceinline__ void query_chunk_grads(const LinearParams& p, const Tiles<T, kD>& sm, int64_t b,
-                                                  int64_t h, int64_t q0) {
+                                                  int64_t h, int64_t q0, float sigma) {
   using Sh = linear_tc::Shape<kD>;
   constexpr int kLd = Sh::kLd, kTiles = Sh::kTiles, kSteps = Sh::kSteps;
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp, g = lane / 4, t = lane % 4;
@@ -72,6 +77,7 @@ __device__ __forceinline__ void query_chunk_grads(const LinearParams& p, const T
   mma::FragC da[kTiles];
   mma::zero(da);
   mma::mma_shared_a_bt<T, kSteps>(da, dnum_rows, kLd, sm.state, kLd, lane);
+  linear_tc::multiply(da, sigma);
   const float row_dden[2] = {sm.dden[warp * 16 + g], sm.dden[warp * 16 + g + 8]};
 #pragma unroll
   for (int n = 0; n < kTiles; ++n) {
@@ -115,7 +121,7 @@ __device__ __forceinline__ void query_chunk_grads(const LinearParams& p, const T
 // dv and dk for the chunk at k0: dv = B dS + tril(A B^T)^T dNum, db = V dS^T + dz + tril(dNum V^T + dden)^T A.
 template <typename T, typename Map, bool kCausal, int kD>
 __device__ __forceinline__ void key_chunk_grads(const LinearParams& p, const Tiles<T, kD>& sm, int64_t b, int64_t h,
-                                                int64_t k0, int64_t keys) {
+                                                int64_t k0, int64_t keys, float sigma) {
   using Sh = linear_tc::Shape<kD>;
   constexpr int kLd = Sh::kLd, kTiles = Sh::kTiles, kSteps = Sh::kSteps, kBlocks = Sh::kChunk / 16;
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp, g = lane / 4, t = lane % 4;
@@ -163,6 +169,7 @@ __device__ __forceinline__ void key_chunk_grads(const LinearParams& p, const Til
     mma::FragC dv[kTiles];
     mma::zero(dv);
     mma::mma_shared_a_b<T, kSteps, kTiles>(dv, b_rows, kLd, sm.state, kLd, lane);
+    linear_tc::multiply(dv, sigma);
     if constexpr (kCausal) {
       for (int qb = warp; qb < kBlocks; ++qb) {  // 16-query blocks at or right of the diagonal
         mma::FragC w[2];
@@ -178,6 +185,7 @@ __device__ __forceinline__ void key_chunk_grads(const LinearParams& p, const Til
   mma::FragC db[kTiles];
   mma::zero(db);
   mma::mma_shared_a_bt<T, kSteps>(db, v_rows, kLd, sm.state, kLd, lane);
+  linear_tc::multiply(db, sigma);
 #pragma unroll
   for (int n = 0; n < kTiles; ++n) {
 #pragma unroll
@@ -213,11 +221,11 @@ __global__ void __launch_bounds__(linear_tc::Shape<kD>::kThreads) backward_kerne
   auto state_of = [&](const void* base) { return base ? static_cast<const float*>(base) + bh * kD * kD : nullptr; };
   auto vector_of = [&](const void* base) { return base ? static_cast<const float*>(base) + bh * kD : nullptr; };
   auto load_keys = [&](int64_t k0) {
-    linear_tc::load_mapped_tile<T, Map, kChunk, kD>(sm.b, kLd, p.k, b, h, k0, keys, 1.f);
+    linear_tc::load_mapped_tile<T, Map, kChunk, kD, Sh::kThreads, 1>(sm.b, kLd, p.k, b, h, k0, keys, 1.f);
     mma::load_tile<T, kChunk, kD>(sm.v, kLd, p.v, b, h, k0, keys);
   };
   auto load_queries = [&](int64_t q0) {
-    linear_tc::load_mapped_tile<T, Map, kChunk, kD>(sm.a, kLd, p.q, b, h, q0, s.q_len, scale);
+    linear_tc::load_mapped_tile<T, Map, kChunk, kD, Sh::kThreads, 1>(sm.a, kLd, p.q, b, h, q0, s.q_len, scale);
     linear_tc::load_output_grads<T, kD>(sm.dnum, kLd, sm.dden, p, b, h, q0);
   };
 
@@ -243,9 +251,9 @@ __global__ void __launch_bounds__(linear_tc::Shape<kD>::kThreads) backward_kerne
       __syncthreads();
       if constexpr (kCausal) load_keys(q0);
       linear_tc::load_output_grads<T, kD>(sm.dnum, kLd, sm.dden, p, b, h, q0);
-      linear_tc::round_state_into<T, kD>(sm.state, kLd, state, warp, lane);
+      const float sigma = linear_tc::round_state_into<T, kD>(sm.state, kLd, state, warp, lane, sm.slots);
       __syncthreads();
-      query_chunk_grads<T, Map, kCausal, kD>(p, sm, b, h, q0);
+      query_chunk_grads<T, Map, kCausal, kD>(p, sm, b, h, q0, sigma);
       if constexpr (kCausal) {
         __syncthreads();  // every warp has read z
         absorb_keys();
@@ -279,9 +287,10 @@ __global__ void __launch_bounds__(linear_tc::Shape<kD>::kThreads) backward_kerne
     __syncthreads();
     if (key_work) load_keys(k0);
     if constexpr (kCausal) load_queries(k0);
-    if (key_work) linear_tc::round_state_into<T, kD>(sm.state, kLd, state, warp, lane);
+    const float sigma =
+        key_work ? linear_tc::round_state_into<T, kD>(sm.state, kLd, state, warp, lane, sm.slots) : 1.f;
     __syncthreads();
-    if (key_work) key_chunk_grads<T, Map, kCausal, kD>(p, sm, b, h, k0, keys);
+    if (key_work) key_chunk_grads<T, Map, kCausal, kD>(p, sm, b, h, k0, keys, sigma);
     if constexpr (kCausal) {
       __syncthreads();  // every warp has read dz
       absorb_queries();

@@ -106,6 +106,11 @@ __global__ void __launch_bounds__(cuda::kLinearThreads) forward_kernel(const Lin
 
 }  // namespace
 
+int64_t linear_attention_forward_workspace(const LinearParams& params) {
+  if (!cuda::linear_takes_tensor_cores(params, /*backward=*/false)) return 0;  // the generic kernels need none
+  return cuda::linear_forward_tensor_core_workspace(params);
+}
+
 void linear_attention_forward_cuda(const LinearParams& params, cudaStream_t stream) {
   const AttentionShape& s = params.shape;
   if (s.batch * s.heads == 0) return;

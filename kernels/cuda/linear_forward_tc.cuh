@@ -1,17 +1,30 @@
 // Linear attention forward on tensor cores (float16 / bfloat16, Dk = Dv = D in {64, 128}, sm_80+), the
 // feature map fused: a = scale phi(q), b = phi(k), o_i = a_i S_i / (a_i . z_i + eps).
 //
-// Algorithm (chunked, one block of D / 16 warps per (batch, head); shape in linear_tc_common.cuh): the
-// float32 state S (D x D) lives in the warps' accumulator fragments, z (D) in shared memory. Causal, per
-// chunk of D positions:
-//   num = A S + tril(A B^T) V,  den = A z + rowsum(tril(A B^T)) + eps,  then S += B^T V, z += B^T 1,
-// with A, B, V and S (rounded to the input type) in shared memory and every product on mma.sync. The
-// masked score block tril(A B^T) is made 16 keys at a time in registers and fed straight into the
-// product with V; key blocks above the diagonal are skipped. Non-causal: S and z over every key first,
-// then num = A S, den = A z + eps per query chunk. Padding keys are zero rows of B and V.
-// Memory: shared A, B, V, S tiles (4 x D x (D + 8) elements: 36 KiB at D = 64, 136 KiB at D = 128);
-// no per-position state, nothing in global memory but inputs and outputs.
-// Saved for backward: the output and den (float32, when normalising); the final state is an output.
+// Algorithm: chunk-parallel (flash-linear-attention's `chunk` schedule), chunks of kChunk = 64 positions
+// whatever D, three launches (Plan gives their grids):
+//  1. chunk_states_kernel, one block per (batch, head, key chunk, 64 value columns), all independent:
+//     the chunk's contribution [dS | dz] = B^T [V | 1], one product on mma.sync whose extra column of
+//     ones makes the normaliser's column sums.
+//  2. prefix_states_kernel, one thread per entry of [S | z]: walks the chunks in order, adding, and
+//     (causal) overwrites each contribution with the state before it: S_0 + the earlier chunks', what
+//     the chunk's queries see from outside it. Writes the final state. The only sequential step: N / 64
+//     additions per entry, no products.
+//  3. chunk_outputs_kernel, one block per (batch, head, query chunk, 64 value columns), independent:
+//     [num | den] = A [S_c | z_c] + tril(A B^T) [V | 1], o = num / (den + eps): the state's part and the
+//     intra-chunk part of both come from the same two products. The masked score blocks tril(A B^T) are
+//     made 16 keys at a time in registers and fed straight into the product with [V | 1]; blocks above
+//     the diagonal are skipped. Non-causal: S_c is the final state for every chunk, no intra-chunk term.
+// Precision: products take 16-bit factors and accumulate in float32. z_c enters the product as two
+// 16-bit columns, z_hi + z_lo (z_lo = z - z_hi rounded), so its own rounding does not add to den's error
+// (which the emulation measures halved by it: 1.5e-3 -> 8e-4 at most in bfloat16). Float16 has no
+// range for a state that grows with N (an entry past 65504 would be inf): its S_c is divided by a power
+// of two sigma (exact) so that its largest entry is at most 2^14, and the state's part of the product
+// multiplied back by sigma in float32 (linear_tc::state_divisor).
+// Memory: workspace of B H ceil(Nk / 64) Dk (Dv + 1) floats (the per-chunk states; about N D per
+// (batch, head) at D = 64 and 2 N D at D = 128); shared tiles of 40 KiB (D = 64) and 67 KiB (D = 128) per block,
+// which every sm_80+ GPU grants. Saved for backward: the output and den (float32, when normalising);
+// the final state is an output.
 #pragma once
 
 #include "linear_tc_common.cuh"
@@ -20,113 +33,272 @@ namespace actattn {
 namespace cuda {
 namespace linear_forward_tc {
 
-template <int kD>
-constexpr int shared_bytes() {
-  using Sh = linear_tc::Shape<kD>;
-  return 4 * Sh::kTileElems * 2 + 2 * kD * static_cast<int>(sizeof(float));
+constexpr int kChunk = 64;                 // positions per chunk: one 16-row strip per warp
+constexpr int kThreads = 4 * kWarp;
+constexpr int kColumns = 64;               // value columns per block
+constexpr int kExtended = kColumns + 16;   // + one n-tile pair: the ones / normaliser columns
+constexpr int kLdExtended = kExtended + 8;  // padded rows: ldmatrix's 8 row addresses in distinct banks
+constexpr int kExtendedTiles = kExtended / 8;
+constexpr int kNormColumn = kColumns;      // n-tile kColumns / 8, element 0 (lanes with t == 0)
+
+template <int kDk>
+constexpr int key_ld() {
+  return kDk + 8;
 }
 
-template <typename T, typename Map, bool kCausal, int kD>
-__global__ void __launch_bounds__(linear_tc::Shape<kD>::kThreads) forward_kernel(const LinearParams p) {
-  using Sh = linear_tc::Shape<kD>;
-  constexpr int kLd = Sh::kLd, kChunk = Sh::kChunk, kTiles = Sh::kTiles, kSteps = Sh::kSteps;
-  T* a_tile = dynamic_shared<T>();
-  T* b_tile = a_tile + Sh::kTileElems;
-  T* v_tile = b_tile + Sh::kTileElems;
-  T* s_tile = v_tile + Sh::kTileElems;
-  float* z = reinterpret_cast<float*>(s_tile + Sh::kTileElems);
-  float* a_dot_z = z + kD;
+// Grids and workspace of one forward call.
+struct Plan {
+  int64_t heads_total, key_chunks, query_chunks, column_blocks, entries;
 
-  const AttentionShape s = p.shape;
-  const int64_t bh = blockIdx.x, b = bh / s.heads, h = bh % s.heads;
+  ACTATTN_HOST_DEVICE explicit Plan(const LinearParams& p)
+      : heads_total(p.shape.batch * p.shape.heads),
+        key_chunks((p.shape.k_len + kChunk - 1) / kChunk),
+        query_chunks((p.shape.q_len + kChunk - 1) / kChunk),
+        column_blocks(p.shape.v_dim / kColumns),
+        entries(p.shape.qk_dim * p.shape.v_dim + p.shape.qk_dim) {}
+
+  // Per (batch, head, key chunk): its contribution [dS | dz], then (causal) the state before it.
+  int64_t workspace_elems() const { return heads_total * key_chunks * entries; }
+  dim3 states_grid() const { return dim3(static_cast<unsigned>(heads_total * key_chunks), column_blocks); }
+  dim3 prefix_grid() const {
+    return dim3(static_cast<unsigned>(heads_total * ((entries + kThreads - 1) / kThreads)));
+  }
+  dim3 outputs_grid() const { return dim3(static_cast<unsigned>(heads_total * query_chunks), column_blocks); }
+};
+
+// What a block of the chunk kernels owns: a (batch, head), one of its `chunks` chunks (rows from row0 on)
+// and 64 value columns from col0 on (grids: Plan).
+struct ChunkBlock {
+  int64_t bh, b, h, chunk, row0;
+  int col0;
+
+  __device__ ChunkBlock(int64_t chunks, int64_t heads)
+      : bh(blockIdx.x / chunks),
+        b(bh / heads),
+        h(bh % heads),
+        chunk(blockIdx.x % chunks),
+        row0(chunk * kChunk),
+        col0(static_cast<int>(blockIdx.y) * kColumns) {}
+};
+
+template <int kDk>
+constexpr int states_shared_bytes() {
+  return (kChunk * key_ld<kDk>() + kChunk * kLdExtended) * 2;
+}
+
+template <int kDk>
+constexpr int outputs_shared_bytes() {
+  return (2 * kChunk * key_ld<kDk>() + kChunk * kLdExtended + kDk * kLdExtended) * 2 +
+         (kThreads / kWarp) * static_cast<int>(sizeof(float));
+}
+
+// Value columns [col0, col0 + 64) of rows [row0, row0 + kChunk) into `tile` (kLdExtended), started with
+// cp.async (rows from `valid` on zero), and the extended columns written: a one in kNormColumn, zeros
+// after it. Lands at cp_async_wait_all() + __syncthreads().
+template <typename T>
+__device__ __forceinline__ void load_values_with_ones(T* tile, const RowView& v, int64_t b, int64_t h, int64_t row0,
+                                                      int64_t valid, int col0) {
+  RowView columns = v;
+  columns.data = static_cast<T*>(v.data) + col0;
+  mma::load_tile_async<T, kChunk, kColumns, kThreads>(tile, kLdExtended, columns, b, h, row0, valid);
+  static_assert(kThreads == 2 * kChunk, "one thread per row and 8 extended columns");
+  const int r = threadIdx.x / 2, half = threadIdx.x % 2;
+  uint4 ones = make_uint4(0, 0, 0, 0);
+  if (half == 0) ones.x = mma::pack<T>(1.f, 0.f);
+  *reinterpret_cast<uint4*>(tile + r * kLdExtended + kColumns + 8 * half) = ones;
+}
+
+// The float32 state [S | z] a chunk's queries see, columns [col0, col0 + 64) of S (row length kDv) and
+// z as two columns z_hi, z_lo, rounded to T into `tile` (kDk rows, kLdExtended). Float16 divides it by
+// the returned power of two first (see the header); `slots` holds one float per warp. Ends with a
+// barrier after which the tile may be read.
+template <typename T, int kDk, int kDv>
+__device__ __forceinline__ float load_state_tile(T* tile, const float* state, const float* norm, int col0,
+                                                 float* slots) {
+  constexpr int kQuads = kDk * kColumns / 4 / kThreads;  // float4 loads per thread
+  static_assert(kDk * kColumns % (4 * kThreads) == 0 && kDk <= kThreads, "whole float4s, one z entry per thread");
+  float4 values[kQuads];
+#pragma unroll
+  for (int s = 0; s < kQuads; ++s) {
+    const int idx = threadIdx.x + s * kThreads, row = idx / (kColumns / 4), col = (idx % (kColumns / 4)) * 4;
+    values[s] = *reinterpret_cast<const float4*>(state + row * kDv + col0 + col);
+  }
+  const int d = threadIdx.x;
+  float z = d < kDk ? norm[d] : 0.f;
+
+  float largest = fabsf(z);  // unused (and compiled away) but for float16
+#pragma unroll
+  for (int s = 0; s < kQuads; ++s) {
+    largest = fmaxf(largest, fmaxf(fmaxf(fabsf(values[s].x), fabsf(values[s].y)),
+                                   fmaxf(fabsf(values[s].z), fabsf(values[s].w))));
+  }
+  const float sigma = linear_tc::state_divisor<T, kThreads / kWarp>(largest, slots);
+  const float inverse = 1.f / sigma;
+
+#pragma unroll
+  for (int s = 0; s < kQuads; ++s) {
+    const int idx = threadIdx.x + s * kThreads, row = idx / (kColumns / 4), col = (idx % (kColumns / 4)) * 4;
+    const float4 x = values[s];
+    *reinterpret_cast<uint2*>(tile + row * kLdExtended + col) =
+        make_uint2(mma::pack<T>(x.x * inverse, x.y * inverse), mma::pack<T>(x.z * inverse, x.w * inverse));
+  }
+  if (d < kDk) {
+    z *= inverse;
+    const float z_hi = linear_tc::unpack<T>(mma::pack<T>(z, 0.f)).x;
+    uint32_t* extended = reinterpret_cast<uint32_t*>(tile + d * kLdExtended + kNormColumn);
+    extended[0] = mma::pack<T>(z_hi, z - z_hi);
+#pragma unroll
+    for (int c = 1; c < (kExtended - kColumns) / 2; ++c) extended[c] = 0u;
+  }
+  __syncthreads();
+  return sigma;
+}
+
+// Launch 1: [dS | dz] = B^T [V | 1] of one key chunk, columns [64 blockIdx.y, +64) of dS (dz from the
+// first column block only), into the workspace.
+template <typename T, typename Map, int kDk, int kDv>
+__global__ void __launch_bounds__(kThreads) chunk_states_kernel(const LinearParams p, float* workspace) {
+  static_assert(kDk % 64 == 0 && kDv % kColumns == 0, "whole 16-row strips per warp, whole column blocks");
+  constexpr int kLdK = key_ld<kDk>();
+  T* b_tile = dynamic_shared<T>();
+  T* v_tile = b_tile + kChunk * kLdK;
+
+  const Plan plan(p);
+  const ChunkBlock blk(plan.key_chunks, p.shape.heads);
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp, g = lane / 4, t = lane % 4;
-  const int64_t keys = keys_of(p.key_lengths, b, s.k_len);
-  const float scale = static_cast<float>(p.scale), eps = static_cast<float>(p.eps);
+  const int64_t keys = keys_of(p.key_lengths, blk.b, p.shape.k_len);
 
-  mma::FragC state[kTiles];  // rows [16 warp, 16 warp + 16) of S
-  linear_tc::load_state<kD>(state, p.initial_state ? static_cast<const float*>(p.initial_state) + bh * kD * kD
-                                                   : nullptr, warp, lane);
-  linear_tc::load_vector<kD>(z, p.initial_normalizer ? static_cast<const float*>(p.initial_normalizer) + bh * kD
-                                                     : nullptr);
+  load_values_with_ones<T>(v_tile, p.v, blk.b, blk.h, blk.row0, keys, blk.col0);
+  linear_tc::load_mapped_tile<T, Map, kChunk, kDk, kThreads, 4>(b_tile, kLdK, p.k, blk.b, blk.h, blk.row0, keys,
+                                                                1.f);
+  mma::cp_async_wait_all();
+  __syncthreads();
 
-  // S += B^T V and z += B^T 1 for the chunk in b_tile / v_tile. z's readers are behind a barrier already.
-  auto absorb_chunk = [&] {
-    mma::mma_shared_a_b<T, kChunk / 16, kTiles, true>(state, b_tile + warp * 16, kLd, v_tile, kLd, lane);
-    linear_tc::add_column_sums<T, kD>(z, b_tile, kLd, nullptr);
-  };
-
-  if constexpr (!kCausal) {
-    for (int64_t k0 = 0; k0 < keys; k0 += kChunk) {
-      __syncthreads();
-      linear_tc::load_mapped_tile<T, Map, kChunk, kD>(b_tile, kLd, p.k, b, h, k0, keys, 1.f);
-      mma::load_tile<T, kChunk, kD>(v_tile, kLd, p.v, b, h, k0, keys);
-      __syncthreads();
-      absorb_chunk();
+  float* delta_state = workspace + (blk.bh * plan.key_chunks + blk.chunk) * plan.entries;
+  float* delta_norm = delta_state + kDk * kDv;
+#pragma unroll
+  for (int strip = warp; strip < kDk / 16; strip += kThreads / kWarp) {  // 16 rows of [dS | dz] each
+    mma::FragC acc[kExtendedTiles];
+    mma::zero(acc);
+    mma::mma_shared_a_b<T, kChunk / 16, kExtendedTiles, true>(acc, b_tile + strip * 16, kLdK, v_tile, kLdExtended,
+                                                               lane);
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int row = strip * 16 + g + 8 * half;
+#pragma unroll
+      for (int n = 0; n < kColumns / 8; ++n) {
+        *reinterpret_cast<float2*>(delta_state + row * kDv + blk.col0 + n * 8 + 2 * t) =
+            make_float2(acc[n].x[2 * half], acc[n].x[2 * half + 1]);
+      }
+      if (blockIdx.y == 0 && t == 0) delta_norm[row] = acc[kNormColumn / 8].x[2 * half];
     }
   }
+}
 
-  for (int64_t q0 = 0; q0 < s.q_len; q0 += kChunk) {
-    __syncthreads();  // the previous chunk's tiles, z and S tile are read by every warp
-    linear_tc::load_mapped_tile<T, Map, kChunk, kD>(a_tile, kLd, p.q, b, h, q0, s.q_len, scale);
-    if constexpr (kCausal) {
-      linear_tc::load_mapped_tile<T, Map, kChunk, kD>(b_tile, kLd, p.k, b, h, q0, keys, 1.f);
-      mma::load_tile<T, kChunk, kD>(v_tile, kLd, p.v, b, h, q0, keys);
-    }
-    linear_tc::round_state_into<T, kD>(s_tile, kLd, state, warp, lane);
-    __syncthreads();
-    for (int r = threadIdx.x; r < kChunk; r += blockDim.x) {
-      float dot = 0.f;
-      for (int d = 0; d < kD; ++d) dot += to_acc<float>(a_tile[r * kLd + d]) * z[d];
-      a_dot_z[r] = dot;
-    }
-    __syncthreads();
+// Launch 2: per entry of [S | z] of one (batch, head), the running sum over the chunks from the initial
+// state on; causal: each chunk's contribution is replaced by the state before it. Writes the final state.
+__global__ void __launch_bounds__(kThreads) prefix_states_kernel(const LinearParams p, float* workspace) {
+  const Plan plan(p);
+  const int64_t blocks_per_head = (plan.entries + kThreads - 1) / kThreads;
+  const int64_t bh = blockIdx.x / blocks_per_head;
+  const int64_t e = (blockIdx.x % blocks_per_head) * kThreads + threadIdx.x;
+  if (e >= plan.entries) return;
+  const int64_t state_entries = p.shape.qk_dim * p.shape.v_dim;
+  const bool is_norm = e >= state_entries;
+  const float* initial = static_cast<const float*>(is_norm ? p.initial_normalizer : p.initial_state);
+  float* final_value = static_cast<float*>(is_norm ? p.final_normalizer : p.final_state);
+  const int64_t at = is_norm ? bh * p.shape.qk_dim + (e - state_entries) : bh * state_entries + e;
 
-    const T* a_rows = a_tile + warp * 16 * kLd;
-    mma::FragC num[kTiles];
-    mma::zero(num);
-    mma::mma_shared_a_b<T, kSteps, kTiles>(num, a_rows, kLd, s_tile, kLd, lane);
-    float row_sum[2] = {0.f, 0.f};  // this thread's columns of tril(A B^T)
-    if constexpr (kCausal) {
-      for (int kb = 0; kb <= warp; ++kb) {  // 16-key blocks at or left of the diagonal
-        mma::FragC w[2];
-        mma::zero(w);
-        mma::mma_shared_a_bt<T, kSteps>(w, a_rows, kLd, b_tile + kb * 16 * kLd, kLd, lane);
+  float running = initial != nullptr ? initial[at] : 0.f;
+  float* entry = workspace + bh * plan.key_chunks * plan.entries + e;
+  constexpr int kInFlight = 8;  // chunks read ahead, so that their loads overlap
+  for (int64_t c0 = 0; c0 < plan.key_chunks; c0 += kInFlight) {
+    float delta[kInFlight];
+#pragma unroll
+    for (int i = 0; i < kInFlight; ++i) delta[i] = c0 + i < plan.key_chunks ? entry[(c0 + i) * plan.entries] : 0.f;
+#pragma unroll
+    for (int i = 0; i < kInFlight; ++i) {
+      if (p.causal && c0 + i < plan.key_chunks) entry[(c0 + i) * plan.entries] = running;
+      running += delta[i];
+    }
+  }
+  final_value[at] = running;
+}
+
+// Launch 3: the output of one query chunk, columns [64 blockIdx.y, +64), and its den (first column block).
+template <typename T, typename Map, bool kCausal, int kDk, int kDv>
+__global__ void __launch_bounds__(kThreads) chunk_outputs_kernel(const LinearParams p, const float* workspace) {
+  static_assert(kDk % 16 == 0 && kDv % kColumns == 0, "whole k-steps, whole column blocks");
+  constexpr int kLdK = key_ld<kDk>();
+  T* a_tile = dynamic_shared<T>();
+  T* b_tile = a_tile + kChunk * kLdK;
+  T* v_tile = b_tile + kChunk * kLdK;
+  T* s_tile = v_tile + kChunk * kLdExtended;
+  float* slots = reinterpret_cast<float*>(s_tile + kDk * kLdExtended);
+
+  const AttentionShape s = p.shape;
+  const Plan plan(p);
+  const ChunkBlock blk(plan.query_chunks, s.heads);
+  const int64_t bh = blk.bh, b = blk.b, h = blk.h, q0 = blk.row0;
+  const int col0 = blk.col0;
+  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp, g = lane / 4, t = lane % 4;
+  const int64_t keys = keys_of(p.key_lengths, b, s.k_len);
+
+  if constexpr (kCausal) load_values_with_ones<T>(v_tile, p.v, b, h, q0, keys, col0);
+  linear_tc::load_mapped_tile<T, Map, kChunk, kDk, kThreads, 4>(a_tile, kLdK, p.q, b, h, q0, s.q_len,
+                                                             static_cast<float>(p.scale));
+  if constexpr (kCausal) {
+    linear_tc::load_mapped_tile<T, Map, kChunk, kDk, kThreads, 4>(b_tile, kLdK, p.k, b, h, q0, keys, 1.f);
+    mma::cp_async_wait_all();
+  }
+  // Causal: the state before this chunk (prefix_states_kernel); non-causal: the final state.
+  const float* state = kCausal ? workspace + (bh * plan.key_chunks + blk.chunk) * plan.entries
+                               : static_cast<const float*>(p.final_state) + bh * kDk * kDv;
+  const float* norm = kCausal ? state + kDk * kDv : static_cast<const float*>(p.final_normalizer) + bh * kDk;
+  const float sigma = load_state_tile<T, kDk, kDv>(s_tile, state, norm, col0, slots);
+
+  const T* a_rows = a_tile + warp * 16 * kLdK;
+  mma::FragC acc[kExtendedTiles];  // [num | den] of this warp's 16 rows
+  mma::zero(acc);
+  mma::mma_shared_a_b<T, kDk / 16, kExtendedTiles>(acc, a_rows, kLdK, s_tile, kLdExtended, lane);
+  linear_tc::multiply(acc, sigma);
+  if constexpr (kCausal) {
+    for (int kb = 0; kb <= warp; ++kb) {  // 16-key blocks at or left of the diagonal
+      mma::FragC w[2];
+      mma::zero(w);
+      mma::mma_shared_a_bt<T, kDk / 16>(w, a_rows, kLdK, b_tile + kb * 16 * kLdK, kLdK, lane);
+      if (kb == warp) {
 #pragma unroll
         for (int n = 0; n < 2; ++n) {
 #pragma unroll
           for (int r = 0; r < 4; ++r) {
-            const int key = n * 8 + 2 * t + (r & 1), row = g + 8 * (r >> 1);
-            if (kb == warp && key > row) w[n].x[r] = 0.f;
-            row_sum[r >> 1] += w[n].x[r];
+            if (n * 8 + 2 * t + (r & 1) > g + 8 * (r >> 1)) w[n].x[r] = 0.f;
           }
         }
-        mma::mma_p_b<T, 1>(num, w, v_tile + kb * 16 * kLd, kLd, lane);
       }
+      mma::mma_p_b<T, 1>(acc, w, v_tile + kb * 16 * kLdExtended, kLdExtended, lane);
     }
-
-#pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      const int r = warp * 16 + g + 8 * half;
-      const int64_t i = q0 + r;
-      float total = row_sum[half] + __shfl_xor_sync(0xffffffffu, row_sum[half], 1);
-      total += __shfl_xor_sync(0xffffffffu, total, 2);
-      const float den = a_dot_z[r] + total + eps;
-      if (i >= s.q_len) continue;
-      if (p.normalize && t == 0) static_cast<float*>(p.denominator.data)[bh * s.q_len + i] = den;
-      const float out_scale = p.normalize ? 1.f / den : 1.f;
-      T* out_row = row_ptr<T>(p.out, b, h, i);
-#pragma unroll
-      for (int n = 0; n < kTiles; ++n) {
-        *reinterpret_cast<uint32_t*>(out_row + n * 8 + 2 * t) =
-            mma::pack<T>(num[n].x[2 * half] * out_scale, num[n].x[2 * half + 1] * out_scale);
-      }
-    }
-    if constexpr (kCausal) absorb_chunk();
   }
 
-  linear_tc::store_state<kD>(state, static_cast<float*>(p.final_state) + bh * kD * kD, warp, lane);
-  // Each thread stores the entries of z it summed itself (add_column_sums), so no barrier is needed.
-  for (int d = threadIdx.x; d < kD; d += blockDim.x) static_cast<float*>(p.final_normalizer)[bh * kD + d] = z[d];
+  const float eps = static_cast<float>(p.eps);
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    // den's two columns (z_hi's and z_lo's) sit in the lane with t == 0; the row's other lanes get it.
+    float den = t == 0 ? acc[kNormColumn / 8].x[2 * half] + acc[kNormColumn / 8].x[2 * half + 1] : 0.f;
+    den += __shfl_xor_sync(0xffffffffu, den, 1);
+    den += __shfl_xor_sync(0xffffffffu, den, 2);
+    den += eps;
+    const int64_t i = q0 + warp * 16 + g + 8 * half;
+    if (i >= s.q_len) continue;
+    if (p.normalize && blockIdx.y == 0 && t == 0) static_cast<float*>(p.denominator.data)[bh * s.q_len + i] = den;
+    const float out_scale = p.normalize ? 1.f / den : 1.f;
+    T* out_row = row_ptr<T>(p.out, b, h, i) + col0;
+#pragma unroll
+    for (int n = 0; n < kColumns / 8; ++n) {
+      *reinterpret_cast<uint32_t*>(out_row + n * 8 + 2 * t) =
+          mma::pack<T>(acc[n].x[2 * half] * out_scale, acc[n].x[2 * half + 1] * out_scale);
+    }
+  }
 }
 
 }  // namespace linear_forward_tc

@@ -1,8 +1,9 @@
 // Shared pieces of the tensor-core linear attention kernels (linear_forward_tc.cuh,
-// linear_backward_tc.cuh): the block shape, tile loads with the feature map fused, and the float32
-// state a block keeps in mma accumulator fragments.
+// linear_backward_tc.cuh): tile loads with the feature map fused, the float32 state a block keeps in
+// mma accumulator fragments, and the power-of-two scaling that keeps a float16 state in range.
 //
-// Block shape: head dim D (= Dk = Dv, 64 or 128), D / 16 warps, chunks of D positions. Warp w owns rows
+// Shape is the backward's block (the forward's chunk-parallel kernels have their own, chunks of 64):
+// head dim D (= Dk = Dv, 64 or 128), D / 16 warps, chunks of D positions. Warp w owns rows
 // [16 w, 16 w + 16) of the D x D state and rows [16 w, 16 w + 16) of each chunk, so every product of a
 // chunk step is a 16-row strip per warp and the state never leaves registers between chunks; it is
 // rounded to the input type into shared memory only as a right-hand factor of a product.
@@ -10,6 +11,8 @@
 
 #include "../key_lengths.h"
 #include "mma.cuh"
+
+#include <type_traits>
 
 namespace actattn {
 namespace cuda {
@@ -35,23 +38,36 @@ __device__ __forceinline__ float2 unpack(uint32_t pair) {
 
 // Rows [row0, row0 + kRows) of a (batch, head) slice into shared memory as scale * phi(x), rounded to T;
 // rows from `valid` on are zero (after the map: elu+1 of a zero is one, and padding must weigh nothing).
-template <typename T, typename Map, int kRows, int kCols>
+// A thread's 16-byte loads are issued kInFlight at a time before the first of them is used, so that they
+// are in flight together; more of them take more registers (the backward, whose state stays in
+// registers meanwhile, spills at D = 128 with more than one).
+template <typename T, typename Map, int kRows, int kCols, int kThreads, int kInFlight>
 __device__ __forceinline__ void load_mapped_tile(T* shared, int ld, const RowView& view, int64_t b, int64_t h,
                                                  int64_t row0, int64_t valid, float scale) {
-  constexpr int kChunks = kCols / 8;
-  for (int idx = threadIdx.x; idx < kRows * kChunks; idx += blockDim.x) {
-    const int r = idx / kChunks, c = (idx % kChunks) * 8;
-    uint4 value = make_uint4(0, 0, 0, 0);
-    if (row0 + r < valid) {
-      value = *reinterpret_cast<const uint4*>(row_ptr<const T>(view, b, h, row0 + r) + c);
-      uint32_t* pairs = reinterpret_cast<uint32_t*>(&value);
+  constexpr int kChunks = kCols / 8, kLoads = kRows * kChunks / kThreads, kBatch = kInFlight;
+  static_assert(kRows * kChunks % kThreads == 0 && kLoads % kBatch == 0, "every thread loads whole batches");
+#pragma unroll 1
+  for (int s0 = 0; s0 < kLoads; s0 += kBatch) {
+    uint4 values[kBatch];
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const float2 x = unpack<T>(pairs[e]);
-        pairs[e] = mma::pack<T>(scale * Map::value(x.x), scale * Map::value(x.y));
-      }
+    for (int s = 0; s < kBatch; ++s) {
+      const int idx = threadIdx.x + (s0 + s) * kThreads, r = idx / kChunks, c = (idx % kChunks) * 8;
+      values[s] = row0 + r < valid ? *reinterpret_cast<const uint4*>(row_ptr<const T>(view, b, h, row0 + r) + c)
+                                   : make_uint4(0, 0, 0, 0);
     }
-    *reinterpret_cast<uint4*>(shared + r * ld + c) = value;
+#pragma unroll
+    for (int s = 0; s < kBatch; ++s) {
+      const int idx = threadIdx.x + (s0 + s) * kThreads, r = idx / kChunks, c = (idx % kChunks) * 8;
+      if (row0 + r < valid) {
+        uint32_t* pairs = reinterpret_cast<uint32_t*>(&values[s]);
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const float2 x = unpack<T>(pairs[e]);
+          pairs[e] = mma::pack<T>(scale * Map::value(x.x), scale * Map::value(x.y));
+        }
+      }
+      *reinterpret_cast<uint4*>(shared + r * ld + c) = values[s];
+    }
   }
 }
 
@@ -82,19 +98,60 @@ __device__ __forceinline__ void store_state(const mma::FragC (&strip)[kD / 8], f
   }
 }
 
-// The warp's strip of the state, rounded to T, into rows [16 warp, 16 warp + 16) of a shared D x D tile.
+// The power of two sigma a float32 state is divided by before it is rounded to T: float16 (largest
+// finite 65504) gets sigma with largest / sigma <= 2^14, so a state that grows with N neither overflows
+// nor loses relative precision (the division is exact); bfloat16 has float32's range and gets 1.
+// `largest` is the calling thread's max |entry|; for float16 the block's maximum is taken through
+// `slots` (one float per warp) and a barrier, which every thread must reach.
+template <typename T, int kWarps>
+__device__ __forceinline__ float state_divisor(float largest, float* slots) {
+  if constexpr (!std::is_same_v<T, __half>) {
+    return 1.f;
+  } else {
+    for (int offset = kWarp / 2; offset > 0; offset /= 2)
+      largest = fmaxf(largest, __shfl_xor_sync(0xffffffffu, largest, offset));
+    if (threadIdx.x % kWarp == 0) slots[threadIdx.x / kWarp] = largest;
+    __syncthreads();
+    for (int w = 0; w < kWarps; ++w) largest = fmaxf(largest, slots[w]);
+    int exponent = 0;
+    frexpf(largest, &exponent);  // largest < 2^exponent
+    return exponent > 14 ? ldexpf(1.f, exponent - 14) : 1.f;
+  }
+}
+
+// acc *= sigma: a product with a divided state (state_divisor) brought back to the state's scale.
+template <int N>
+__device__ __forceinline__ void multiply(mma::FragC (&acc)[N], float sigma) {
+  if (sigma == 1.f) return;
+#pragma unroll
+  for (int n = 0; n < N; ++n) {
+#pragma unroll
+    for (int r = 0; r < 4; ++r) acc[n].x[r] *= sigma;
+  }
+}
+
+// The warp's strip of the state divided by state_divisor's sigma, rounded to T, into rows
+// [16 warp, 16 warp + 16) of a shared D x D tile; returns sigma. Every thread of the block calls it.
 template <typename T, int kD>
-__device__ __forceinline__ void round_state_into(T* tile, int ld, const mma::FragC (&strip)[kD / 8], int warp,
-                                                 int lane) {
+__device__ __forceinline__ float round_state_into(T* tile, int ld, const mma::FragC (&strip)[kD / 8], int warp,
+                                                  int lane, float* slots) {
   const int g = lane / 4, t = lane % 4;
+  float largest = 0.f;
+#pragma unroll
+  for (int n = 0; n < kD / 8; ++n) {
+#pragma unroll
+    for (int r = 0; r < 4; ++r) largest = fmaxf(largest, fabsf(strip[n].x[r]));
+  }
+  const float sigma = state_divisor<T, kD / 16>(largest, slots), inverse = 1.f / sigma;
 #pragma unroll
   for (int n = 0; n < kD / 8; ++n) {
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
       *reinterpret_cast<uint32_t*>(tile + (warp * 16 + g + 8 * half) * ld + n * 8 + 2 * t) =
-          mma::pack<T>(strip[n].x[2 * half], strip[n].x[2 * half + 1]);
+          mma::pack<T>(strip[n].x[2 * half] * inverse, strip[n].x[2 * half + 1] * inverse);
     }
   }
+  return sigma;
 }
 
 // A length-D float32 vector (normaliser z or its gradient) into shared memory; null: zero.

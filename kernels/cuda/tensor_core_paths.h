@@ -55,8 +55,9 @@ inline bool quadratic_takes_tensor_cores(const QuadraticParams& p, bool backward
 int linear_forward_tensor_core_shared_bytes(int64_t dim);
 int linear_backward_tensor_core_shared_bytes(int64_t dim);
 
-// Linear attention also needs the whole D x D state per block to fit in shared memory: D = 128's backward
-// (170 KiB) runs on H100-class parts and takes the generic kernels elsewhere.
+// The linear backward also needs the whole D x D state per block to fit in shared memory: D = 128's
+// backward (170 KiB) runs on H100-class parts and takes the generic kernels elsewhere. The chunk-parallel
+// forward's tiles (67 KiB at D = 128) fit every sm_80+ GPU.
 inline bool linear_takes_tensor_cores(const LinearParams& p, bool backward) {
   const AttentionShape& s = p.shape;
   if (!is_half_type(p.dtype) || s.qk_dim != s.v_dim || !tensor_core_head_dim(s.qk_dim)) return false;
@@ -73,6 +74,8 @@ inline bool linear_takes_tensor_cores(const LinearParams& p, bool backward) {
 void quadratic_forward_tensor_core(const QuadraticParams& params, cudaStream_t stream);
 // dK, dV and dQ; the caller has written params.delta (softmax).
 void quadratic_backward_tensor_core(const QuadraticParams& params, cudaStream_t stream);
+// Float32 elements of params.workspace the chunk-parallel forward needs (per-chunk states).
+int64_t linear_forward_tensor_core_workspace(const LinearParams& params);
 void linear_forward_tensor_core(const LinearParams& params, cudaStream_t stream);
 // dq, dk, dv and the initial state's gradients; needs no workspace.
 void linear_backward_tensor_core(const LinearParams& params, cudaStream_t stream);
