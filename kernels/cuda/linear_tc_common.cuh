@@ -130,17 +130,25 @@ __device__ __forceinline__ void multiply(mma::FragC (&acc)[N], float sigma) {
   }
 }
 
-// The warp's strip of the state divided by state_divisor's sigma, rounded to T, into rows
+// The warp's strip of the state, centred (S - z m^T, where z and the centre m are given: see
+// linear_backward_tc.cuh) and divided by state_divisor's sigma, rounded to T, into rows
 // [16 warp, 16 warp + 16) of a shared D x D tile; returns sigma. Every thread of the block calls it.
 template <typename T, int kD>
 __device__ __forceinline__ float round_state_into(T* tile, int ld, const mma::FragC (&strip)[kD / 8], int warp,
-                                                  int lane, float* slots) {
+                                                  int lane, float* slots, const float* z = nullptr,
+                                                  const T* centre = nullptr) {
   const int g = lane / 4, t = lane % 4;
-  float largest = 0.f;
+  // Entry r of n-tile n (row g + 8 (r / 2), column n * 8 + 2 t + r % 2 of the strip), centred.
+  auto entry = [&](int n, int r) {
+    const float x = strip[n].x[r];
+    if (centre == nullptr) return x;
+    return x - z[warp * 16 + g + 8 * (r >> 1)] * to_acc<float>(centre[n * 8 + 2 * t + (r & 1)]);
+  };
+  float largest = 0.f;  // unused (and compiled away) but for float16
 #pragma unroll
   for (int n = 0; n < kD / 8; ++n) {
 #pragma unroll
-    for (int r = 0; r < 4; ++r) largest = fmaxf(largest, fabsf(strip[n].x[r]));
+    for (int r = 0; r < 4; ++r) largest = fmaxf(largest, fabsf(entry(n, r)));
   }
   const float sigma = state_divisor<T, kD / 16>(largest, slots), inverse = 1.f / sigma;
 #pragma unroll
@@ -148,10 +156,37 @@ __device__ __forceinline__ float round_state_into(T* tile, int ld, const mma::Fr
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
       *reinterpret_cast<uint32_t*>(tile + (warp * 16 + g + 8 * half) * ld + n * 8 + 2 * t) =
-          mma::pack<T>(strip[n].x[2 * half] * inverse, strip[n].x[2 * half + 1] * inverse);
+          mma::pack<T>(entry(n, 2 * half) * inverse, entry(n, 2 * half + 1) * inverse);
     }
   }
   return sigma;
+}
+
+// Rows [row0, row0 + kRows) of a (batch, head) slice minus the centre row (a D-vector in T; null: none),
+// rounded to T, into shared memory (leading dimension ld), 16 bytes per thread and step; rows from
+// `valid` on are zero, so padding never reaches a product (0 * NaN would poison it).
+template <typename T, int kRows, int kCols>
+__device__ __forceinline__ void load_centred_tile(T* shared, int ld, const RowView& view, int64_t b, int64_t h,
+                                                  int64_t row0, int64_t valid, const T* centre) {
+  constexpr int kChunks = kCols / 8;  // 8 elements of 2 bytes per 16-byte chunk
+  for (int idx = threadIdx.x; idx < kRows * kChunks; idx += blockDim.x) {
+    const int r = idx / kChunks, c = (idx % kChunks) * 8;
+    uint4 value = make_uint4(0, 0, 0, 0);
+    if (row0 + r < valid) {
+      value = *reinterpret_cast<const uint4*>(row_ptr<const T>(view, b, h, row0 + r) + c);
+      if (centre != nullptr) {
+        const uint4 m = *reinterpret_cast<const uint4*>(centre + c);
+        uint32_t* pairs = reinterpret_cast<uint32_t*>(&value);
+        const uint32_t* centre_pairs = reinterpret_cast<const uint32_t*>(&m);
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const float2 x = unpack<T>(pairs[e]), mean = unpack<T>(centre_pairs[e]);
+          pairs[e] = mma::pack<T>(x.x - mean.x, x.y - mean.y);
+        }
+      }
+    }
+    *reinterpret_cast<uint4*>(shared + r * ld + c) = value;
+  }
 }
 
 // A length-D float32 vector (normaliser z or its gradient) into shared memory; null: zero.
@@ -173,10 +208,12 @@ __device__ __forceinline__ void add_column_sums(float* vector, const T* tile, in
 
 // The incoming gradient of a chunk's rows [q0, q0 + D) as the backward's two factors: into `tile`,
 // dnum = dO / den rounded to T (dO when not normalising); into dden, -(dnum . O) (zero when not
-// normalising), float32. Rows past the end are zero. One warp per row, two columns per lane and step.
+// normalising), float32, taken from the rounded dnum so that dnum . v_j + dden, which the products
+// form, cancels to dnum . (v_j - o) without the rounding's error; into shift, dnum . m for the centre
+// row m (zero when null). Rows past the end are zero. One warp per row, two columns per lane and step.
 template <typename T, int kD>
-__device__ __forceinline__ void load_output_grads(T* tile, int ld, float* dden, const LinearParams& p, int64_t b,
-                                                  int64_t h, int64_t q0) {
+__device__ __forceinline__ void load_output_grads(T* tile, int ld, float* dden, float* shift, const LinearParams& p,
+                                                  int64_t b, int64_t h, int64_t q0, const T* centre) {
   const AttentionShape& s = p.shape;
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
   for (int r = warp; r < kD; r += blockDim.x / kWarp) {
@@ -185,21 +222,30 @@ __device__ __forceinline__ void load_output_grads(T* tile, int ld, float* dden, 
     const float inv_den =
         inside && p.normalize ? 1.f / static_cast<const float*>(p.denominator.data)[(b * s.heads + h) * s.q_len + i]
                               : 1.f;
-    float dot = 0.f;
+    float dot = 0.f, centre_dot = 0.f;
     for (int c = 2 * lane; c < kD; c += 2 * kWarp) {
-      float2 g = make_float2(0.f, 0.f);
+      uint32_t g = 0u;
       if (inside) {
         const float2 dout = unpack<T>(*reinterpret_cast<const uint32_t*>(row_ptr<const T>(p.grad_out, b, h, i) + c));
-        g = make_float2(dout.x * inv_den, dout.y * inv_den);
+        g = mma::pack<T>(dout.x * inv_den, dout.y * inv_den);
+        const float2 rounded = unpack<T>(g);
         if (p.normalize) {
           const float2 out = unpack<T>(*reinterpret_cast<const uint32_t*>(row_ptr<const T>(p.out, b, h, i) + c));
-          dot += g.x * out.x + g.y * out.y;
+          dot += rounded.x * out.x + rounded.y * out.y;
+        }
+        if (centre != nullptr) {
+          const float2 m = unpack<T>(*reinterpret_cast<const uint32_t*>(centre + c));
+          centre_dot += rounded.x * m.x + rounded.y * m.y;
         }
       }
-      *reinterpret_cast<uint32_t*>(tile + r * ld + c) = mma::pack<T>(g.x, g.y);
+      *reinterpret_cast<uint32_t*>(tile + r * ld + c) = g;
     }
     dot = warp_sum(dot);
-    if (lane == 0) dden[r] = -dot;
+    centre_dot = warp_sum(centre_dot);
+    if (lane == 0) {
+      dden[r] = -dot;
+      shift[r] = centre_dot;
+    }
   }
 }
 

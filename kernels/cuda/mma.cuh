@@ -1,7 +1,7 @@
 // Warp-level tensor-core primitives for the float16 / bfloat16 kernels (sm_80 and newer):
 // mma.sync m16n8k16 with float32 accumulation, ldmatrix loads from shared memory, and the
-// global -> shared tile copies they feed on (synchronous, or cp.async so that the next tile is in
-// flight while the current one is multiplied).
+// global -> shared tile copies they feed on (cp.async, so that the next tile is in flight while the
+// current one is multiplied).
 //
 // Fragment layouts (PTX ISA, "Matrix fragments for mma.m16n8k16"), with g = lane / 4, t = lane % 4:
 //   A (16 x 16, row-major) FragA.x[0..3]: (g, 2t..2t+1), (g+8, 2t..), (g, 2t+8..), (g+8, 2t+8..)
@@ -249,22 +249,6 @@ __device__ __forceinline__ void mma_p_b(FragC (&acc)[N], const FragC (&p)[2 * kS
 #pragma unroll
   for (int ks = 0; ks < kSteps; ++ks) {
     mma_step_a_b<T>(acc, to_a<T>(p[2 * ks], p[2 * ks + 1]), block + ks * 16 * ld, ld, lane);
-  }
-}
-
-// Copies rows [row0, row0 + kRows) x kCols columns of a (batch, head) slice into shared memory
-// (leading dimension ld), 16 bytes per thread and step; rows from `valid` on are zero, so padding keys
-// and rows past the end never reach a tensor-core product (0 * NaN would poison it).
-// Needs 16-byte aligned rows (checked on the host before choosing these kernels).
-template <typename T, int kRows, int kCols>
-__device__ __forceinline__ void load_tile(T* shared, int ld, const RowView& view, int64_t b, int64_t h, int64_t row0,
-                                          int64_t valid) {
-  constexpr int kChunks = kCols / 8;  // 8 elements of 2 bytes per 16-byte chunk
-  for (int idx = threadIdx.x; idx < kRows * kChunks; idx += blockDim.x) {
-    const int r = idx / kChunks, c = (idx % kChunks) * 8;
-    uint4 value = make_uint4(0, 0, 0, 0);
-    if (row0 + r < valid) value = *reinterpret_cast<const uint4*>(row_ptr<const T>(view, b, h, row0 + r) + c);
-    *reinterpret_cast<uint4*>(shared + r * ld + c) = value;
   }
 }
 
