@@ -128,7 +128,8 @@ struct LinearParams {
   void* grad_initial_state = nullptr;       // always written, same layout as final_state
   void* grad_initial_normalizer = nullptr;  // always written, same layout as final_normalizer
   // Non-causal only, may be null: the forward's final state (layout of initial_*), which the CPU backward
-  // then reads instead of rebuilding it from the keys (the CUDA kernels rebuild it either way).
+  // then reads instead of rebuilding it from the keys (so does the CUDA tensor-core backward; the generic
+  // CUDA kernels rebuild it either way).
   const void* saved_state = nullptr;
   const void* saved_normalizer = nullptr;
   // CUDA only: linear_attention_forward_workspace / linear_attention_backward_workspace(params) elements.

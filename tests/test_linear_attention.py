@@ -314,7 +314,8 @@ def test_noncausal_backward_reads_the_saved_state_and_gives_the_same_bits(dtype,
     """Autograd hands a non-causal backward the forward's final state (its state over all keys) instead
     of letting it rebuild the state from the keys: the same chunks in the same order, so the same bits,
     grouped heads and padded keys included. The CPU kernel must really read it (a doctored state
-    changes dq); the CUDA kernels rebuild it either way."""
+    changes dq); the generic CUDA kernels that serve these shapes rebuild it either way (the tensor-core
+    backward reads it: tests/emulation/linear_kernels.cpp)."""
     q, k, v = grouped_random_qkv((2, 4, 70, 70, 16, 12), kv_heads=2, device=device)
     q, k, v = (t.to(dtype) for t in (q, k, v))
     options = ("elu", False, True, 1e-6, None, None, None, torch.tensor([70, 41], device=device))

@@ -15,6 +15,8 @@
 //     dS += A^T dNum, dz += A^T dden. Its final dS, dz are the initial state's gradients.
 // The masked blocks (M, tril(A B^T)^T) are made 16 rows x 16 columns at a time in registers and fed into
 // the next product; blocks wholly masked are skipped. Non-causal: the full S (or dS) first, then one pass.
+// Non-causal with saved_state (the forward's final state): the query block reads S and z instead of
+// rebuilding them from the keys (a pass over them fewer).
 // Only what is asked for: without dq (null grad_q) the query block returns at once; without dk, dv
 // (null grad_k and grad_v) the key block only grows dS, dz for the initial state's gradients, loading
 // no keys. The gradients it does compute are the same bits either way.
@@ -290,11 +292,16 @@ __global__ void __launch_bounds__(linear_tc::Shape<kD>::kThreads, 1) backward_ke
       linear_tc::add_column_sums<T, kD>(sm.z, sm.b, kLd, nullptr);
     };
     if constexpr (!kCausal) {
-      for (int64_t k0 = 0; k0 < keys; k0 += kChunk) {
-        __syncthreads();
-        load_keys(k0, nullptr);
-        __syncthreads();
-        absorb_keys();
+      if (p.saved_state != nullptr) {  // the forward's state over all keys: no pass over the keys
+        linear_tc::load_state<kD>(state, state_of(p.saved_state), warp, lane);
+        linear_tc::load_vector<kD>(sm.z, vector_of(p.saved_normalizer));
+      } else {
+        for (int64_t k0 = 0; k0 < keys; k0 += kChunk) {
+          __syncthreads();
+          load_keys(k0, nullptr);
+          __syncthreads();
+          absorb_keys();
+        }
       }
     }
     for (int64_t q0 = 0; q0 < s.q_len; q0 += kChunk) {

@@ -345,6 +345,29 @@ bool check_case(const Case& c, std::mt19937& gen) {
     std::printf("FAIL %s: the backward with only %s asked for differs from the full one\n", c.name().c_str(),
                 !q_only ? "dq" : "dk, dv");
   ok = ok && q_only && kv_only;
+
+  // Non-causal: the backward reading the forward's final state (as autograd passes it) instead of
+  // rebuilding it from the keys; a doctored state must change dq, or the kernel is not reading it.
+  if (!c.causal) {
+    p.grad_q = dq.view();
+    p.grad_k = dk.view();
+    p.grad_v = dv.view();
+    p.saved_state = s_final.data();
+    p.saved_normalizer = z_final.data();
+    run({true});
+    const double saved_dq_error = relative_error(dq, ref.dq);
+    const std::vector<T> saved_dq = dq.data;
+    std::vector<float> doctored = s_final;
+    for (float& x : doctored) x *= 2.f;
+    p.saved_state = doctored.data();
+    run({true});
+    p.saved_state = p.saved_normalizer = nullptr;
+    const bool reads_saved = saved_dq_error <= tol && !same_bits(dq.data, saved_dq);
+    if (!reads_saved)
+      std::printf("FAIL %s: with the saved state dq's error is %.1e, and a doctored one %s dq\n", c.name().c_str(),
+                  saved_dq_error, same_bits(dq.data, saved_dq) ? "does not change" : "changes");
+    ok = ok && reads_saved;
+  }
   std::printf("%-4s %-66s out %.1e den %.1e dq %.1e dk %.1e dv %.1e S %.1e z %.1e dS0 %.1e dz0 %.1e\n",
               ok ? "ok" : "FAIL", c.name().c_str(), errors[0], den_error, errors[1], errors[2], errors[3], errors[4],
               errors[5], errors[6], errors[7]);
