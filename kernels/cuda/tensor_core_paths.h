@@ -40,15 +40,37 @@ inline int device_shared_bytes_optin() {
   return bytes;
 }
 
-inline bool quadratic_takes_tensor_cores(const QuadraticParams& p, bool backward) {
-  const AttentionShape& s = p.shape;
+template <typename Params>
+bool all_rows_aligned(const Params& p, bool backward) {
   bool aligned = rows_aligned(p.q) && rows_aligned(p.k) && rows_aligned(p.v) && rows_aligned(p.out);
   if (backward) {
     aligned = aligned && rows_aligned(p.grad_out) && rows_aligned(p.grad_q) && rows_aligned(p.grad_k) &&
               rows_aligned(p.grad_v);
   }
-  return is_half_type(p.dtype) && s.qk_dim == s.v_dim && tensor_core_head_dim(s.qk_dim) && aligned &&
-         device_has_sm80();
+  return aligned;
+}
+
+// Why a float16 / bfloat16 call cannot take the tensor-core kernels, in words for a warning; null when
+// it takes them (float32 and float64 never do, and get null: the generic kernels are their path).
+template <typename Params>
+const char* common_tensor_core_refusal(const Params& p, bool backward) {
+  if (!is_half_type(p.dtype)) return nullptr;
+  const AttentionShape& s = p.shape;
+  if (s.qk_dim != s.v_dim) return "q and v have different head dims (the tensor-core kernels need Dk = Dv)";
+  if (!tensor_core_head_dim(s.qk_dim)) return "the head dim is not 64 or 128, the dims with tensor-core kernels";
+  if (!all_rows_aligned(p, backward)) {
+    return "a tensor's rows are not 16-byte aligned (a data pointer, or a stride not a multiple of 8 elements)";
+  }
+  if (!device_has_sm80()) return "the GPU is older than sm_80 (bfloat16 mma.sync and ldmatrix need sm_80)";
+  return nullptr;
+}
+
+inline const char* quadratic_tensor_core_refusal(const QuadraticParams& p, bool backward) {
+  return common_tensor_core_refusal(p, backward);
+}
+
+inline bool quadratic_takes_tensor_cores(const QuadraticParams& p, bool backward) {
+  return is_half_type(p.dtype) && quadratic_tensor_core_refusal(p, backward) == nullptr;
 }
 
 // Shared memory of the tensor-core linear kernels at a tiled head dim (linear_*_tc.cuh).
@@ -58,17 +80,20 @@ int linear_backward_tensor_core_shared_bytes(int64_t dim);
 // The linear backward also needs the whole D x D state per block to fit in shared memory: D = 128's
 // backward (170 KiB) runs on H100-class parts and takes the generic kernels elsewhere. The chunk-parallel
 // forward's tiles (67 KiB at D = 128) fit every sm_80+ GPU.
-inline bool linear_takes_tensor_cores(const LinearParams& p, bool backward) {
-  const AttentionShape& s = p.shape;
-  if (!is_half_type(p.dtype) || s.qk_dim != s.v_dim || !tensor_core_head_dim(s.qk_dim)) return false;
-  bool aligned = rows_aligned(p.q) && rows_aligned(p.k) && rows_aligned(p.v) && rows_aligned(p.out);
-  if (backward) {
-    aligned = aligned && rows_aligned(p.grad_out) && rows_aligned(p.grad_q) && rows_aligned(p.grad_k) &&
-              rows_aligned(p.grad_v);
+inline const char* linear_tensor_core_refusal(const LinearParams& p, bool backward) {
+  if (const char* refusal = common_tensor_core_refusal(p, backward)) return refusal;
+  if (!is_half_type(p.dtype)) return nullptr;
+  const int shared = backward ? linear_backward_tensor_core_shared_bytes(p.shape.qk_dim)
+                              : linear_forward_tensor_core_shared_bytes(p.shape.qk_dim);
+  if (shared > device_shared_bytes_optin()) {
+    return "the GPU grants a block less shared memory than the tensor-core kernel needs (the linear backward "
+           "at D = 128 needs 171 KiB: H100-class GPUs)";
   }
-  const int shared = backward ? linear_backward_tensor_core_shared_bytes(s.qk_dim)
-                              : linear_forward_tensor_core_shared_bytes(s.qk_dim);
-  return aligned && device_has_sm80() && shared <= device_shared_bytes_optin();
+  return nullptr;
+}
+
+inline bool linear_takes_tensor_cores(const LinearParams& p, bool backward) {
+  return is_half_type(p.dtype) && linear_tensor_core_refusal(p, backward) == nullptr;
 }
 
 void quadratic_forward_tensor_core(const QuadraticParams& params, cudaStream_t stream);
