@@ -44,19 +44,19 @@ __device__ __forceinline__ float2 unpack(uint32_t pair) {
 template <typename T, typename Map, int kRows, int kCols, int kThreads, int kInFlight>
 __device__ __forceinline__ void load_mapped_tile(T* shared, int ld, const RowView& view, int64_t b, int64_t h,
                                                  int64_t row0, int64_t valid, float scale) {
-  constexpr int kChunks = kCols / 8, kLoads = kRows * kChunks / kThreads, kBatch = kInFlight;
-  static_assert(kRows * kChunks % kThreads == 0 && kLoads % kBatch == 0, "every thread loads whole batches");
-#pragma unroll 1
-  for (int s0 = 0; s0 < kLoads; s0 += kBatch) {
-    uint4 values[kBatch];
+  constexpr int kChunks = kCols / 8, kLoads = kRows * kChunks / kThreads;
+  static_assert(kRows * kChunks % kThreads == 0 && kLoads % kInFlight == 0, "every thread loads whole batches");
+#pragma unroll 1  // unrolled, ptxas keeps the later batches' addresses live too (the backward spilled)
+  for (int s0 = 0; s0 < kLoads; s0 += kInFlight) {
+    uint4 values[kInFlight];
 #pragma unroll
-    for (int s = 0; s < kBatch; ++s) {
+    for (int s = 0; s < kInFlight; ++s) {
       const int idx = threadIdx.x + (s0 + s) * kThreads, r = idx / kChunks, c = (idx % kChunks) * 8;
       values[s] = row0 + r < valid ? *reinterpret_cast<const uint4*>(row_ptr<const T>(view, b, h, row0 + r) + c)
                                    : make_uint4(0, 0, 0, 0);
     }
 #pragma unroll
-    for (int s = 0; s < kBatch; ++s) {
+    for (int s = 0; s < kInFlight; ++s) {
       const int idx = threadIdx.x + (s0 + s) * kThreads, r = idx / kChunks, c = (idx % kChunks) * 8;
       if (row0 + r < valid) {
         uint32_t* pairs = reinterpret_cast<uint32_t*>(&values[s]);
