@@ -12,18 +12,20 @@ using namespace quadratic_backward_tc;
 template <int kD, typename T, typename Activation, bool kBanded>
 void launch(const QuadraticParams& params, Activation activation, cudaStream_t stream) {
   const AttentionShape& s = params.shape;
-  constexpr int shared = shared_bytes<kD>();
   const unsigned bh = static_cast<unsigned>(s.batch * s.heads);
   if (s.k_len > 0 && params.grad_k.data != nullptr) {
     auto kernel = key_grads_kernel<T, Activation, kBanded, kD>;
+    constexpr int shared = key_grads_shared_bytes<kD>();
     allow_dynamic_shared(kernel, shared, "quadratic_attention_backward (dK, dV, tensor cores)");
-    kernel<<<dim3(bh, blocks_for(s.k_len, kBlockRows)), kWarps * kWarp, shared, stream>>>(params, activation);
+    kernel<<<dim3(bh, blocks_for(s.k_len, kBlockRows)), key_grads_threads<kD>(), shared, stream>>>(params,
+                                                                                                  activation);
     check_launch("quadratic_attention_backward (dK, dV, tensor cores)");
   }
   if (s.q_len > 0 && params.grad_q.data != nullptr) {
     auto kernel = query_grads_kernel<T, Activation, kBanded, kD>;
+    constexpr int shared = query_grads_shared_bytes<kD>();
     allow_dynamic_shared(kernel, shared, "quadratic_attention_backward (dQ, tensor cores)");
-    kernel<<<dim3(bh, blocks_for(s.q_len, kBlockRows)), kWarps * kWarp, shared, stream>>>(params, activation);
+    kernel<<<dim3(bh, blocks_for(s.q_len, kBlockRows)), kThreads, shared, stream>>>(params, activation);
     check_launch("quadratic_attention_backward (dQ, tensor cores)");
   }
 }

@@ -6,18 +6,25 @@
 // by the generic delta kernel).
 //
 // Two kernels, each owning what it writes, so gradients are bit-identical run to run (no atomics):
-//  - key gradients: a block of 4 warps owns 64 keys (16 per warp) and walks the query tiles that see
-//    them; per tile each warp forms S^T = K Q^T and dP^T = V dO^T (16 keys x Bq queries) with mma.sync,
-//    turns them into P^T and dS^T in registers, and adds P^T dO and dS^T Q to its float32 dV, dK;
-//  - query gradients: a block owns 64 queries and walks the key tiles they see: S = Q K^T,
+//  - key gradients: a block owns 64 keys and walks the query tiles that see them. Its warps form four
+//    row groups of 16 keys times D / 64 column groups. Per tile each warp forms S^T = K Q^T and
+//    dP^T = V dO^T for its 16 keys and its column group's share of the tile's queries (mma.sync), turns
+//    them into P^T and dS^T, and adds P^T dO and dS^T Q to the 64 columns of dV, dK it owns (float32).
+//    With one column group (D = 64) P^T and dS^T stay in registers; with two (D = 128) each warp holds a
+//    16 x 16 share of them, so they pass through shared memory (one more barrier per tile). Splitting the
+//    columns is what keeps D = 128 out of local memory: one warp owning all 128 columns held 128 float32
+//    accumulators per thread, and spilled (FlashAttention-2 splits its dK, dV the same way).
+//  - query gradients: a block of 4 warps owns 64 queries and walks the key tiles they see: S = Q K^T,
 //    dP = dO V^T, dQ += dS K.
 // With dropout (dropout.h) dV takes z p and ds takes z dp, z the pair's regenerated factor.
 // S and dP are computed twice (7 tile products per tile pair instead of flash-attention 2's 5, which
 // adds dQ with atomics): the price of determinism by construction.
 // Tiles: Bq = 64 queries at D = 64, 32 at D = 128, and the same for the key tile of the dQ kernel, so
 // the float32 accumulators fit in registers. The walked tiles are double-buffered and loaded with
-// cp.async: tile i + 1 is in flight while tile i is multiplied (one barrier per tile).
-// Memory: shared tiles only (55 KiB at D = 64, 69 KiB at D = 128); never N x N.
+// cp.async: tile i + 1 is in flight while tile i is multiplied (one barrier per tile, two with the
+// shared P^T).
+// Memory: shared tiles only (dK/dV kernel 55 KiB at D = 64, 79 KiB at D = 128; dQ kernel 55 / 69 KiB);
+// never N x N.
 #pragma once
 
 #include <cmath>
@@ -30,9 +37,9 @@ namespace actattn {
 namespace cuda {
 namespace quadratic_backward_tc {
 
-constexpr int kWarps = 4;
-constexpr int kThreads = kWarps * kWarp;
-constexpr int kBlockRows = 16 * kWarps;  // rows (keys, or queries) a block owns
+constexpr int kWarps = 4;                // of the dQ kernel; also the dK/dV kernel's row groups
+constexpr int kThreads = kWarps * kWarp;  // of the dQ kernel
+constexpr int kBlockRows = 16 * kWarps;   // rows (keys, or queries) a block owns
 
 // Rows of the tiles a block walks through.
 template <int kD>
@@ -40,11 +47,35 @@ constexpr int walk_tile() {
   return kD == 64 ? 64 : 32;
 }
 
+// The dK/dV kernel's column groups (64 gradient columns each) and threads.
+template <int kD>
+constexpr int key_grads_column_groups() {
+  return kD / 64;
+}
+
+template <int kD>
+constexpr int key_grads_threads() {
+  return kWarps * key_grads_column_groups<kD>() * kWarp;
+}
+
+// Leading dimension of the dK/dV kernel's shared P^T and dS^T tiles (keys x walked queries).
+template <int kD>
+constexpr int pair_tile_ld() {
+  return walk_tile<kD>() + 8;
+}
+
 // The block's own two tiles, and two buffers of the two walked tiles (and of two per-row vectors) so that
 // the next one is in flight while the current one is used.
 template <int kD>
-constexpr int shared_bytes() {
+constexpr int query_grads_shared_bytes() {
   return (2 * kBlockRows + 2 * 2 * walk_tile<kD>()) * (kD + 8) * 2 + 2 * 2 * walk_tile<kD>() * 4;
+}
+
+// The same, and P^T and dS^T when they pass through shared memory (more than one column group).
+template <int kD>
+constexpr int key_grads_shared_bytes() {
+  return query_grads_shared_bytes<kD>() +
+         (key_grads_column_groups<kD>() > 1 ? 2 * kBlockRows * pair_tile_ld<kD>() * 2 : 0);
 }
 
 // Dropped weight z p and dL/ds of one pair (z its dropout factor), 0 for pairs that do not take part
@@ -57,12 +88,13 @@ __device__ __forceinline__ void pair_grads(const Activation& act, bool visible, 
   *ds = visible ? act.dscore(score, pr, dp * keep, delta) : 0.f;
 }
 
-// Row `row` of a gradient (this thread's half of its accumulator tiles), times alpha, if it exists.
+// Columns [column0, column0 + 8 N) of row `row` of a gradient (this thread's half of its accumulator
+// tiles), times alpha, if the row exists.
 template <typename T, int N>
 __device__ __forceinline__ void store_row(const RowView& view, int64_t b, int64_t h, int64_t row, int64_t rows_end,
-                                          const mma::FragC (&tiles)[N], int half, float alpha, int t) {
+                                          int column0, const mma::FragC (&tiles)[N], int half, float alpha, int t) {
   if (row >= rows_end) return;
-  T* dst = row_ptr<T>(view, b, h, row);
+  T* dst = row_ptr<T>(view, b, h, row) + column0;
 #pragma unroll
   for (int n = 0; n < N; ++n) {
     *reinterpret_cast<uint32_t*>(dst + n * 8 + 2 * t) =
@@ -71,9 +103,12 @@ __device__ __forceinline__ void store_row(const RowView& view, int64_t b, int64_
 }
 
 template <typename T, typename Activation, bool kBanded, int kD>
-__global__ void __launch_bounds__(kThreads) key_grads_kernel(const QuadraticParams p, Activation act) {
+__global__ void __launch_bounds__(key_grads_threads<kD>()) key_grads_kernel(const QuadraticParams p, Activation act) {
   constexpr int kLd = kD + 8, kSteps = kD / 16, kQueries = walk_tile<kD>();
-  constexpr int kPairTiles = kQueries / 8, kGradTiles = kD / 8;
+  constexpr int kGroups = key_grads_column_groups<kD>(), kBlockThreads = key_grads_threads<kD>();
+  // A warp's share of a walked tile's queries (S^T, dP^T columns) and of the gradient columns.
+  constexpr int kWarpQueries = kQueries / kGroups, kWarpColumns = kD / kGroups;
+  constexpr int kPairTiles = kWarpQueries / 8, kGradTiles = kWarpColumns / 8, kPairLd = pair_tile_ld<kD>();
   T* k_tile = dynamic_shared<T>();
   T* v_tile = k_tile + kBlockRows * kLd;
   // Buffer n of the walked tiles: q at q_tiles + n kQueries kLd, dO after the two q buffers, and so on
@@ -82,36 +117,44 @@ __global__ void __launch_bounds__(kThreads) key_grads_kernel(const QuadraticPara
   T* dout_tiles = q_tiles + 2 * kQueries * kLd;
   float* lse_tiles = reinterpret_cast<float*>(dout_tiles + 2 * kQueries * kLd);
   float* delta_tiles = lse_tiles + 2 * kQueries;
+  // P^T and dS^T of the current tile (keys x queries), when they pass through shared memory.
+  static_assert(query_grads_shared_bytes<kD>() % 16 == 0, "ldmatrix reads 16-byte aligned rows of P^T");
+  T* prob_tile = reinterpret_cast<T*>(delta_tiles + 2 * kQueries);
+  T* dscore_tile = prob_tile + kBlockRows * kPairLd;
 
   const AttentionShape s = p.shape;
   const int64_t bh = blockIdx.x, b = bh / s.heads, h = bh % s.heads;
   const int64_t k0 = int64_t(blockIdx.y) * kBlockRows;
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp, g = lane / 4, t = lane % 4;
+  const int key_group = warp % kWarps, column_group = warp / kWarps;
+  const int first_query = column_group * kWarpQueries, first_column = column_group * kWarpColumns;
   const int64_t keys = keys_of(p.key_lengths, b, s.k_len);
   const KeyBand band = key_band(p, keys);  // banded: query i sees keys [band.begin(i), band.end(i))
   const SequenceConstants<float> constants = sequence_constants<float>(p, b);
   act.inv_divisor = constants.inv_divisor;
   const float scale = static_cast<float>(p.scale);
-  const int64_t key_rows[2] = {k0 + warp * 16 + g, k0 + warp * 16 + g + 8};
+  const int64_t key_rows[2] = {k0 + key_group * 16 + g, k0 + key_group * 16 + g + 8};
   const Dropout<float> dropout = Dropout<float>::of(p);
   const float* lse = static_cast<const float*>(p.log_sum_exp.data);
   const float* delta = static_cast<const float*>(p.delta.data);
 
   // Starts loading query tile i0 (and its rows' statistics) into buffer `buffer`.
   const auto load_query_tile = [&](int buffer, int64_t i0) {
-    mma::load_tile_async<T, kQueries, kD, kThreads>(q_tiles + buffer * kQueries * kLd, kLd, p.q, b, h, i0, s.q_len);
-    mma::load_tile_async<T, kQueries, kD, kThreads>(dout_tiles + buffer * kQueries * kLd, kLd, p.grad_out, b, h, i0,
-                                                    s.q_len);
+    mma::load_tile_async<T, kQueries, kD, kBlockThreads>(q_tiles + buffer * kQueries * kLd, kLd, p.q, b, h, i0,
+                                                         s.q_len);
+    mma::load_tile_async<T, kQueries, kD, kBlockThreads>(dout_tiles + buffer * kQueries * kLd, kLd, p.grad_out, b, h,
+                                                         i0, s.q_len);
     if constexpr (Activation::kNormalizesRows) {
-      mma::load_floats_async<kQueries, kThreads>(lse_tiles + buffer * kQueries, lse + bh * s.q_len, i0, s.q_len);
-      mma::load_floats_async<kQueries, kThreads>(delta_tiles + buffer * kQueries, delta + bh * s.q_len, i0, s.q_len);
+      mma::load_floats_async<kQueries, kBlockThreads>(lse_tiles + buffer * kQueries, lse + bh * s.q_len, i0, s.q_len);
+      mma::load_floats_async<kQueries, kBlockThreads>(delta_tiles + buffer * kQueries, delta + bh * s.q_len, i0,
+                                                      s.q_len);
     }
   };
   if constexpr (!Activation::kNormalizesRows) {  // unused by these activations, but never uninitialised
-    for (int idx = threadIdx.x; idx < 2 * kQueries; idx += kThreads) lse_tiles[idx] = delta_tiles[idx] = 0.f;
+    for (int idx = threadIdx.x; idx < 2 * kQueries; idx += kBlockThreads) lse_tiles[idx] = delta_tiles[idx] = 0.f;
   }
-  const T* warp_k = k_tile + warp * 16 * kLd;
-  const T* warp_v = v_tile + warp * 16 * kLd;
+  const T* warp_k = k_tile + key_group * 16 * kLd;
+  const T* warp_v = v_tile + key_group * 16 * kLd;
 
   mma::FragC grad_k[kGradTiles], grad_v[kGradTiles];
   mma::zero(grad_k);
@@ -123,31 +166,31 @@ __global__ void __launch_bounds__(kThreads) key_grads_kernel(const QuadraticPara
       kBanded && k0 < keys ? band.query_end(min(k0 + kBlockRows, keys) - 1, s.q_len) : s.q_len;
   const int64_t row_begin = kBanded ? band.first_query(k0, s.q_len) : 0;
   if (k0 < keys && row_begin < row_end) {
-    mma::load_tile_async<T, kBlockRows, kD, kThreads>(k_tile, kLd, p.k, b, h, k0, keys);
-    mma::load_tile_async<T, kBlockRows, kD, kThreads>(v_tile, kLd, p.v, b, h, k0, keys);
+    mma::load_tile_async<T, kBlockRows, kD, kBlockThreads>(k_tile, kLd, p.k, b, h, k0, keys);
+    mma::load_tile_async<T, kBlockRows, kD, kBlockThreads>(v_tile, kLd, p.v, b, h, k0, keys);
     load_query_tile(0, row_begin);
   }
   int buffer = 0;
   for (int64_t i0 = row_begin; k0 < keys && i0 < row_end; i0 += kQueries, buffer ^= 1) {
     mma::cp_async_wait_all();  // this thread's part of query tile i0 (and, the first time, of K and V)
-    __syncthreads();           // everyone's part; every warp is done with the other buffer's tile
+    __syncthreads();           // everyone's part; every warp is done with the other buffer's tile (and P^T)
     if (i0 + kQueries < row_end) load_query_tile(buffer ^ 1, i0 + kQueries);  // in flight during this tile
     const T* q_tile = q_tiles + buffer * kQueries * kLd;
     const T* dout_tile = dout_tiles + buffer * kQueries * kLd;
     const float* lse_tile = lse_tiles + buffer * kQueries;
     const float* delta_tile = delta_tiles + buffer * kQueries;
 
-    // Transposed products: rows are this warp's 16 keys, columns the tile's queries.
+    // Transposed products: rows are this warp's 16 keys, columns its share of the tile's queries.
     mma::FragC prob[kPairTiles], dscore[kPairTiles];
     mma::zero(prob);
     mma::zero(dscore);
-    mma::mma_shared_a_bt<T, kSteps>(prob, warp_k, kLd, q_tile, kLd, lane);
-    mma::mma_shared_a_bt<T, kSteps>(dscore, warp_v, kLd, dout_tile, kLd, lane);
+    mma::mma_shared_a_bt<T, kSteps>(prob, warp_k, kLd, q_tile + first_query * kLd, kLd, lane);
+    mma::mma_shared_a_bt<T, kSteps>(dscore, warp_v, kLd, dout_tile + first_query * kLd, kLd, lane);
 #pragma unroll
     for (int n = 0; n < kPairTiles; ++n) {
 #pragma unroll
       for (int r = 0; r < 4; ++r) {
-        const int column = n * 8 + 2 * t + (r & 1);
+        const int column = first_query + n * 8 + 2 * t + (r & 1);
         const int64_t i = i0 + column, j = key_rows[r >> 1];
         const bool visible = i < s.q_len && j < keys && (!kBanded || band.sees(i, j));
         // The pair's queries are consecutive here, so each factor is its own draw.
@@ -156,14 +199,35 @@ __global__ void __launch_bounds__(kThreads) key_grads_kernel(const QuadraticPara
                    delta_tile[column], &prob[n].x[r], &dscore[n].x[r]);
       }
     }
-    mma::mma_p_b<T, kQueries / 16>(grad_v, prob, dout_tile, kLd, lane);
-    mma::mma_p_b<T, kQueries / 16>(grad_k, dscore, q_tile, kLd, lane);
+    if constexpr (kGroups == 1) {
+      mma::mma_p_b<T, kQueries / 16>(grad_v, prob, dout_tile, kLd, lane);
+      mma::mma_p_b<T, kQueries / 16>(grad_k, dscore, q_tile, kLd, lane);
+    } else {
+      // Every warp needs its 16 keys' P^T and dS^T over all the tile's queries: the column groups
+      // exchange their shares through shared memory.
+#pragma unroll
+      for (int n = 0; n < kPairTiles; ++n) {
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+          const int at = (key_group * 16 + g + 8 * half) * kPairLd + first_query + n * 8 + 2 * t;
+          *reinterpret_cast<uint32_t*>(prob_tile + at) = mma::pack<T>(prob[n].x[2 * half], prob[n].x[2 * half + 1]);
+          *reinterpret_cast<uint32_t*>(dscore_tile + at) =
+              mma::pack<T>(dscore[n].x[2 * half], dscore[n].x[2 * half + 1]);
+        }
+      }
+      __syncthreads();  // every share written
+      const int warp_rows = key_group * 16 * kPairLd;
+      mma::mma_shared_a_b<T, kQueries / 16>(grad_v, prob_tile + warp_rows, kPairLd, dout_tile + first_column, kLd,
+                                            lane);
+      mma::mma_shared_a_b<T, kQueries / 16>(grad_k, dscore_tile + warp_rows, kPairLd, q_tile + first_column, kLd,
+                                            lane);
+    }
   }
 
 #pragma unroll
   for (int half = 0; half < 2; ++half) {
-    store_row<T>(p.grad_k, b, h, key_rows[half], s.k_len, grad_k, half, scale, t);
-    store_row<T>(p.grad_v, b, h, key_rows[half], s.k_len, grad_v, half, 1.f, t);
+    store_row<T>(p.grad_k, b, h, key_rows[half], s.k_len, first_column, grad_k, half, scale, t);
+    store_row<T>(p.grad_v, b, h, key_rows[half], s.k_len, first_column, grad_v, half, 1.f, t);
   }
 }
 
@@ -253,7 +317,7 @@ __global__ void __launch_bounds__(kThreads) query_grads_kernel(const QuadraticPa
 
 #pragma unroll
   for (int half = 0; half < 2; ++half) {
-    store_row<T>(p.grad_q, b, h, rows[half], s.q_len, grad_q, half, scale, t);
+    store_row<T>(p.grad_q, b, h, rows[half], s.q_len, 0, grad_q, half, scale, t);
   }
 }
 

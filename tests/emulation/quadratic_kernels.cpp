@@ -159,9 +159,9 @@ void run_backward(const Case& c, QuadraticParams& p, Activation act) {
   using namespace actattn::cuda;
   const unsigned bh = static_cast<unsigned>(c.batch * c.heads);
   constexpr int rows = quadratic_backward_tc::kBlockRows;
-  emulation::launch(dim3(bh, blocks_for(c.k_len, rows)), 128,
+  emulation::launch(dim3(bh, blocks_for(c.k_len, rows)), quadratic_backward_tc::key_grads_threads<kD>(),
                     [&] { quadratic_backward_tc::key_grads_kernel<T, Activation, kBanded, kD>(p, act); });
-  emulation::launch(dim3(bh, blocks_for(c.q_len, rows)), 128,
+  emulation::launch(dim3(bh, blocks_for(c.q_len, rows)), quadratic_backward_tc::kThreads,
                     [&] { quadratic_backward_tc::query_grads_kernel<T, Activation, kBanded, kD>(p, act); });
 }
 
