@@ -42,3 +42,13 @@ def test_reads_registers_and_spills_per_entry_and_lists_the_spilling_ones(tmp_pa
 def test_a_log_without_ptxas_output_is_an_error(tmp_path):
     (tmp_path / "build.log").write_text("nothing here\n")
     assert load().main([str(tmp_path / "build.log")]) == 1
+
+
+def test_fail_on_spill_fails_only_when_an_instantiation_spills(tmp_path, capsys):
+    report = load()
+    (tmp_path / "spills.log").write_text(LOG)
+    assert report.main([str(tmp_path / "spills.log"), "--fail-on-spill"]) == 2
+    assert "FAILED: 1 kernel instantiations spill" in capsys.readouterr().out
+    clean = LOG.replace("36 bytes spill stores, 44 bytes spill loads", "0 bytes spill stores, 0 bytes spill loads")
+    (tmp_path / "clean.log").write_text(clean)
+    assert report.main([str(tmp_path / "clean.log"), "--fail-on-spill"]) == 0

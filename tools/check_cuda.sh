@@ -52,5 +52,6 @@ if [ "$status" -ne 0 ]; then
   echo "check_cuda.sh: CUDA compile check FAILED" >&2
   exit 1
 fi
-.venv/bin/python tools/ptxas_report.py "$out"/*.ptxas.log --table build/cuda-registers.md | tee build/cuda-registers.txt
+.venv/bin/python tools/ptxas_report.py "$out"/*.ptxas.log --table build/cuda-registers.md --fail-on-spill |
+    tee build/cuda-registers.txt
 echo "check_cuda.sh: all CUDA sources compile (kernels for sm_80 and sm_90, glue against torch 2.14.1 cu130 headers)"

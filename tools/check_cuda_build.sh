@@ -32,7 +32,8 @@ NVCC_APPEND_FLAGS="-Xptxas -v" ACTATTN_CPU_ISAS="" ACTATTN_CUDA=1 MAX_JOBS=${MAX
   exit 1
 }
 if grep -q "Compiling entry function" "$out.log"; then
-  .venv-cuda/bin/python tools/ptxas_report.py "$out.log" --table build/cuda-registers.md | tee build/cuda-registers.txt
+  .venv-cuda/bin/python tools/ptxas_report.py "$out.log" --table build/cuda-registers.md --fail-on-spill |
+    tee build/cuda-registers.txt
 else  # an incremental build that recompiled no kernel (CI's clean clone always compiles them all)
   echo "ptxas report: no CUDA kernel was recompiled; build/cuda-registers.md (if there) is from an earlier build" |
     tee build/cuda-registers.txt
