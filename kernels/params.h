@@ -127,9 +127,8 @@ struct LinearParams {
   RowView grad_q, grad_k, grad_v;
   void* grad_initial_state = nullptr;       // always written, same layout as final_state
   void* grad_initial_normalizer = nullptr;  // always written, same layout as final_normalizer
-  // Non-causal only, may be null: the forward's final state (layout of initial_*), which the CPU backward
-  // then reads instead of rebuilding it from the keys (so does the CUDA tensor-core backward; the generic
-  // CUDA kernels rebuild it either way).
+  // Non-causal only, may be null: the forward's final state (layout of initial_*), which the backward
+  // (CPU and CUDA) then reads instead of rebuilding it from the keys.
   const void* saved_state = nullptr;
   const void* saved_normalizer = nullptr;
   // CUDA only: linear_attention_forward_workspace / linear_attention_backward_workspace(params) elements.

@@ -1,7 +1,8 @@
-// Shared-memory layout and loaders of the linear-attention CUDA kernels (first, simple version).
-// A block owns one (batch, head) and a block of kColumns value columns: the state S restricted to those
-// columns lives in shared memory, so columns of S and of the output are independent across blocks;
-// the normaliser z and the denominators, which involve no value column, are recomputed by every block.
+// Shared-memory layout and loaders of the generic linear-attention CUDA kernels (linear_forward.cu,
+// linear_backward.cuh). Most blocks own one (batch, head) and a block of kColumns value columns: the
+// state S restricted to those columns lives in shared memory, so columns of S and of the output are
+// independent across blocks; the normaliser z and the denominators, which involve no value column, are
+// recomputed by every block. (The backward's feature-gradient kernel splits the rows of S instead.)
 #pragma once
 
 #include "../feature_maps.h"
@@ -33,6 +34,30 @@ __device__ void load_mapped(const RowView& view, int64_t b, int64_t h, int64_t s
   for (int64_t idx = threadIdx.x; idx < rows * dim; idx += blockDim.x) {
     const int64_t t = idx / dim, d = idx % dim;
     dst[idx] = t < valid ? alpha * Map::value(to_acc<Acc>(row_ptr<T>(view, b, h, start + t)[d])) : Acc(0);
+  }
+}
+
+// Columns [col0, col0 + cols) of rows [start, start + rows) of phi-mapped q or k, times alpha, into dst
+// (rows x kColumns); rows from `valid` on (padding keys) and columns from `cols` on are zero.
+template <typename T, typename Acc, typename Map, int kColumns>
+__device__ void load_mapped_columns(const RowView& view, int64_t b, int64_t h, int64_t start, int rows, int valid,
+                                    int64_t col0, int cols, Acc alpha, Acc* dst) {
+  for (int idx = threadIdx.x; idx < rows * kColumns; idx += blockDim.x) {
+    const int t = idx / kColumns, e = idx % kColumns;
+    dst[idx] = t < valid && e < cols ? alpha * Map::value(to_acc<Acc>(row_ptr<T>(view, b, h, start + t)[col0 + e]))
+                                     : Acc(0);
+  }
+}
+
+// Rows [start, start + rows) (all `dim` columns) into dst (rows x dim), row t times row_scale[t] (null:
+// 1); rows from `valid` on are zero.
+template <typename T, typename Acc>
+__device__ void load_rows(const RowView& view, int64_t b, int64_t h, int64_t start, int rows, int valid,
+                          int dim, const Acc* row_scale, Acc* dst) {
+  for (int idx = threadIdx.x; idx < rows * dim; idx += blockDim.x) {
+    const int t = idx / dim, e = idx % dim;
+    const Acc x = t < valid ? to_acc<Acc>(row_ptr<T>(view, b, h, start + t)[e]) : Acc(0);
+    dst[idx] = row_scale != nullptr ? x * row_scale[t] : x;
   }
 }
 

@@ -1,5 +1,6 @@
-// Host emulation of the CUDA features the tensor-core kernels use, so that they are compiled by g++ and
-// checked on machines without a GPU (tests/emulation/). Not part of any build of the library.
+// Host emulation of the CUDA features the tensor-core kernels (and the generic linear backward) use, so
+// that they are compiled by g++ and checked on machines without a GPU (tests/emulation/). Not part of
+// any build of the library.
 //
 // A block runs as one std::thread per CUDA thread; __syncthreads is a barrier of the block, and every
 // warp-collective operation (shuffles, ldmatrix, mma.sync) is an exchange through the warp's slots
@@ -50,6 +51,7 @@ namespace emulation {
 struct WarpSlots {
   std::barrier<> barrier{32};
   float value[32];
+  double wide_value[32];  // float64 shuffles (the generic kernels' warp sums)
   const void* address[32];
   uint32_t a[32][4];
   uint32_t b[32][2];
@@ -117,14 +119,32 @@ inline float element(uint32_t reg, int index) {
 
 inline void __syncthreads() { actattn::cuda::emulation::current_block->barrier.arrive_and_wait(); }
 
+namespace actattn {
+namespace cuda {
+namespace emulation {
+
+// A shuffle through the warp's slots: this lane's value in, lane ^ lane_mask's out.
+template <typename V>
+V exchange_xor(V (&slots)[32], V value, int lane_mask) {
+  slots[lane()] = value;
+  warp().barrier.arrive_and_wait();
+  const V other = slots[lane() ^ lane_mask];
+  warp().barrier.arrive_and_wait();
+  return other;
+}
+
+}  // namespace emulation
+}  // namespace cuda
+}  // namespace actattn
+
 inline float __shfl_xor_sync(unsigned /*mask*/, float value, int lane_mask) {
   using namespace actattn::cuda::emulation;
-  WarpSlots& w = warp();
-  w.value[lane()] = value;
-  w.barrier.arrive_and_wait();
-  const float other = w.value[lane() ^ lane_mask];
-  w.barrier.arrive_and_wait();
-  return other;
+  return exchange_xor(warp().value, value, lane_mask);
+}
+
+inline double __shfl_xor_sync(unsigned /*mask*/, double value, int lane_mask) {
+  using namespace actattn::cuda::emulation;
+  return exchange_xor(warp().wide_value, value, lane_mask);
 }
 
 namespace actattn {

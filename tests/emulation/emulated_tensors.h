@@ -1,5 +1,6 @@
-// Test tensors for the emulated tensor-core kernel tests (tests/emulation/*.cpp): 16-bit (B, H, N, D)
-// tensors stored contiguously or as (B, N, H, D), random fill, the error measure and the case loop.
+// Test tensors for the emulated CUDA kernel tests (tests/emulation/*.cpp): (B, H, N, D) tensors of 16-bit
+// (or, for the generic kernels, float32 / float64) elements stored contiguously or as (B, N, H, D),
+// random fill, the error measure and the case loop.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -11,6 +12,7 @@
 #include <cstdio>
 #include <random>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "../../kernels/params.h"
@@ -18,7 +20,7 @@
 namespace actattn {
 namespace emulation_test {
 
-// A (B, H, N, D) tensor of 16-bit elements stored contiguously or as (B, N, H, D).
+// A (B, H, N, D) tensor stored contiguously or as (B, N, H, D).
 template <typename T>
 struct Tensor16 {
   int64_t batch, heads, rows, dim;
@@ -30,7 +32,13 @@ struct Tensor16 {
   int64_t offset(int64_t b, int64_t h, int64_t n) const {
     return interleaved ? ((b * rows + n) * heads + h) * dim : ((b * heads + h) * rows + n) * dim;
   }
-  double at(int64_t b, int64_t h, int64_t n, int64_t d) const { return static_cast<float>(data[offset(b, h, n) + d]); }
+  double at(int64_t b, int64_t h, int64_t n, int64_t d) const {
+    if constexpr (std::is_floating_point_v<T>) {
+      return static_cast<double>(data[offset(b, h, n) + d]);
+    } else {
+      return static_cast<float>(data[offset(b, h, n) + d]);
+    }
+  }
   RowView view() {
     RowView v;
     v.data = data.data();
