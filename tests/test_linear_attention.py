@@ -313,9 +313,9 @@ def test_float16_states_past_float16_range_stay_finite(causal, device):
 def test_noncausal_backward_reads_the_saved_state_and_gives_the_same_bits(dtype, device):
     """Autograd hands a non-causal backward the forward's final state (its state over all keys) instead
     of letting it rebuild the state from the keys: the same chunks in the same order, so the same bits,
-    grouped heads and padded keys included. The CPU kernel must really read it (a doctored state
-    changes dq); the generic CUDA kernels that serve these shapes rebuild it either way (the tensor-core
-    backward reads it: tests/emulation/linear_kernels.cpp)."""
+    grouped heads and padded keys included. The kernels must really read it: a doctored state changes
+    dq (on CUDA these shapes take the generic kernels; the tensor-core backward's reading is checked by
+    tests/emulation/linear_kernels.cpp)."""
     q, k, v = grouped_random_qkv((2, 4, 70, 70, 16, 12), kv_heads=2, device=device)
     q, k, v = (t.to(dtype) for t in (q, k, v))
     options = ("elu", False, True, 1e-6, None, None, None, torch.tensor([70, 41], device=device))
@@ -330,9 +330,8 @@ def test_noncausal_backward_reads_the_saved_state_and_gives_the_same_bits(dtype,
     assert torch.equal(out_autograd, out)
     for got, want in zip(torch.autograd.grad(out_autograd, (qa, ka, va), args[0]), rebuilt):
         assert torch.equal(got, want)
-    if device == "cpu":
-        doctored = torch.ops.actattn._linear_attention_backward(*args, 2 * final_state, final_normalizer)
-        assert not torch.equal(doctored[0], rebuilt[0])
+    doctored = torch.ops.actattn._linear_attention_backward(*args, 2 * final_state, final_normalizer)
+    assert not torch.equal(doctored[0], rebuilt[0])
 
 
 def test_saved_state_is_refused_where_it_has_no_meaning():
