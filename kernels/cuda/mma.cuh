@@ -260,22 +260,40 @@ __device__ __forceinline__ void mma_p_b(FragC (&acc)[N], const FragC (&p)[2 * kS
 template <typename T, int kRows, int kCols, int kThreads>
 __device__ __forceinline__ void load_tile_async(T* shared, int ld, const RowView& view, int64_t b, int64_t h,
                                                 int64_t row0, int64_t valid) {
-  constexpr int kChunks = kCols / 8;                // 8 elements of 2 bytes per 16-byte copy
-  constexpr int kRowsPerStep = kThreads / kChunks;  // a step copies whole rows: one column for all steps
-  static_assert(kThreads % kChunks == 0 && kRows % kRowsPerStep == 0, "every thread copies the same chunks");
-  const int first_row = static_cast<int>(threadIdx.x) / kChunks, column = (threadIdx.x % kChunks) * 8;
+  constexpr int kChunks = kCols / 8;  // 8 elements of 2 bytes per 16-byte copy
   const T* slice = row_ptr<const T>(view, b, h, 0);
-  const T* source = slice + (row0 + first_row) * view.row_stride + column;
-  T* target = shared + first_row * ld + column;
-  // This thread's rows inside [row0, valid), counted in 32 bits (at most kRows matter).
-  const int64_t rows_left = valid - row0 - first_row;
-  const int rows_inside = rows_left <= 0 ? 0 : rows_left >= kRows ? kRows : static_cast<int>(rows_left);
+  if constexpr (kThreads % kChunks == 0) {
+    // A step copies whole rows, so each thread keeps one column for all its steps.
+    constexpr int kRowsPerStep = kThreads / kChunks;
+    static_assert(kRows % kRowsPerStep == 0, "every thread copies the same chunks");
+    const int first_row = static_cast<int>(threadIdx.x) / kChunks, column = (threadIdx.x % kChunks) * 8;
+    const T* source = slice + (row0 + first_row) * view.row_stride + column;
+    T* target = shared + first_row * ld + column;
+    // This thread's rows inside [row0, valid), counted in 32 bits (at most kRows matter).
+    const int64_t rows_left = valid - row0 - first_row;
+    const int rows_inside = rows_left <= 0 ? 0 : rows_left >= kRows ? kRows : static_cast<int>(rows_left);
 #pragma unroll
-  for (int step = 0; step < kRows / kRowsPerStep; ++step) {
-    const bool inside = step * kRowsPerStep < rows_inside;
-    // Outside the rows nothing is read; the slice's first row stands in as a valid address.
-    cp_async<16>(target + step * kRowsPerStep * ld, inside ? source + step * kRowsPerStep * view.row_stride : slice,
-                 inside);
+    for (int step = 0; step < kRows / kRowsPerStep; ++step) {
+      const bool inside = step * kRowsPerStep < rows_inside;
+      // Outside the rows nothing is read; the slice's first row stands in as a valid address.
+      cp_async<16>(target + step * kRowsPerStep * ld, inside ? source + step * kRowsPerStep * view.row_stride : slice,
+                   inside);
+    }
+  } else {
+    // Rows of a width that does not divide the block (D = 96: 12 copies per row): the tile's copies are
+    // numbered row by row and dealt out in turn, each thread finding its row and column per copy.
+    static_assert(kRows * kChunks % kThreads == 0, "every thread copies the same number of chunks");
+    // The tile's rows inside [row0, valid), counted in 32 bits (at most kRows matter).
+    const int64_t rows_left = valid - row0;
+    const int rows_inside = rows_left <= 0 ? 0 : rows_left >= kRows ? kRows : static_cast<int>(rows_left);
+#pragma unroll
+    for (int step = 0; step < kRows * kChunks / kThreads; ++step) {
+      const int chunk = step * kThreads + static_cast<int>(threadIdx.x);
+      const int row = chunk / kChunks, column = (chunk % kChunks) * 8;
+      const bool inside = row < rows_inside;
+      cp_async<16>(shared + row * ld + column, inside ? slice + (row0 + row) * view.row_stride + column : slice,
+                   inside);
+    }
   }
 }
 

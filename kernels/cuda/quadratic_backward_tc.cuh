@@ -1,4 +1,4 @@
-// Quadratic attention backward on tensor cores (float16 / bfloat16, head dim 64 or 128, sm_80+), by
+// Quadratic attention backward on tensor cores (float16 / bfloat16, head dim 32, 64, 96 or 128, sm_80+), by
 // recomputation of the scores tile by tile:
 //   s_ij = scale q_i.k_j + bias, p_ij = prob(s_ij), dp_ij = dO_i.v_j, ds_ij = dscore(s_ij, p_ij, dp_ij, delta_i)
 //   dV = P^T dO,  dK = scale dS^T Q,  dQ = scale dS K
@@ -7,10 +7,10 @@
 //
 // Two kernels, each owning what it writes, so gradients are bit-identical run to run (no atomics):
 //  - key gradients: a block owns 64 keys and walks the query tiles that see them. Its warps form four
-//    row groups of 16 keys times D / 64 column groups. Per tile each warp forms S^T = K Q^T and
+//    row groups of 16 keys times one column group (D <= 96) or D / 64. Per tile each warp forms S^T = K Q^T and
 //    dP^T = V dO^T for its 16 keys and its column group's share of the tile's queries (mma.sync), turns
-//    them into P^T and dS^T, and adds P^T dO and dS^T Q to the 64 columns of dV, dK it owns (float32).
-//    With one column group (D = 64) P^T and dS^T stay in registers; with two (D = 128) each warp holds a
+//    them into P^T and dS^T, and adds P^T dO and dS^T Q to the columns of dV, dK it owns (float32).
+//    With one column group (D <= 96) P^T and dS^T stay in registers; with two (D = 128) each warp holds a
 //    16 x 16 share of them, so they pass through shared memory (one more barrier per tile). Splitting the
 //    columns is what keeps D = 128 out of local memory: one warp owning all 128 columns held 128 float32
 //    accumulators per thread, and spilled (FlashAttention-2 splits its dK, dV the same way).
@@ -19,11 +19,12 @@
 // With dropout (dropout.h) dV takes z p and ds takes z dp, z the pair's regenerated factor.
 // S and dP are computed twice (7 tile products per tile pair instead of flash-attention 2's 5, which
 // adds dQ with atomics): the price of determinism by construction.
-// Tiles: Bq = 64 queries at D = 64, 32 at D = 128, and the same for the key tile of the dQ kernel, so
+// Tiles: Bq = 64 queries at D <= 64, 32 above, and the same for the key tile of the dQ kernel, so
 // the float32 accumulators fit in registers. The walked tiles are double-buffered and loaded with
 // cp.async: tile i + 1 is in flight while tile i is multiplied (one barrier per tile, two with the
 // shared P^T).
-// Memory: shared tiles only (dK/dV kernel 55 KiB at D = 64, 79 KiB at D = 128; dQ kernel 55 / 69 KiB);
+// Memory: shared tiles only (dK/dV kernel 55 KiB at D = 64, 79 KiB at D = 128; dQ kernel 55 / 69 KiB;
+// 31 and 53 KiB at D = 32 and 96);
 // never N x N.
 #pragma once
 
@@ -44,13 +45,14 @@ constexpr int kBlockRows = 16 * kWarps;   // rows (keys, or queries) a block own
 // Rows of the tiles a block walks through.
 template <int kD>
 constexpr int walk_tile() {
-  return kD == 64 ? 64 : 32;
+  return kD <= 64 ? 64 : 32;
 }
 
-// The dK/dV kernel's column groups (64 gradient columns each) and threads.
+// The dK/dV kernel's column groups and threads: a warp holds up to 96 gradient columns of dK and of dV
+// (96 float32 accumulators per thread), wider heads are split in groups of 64 columns.
 template <int kD>
 constexpr int key_grads_column_groups() {
-  return kD / 64;
+  return kD <= 96 ? 1 : kD / 64;
 }
 
 template <int kD>

@@ -1,4 +1,4 @@
-// Quadratic attention forward on tensor cores (float16 / bfloat16, head dim 64 or 128, sm_80+):
+// Quadratic attention forward on tensor cores (float16 / bfloat16, head dim 32, 64, 96 or 128, sm_80+):
 // O = act(scale * Q K^T + bias) V, flash-attention 2's schedule.
 //
 // Algorithm: a block of 4 warps owns 64 query rows of one (batch, head), 16 rows per warp, and walks the
@@ -11,7 +11,7 @@
 // running row max and sum (online softmax) and rescales the accumulator when the max grows; sigmoid and
 // relu need no row statistics. Masked scores (causal, padding keys) become probability 0. Dropout
 // (dropout.h) multiplies P by its factors after softmax's row sums took it (one draw per key pair).
-// Memory: shared Q, K, V tiles (3 x 64 x (D + 8) elements: 27 KiB at D = 64, 51 KiB at D = 128);
+// Memory: shared Q, K, V tiles (3 x 64 x (D + 8) elements: 15, 27, 39 and 51 KiB at D = 32, 64, 96, 128);
 // never N x N.
 // Saved for backward: the output and, for softmax, the row log-sum-exp (float32).
 #pragma once

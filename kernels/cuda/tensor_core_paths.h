@@ -12,8 +12,9 @@
 namespace actattn {
 namespace cuda {
 
-// Head dims with a tiled instantiation (q, k and v must share it).
-inline bool tensor_core_head_dim(int64_t dim) { return dim == 64 || dim == 128; }
+// Head dims with a tiled instantiation (q, k and v must share it; kernels/dispatch.h instantiates them).
+inline bool quadratic_tensor_core_head_dim(int64_t dim) { return dim == 32 || dim == 64 || dim == 96 || dim == 128; }
+inline bool linear_tensor_core_head_dim(int64_t dim) { return dim == 64 || dim == 128; }
 
 inline bool is_half_type(ScalarKind kind) { return kind == ScalarKind::kFloat16 || kind == ScalarKind::kBFloat16; }
 
@@ -57,7 +58,6 @@ const char* common_tensor_core_refusal(const Params& p, bool backward) {
   if (!is_half_type(p.dtype)) return nullptr;
   const AttentionShape& s = p.shape;
   if (s.qk_dim != s.v_dim) return "q and v have different head dims (the tensor-core kernels need Dk = Dv)";
-  if (!tensor_core_head_dim(s.qk_dim)) return "the head dim is not 64 or 128, the dims with tensor-core kernels";
   if (!all_rows_aligned(p, backward)) {
     return "a tensor's rows are not 16-byte aligned (a data pointer, or a stride not a multiple of 8 elements)";
   }
@@ -66,7 +66,11 @@ const char* common_tensor_core_refusal(const Params& p, bool backward) {
 }
 
 inline const char* quadratic_tensor_core_refusal(const QuadraticParams& p, bool backward) {
-  return common_tensor_core_refusal(p, backward);
+  if (const char* refusal = common_tensor_core_refusal(p, backward)) return refusal;
+  if (is_half_type(p.dtype) && !quadratic_tensor_core_head_dim(p.shape.qk_dim)) {
+    return "the head dim is not 32, 64, 96 or 128, the dims with tensor-core kernels";
+  }
+  return nullptr;
 }
 
 inline bool quadratic_takes_tensor_cores(const QuadraticParams& p, bool backward) {
@@ -83,6 +87,9 @@ int linear_backward_tensor_core_shared_bytes(int64_t dim);
 inline const char* linear_tensor_core_refusal(const LinearParams& p, bool backward) {
   if (const char* refusal = common_tensor_core_refusal(p, backward)) return refusal;
   if (!is_half_type(p.dtype)) return nullptr;
+  if (!linear_tensor_core_head_dim(p.shape.qk_dim)) {
+    return "the head dim is not 64 or 128, the dims with linear tensor-core kernels";
+  }
   const int shared = backward ? linear_backward_tensor_core_shared_bytes(p.shape.qk_dim)
                               : linear_forward_tensor_core_shared_bytes(p.shape.qk_dim);
   if (shared > device_shared_bytes_optin()) {

@@ -84,20 +84,21 @@ struct Kind {
 };
 
 // Runs check(kind, case, gen) for each case whose name contains `filter` (kind from the case's `half`
-// and `dim`), prints the tally and returns main's exit code: 1 if any case failed or none ran.
-template <typename Case, typename Check>
+// and `dim`, which must be one of kDims), prints the tally and returns main's exit code: 1 if any case
+// failed or none ran.
+template <int... kDims, typename Case, typename Check>
 int run_cases(const std::vector<Case>& cases, const std::string& filter, Check&& check) {
   std::mt19937 gen(0);
   int failures = 0, run = 0;
   for (const Case& c : cases) {
     if (c.name().find(filter) == std::string::npos) continue;
     ++run;
-    bool ok;
-    if (c.half) {
-      ok = c.dim == 64 ? check(Kind<__half, 64>{}, c, gen) : check(Kind<__half, 128>{}, c, gen);
-    } else {
-      ok = c.dim == 64 ? check(Kind<__nv_bfloat16, 64>{}, c, gen) : check(Kind<__nv_bfloat16, 128>{}, c, gen);
-    }
+    bool ok = false;
+    const bool dim_found = ((c.dim == kDims && (ok = c.half ? check(Kind<__half, kDims>{}, c, gen)
+                                                           : check(Kind<__nv_bfloat16, kDims>{}, c, gen),
+                                                 true)) ||
+                            ...);
+    if (!dim_found) std::printf("FAIL %s: no instantiation for this head dim\n", c.name().c_str());
     failures += !ok;
   }
   std::printf("%d of %d cases failed\n", failures, run);

@@ -291,10 +291,20 @@ int main(int argc, char** argv) {
     cases.push_back({2, 1, 200, 200, 128, act, true, true, true, false, false, 0.2, 70, -1});
     cases.push_back({2, 1, 40, 150, 64, act, false, true, false, false, true, 0.0, 20, 10});
   }
+  for (ScoreActivation act : acts) {
+    // D = 32 and 96: a row of 4 or 12 16-byte copies (12 does not divide the block's 128 threads), one
+    // column group of dK, dV per warp; edges, padding, strides, bottom-right causal, dropout, windows.
+    cases.push_back({2, 1, 65, 130, 32, act, true, true, true, false});
+    cases.push_back({1, 1, 130, 33, 96, act, false, false, false, false});
+    cases.push_back({2, 1, 40, 100, 96, act, true, true, true, false, true, 0.3});
+  }
+  cases.push_back({1, 2, 100, 100, 96, ScoreActivation::kSoftmax, true, false, false, false, false, 0.0, 40, -1});
+  cases.push_back({1, 2, 70, 70, 32, ScoreActivation::kSigmoid, false, false, false, true});  // float16
   cases.push_back({2, 2, 64, 64, 64, ScoreActivation::kSoftmax, true, true, false, true});  // float16
   cases.push_back({1, 1, 1, 1, 128, ScoreActivation::kSoftmax, false, false, true, true});
 
-  return actattn::emulation_test::run_cases(cases, filter, [](auto kind, const Case& c, std::mt19937& gen) {
-    return check_case<typename decltype(kind)::type, decltype(kind)::dim>(c, gen);
-  });
+  return actattn::emulation_test::run_cases<32, 64, 96, 128>(
+      cases, filter, [](auto kind, const Case& c, std::mt19937& gen) {
+        return check_case<typename decltype(kind)::type, decltype(kind)::dim>(c, gen);
+      });
 }
