@@ -82,13 +82,13 @@ void dispatch_bool(bool value, Fn&& fn) {
   return fn(std::false_type{});
 }
 
-// Calls fn with a default-constructed activation functor template, e.g. SoftmaxScore<Acc>{}.
-template <typename Acc, typename Fn>
+// Calls fn with a default-constructed activation functor, e.g. SoftmaxScore<Acc, Math>{}.
+template <typename Acc, typename Math = ExactMath, typename Fn>
 void dispatch_score_activation(ScoreActivation activation, Fn&& fn) {
   switch (activation) {
-    case ScoreActivation::kSoftmax: return fn(SoftmaxScore<Acc>{});
-    case ScoreActivation::kSigmoid: return fn(SigmoidScore<Acc>{});
-    case ScoreActivation::kRelu: return fn(ReluScore<Acc>{});
+    case ScoreActivation::kSoftmax: return fn(SoftmaxScore<Acc, Math>{});
+    case ScoreActivation::kSigmoid: return fn(SigmoidScore<Acc, Math>{});
+    case ScoreActivation::kRelu: return fn(ReluScore<Acc, Math>{});
   }
   throw std::invalid_argument("actattn: unknown ScoreActivation");
 }
@@ -104,11 +104,12 @@ void dispatch_feature_map(FeatureMapKind map, Fn&& fn) {
 }
 
 #if defined(__CUDACC__)
-// Every compile-time choice of a tensor-core quadratic kernel: fn(types, activation, banded, head dim).
+// Every compile-time choice of a tensor-core quadratic kernel: fn(types, activation, banded, head dim);
+// the activations with FastMath (score_activations.h).
 template <typename Fn>
 void dispatch_quadratic_tensor_core(const QuadraticParams& p, Fn&& fn) {
   dispatch_half_dtype(p.dtype, [&](auto types) {
-    dispatch_score_activation<float>(p.activation, [&](auto activation) {
+    dispatch_score_activation<float, FastMath>(p.activation, [&](auto activation) {
       dispatch_bool(p.banded(), [&](auto banded) {
         dispatch_head_dim<32, 64, 96, 128>(p.shape.qk_dim, [&](auto dim) { fn(types, activation, banded, dim); });
       });

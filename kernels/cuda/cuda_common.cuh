@@ -62,6 +62,14 @@ __device__ __forceinline__ Acc warp_max(Acc x) {
 }
 
 #if !defined(ACTATTN_WARP_EMULATION)
+// 2^x by the hardware's ex2 (one instruction, relative error about 2^-22; -inf gives 0), for the
+// tensor-core softmax, whose weights are rounded to 16 bits.
+__device__ __forceinline__ float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
 // The block's dynamic shared memory (the launch's third parameter), 16-byte aligned.
 template <typename T>
 __device__ __forceinline__ T* dynamic_shared() {

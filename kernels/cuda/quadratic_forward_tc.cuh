@@ -54,7 +54,12 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(const QuadraticParams
   const KeyBand band = key_band(p, keys);  // banded: row i sees keys [band.begin(i), band.end(i))
   const SequenceConstants<float> constants = sequence_constants<float>(p, b);
   if constexpr (!Activation::kNormalizesRows) act.inv_divisor = constants.inv_divisor;  // softmax has none
-  const float scale = static_cast<float>(p.scale);
+  // Softmax works in base 2 (scores times log2 e): each weight is then one ex2 of its difference to the
+  // row max, where exp would multiply by log2 e first (FlashAttention's folding); the log-sum-exp
+  // returns to natural units when it is stored. The other activations take natural units.
+  constexpr float kLog2e = 1.4426950408889634f, kLn2 = 0.6931471805599453f;
+  const float score_scale = static_cast<float>(p.scale) * (Activation::kNormalizesRows ? kLog2e : 1.f);
+  const float score_bias = constants.bias * (Activation::kNormalizesRows ? kLog2e : 1.f);
   const Dropout<float> dropout = Dropout<float>::of(p);
   const int64_t warp_row0 = q0 + warp * 16;
   const int64_t rows[2] = {warp_row0 + g, warp_row0 + g + 8};  // this thread's rows (accumulator halves)
@@ -98,7 +103,7 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(const QuadraticParams
       for (int r = 0; r < 4; ++r) {
         const int64_t j = k0 + n * 8 + 2 * t + (r & 1);
         const bool visible = !masked_tile || (j < keys && (!kBanded || band.sees(rows[r >> 1], j)));
-        const float sc = score[n].x[r] * scale + constants.bias;
+        const float sc = score[n].x[r] * score_scale + score_bias;
         if constexpr (Activation::kNormalizesRows) {
           score[n].x[r] = visible ? sc : kNegInf;
           tile_max[r >> 1] = fmaxf(tile_max[r >> 1], score[n].x[r]);
@@ -115,14 +120,14 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(const QuadraticParams
         m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 2));
         const float new_max = fmaxf(row_max[half], m);
         const float base = new_max == kNegInf ? 0.f : new_max;  // a row with no key yet: every p is 0
-        const float correction = __expf(row_max[half] - base);
+        const float correction = fast_exp2(row_max[half] - base);
         float sum = 0.f;
 #pragma unroll
         for (int n = 0; n < kScoreTiles; ++n) {
 #pragma unroll
           for (int c = 0; c < 2; ++c) {
             float& x = score[n].x[2 * half + c];
-            x = __expf(x - base);
+            x = fast_exp2(x - base);
             sum += x;
           }
         }
@@ -165,7 +170,8 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(const QuadraticParams
       const bool any_key = total > 0.f;
       out_scale = any_key ? 1.f / total : 0.f;
       if (t == 0 && i < s.q_len) {
-        static_cast<float*>(p.log_sum_exp.data)[bh * s.q_len + i] = any_key ? row_max[half] + logf(total) : kNegInf;
+        static_cast<float*>(p.log_sum_exp.data)[bh * s.q_len + i] =
+            any_key ? row_max[half] * kLn2 + logf(total) : kNegInf;
       }
     }
     if (i >= s.q_len) continue;

@@ -35,7 +35,6 @@ inline thread_local uint3 blockIdx;
 inline thread_local dim3 blockDim;
 inline thread_local dim3 gridDim;
 
-inline float __expf(float x) { return std::exp(x); }
 inline int64_t min(int64_t a, int64_t b) { return std::min(a, b); }
 [[noreturn]] inline void __trap() { std::abort(); }
 
@@ -149,6 +148,8 @@ inline double __shfl_xor_sync(unsigned /*mask*/, double value, int lane_mask) {
 
 namespace actattn {
 namespace cuda {
+
+inline float fast_exp2(float x) { return std::exp2(x); }
 
 template <typename T>
 inline T* dynamic_shared() {

@@ -234,9 +234,9 @@ bool check_case(const Case& c, std::mt19937& gen) {
     }
   };
   switch (c.activation) {
-    case ScoreActivation::kSoftmax: dispatch(actattn::SoftmaxScore<float>{}); break;
-    case ScoreActivation::kSigmoid: dispatch(actattn::SigmoidScore<float>{}); break;
-    case ScoreActivation::kRelu: dispatch(actattn::ReluScore<float>{}); break;
+    case ScoreActivation::kSoftmax: dispatch(actattn::SoftmaxScore<float, actattn::FastMath>{}); break;
+    case ScoreActivation::kSigmoid: dispatch(actattn::SigmoidScore<float, actattn::FastMath>{}); break;
+    case ScoreActivation::kRelu: dispatch(actattn::ReluScore<float, actattn::FastMath>{}); break;
   }
 
   double lse_err = 0;
