@@ -22,12 +22,12 @@ namespace emulation_test {
 
 // A (B, H, N, D) tensor stored contiguously or as (B, N, H, D).
 template <typename T>
-struct Tensor16 {
+struct EmulatedTensor {
   int64_t batch, heads, rows, dim;
   bool interleaved;
   std::vector<T> data;
 
-  Tensor16(int64_t b, int64_t h, int64_t n, int64_t d, bool inter)
+  EmulatedTensor(int64_t b, int64_t h, int64_t n, int64_t d, bool inter)
       : batch(b), heads(h), rows(n), dim(d), interleaved(inter), data(b * h * n * d + 8) {}
   int64_t offset(int64_t b, int64_t h, int64_t n) const {
     return interleaved ? ((b * rows + n) * heads + h) * dim : ((b * heads + h) * rows + n) * dim;
@@ -50,8 +50,8 @@ struct Tensor16 {
 };
 
 template <typename T>
-Tensor16<T> random_tensor(int64_t b, int64_t h, int64_t n, int64_t d, bool inter, std::mt19937& gen) {
-  Tensor16<T> t(b, h, n, d, inter);
+EmulatedTensor<T> random_tensor(int64_t b, int64_t h, int64_t n, int64_t d, bool inter, std::mt19937& gen) {
+  EmulatedTensor<T> t(b, h, n, d, inter);
   std::normal_distribution<float> normal;
   for (auto& x : t.data) x = T(normal(gen));
   return t;
@@ -61,7 +61,7 @@ Tensor16<T> random_tensor(int64_t b, int64_t h, int64_t n, int64_t d, bool inter
 // which a reference is rounding noise of terms that cancel: softmax with one visible key has dq = dk =
 // 0 exactly (dp - delta), and half-precision kernels leave O(1e-4) of the O(1) terms there.
 template <typename T>
-inline double relative_error(const Tensor16<T>& got, const std::vector<double>& want, double floor = 1e-30) {
+inline double relative_error(const EmulatedTensor<T>& got, const std::vector<double>& want, double floor = 1e-30) {
   double err = 0, norm = floor;
   for (int64_t b = 0; b < got.batch; ++b)
     for (int64_t h = 0; h < got.heads; ++h)

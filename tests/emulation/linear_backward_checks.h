@@ -21,7 +21,7 @@ namespace emulation_test {
 // Keys per sequence (all k_len unless padded: then sequence b keeps (37 b + Nk / 2) % (Nk + 1), sequence
 // 0 none). Padding keys and values are set to NaN: they must never reach a product.
 template <typename T>
-std::vector<int64_t> pad_keys(bool padded, Tensor16<T>& k, Tensor16<T>& v) {
+std::vector<int64_t> pad_keys(bool padded, EmulatedTensor<T>& k, EmulatedTensor<T>& v) {
   std::vector<int64_t> lengths(k.batch, k.rows);
   if (!padded) return lengths;
   for (int64_t b = 0; b < k.batch; ++b) lengths[b] = (b * 37 + k.rows / 2) % (k.rows + 1);
@@ -61,8 +61,9 @@ bool same_bits(const V& got, const V& want) {
 // grad_k and grad_v, what is computed is the same bits as in the full backward (the initial state's
 // gradients always are). Leaves p asking for every gradient.
 template <typename T, typename Acc, typename Run>
-bool computes_only_what_is_asked(const std::string& name, LinearParams& p, Run&& run, Tensor16<T>& dq,
-                                 Tensor16<T>& dk, Tensor16<T>& dv, std::vector<Acc>& ds0, std::vector<Acc>& dz0) {
+bool computes_only_what_is_asked(const std::string& name, LinearParams& p, Run&& run, EmulatedTensor<T>& dq,
+                                 EmulatedTensor<T>& dk, EmulatedTensor<T>& dv, std::vector<Acc>& ds0,
+                                 std::vector<Acc>& dz0) {
   const std::vector<T> full_dq = dq.data, full_dk = dk.data, full_dv = dv.data;
   const std::vector<Acc> full_ds0 = ds0, full_dz0 = dz0;
   auto clear_outputs = [&] {
@@ -92,7 +93,7 @@ bool computes_only_what_is_asked(const std::string& name, LinearParams& p, Run&&
 // rebuilding it from the keys gives dq within tol of the reference, and a doctored state changes dq
 // (or the kernel is not reading it).
 template <typename T, typename Acc, typename Run>
-bool reads_saved_state(const std::string& name, LinearParams& p, Run&& run, Tensor16<T>& dq,
+bool reads_saved_state(const std::string& name, LinearParams& p, Run&& run, EmulatedTensor<T>& dq,
                        const std::vector<double>& want_dq, double tol, std::vector<Acc> state,
                        const std::vector<Acc>& normalizer) {
   p.saved_state = state.data();

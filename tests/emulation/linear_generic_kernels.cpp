@@ -35,7 +35,7 @@ using actattn::emulation_test::random_states;
 using actattn::emulation_test::random_tensor;
 using actattn::emulation_test::reads_saved_state;
 using actattn::emulation_test::relative_error;
-using actattn::emulation_test::Tensor16;
+using actattn::emulation_test::EmulatedTensor;
 using actattn::emulation_test::vector_error;
 
 enum class Type { kFloat64, kFloat32, kBFloat16 };
@@ -88,8 +88,8 @@ bool check_case(const Case& c, std::mt19937& gen) {
   auto k = random_tensor<T>(B, H, Nk, Dk, c.interleaved, gen);
   auto v = random_tensor<T>(B, H, Nk, Dv, c.interleaved, gen);
   auto dout = random_tensor<T>(B, H, Nq, Dv, c.interleaved, gen);
-  Tensor16<T> out(B, H, Nq, Dv, c.interleaved), dq(B, H, Nq, Dk, c.interleaved);
-  Tensor16<T> dk(B, H, Nk, Dk, c.interleaved), dv(B, H, Nk, Dv, c.interleaved);
+  EmulatedTensor<T> out(B, H, Nq, Dv, c.interleaved), dq(B, H, Nq, Dk, c.interleaved);
+  EmulatedTensor<T> dk(B, H, Nk, Dk, c.interleaved), dv(B, H, Nk, Dv, c.interleaved);
   const std::vector<int64_t> lengths = pad_keys(c.padded, k, v);
   const auto st = random_states<Acc>(bh, Dk, Dv, gen);
   const double scale = 1.0 / std::sqrt(double(Dk)), eps = 1e-6;

@@ -34,7 +34,7 @@ using actattn::emulation_test::random_states;
 using actattn::emulation_test::random_tensor;
 using actattn::emulation_test::reads_saved_state;
 using actattn::emulation_test::relative_error;
-using actattn::emulation_test::Tensor16;
+using actattn::emulation_test::EmulatedTensor;
 using actattn::emulation_test::vector_error;
 
 struct Case {
@@ -91,8 +91,8 @@ bool check_case(const Case& c, std::mt19937& gen) {
   auto v = random_tensor<T>(c.batch, c.heads, c.k_len, kD, c.interleaved, gen);
   for (T& x : v.data) x = T(static_cast<float>(x) + c.value_mean);
   auto dout = random_tensor<T>(c.batch, c.heads, c.q_len, kD, c.interleaved, gen);
-  Tensor16<T> out(c.batch, c.heads, c.q_len, kD, c.interleaved), dq = out;
-  Tensor16<T> dk(c.batch, c.heads, c.k_len, kD, c.interleaved), dv = dk;
+  EmulatedTensor<T> out(c.batch, c.heads, c.q_len, kD, c.interleaved), dq = out;
+  EmulatedTensor<T> dk(c.batch, c.heads, c.k_len, kD, c.interleaved), dv = dk;
   const std::vector<int64_t> lengths = pad_keys(c.padded, k, v);
   const int64_t bh = c.batch * c.heads;
   const auto st = random_states<float>(bh, kD, kD, gen);

@@ -46,10 +46,10 @@ struct LinearReference {
 // saved_out: the output as the forward stored it (rounded to T), from which the backward's dden is
 // formed, as FlashAttention's delta is: its rounding is part of the backward's input, not of its error.
 template <typename T, typename Acc>
-LinearReference linear_reference(const LinearProblem& c, const Tensor16<T>& q, const Tensor16<T>& k,
-                                 const Tensor16<T>& v, const Tensor16<T>& dout, const LinearStates<Acc>& st,
+LinearReference linear_reference(const LinearProblem& c, const EmulatedTensor<T>& q, const EmulatedTensor<T>& k,
+                                 const EmulatedTensor<T>& v, const EmulatedTensor<T>& dout, const LinearStates<Acc>& st,
                                  const std::vector<int64_t>& lengths, double scale, double eps,
-                                 const Tensor16<T>& saved_out) {
+                                 const EmulatedTensor<T>& saved_out) {
   const int64_t Dk = c.qk_dim, Dv = c.v_dim, Nq = c.q_len, Nk = c.k_len;
   LinearReference r;
   r.out.assign(c.batch * c.heads * Nq * Dv, 0);

@@ -28,7 +28,7 @@ namespace {
 using actattn::AttentionShape;
 using actattn::emulation_test::random_tensor;
 using actattn::emulation_test::relative_error;
-using actattn::emulation_test::Tensor16;
+using actattn::emulation_test::EmulatedTensor;
 using actattn::QuadraticParams;
 using actattn::RowView;
 using actattn::ScoreActivation;
@@ -77,8 +77,8 @@ double activation_dscore(ScoreActivation act, double s, double dp, double inv_di
 constexpr int64_t kDropoutSeed = 0x5EED5EED5EEDLL;
 
 template <typename T>
-Reference reference(const Case& c, const Tensor16<T>& q, const Tensor16<T>& k, const Tensor16<T>& v,
-                    const Tensor16<T>& dout, const std::vector<int64_t>& lengths, double scale) {
+Reference reference(const Case& c, const EmulatedTensor<T>& q, const EmulatedTensor<T>& k, const EmulatedTensor<T>& v,
+                    const EmulatedTensor<T>& dout, const std::vector<int64_t>& lengths, double scale) {
   const int64_t D = c.dim;
   QuadraticParams dropout_params;
   dropout_params.dropout_p = c.dropout_p;
@@ -171,7 +171,7 @@ bool check_case(const Case& c, std::mt19937& gen) {
   auto k = random_tensor<T>(c.batch, c.heads, c.k_len, kD, c.interleaved, gen);
   auto v = random_tensor<T>(c.batch, c.heads, c.k_len, kD, c.interleaved, gen);
   auto dout = random_tensor<T>(c.batch, c.heads, c.q_len, kD, c.interleaved, gen);
-  Tensor16<T> out(c.batch, c.heads, c.q_len, kD, c.interleaved), dq = out, dk(c.batch, c.heads, c.k_len, kD,
+  EmulatedTensor<T> out(c.batch, c.heads, c.q_len, kD, c.interleaved), dq = out, dk(c.batch, c.heads, c.k_len, kD,
                                                                                    c.interleaved), dv = dk;
   // Padding keys hold NaN: they must never reach a product.
   std::vector<int64_t> lengths(c.batch, c.k_len);
