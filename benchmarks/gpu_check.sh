@@ -81,14 +81,15 @@ PYTORCH_NO_CUDA_MEMORY_CACHING=1 run_for 150 compute-sanitizer --tool memcheck -
 [ $? -eq 0 ] || status=1
 tail -n 15 "$OUT/memcheck.log"
 
-# Shared-memory races (racecheck) and barrier misuse (synccheck) in the tensor-core kernels, which share
-# tiles between warps: one case per kernel family (quadratic forward and its three backward kernels,
-# causal; linear forward and backward, causal and not).
-step "compute-sanitizer racecheck and synccheck (one tensor-core case per kernel)"
+# Shared-memory races (racecheck) and barrier misuse (synccheck) in the kernels that share tiles between
+# warps: one case per kernel family (quadratic forward and its three backward kernels, causal, at D = 64
+# and at D = 128, whose dK/dV warps exchange P^T through shared memory; linear forward and backward on
+# tensor cores, causal and not; the generic linear backward's two kernels, float64).
+step "compute-sanitizer racecheck and synccheck (one case per kernel)"
 for tool in racecheck synccheck; do
-  PYTORCH_NO_CUDA_MEMORY_CACHING=1 run_for 60 compute-sanitizer --tool "$tool" --error-exitcode 9 \
+  PYTORCH_NO_CUDA_MEMORY_CACHING=1 run_for 80 compute-sanitizer --tool "$tool" --error-exitcode 9 \
     $PY -m pytest -q -p no:cacheprovider -x tests/test_attention.py tests/test_linear_attention.py \
-    -k "tensor_core_shapes and cuda and (d64-padded-softmax-causal-bf16 or d64-bnhd-elu-causal-bf16 or d64-bnhd-elu-full-bf16)" \
+    -k "cuda and ((tensor_core_shapes and (d64-padded-softmax-causal-bf16 or d128-nq-over-nk-softmax-causal-bf16 or d64-bnhd-elu-causal-bf16 or d64-bnhd-elu-full-bf16)) or (test_causal_matches_reference_float64 and cuda-elu-norm-1x2x63x63x16x16))" \
     >"$OUT/$tool.log" 2>&1
   [ $? -eq 0 ] || status=1
   tail -n 5 "$OUT/$tool.log"

@@ -92,11 +92,11 @@ def test_low_precision_error_at_most_twice_the_composite(activation, causal, dty
 # aligned rows): tile edges, Nq != Nk both ways, padding keys (a sequence without keys too), (B, N, H, D)
 # memory.
 TENSOR_CORE_CASES = {
-    "d128-nq>nk": ((1, 2, 130, 70, 128, 128), None, False),
+    "d128-nq-over-nk": ((1, 2, 130, 70, 128, 128), None, False),
     "d64-padded": ((2, 2, 65, 200, 64, 64), [200, 37], False),
     "d64-bnhd-empty": ((2, 3, 97, 97, 64, 64), [0, 50], True),
     "d96-padded": ((2, 2, 100, 100, 96, 96), [100, 41], False),
-    "d32-bnhd-nq<nk": ((1, 3, 70, 130, 32, 32), None, True),
+    "d32-bnhd-nq-under-nk": ((1, 3, 70, 130, 32, 32), None, True),
 }
 
 
