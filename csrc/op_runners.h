@@ -227,8 +227,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> linear_at
   const OptionalTensor norm0 = contiguous_or_none(state_per_query_head(initial_normalizer, group));
   const OptionalTensor grad_state = contiguous_or_none(final_state_grad_per_query_head(grad_final_state, group));
   const OptionalTensor grad_norm = contiguous_or_none(final_state_grad_per_query_head(grad_final_normalizer, group));
-  const OptionalTensor full_state = contiguous_or_none(state_per_query_head(saved_state, group));
-  const OptionalTensor full_norm = contiguous_or_none(state_per_query_head(saved_normalizer, group));
+  const OptionalTensor forward_state = contiguous_or_none(state_per_query_head(saved_state, group));
+  const OptionalTensor forward_norm = contiguous_or_none(state_per_query_head(saved_normalizer, group));
 
   LinearParams p = linear_params(spec, qw, kw, vw);
   const OptionalTensor lengths = as_key_lengths(key_lengths);
@@ -253,8 +253,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> linear_at
   p.grad_out = row_view(gw);
   p.grad_final_state = optional_data(grad_state);
   p.grad_final_normalizer = optional_data(grad_norm);
-  p.saved_state = optional_data(full_state);
-  p.saved_normalizer = optional_data(full_norm);
+  p.saved_state = optional_data(forward_state);
+  p.saved_normalizer = optional_data(forward_norm);
   if (want_q) p.grad_q = row_view(grad_q);
   if (want_kv) {
     p.grad_k = row_view(grad_k);
