@@ -120,6 +120,19 @@ inline void allow_dynamic_shared(Kernel kernel, size_t bytes, const char* name) 
   allowed.insert(key);
 }
 
+#if defined(__CUDACC__)
+// The `launch` callable of a chunk-parallel schedule (linear_*_tc.cuh's run): each launch of kThreads
+// threads on `stream`, its shared memory allowed first and its configuration checked after.
+template <int kThreads>
+inline auto launch_with(cudaStream_t stream) {
+  return [stream](auto kernel, dim3 grid, int shared, const char* name, const auto&... args) {
+    allow_dynamic_shared(kernel, shared, name);
+    kernel<<<grid, kThreads, shared, stream>>>(args...);
+    check_launch(name);
+  };
+}
+#endif
+
 inline unsigned blocks_for(int64_t items, int64_t per_block) {
   return static_cast<unsigned>((items + per_block - 1) / per_block);
 }

@@ -8,7 +8,9 @@
 namespace actattn {
 
 int64_t linear_attention_backward_workspace(const LinearParams& params) {
-  if (cuda::linear_takes_tensor_cores(params, /*backward=*/true)) return 0;
+  if (cuda::linear_takes_tensor_cores(params, /*backward=*/true)) {
+    return cuda::linear_backward_tensor_core_workspace(params);
+  }
   return cuda::linear_backward::workspace_elems(params.shape);
 }
 

@@ -6,39 +6,44 @@
 // where S_i, z_i are the state a query sees and dS_j = dS_final + sum_{i sees j} a_i dnum_i^T (dz_j
 // likewise with dden) is the gradient reaching key j's contribution to the state.
 //
-// Algorithm: one launch, two blocks per (batch, head), each owning what it writes, so the gradients are
-// deterministic with no atomics and no workspace:
-//   * the query block rebuilds S and z chunk by chunk, as the forward does, and per chunk forms
-//     da = dNum S^T + dden z^T + M B with M = tril(dNum V^T + dden 1^T);
-//   * the key block walks the chunks backwards growing dS and dz (from the final state's gradient), and
-//     per chunk forms dv = B dS + tril(A B^T)^T dNum and db = V dS^T + dz + M^T A, then
-//     dS += A^T dNum, dz += A^T dden. Its final dS, dz are the initial state's gradients.
-// The masked blocks (M, tril(A B^T)^T) are made 16 rows x 16 columns at a time in registers and fed into
-// the next product; blocks wholly masked are skipped. Non-causal: the full S (or dS) first, then one pass.
-// Non-causal with saved_state (the forward's final state): the query block reads S and z instead of
-// rebuilding them from the keys (a pass over them fewer).
-// Only what is asked for: without dq (null grad_q) the query block returns at once; without dk, dv
-// (null grad_k and grad_v) the key block only grows dS, dz for the initial state's gradients, loading
-// no keys. The gradients it does compute are the same bits either way.
+// Algorithm: chunk-parallel (flash-linear-attention's `chunk` backward is the model), chunks of 64
+// positions whatever D; run() makes the launches, Plan gives their grids and workspace:
+//  1. (dq asked, causal or without the saved state) the forward's chunk_states_kernel and sweep: each
+//     query chunk's S_c, z_c (causal: the state before it) or the full state, recomputed.
+//  2. grad_states_kernel, one block per (batch, head, query chunk), all independent: the chunk's share
+//     [dS | dz] = A^T [dNum | dden], one product on mma.sync (dz's column sums in float32).
+//  3. the sweep in reverse from the final state's gradient: causal: each key chunk's dS_c, dz_c (what
+//     the later chunks' queries send it); the sum over all chunks is the initial state's gradient,
+//     and (non-causal) every key chunk's dS.
+//  4. chunk_grads_kernel, blocks (batch, head, chunk) x {query, key}, independent:
+//     * the query block forms da = dNum S_c^T + dden z_c^T + M B with M = tril(dNum V^T + dden 1^T);
+//     * the key block forms dv = B dS_c + tril(A B^T)^T dNum and db = V dS_c^T + dz_c + M^T A.
+//     The masked blocks (M, tril(A B^T)^T) are made 16 rows x 16 columns at a time in registers and fed
+//     into the next product; blocks wholly masked are skipped. Non-causal: no intra-chunk terms.
+// Only what is asked for: without dq (null grad_q) launch 1 and the query blocks are skipped; without
+// dk, dv (null grad_k and grad_v) the key blocks. The gradients that are computed are the same bits
+// either way.
 // Accuracy: da and db are sums of terms that nearly cancel when the values share a large mean m
 // (S_i dnum_i ~ z_i (m . dnum_i) ~ -z_i dden_i), and the state enters them rounded to 16 bits. So each
-// chunk centres on m = the output row of its last query: the query block rounds S - z m^T (S itself
-// stays uncentred in float32) and weights z by dden + dnum . m; the key block multiplies dS by V - m and
-// adds dz + dS m, summed in float32. Exact algebra; it moves the cancellation into float32. dden is taken
+// chunk centres on m = the output row of its last query: the query block rounds S_c - z_c m^T and
+// weights z_c by dden + dnum . m; the key block multiplies dS_c by V - m and adds dz_c + dS_c m, summed
+// in float32 from the float32 dS_c. Exact algebra; it moves the cancellation into float32. dden is taken
 // from the rounded dnum, so that dnum . v_j + dden cancels in the products as it does in exact arithmetic.
 // In the emulation (values ~ N(128, 1), float16, N = 512): dq's error 0.07 %, against 16 % (causal) and
 // 84 % (non-causal, D = 128) without centring, measured against a float64 reference that takes the saved
 // 16-bit output for dden, as the kernel must (FlashAttention's delta does the same).
-// Float16: S or dS is divided by a power of two before it is rounded into shared memory, and the products
-// with it are multiplied back in float32 (linear_tc::state_divisor), so a state past 65504 is no inf.
-// Memory: shared tiles for A, B, V, dNum and the state (5 x D x (D + 8) elements: 45 KiB at D = 64,
-// 170 KiB at D = 128), five float32 vectors and one float per warp; nothing in global memory but inputs
-// and gradients. __launch_bounds__(threads, 1): the grid has 2 B H blocks, about one per SM, so registers
-// (up to 255) are worth more than a second resident block; at D = 64 the default let ptxas stop at 128
-// registers and spill.
+// Float16: S_c or dS_c is divided by a power of two before it is rounded into shared memory, and the
+// products with it are multiplied back in float32 (linear_tc::state_divisor), so a state past 65504 is
+// no inf.
+// Memory: workspace of B H (2 ceil(N / 64) + 1) D (D + 1) floats (the forward's per-chunk states, the
+// full state, the per-chunk gradient states): about 2 N D per (batch, head) at D = 64, 4 N D at D = 128.
+// Shared tiles of a chunk block: A, B, V, dNum (64 x (D + 8) each) and the state (D x (D + 8)), 46 KiB
+// at D = 64 and 104 KiB at D = 128 (A100 and H100-class GPUs; sm_86/89 grant 99 KiB and take the
+// generic kernels at D = 128).
 // Recomputes phi(q), phi(k) and the states; reads the forward's output and den.
 #pragma once
 
+#include "linear_forward_tc.cuh"
 #include "linear_tc_common.cuh"
 
 namespace actattn {
@@ -51,7 +56,14 @@ constexpr int kKeyBlock = 1;
 template <int kD>
 constexpr int shared_bytes() {
   using Sh = linear_tc::Shape<kD>;
-  return 5 * Sh::kTileElems * 2 + (4 * kD + Sh::kWarps) * static_cast<int>(sizeof(float));
+  return (4 * Sh::kTileElems + Sh::kStateElems) * 2 +
+         (2 * kD + 2 * Sh::kChunk + Sh::kWarps) * static_cast<int>(sizeof(float));
+}
+
+template <int kD>
+constexpr int grad_states_shared_bytes() {
+  using Sh = linear_tc::Shape<kD>;
+  return 2 * Sh::kTileElems * 2 + 2 * Sh::kChunk * static_cast<int>(sizeof(float));
 }
 
 template <typename T, int kD>
@@ -59,13 +71,13 @@ struct Tiles {
   using Sh = linear_tc::Shape<kD>;
   T* a;         // scale phi(Q) of a chunk
   T* b;         // phi(K) of a chunk
-  T* v;         // V of a chunk
+  T* v;         // V of a chunk (the key block's centred on m)
   T* dnum;      // dO / den of a chunk
-  T* state;     // S (query block) or dS (key block), rounded
-  float* z;     // z or dz
+  T* state;     // S_c (query block) or dS_c (key block), rounded
+  float* z;     // query block: z_c
+  float* dz_centred;  // key block: dz_c + dS_c m
   float* dden;   // dden of a chunk's rows
   float* shift;  // dnum . m of a chunk's rows, for the chunk's centre m
-  float* dz_centred;  // key block: dz + dS m
   float* slots;  // one float per warp (linear_tc::state_divisor)
 
   __device__ Tiles() {
@@ -74,13 +86,93 @@ struct Tiles {
     v = b + Sh::kTileElems;
     dnum = v + Sh::kTileElems;
     state = dnum + Sh::kTileElems;
-    z = reinterpret_cast<float*>(state + Sh::kTileElems);
-    dden = z + kD;
-    shift = dden + kD;
-    dz_centred = shift + kD;
-    slots = dz_centred + kD;
+    z = reinterpret_cast<float*>(state + Sh::kStateElems);
+    dz_centred = z + kD;
+    dden = dz_centred + kD;
+    shift = dden + Sh::kChunk;
+    slots = shift + Sh::kChunk;
   }
 };
+
+// Grids and workspace of one backward call. Workspace (floats): the forward's per-chunk states
+// (launch 1), the full state (non-causal without the saved one), the per-chunk gradient states.
+struct Plan {
+  static constexpr int kChunk = 64;
+  static_assert(kChunk == linear_forward_tc::kChunk, "launch 1 is the forward's: the same chunks");
+  int64_t heads_total, query_chunks, key_chunks, chunks, entries;
+
+  ACTATTN_HOST_DEVICE explicit Plan(const LinearParams& p)
+      : heads_total(p.shape.batch * p.shape.heads),
+        query_chunks((p.shape.q_len + kChunk - 1) / kChunk),
+        key_chunks((p.shape.k_len + kChunk - 1) / kChunk),
+        chunks(query_chunks > key_chunks ? query_chunks : key_chunks),
+        entries(p.shape.qk_dim * p.shape.v_dim + p.shape.qk_dim) {}
+
+  int64_t workspace_elems() const { return heads_total * (key_chunks + 1 + query_chunks) * entries; }
+  ACTATTN_HOST_DEVICE float* forward_states(float* workspace) const { return workspace; }
+  ACTATTN_HOST_DEVICE float* full_state(float* workspace) const {
+    return workspace + heads_total * key_chunks * entries;
+  }
+  ACTATTN_HOST_DEVICE float* grad_states(float* workspace) const {
+    return full_state(workspace) + heads_total * entries;
+  }
+  // Whether launch 1 runs: dq is asked and the query blocks have no state to read.
+  static bool needs_forward_states(const LinearParams& p) {
+    return p.grad_q.data != nullptr && (p.causal || p.saved_state == nullptr);
+  }
+  linear_tc::ChunkSweep forward_sweep(const LinearParams& p, float* workspace) const {
+    float* full = full_state(workspace);
+    return {forward_states(workspace), heads_total, key_chunks, p.shape.qk_dim * p.shape.v_dim, p.shape.qk_dim,
+            p.initial_state, p.initial_normalizer, full, full + heads_total * p.shape.qk_dim * p.shape.v_dim,
+            /*reverse=*/false, /*exclusive=*/p.causal};
+  }
+  linear_tc::ChunkSweep grad_sweep(const LinearParams& p, float* workspace) const {
+    return {grad_states(workspace), heads_total, query_chunks, p.shape.qk_dim * p.shape.v_dim, p.shape.qk_dim,
+            p.grad_final_state, p.grad_final_normalizer, p.grad_initial_state, p.grad_initial_normalizer,
+            /*reverse=*/true, /*exclusive=*/p.causal};
+  }
+  dim3 grad_states_grid() const { return dim3(static_cast<unsigned>(heads_total * query_chunks)); }
+  dim3 chunk_grads_grid() const { return dim3(static_cast<unsigned>(heads_total * chunks), 2); }
+};
+
+// Launch 2: the share [dS | dz] = A^T [dNum | dden] of one query chunk into the gradient states
+// (shared memory: grad_states_shared_bytes).
+template <typename T, typename Map, int kD>
+__global__ void __launch_bounds__(linear_tc::Shape<kD>::kThreads) grad_states_kernel(const LinearParams p,
+                                                                                     float* workspace) {
+  using Sh = linear_tc::Shape<kD>;
+  constexpr int kLd = Sh::kLd, kChunk = Sh::kChunk, kTiles = Sh::kTiles;
+  T* a_tile = dynamic_shared<T>();
+  T* dnum_tile = a_tile + Sh::kTileElems;
+  float* dden = reinterpret_cast<float*>(dnum_tile + Sh::kTileElems);
+  float* unused_shift = dden + kChunk;
+
+  const Plan plan(p);
+  const int64_t bh = blockIdx.x / plan.query_chunks, b = bh / p.shape.heads, h = bh % p.shape.heads;
+  const int64_t chunk = blockIdx.x % plan.query_chunks, q0 = chunk * kChunk;
+  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp, g = lane / 4, t = lane % 4;
+
+  linear_tc::load_mapped_tile<T, Map, kChunk, kD, Sh::kThreads, 4>(a_tile, kLd, p.q, b, h, q0, p.shape.q_len,
+                                                                   static_cast<float>(p.scale));
+  linear_tc::load_output_grads<T, kChunk, kD>(dnum_tile, kLd, dden, unused_shift, p, b, h, q0, nullptr);
+  __syncthreads();
+
+  float* share = plan.grad_states(workspace) + (bh * plan.query_chunks + chunk) * plan.entries;
+#pragma unroll 1
+  for (int strip = warp; strip < kD / 16; strip += Sh::kWarps) {  // 16 rows of dS each
+    mma::FragC acc[kTiles];
+    mma::zero(acc);
+    mma::mma_shared_a_b<T, kChunk / 16, kTiles, true>(acc, a_tile + strip * 16, kLd, dnum_tile, kLd, lane);
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      float* row = share + (strip * 16 + g + 8 * half) * kD;
+#pragma unroll
+      for (int n = 0; n < kTiles; ++n)
+        *reinterpret_cast<float2*>(row + n * 8 + 2 * t) = make_float2(acc[n].x[2 * half], acc[n].x[2 * half + 1]);
+    }
+  }
+  linear_tc::weighted_column_sums<T, kChunk, kD>(share + kD * kD, a_tile, kLd, dden);
+}
 
 // dq for the chunk at q0: da = dNum S^T + dden z^T + tril(dNum V^T + dden) B, then the map's derivative.
 template <typename T, typename Map, bool kCausal, int kD>
@@ -230,140 +322,101 @@ __device__ __forceinline__ void key_chunk_grads(const LinearParams& p, const Til
   store(p.grad_k, db, true);
 }
 
-// dz + dS m into dz_centred: the vector db takes when V was centred on m (db_j = dS (v_j - m) + dz + dS m,
-// the last two summed here in float32 from the unrounded dS). Each row's sum is over the 4 lanes that
-// hold its columns. Read after the next barrier.
-template <typename T, int kD>
-__device__ __forceinline__ void centre_normalizer_grad(const mma::FragC (&ds)[kD / 8], const Tiles<T, kD>& sm,
-                                                       const T* centre, int warp, int lane) {
-  const int g = lane / 4, t = lane % 4;
-#pragma unroll
-  for (int half = 0; half < 2; ++half) {
-    float sum = 0.f;
-    if (centre != nullptr) {
-#pragma unroll
-      for (int n = 0; n < kD / 8; ++n) {
-        const float2 m = linear_tc::unpack<T>(*reinterpret_cast<const uint32_t*>(centre + n * 8 + 2 * t));
-        sum += ds[n].x[2 * half] * m.x + ds[n].x[2 * half + 1] * m.y;
-      }
-    }
-    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-    const int row = warp * 16 + g + 8 * half;
-    if (t == 0) sm.dz_centred[row] = sm.z[row] + sum;
-  }
-}
-
+// Launch 4: the query block (dq) or the key block (dk, dv) of one chunk.
 template <typename T, typename Map, bool kCausal, int kD>
-__global__ void __launch_bounds__(linear_tc::Shape<kD>::kThreads, 1) backward_kernel(const LinearParams p) {
+__global__ void __launch_bounds__(linear_tc::Shape<kD>::kThreads) chunk_grads_kernel(const LinearParams p,
+                                                                                     float* workspace) {
   using Sh = linear_tc::Shape<kD>;
-  constexpr int kLd = Sh::kLd, kChunk = Sh::kChunk, kTiles = Sh::kTiles;
+  constexpr int kLd = Sh::kLd, kChunk = Sh::kChunk, kThreads = Sh::kThreads;
   const Tiles<T, kD> sm;
   const AttentionShape s = p.shape;
-  const int64_t bh = blockIdx.x, b = bh / s.heads, h = bh % s.heads;
+  const Plan plan(p);
+  const bool query_block = blockIdx.y == kQueryBlock;
+  const int64_t bh = blockIdx.x / plan.chunks, b = bh / s.heads, h = bh % s.heads;
+  const int64_t chunk = blockIdx.x % plan.chunks, c0 = chunk * kChunk;
+  // Whole blocks return before any barrier: past their role's chunks, or with nothing asked of them.
+  if (chunk >= (query_block ? plan.query_chunks : plan.key_chunks)) return;
+  if ((query_block ? p.grad_q.data : p.grad_k.data) == nullptr) return;
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
   const int64_t keys = keys_of(p.key_lengths, b, s.k_len);
   const float scale = static_cast<float>(p.scale);
-  auto state_of = [&](const void* base) { return base ? static_cast<const float*>(base) + bh * kD * kD : nullptr; };
-  auto vector_of = [&](const void* base) { return base ? static_cast<const float*>(base) + bh * kD : nullptr; };
-  // The chunk at c0's centre m: the output row of its last query (the last row, past the end), a
-  // weighted mean of the values near the chunk's. Null (no centring) without normalisation.
-  auto centre_of = [&](int64_t c0) -> const T* {
-    if (!p.normalize || s.q_len == 0) return nullptr;
-    return row_ptr<const T>(p.out, b, h, c0 + kChunk - 1 < s.q_len ? c0 + kChunk - 1 : s.q_len - 1);
-  };
-  auto load_keys = [&](int64_t k0, const T* centre) {
-    linear_tc::load_mapped_tile<T, Map, kChunk, kD, Sh::kThreads, 1>(sm.b, kLd, p.k, b, h, k0, keys, 1.f);
-    linear_tc::load_centred_tile<T, kChunk, kD>(sm.v, kLd, p.v, b, h, k0, keys, centre);
-  };
-  auto load_queries = [&](int64_t q0, const T* centre) {
-    linear_tc::load_mapped_tile<T, Map, kChunk, kD, Sh::kThreads, 1>(sm.a, kLd, p.q, b, h, q0, s.q_len, scale);
-    linear_tc::load_output_grads<T, kD>(sm.dnum, kLd, sm.dden, sm.shift, p, b, h, q0, centre);
-  };
+  // The chunk's centre m: the output row of its last query (the last row, past the end), a weighted mean
+  // of the values near the chunk's. Null (no centring) without normalisation.
+  const T* centre = !p.normalize || s.q_len == 0
+                        ? nullptr
+                        : row_ptr<const T>(p.out, b, h, c0 + kChunk - 1 < s.q_len ? c0 + kChunk - 1 : s.q_len - 1);
 
-  mma::FragC state[kTiles];  // the query block's S, or the key block's dS: rows [16 warp, 16 warp + 16)
-  if (blockIdx.y == kQueryBlock) {
-    if (p.grad_q.data == nullptr) return;  // dq not asked for (the whole block: no barrier is shared)
-    linear_tc::load_state<kD>(state, state_of(p.initial_state), warp, lane);
-    linear_tc::load_vector<kD>(sm.z, vector_of(p.initial_normalizer));
-    // S += B^T V, z += B^T 1 for the chunk in the tiles; callers put a barrier after z's last reader.
-    auto absorb_keys = [&] {
-      mma::mma_shared_a_b<T, kChunk / 16, kTiles, true>(state, sm.b + warp * 16, kLd, sm.v, kLd, lane);
-      linear_tc::add_column_sums<T, kD>(sm.z, sm.b, kLd, nullptr);
-    };
-    if constexpr (!kCausal) {
-      if (p.saved_state != nullptr) {  // the forward's state over all keys: no pass over the keys
-        linear_tc::load_state<kD>(state, state_of(p.saved_state), warp, lane);
-        linear_tc::load_vector<kD>(sm.z, vector_of(p.saved_normalizer));
-      } else {
-        for (int64_t k0 = 0; k0 < keys; k0 += kChunk) {
-          __syncthreads();
-          load_keys(k0, nullptr);
-          __syncthreads();
-          absorb_keys();
-        }
-      }
+  if (query_block) {
+    if constexpr (kCausal) {  // S_c + B^T V needs the values as they are; m enters through S_c's rounding
+      linear_tc::load_mapped_tile<T, Map, kChunk, kD, kThreads, 4>(sm.b, kLd, p.k, b, h, c0, keys, 1.f);
+      linear_tc::load_centred_tile<T, kChunk, kD>(sm.v, kLd, p.v, b, h, c0, keys, nullptr);
     }
-    for (int64_t q0 = 0; q0 < s.q_len; q0 += kChunk) {
-      __syncthreads();
-      // S + B^T V needs the values as they are; the centre enters through S_c's rounding and shift.
-      if constexpr (kCausal) load_keys(q0, nullptr);
-      const T* centre = centre_of(q0);
-      linear_tc::load_output_grads<T, kD>(sm.dnum, kLd, sm.dden, sm.shift, p, b, h, q0, centre);
-      const float sigma =
-          linear_tc::round_state_into<T, kD>(sm.state, kLd, state, warp, lane, sm.slots, sm.z, centre);
-      __syncthreads();
-      query_chunk_grads<T, Map, kCausal, kD>(p, sm, b, h, q0, sigma);
-      if constexpr (kCausal) {
-        __syncthreads();  // every warp has read z
-        absorb_keys();
-      }
-    }
+    linear_tc::load_output_grads<T, kChunk, kD>(sm.dnum, kLd, sm.dden, sm.shift, p, b, h, c0, centre);
+    // Causal: the state before the chunk; non-causal: the full state, saved by the forward or launch 1's.
+    const float* state = kCausal ? plan.forward_states(workspace) + (bh * plan.key_chunks + chunk) * plan.entries
+                         : p.saved_state != nullptr ? static_cast<const float*>(p.saved_state) + bh * kD * kD
+                                                    : plan.full_state(workspace) + bh * kD * kD;
+    const float* z = kCausal ? state + kD * kD
+                     : p.saved_state != nullptr
+                         ? static_cast<const float*>(p.saved_normalizer) + bh * kD
+                         : plan.full_state(workspace) + plan.heads_total * kD * kD + bh * kD;
+    linear_tc::load_vector<kD>(sm.z, z);
+    const float sigma = linear_tc::round_state_tile<T, kD, kThreads>(sm.state, kLd, state, z, centre, sm.slots);
+    query_chunk_grads<T, Map, kCausal, kD>(p, sm, b, h, c0, sigma);
     return;
   }
 
-  linear_tc::load_state<kD>(state, state_of(p.grad_final_state), warp, lane);
-  linear_tc::load_vector<kD>(sm.z, vector_of(p.grad_final_normalizer));
-  // dS += A^T dNum, dz += A^T dden for the chunk in the tiles.
-  auto absorb_queries = [&] {
-    mma::mma_shared_a_b<T, kChunk / 16, kTiles, true>(state, sm.a + warp * 16, kLd, sm.dnum, kLd, lane);
-    linear_tc::add_column_sums<T, kD>(sm.z, sm.a, kLd, sm.dden);
-  };
-  if constexpr (!kCausal) {
-    for (int64_t q0 = 0; q0 < s.q_len; q0 += kChunk) {
-      __syncthreads();
-      load_queries(q0, nullptr);
-      __syncthreads();
-      absorb_queries();
-    }
+  linear_tc::load_mapped_tile<T, Map, kChunk, kD, kThreads, 4>(sm.b, kLd, p.k, b, h, c0, keys, 1.f);
+  linear_tc::load_centred_tile<T, kChunk, kD>(sm.v, kLd, p.v, b, h, c0, keys, centre);
+  if constexpr (kCausal) {
+    linear_tc::load_mapped_tile<T, Map, kChunk, kD, kThreads, 4>(sm.a, kLd, p.q, b, h, c0, s.q_len, scale);
+    linear_tc::load_output_grads<T, kChunk, kD>(sm.dnum, kLd, sm.dden, sm.shift, p, b, h, c0, centre);
   }
-  // Causal: the reverse sweep, which without dk, dv still absorbs each chunk's queries (into dS, dz).
-  // Non-causal: dS, dz are complete; the key pass is only for dk, dv.
-  const bool wants_kv = p.grad_k.data != nullptr;  // the same in every thread: the barriers stay matched
-  const int64_t chunks = (kCausal || wants_kv) ? (s.k_len + kChunk - 1) / kChunk : 0;
-  const bool key_work = !kCausal || wants_kv;  // within the loop (non-causal: it runs only for dk, dv)
-  for (int64_t c = chunks - 1; c >= 0; --c) {
-    const int64_t k0 = c * kChunk;
-    __syncthreads();
-    const T* centre = centre_of(k0);
-    if (key_work) {
-      load_keys(k0, centre);
-      centre_normalizer_grad(state, sm, centre, warp, lane);
+  // Causal: what the later chunks send this one (launch 3); non-causal: the total, the initial state's.
+  const float* ds = kCausal ? plan.grad_states(workspace) + (bh * plan.query_chunks + chunk) * plan.entries
+                            : static_cast<const float*>(p.grad_initial_state) + bh * kD * kD;
+  const float* dz = kCausal ? ds + kD * kD : static_cast<const float*>(p.grad_initial_normalizer) + bh * kD;
+  // dz + dS m: the vector db takes when V is centred on m (db_j = dS (v_j - m) + dz + dS m), summed in
+  // float32 from the unrounded dS, one warp per row.
+  for (int row = warp; row < kD; row += Sh::kWarps) {
+    float sum = 0.f;
+    if (centre != nullptr) {
+      for (int c = lane; c < kD; c += kWarp) sum += ds[row * kD + c] * to_acc<float>(centre[c]);
     }
-    if constexpr (kCausal) load_queries(k0, centre);
-    const float sigma =
-        key_work ? linear_tc::round_state_into<T, kD>(sm.state, kLd, state, warp, lane, sm.slots) : 1.f;
-    __syncthreads();
-    if (key_work) key_chunk_grads<T, Map, kCausal, kD>(p, sm, b, h, k0, keys, sigma);
-    if constexpr (kCausal) {
-      __syncthreads();  // every warp has read dz
-      absorb_queries();
-    }
+    sum = warp_sum(sum);
+    if (lane == 0) sm.dz_centred[row] = dz[row] + sum;
   }
-  linear_tc::store_state<kD>(state, static_cast<float*>(p.grad_initial_state) + bh * kD * kD, warp, lane);
-  // Each thread stores the entries of dz it summed itself (add_column_sums), so no barrier is needed.
-  for (int d = threadIdx.x; d < kD; d += blockDim.x)
-    static_cast<float*>(p.grad_initial_normalizer)[bh * kD + d] = sm.z[d];
+  const float sigma = linear_tc::round_state_tile<T, kD, kThreads>(sm.state, kLd, ds, nullptr, nullptr, sm.slots);
+  key_chunk_grads<T, Map, kCausal, kD>(p, sm, b, h, c0, keys, sigma);
+}
+
+// The backward's launches in order. `launch(kernel, grid, shared_bytes, name, args...)` starts one with
+// Shape<kD>::kThreads threads: a CUDA launch in linear_backward_tc.cu, an emulated one in tests/emulation.
+template <typename T, typename Map, bool kCausal, int kD, typename Launch>
+void run(const LinearParams& p, float* workspace, Launch&& launch) {
+  namespace fwd = linear_forward_tc;
+  static_assert(linear_tc::Shape<kD>::kThreads == fwd::kThreads, "one block size for every launch");
+  const Plan plan(p);
+  if (plan.heads_total == 0) return;
+  if (Plan::needs_forward_states(p)) {
+    const fwd::Plan forward(p);
+    if (forward.key_chunks > 0) {
+      launch(fwd::chunk_states_kernel<T, Map, kD, kD>, forward.states_grid(), fwd::states_shared_bytes<kD>(),
+             "linear_attention_backward (tensor cores, chunk states)", p, plan.forward_states(workspace));
+    }
+    launch(linear_tc::sweep_states_kernel, plan.forward_sweep(p, workspace).grid(), 0,
+           "linear_attention_backward (tensor cores, state prefix)", plan.forward_sweep(p, workspace));
+  }
+  if (plan.query_chunks > 0) {
+    launch(grad_states_kernel<T, Map, kD>, plan.grad_states_grid(), grad_states_shared_bytes<kD>(),
+           "linear_attention_backward (tensor cores, chunk gradient states)", p, workspace);
+  }
+  launch(linear_tc::sweep_states_kernel, plan.grad_sweep(p, workspace).grid(), 0,
+         "linear_attention_backward (tensor cores, gradient state suffix)", plan.grad_sweep(p, workspace));
+  if (plan.chunks > 0) {
+    launch(chunk_grads_kernel<T, Map, kCausal, kD>, plan.chunk_grads_grid(), shared_bytes<kD>(),
+           "linear_attention_backward (tensor cores, chunk gradients)", p, workspace);
+  }
 }
 
 }  // namespace linear_backward_tc

@@ -6,10 +6,10 @@
 //  1. chunk_states_kernel, one block per (batch, head, key chunk, 64 value columns), all independent:
 //     the chunk's contribution [dS | dz] = B^T [V | 1], one product on mma.sync whose extra column of
 //     ones makes the normaliser's column sums.
-//  2. prefix_states_kernel, one thread per entry of [S | z]: walks the chunks in order, adding, and
-//     (causal) overwrites each contribution with the state before it: S_0 + the earlier chunks', what
-//     the chunk's queries see from outside it. Writes the final state. The only sequential step: N / 64
-//     additions per entry, no products.
+//  2. linear_tc::sweep_states_kernel, one thread per entry of [S | z]: walks the chunks in order, adding,
+//     and (causal) overwrites each contribution with the state before it: S_0 + the earlier chunks',
+//     what the chunk's queries see from outside it. Writes the final state. The only sequential step:
+//     N / 64 additions per entry, no products.
 //  3. chunk_outputs_kernel, one block per (batch, head, query chunk, 64 value columns), independent:
 //     [num | den] = A [S_c | z_c] + tril(A B^T) [V | 1], o = num / (den + eps): the state's part and the
 //     intra-chunk part of both come from the same two products. The masked score blocks tril(A B^T) are
@@ -60,8 +60,11 @@ struct Plan {
   // Per (batch, head, key chunk): its contribution [dS | dz], then (causal) the state before it.
   int64_t workspace_elems() const { return heads_total * key_chunks * entries; }
   dim3 states_grid() const { return dim3(static_cast<unsigned>(heads_total * key_chunks), column_blocks); }
-  dim3 prefix_grid() const {
-    return dim3(static_cast<unsigned>(heads_total * ((entries + kThreads - 1) / kThreads)));
+  // Launch 2 over the contributions in `workspace`, from the initial state, into the final state.
+  linear_tc::ChunkSweep sweep(const LinearParams& p, float* workspace) const {
+    return {workspace,       heads_total,          key_chunks,      p.shape.qk_dim * p.shape.v_dim,
+            p.shape.qk_dim,  p.initial_state,      p.initial_normalizer, p.final_state,
+            p.final_normalizer, /*reverse=*/false, /*exclusive=*/p.causal};
   }
   dim3 outputs_grid() const { return dim3(static_cast<unsigned>(heads_total * query_chunks), column_blocks); }
 };
@@ -195,36 +198,6 @@ __global__ void __launch_bounds__(kThreads) chunk_states_kernel(const LinearPara
   }
 }
 
-// Launch 2: per entry of [S | z] of one (batch, head), the running sum over the chunks from the initial
-// state on; causal: each chunk's contribution is replaced by the state before it. Writes the final state.
-__global__ void __launch_bounds__(kThreads) prefix_states_kernel(const LinearParams p, float* workspace) {
-  const Plan plan(p);
-  const int64_t blocks_per_head = (plan.entries + kThreads - 1) / kThreads;
-  const int64_t bh = blockIdx.x / blocks_per_head;
-  const int64_t e = (blockIdx.x % blocks_per_head) * kThreads + threadIdx.x;
-  if (e >= plan.entries) return;
-  const int64_t state_entries = p.shape.qk_dim * p.shape.v_dim;
-  const bool is_norm = e >= state_entries;
-  const float* initial = static_cast<const float*>(is_norm ? p.initial_normalizer : p.initial_state);
-  float* final_value = static_cast<float*>(is_norm ? p.final_normalizer : p.final_state);
-  const int64_t at = is_norm ? bh * p.shape.qk_dim + (e - state_entries) : bh * state_entries + e;
-
-  float running = initial != nullptr ? initial[at] : 0.f;
-  float* entry = workspace + bh * plan.key_chunks * plan.entries + e;
-  constexpr int kInFlight = 8;  // chunks read ahead, so that their loads overlap
-  for (int64_t c0 = 0; c0 < plan.key_chunks; c0 += kInFlight) {
-    float delta[kInFlight];
-#pragma unroll
-    for (int i = 0; i < kInFlight; ++i) delta[i] = c0 + i < plan.key_chunks ? entry[(c0 + i) * plan.entries] : 0.f;
-#pragma unroll
-    for (int i = 0; i < kInFlight; ++i) {
-      if (p.causal && c0 + i < plan.key_chunks) entry[(c0 + i) * plan.entries] = running;
-      running += delta[i];
-    }
-  }
-  final_value[at] = running;
-}
-
 // Launch 3: the output of one query chunk, columns [64 blockIdx.y, +64), and its den (first column block).
 template <typename T, typename Map, bool kCausal, int kDk, int kDv>
 __global__ void __launch_bounds__(kThreads) chunk_outputs_kernel(const LinearParams p, const float* workspace) {
@@ -298,6 +271,24 @@ __global__ void __launch_bounds__(kThreads) chunk_outputs_kernel(const LinearPar
       *reinterpret_cast<uint32_t*>(out_row + n * 8 + 2 * t) =
           mma::pack<T>(acc[n].x[2 * half] * out_scale, acc[n].x[2 * half + 1] * out_scale);
     }
+  }
+}
+
+// The forward's launches in order. `launch(kernel, grid, shared_bytes, name, args...)` starts one with
+// kThreads threads: a CUDA launch in linear_forward_tc.cu, an emulated one in tests/emulation.
+template <typename T, typename Map, bool kCausal, int kD, typename Launch>
+void run(const LinearParams& p, float* workspace, Launch&& launch) {
+  const Plan plan(p);
+  if (plan.heads_total == 0) return;
+  if (plan.key_chunks > 0) {
+    launch(chunk_states_kernel<T, Map, kD, kD>, plan.states_grid(), states_shared_bytes<kD>(),
+           "linear_attention_forward (tensor cores, chunk states)", p, workspace);
+  }
+  launch(linear_tc::sweep_states_kernel, plan.sweep(p, workspace).grid(), 0,
+         "linear_attention_forward (tensor cores, state prefix)", plan.sweep(p, workspace));
+  if (plan.query_chunks > 0) {
+    launch(chunk_outputs_kernel<T, Map, kCausal, kD, kD>, plan.outputs_grid(), outputs_shared_bytes<kD>(),
+           "linear_attention_forward (tensor cores, chunk outputs)", p, static_cast<const float*>(workspace));
   }
 }
 

@@ -1,12 +1,7 @@
 // Shared pieces of the tensor-core linear attention kernels (linear_forward_tc.cuh,
-// linear_backward_tc.cuh): tile loads with the feature map fused, the float32 state a block keeps in
-// mma accumulator fragments, and the power-of-two scaling that keeps a float16 state in range.
-//
-// Shape is the backward's block (the forward's chunk-parallel kernels have their own, chunks of 64):
-// head dim D (= Dk = Dv, 64 or 128), D / 16 warps, chunks of D positions. Warp w owns rows
-// [16 w, 16 w + 16) of the D x D state and rows [16 w, 16 w + 16) of each chunk, so every product of a
-// chunk step is a 16-row strip per warp and the state never leaves registers between chunks; it is
-// rounded to the input type into shared memory only as a right-hand factor of a product.
+// linear_backward_tc.cuh): tile loads with the feature map fused, the power-of-two scaling that keeps a
+// float16 state in range, and the sweep over per-chunk states that is the one sequential step of both
+// chunk-parallel schedules.
 #pragma once
 
 #include "../key_lengths.h"
@@ -18,16 +13,19 @@ namespace actattn {
 namespace cuda {
 namespace linear_tc {
 
+// A chunk block of the backward: head dim D (= Dk = Dv, 64 or 128), chunks of 64 positions whatever D,
+// 4 warps; warp w owns rows [16 w, 16 w + 16) of the chunk, so every product is a 16-row strip per warp.
 template <int kD>
 struct Shape {
   static_assert(kD == 64 || kD == 128, "tiled head dims");
-  static constexpr int kWarps = kD / 16;
+  static constexpr int kChunk = 64;
+  static constexpr int kWarps = kChunk / 16;
   static constexpr int kThreads = kWarps * kWarp;
-  static constexpr int kChunk = kD;     // positions per chunk: one 16-row strip per warp
   static constexpr int kLd = kD + 8;    // padded rows: ldmatrix's 8 row addresses fall in distinct banks
   static constexpr int kTiles = kD / 8;  // n-tiles across a D-wide row strip
-  static constexpr int kSteps = kD / 16;
-  static constexpr int kTileElems = kChunk * kLd;
+  static constexpr int kSteps = kD / 16;  // k-steps of a product over D
+  static constexpr int kTileElems = kChunk * kLd;  // a chunk's rows
+  static constexpr int kStateElems = kD * kLd;     // a D x D state
 };
 
 template <typename T>
@@ -71,33 +69,6 @@ __device__ __forceinline__ void load_mapped_tile(T* shared, int ld, const RowVie
   }
 }
 
-// A (D x D, float32, contiguous) state of one (batch, head) into the calling warp's row strip; null: zero.
-template <int kD>
-__device__ __forceinline__ void load_state(mma::FragC (&strip)[kD / 8], const float* state, int warp, int lane) {
-  mma::zero(strip);
-  if (state == nullptr) return;
-  const int g = lane / 4, t = lane % 4;
-#pragma unroll
-  for (int n = 0; n < kD / 8; ++n) {
-#pragma unroll
-    for (int r = 0; r < 4; ++r) strip[n].x[r] = state[(warp * 16 + g + 8 * (r >> 1)) * kD + n * 8 + 2 * t + (r & 1)];
-  }
-}
-
-template <int kD>
-__device__ __forceinline__ void store_state(const mma::FragC (&strip)[kD / 8], float* state, int warp, int lane) {
-  const int g = lane / 4, t = lane % 4;
-#pragma unroll
-  for (int n = 0; n < kD / 8; ++n) {
-#pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      float* out = state + (warp * 16 + g + 8 * half) * kD + n * 8 + 2 * t;
-      out[0] = strip[n].x[2 * half];
-      out[1] = strip[n].x[2 * half + 1];
-    }
-  }
-}
-
 // The power of two sigma a float32 state is divided by before it is rounded to T: float16 (largest
 // finite 65504) gets sigma with largest / sigma <= 2^14, so a state that grows with N neither overflows
 // nor loses relative precision (the division is exact); bfloat16 has float32's range and gets 1.
@@ -130,35 +101,42 @@ __device__ __forceinline__ void multiply(mma::FragC (&acc)[N], float sigma) {
   }
 }
 
-// The warp's strip of the state, centred (S - z m^T, where z and the centre m are given: see
-// linear_backward_tc.cuh) and divided by state_divisor's sigma, rounded to T, into rows
-// [16 warp, 16 warp + 16) of a shared D x D tile; returns sigma. Every thread of the block calls it.
-template <typename T, int kD>
-__device__ __forceinline__ float round_state_into(T* tile, int ld, const mma::FragC (&strip)[kD / 8], int warp,
-                                                  int lane, float* slots, const float* z = nullptr,
-                                                  const T* centre = nullptr) {
-  const int g = lane / 4, t = lane % 4;
-  // Entry r of n-tile n (row g + 8 (r / 2), column n * 8 + 2 t + r % 2 of the strip), centred.
-  auto entry = [&](int n, int r) {
-    const float x = strip[n].x[r];
-    if (centre == nullptr) return x;
-    return x - z[warp * 16 + g + 8 * (r >> 1)] * to_acc<float>(centre[n * 8 + 2 * t + (r & 1)]);
+// A float32 D x D state (row-major at `state`), centred on m when `centre` is given (S - z m^T, z a
+// float32 D-vector; see linear_backward_tc.cuh), divided by state_divisor's sigma and rounded to T into
+// a shared tile (ld); returns sigma. Float16 reads the state twice (its largest entry first), bfloat16
+// once. Every thread of the block calls it; it ends with a barrier after which the tile may be read.
+template <typename T, int kD, int kThreads>
+__device__ __forceinline__ float round_state_tile(T* tile, int ld, const float* state, const float* z,
+                                                  const T* centre, float* slots) {
+  constexpr int kQuads = kD * kD / 4;
+  static_assert(kQuads % kThreads == 0, "whole float4s per thread");
+  auto quad = [&](int idx) {  // entries (row, col .. col + 3) of quad idx, centred
+    const int row = idx / (kD / 4), col = (idx % (kD / 4)) * 4;
+    float4 x = *reinterpret_cast<const float4*>(state + row * kD + col);
+    if (centre != nullptr) {
+      const float zr = z[row];
+      x.x -= zr * to_acc<float>(centre[col]);
+      x.y -= zr * to_acc<float>(centre[col + 1]);
+      x.z -= zr * to_acc<float>(centre[col + 2]);
+      x.w -= zr * to_acc<float>(centre[col + 3]);
+    }
+    return x;
   };
-  float largest = 0.f;  // unused (and compiled away) but for float16
-#pragma unroll
-  for (int n = 0; n < kD / 8; ++n) {
-#pragma unroll
-    for (int r = 0; r < 4; ++r) largest = fmaxf(largest, fabsf(entry(n, r)));
-  }
-  const float sigma = state_divisor<T, kD / 16>(largest, slots), inverse = 1.f / sigma;
-#pragma unroll
-  for (int n = 0; n < kD / 8; ++n) {
-#pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      *reinterpret_cast<uint32_t*>(tile + (warp * 16 + g + 8 * half) * ld + n * 8 + 2 * t) =
-          mma::pack<T>(entry(n, 2 * half) * inverse, entry(n, 2 * half + 1) * inverse);
+  float largest = 0.f;
+  if constexpr (std::is_same_v<T, __half>) {
+    for (int idx = threadIdx.x; idx < kQuads; idx += kThreads) {
+      const float4 x = quad(idx);
+      largest = fmaxf(largest, fmaxf(fmaxf(fabsf(x.x), fabsf(x.y)), fmaxf(fabsf(x.z), fabsf(x.w))));
     }
   }
+  const float sigma = state_divisor<T, kThreads / kWarp>(largest, slots), inverse = 1.f / sigma;
+  for (int idx = threadIdx.x; idx < kQuads; idx += kThreads) {
+    const float4 x = quad(idx);
+    const int row = idx / (kD / 4), col = (idx % (kD / 4)) * 4;
+    *reinterpret_cast<uint2*>(tile + row * ld + col) =
+        make_uint2(mma::pack<T>(x.x * inverse, x.y * inverse), mma::pack<T>(x.z * inverse, x.w * inverse));
+  }
+  __syncthreads();
   return sigma;
 }
 
@@ -195,28 +173,28 @@ __device__ __forceinline__ void load_vector(float* shared, const float* vector) 
   for (int d = threadIdx.x; d < kD; d += blockDim.x) shared[d] = vector == nullptr ? 0.f : vector[d];
 }
 
-// vector[d] += sum_r weights[r] * tile[r][d] over a chunk (weights null: all one): z += phi(K)^T 1 and
-// dz += A^T dden. Each thread owns whole entries, so no two threads write the same one.
-template <typename T, int kD>
-__device__ __forceinline__ void add_column_sums(float* vector, const T* tile, int ld, const float* weights) {
+// vector[d] = sum_r weights[r] * tile[r][d] over kRows rows (dz's share of a chunk, A^T dden), summed in
+// float32. Each thread owns whole entries, so no two threads write the same one.
+template <typename T, int kRows, int kD>
+__device__ __forceinline__ void weighted_column_sums(float* vector, const T* tile, int ld, const float* weights) {
   for (int d = threadIdx.x; d < kD; d += blockDim.x) {
     float sum = 0.f;
-    for (int r = 0; r < kD; ++r) sum += to_acc<float>(tile[r * ld + d]) * (weights == nullptr ? 1.f : weights[r]);
-    vector[d] += sum;
+    for (int r = 0; r < kRows; ++r) sum += to_acc<float>(tile[r * ld + d]) * weights[r];
+    vector[d] = sum;
   }
 }
 
-// The incoming gradient of a chunk's rows [q0, q0 + D) as the backward's two factors: into `tile`,
+// The incoming gradient of a chunk's rows [q0, q0 + kRows) as the backward's two factors: into `tile`,
 // dnum = dO / den rounded to T (dO when not normalising); into dden, -(dnum . O) (zero when not
 // normalising), float32, taken from the rounded dnum so that dnum . v_j + dden, which the products
 // form, cancels to dnum . (v_j - o) without the rounding's error; into shift, dnum . m for the centre
 // row m (zero when null). Rows past the end are zero. One warp per row, two columns per lane and step.
-template <typename T, int kD>
+template <typename T, int kRows, int kD>
 __device__ __forceinline__ void load_output_grads(T* tile, int ld, float* dden, float* shift, const LinearParams& p,
                                                   int64_t b, int64_t h, int64_t q0, const T* centre) {
   const AttentionShape& s = p.shape;
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
-  for (int r = warp; r < kD; r += blockDim.x / kWarp) {
+  for (int r = warp; r < kRows; r += blockDim.x / kWarp) {
     const int64_t i = q0 + r;
     const bool inside = i < s.q_len;
     const float inv_den =
@@ -247,6 +225,54 @@ __device__ __forceinline__ void load_output_grads(T* tile, int ld, float* dden, 
       shift[r] = centre_dot;
     }
   }
+}
+
+// The sequential step of the chunk-parallel schedules: per (batch, head) and entry of the per-chunk
+// states [S | z] (entry e of chunk c at workspace[(bh chunks + c) entries + e], entries = Dk Dv + Dk), a
+// running sum over the chunks, in order or in reverse, starting from a given state (null: zero).
+// Exclusive: each chunk's share is replaced by the sum before it (the state a chunk sees from outside
+// it). The sum over all chunks goes to `total` (null: not kept). One thread per entry; N / 64
+// additions each, no products.
+struct ChunkSweep {
+  float* workspace;
+  int64_t heads_total, chunks, state_entries, norm_entries;  // state_entries = Dk Dv, norm_entries = Dk
+  const void* start_state;
+  const void* start_norm;
+  void* total_state;
+  void* total_norm;
+  bool reverse, exclusive;
+
+  static constexpr int kThreads = 4 * kWarp;
+  ACTATTN_HOST_DEVICE int64_t entries() const { return state_entries + norm_entries; }
+  ACTATTN_HOST_DEVICE int64_t blocks_per_head() const { return (entries() + kThreads - 1) / kThreads; }
+  dim3 grid() const { return dim3(static_cast<unsigned>(heads_total * blocks_per_head())); }
+};
+
+__global__ void __launch_bounds__(ChunkSweep::kThreads) sweep_states_kernel(const ChunkSweep sweep) {
+  const int64_t bh = blockIdx.x / sweep.blocks_per_head();
+  const int64_t e = (blockIdx.x % sweep.blocks_per_head()) * ChunkSweep::kThreads + threadIdx.x;
+  if (e >= sweep.entries()) return;
+  const bool is_norm = e >= sweep.state_entries;
+  const float* start = static_cast<const float*>(is_norm ? sweep.start_norm : sweep.start_state);
+  float* total = static_cast<float*>(is_norm ? sweep.total_norm : sweep.total_state);
+  const int64_t at = is_norm ? bh * sweep.norm_entries + (e - sweep.state_entries) : bh * sweep.state_entries + e;
+
+  float running = start != nullptr ? start[at] : 0.f;
+  float* entry = sweep.workspace + bh * sweep.chunks * sweep.entries() + e;
+  const int64_t step = sweep.reverse ? -sweep.entries() : sweep.entries();
+  if (sweep.reverse) entry += (sweep.chunks - 1) * sweep.entries();
+  constexpr int kInFlight = 8;  // chunks read ahead, so that their loads overlap
+  for (int64_t c0 = 0; c0 < sweep.chunks; c0 += kInFlight) {
+    float share[kInFlight];
+#pragma unroll
+    for (int i = 0; i < kInFlight; ++i) share[i] = c0 + i < sweep.chunks ? entry[(c0 + i) * step] : 0.f;
+#pragma unroll
+    for (int i = 0; i < kInFlight; ++i) {
+      if (sweep.exclusive && c0 + i < sweep.chunks) entry[(c0 + i) * step] = running;
+      running += share[i];
+    }
+  }
+  if (total != nullptr) total[at] = running;
 }
 
 }  // namespace linear_tc

@@ -81,9 +81,9 @@ inline bool quadratic_takes_tensor_cores(const QuadraticParams& p, bool backward
 int linear_forward_tensor_core_shared_bytes(int64_t dim);
 int linear_backward_tensor_core_shared_bytes(int64_t dim);
 
-// The linear backward also needs the whole D x D state per block to fit in shared memory: D = 128's
-// backward (170 KiB) runs on H100-class parts and takes the generic kernels elsewhere. The chunk-parallel
-// forward's tiles (67 KiB at D = 128) fit every sm_80+ GPU.
+// The chunk-parallel backward's blocks hold a D x D state tile besides four chunk tiles: 104 KiB at
+// D = 128, which A100 and H100-class GPUs grant and sm_86/89 (99 KiB) do not; those take the generic
+// kernels at D = 128. The forward's tiles (67 KiB at D = 128) fit every sm_80+ GPU.
 inline const char* linear_tensor_core_refusal(const LinearParams& p, bool backward) {
   if (const char* refusal = common_tensor_core_refusal(p, backward)) return refusal;
   if (!is_half_type(p.dtype)) return nullptr;
@@ -94,7 +94,7 @@ inline const char* linear_tensor_core_refusal(const LinearParams& p, bool backwa
                               : linear_forward_tensor_core_shared_bytes(p.shape.qk_dim);
   if (shared > device_shared_bytes_optin()) {
     return "the GPU grants a block less shared memory than the tensor-core kernel needs (the linear backward "
-           "at D = 128 needs 171 KiB: H100-class GPUs)";
+           "at D = 128 needs 104 KiB: A100 and H100-class GPUs)";
   }
   return nullptr;
 }
@@ -109,7 +109,10 @@ void quadratic_backward_tensor_core(const QuadraticParams& params, cudaStream_t 
 // Float32 elements of params.workspace the chunk-parallel forward needs (per-chunk states).
 int64_t linear_forward_tensor_core_workspace(const LinearParams& params);
 void linear_forward_tensor_core(const LinearParams& params, cudaStream_t stream);
-// dq, dk, dv and the initial state's gradients; needs no workspace.
+// Float32 elements of params.workspace the chunk-parallel backward needs (per-chunk states and their
+// gradients).
+int64_t linear_backward_tensor_core_workspace(const LinearParams& params);
+// dq, dk, dv and the initial state's gradients.
 void linear_backward_tensor_core(const LinearParams& params, cudaStream_t stream);
 
 }  // namespace cuda

@@ -61,27 +61,21 @@ struct Case {
   }
 };
 
+// The forward's or the backward's launches, as linear_*_tc.cu make them (their run()), each emulated.
+// The workspace starts as NaN: the kernels must write every entry they read.
 template <typename T, int kD, typename Map, bool kCausal>
-void run_kernels(const Case& c, LinearParams& p, bool backward) {
+void run_kernels(LinearParams& p, bool backward) {
   using namespace actattn::cuda;
-  const unsigned bh = static_cast<unsigned>(c.batch * c.heads);
+  auto launch = [](auto kernel, dim3 grid, int, const char*, const auto&... args) {
+    emulation::launch(grid, linear_tc::Shape<kD>::kThreads, [&] { kernel(args...); });
+  };
+  std::vector<float> workspace(
+      backward ? linear_backward_tc::Plan(p).workspace_elems() : linear_forward_tc::Plan(p).workspace_elems(), NAN);
   if (backward) {
-    constexpr int threads = linear_tc::Shape<kD>::kThreads;
-    emulation::launch(dim3(bh, 2), threads, [&] { linear_backward_tc::backward_kernel<T, Map, kCausal, kD>(p); });
-    return;
+    linear_backward_tc::run<T, Map, kCausal, kD>(p, workspace.data(), launch);
+  } else {
+    linear_forward_tc::run<T, Map, kCausal, kD>(p, workspace.data(), launch);
   }
-  // The forward's three launches, as linear_forward_tc.cu makes them. The workspace starts as NaN: the
-  // kernels must write every entry they read.
-  namespace fwd = linear_forward_tc;
-  const fwd::Plan plan(p);
-  std::vector<float> workspace(plan.workspace_elems(), NAN);
-  p.workspace = workspace.data();
-  float* ws = workspace.data();
-  emulation::launch(plan.states_grid(), fwd::kThreads, [&] { fwd::chunk_states_kernel<T, Map, kD, kD>(p, ws); });
-  emulation::launch(plan.prefix_grid(), fwd::kThreads, [&] { fwd::prefix_states_kernel(p, ws); });
-  emulation::launch(plan.outputs_grid(), fwd::kThreads,
-                    [&] { fwd::chunk_outputs_kernel<T, Map, kCausal, kD, kD>(p, ws); });
-  p.workspace = nullptr;
 }
 
 template <typename T, int kD>
@@ -134,9 +128,9 @@ bool check_case(const Case& c, std::mt19937& gen) {
       using Map = decltype(map);
       for (bool backward : passes) {
         if (c.causal) {
-          run_kernels<T, kD, Map, true>(c, p, backward);
+          run_kernels<T, kD, Map, true>(p, backward);
         } else {
-          run_kernels<T, kD, Map, false>(c, p, backward);
+          run_kernels<T, kD, Map, false>(p, backward);
         }
       }
     };
