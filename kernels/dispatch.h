@@ -67,11 +67,13 @@ void dispatch_half_dtype(ScalarKind kind, Fn&& fn) {
   throw std::invalid_argument("actattn: the tensor-core kernels take float16 or bfloat16");
 }
 
-// Head dims with a tiled tensor-core instantiation (kernels/cuda/tensor_core_paths.h says which calls
-// take them): quadratic attention 32, 64, 96 and 128, linear attention 64 and 128.
-template <int... kDims, typename Fn>
+// Head dims with a tiled tensor-core instantiation, 32, 64, 96 and 128 for both op families
+// (kernels/cuda/tensor_core_paths.h says which calls take them).
+template <typename Fn>
 void dispatch_head_dim(int64_t dim, Fn&& fn) {
-  const bool found = ((dim == kDims ? (fn(std::integral_constant<int, kDims>{}), true) : false) || ...);
+  auto as = [&](auto kDim) { return dim == kDim ? (fn(kDim), true) : false; };
+  const bool found = as(std::integral_constant<int, 32>{}) || as(std::integral_constant<int, 64>{}) ||
+                     as(std::integral_constant<int, 96>{}) || as(std::integral_constant<int, 128>{});
   if (!found) throw std::invalid_argument("actattn: no tensor-core kernel for this head dim");
 }
 #endif
@@ -111,7 +113,7 @@ void dispatch_quadratic_tensor_core(const QuadraticParams& p, Fn&& fn) {
   dispatch_half_dtype(p.dtype, [&](auto types) {
     dispatch_score_activation<float, FastMath>(p.activation, [&](auto activation) {
       dispatch_bool(p.banded(), [&](auto banded) {
-        dispatch_head_dim<32, 64, 96, 128>(p.shape.qk_dim, [&](auto dim) { fn(types, activation, banded, dim); });
+        dispatch_head_dim(p.shape.qk_dim, [&](auto dim) { fn(types, activation, banded, dim); });
       });
     });
   });
@@ -123,7 +125,7 @@ void dispatch_linear_tensor_core(const LinearParams& p, Fn&& fn) {
   dispatch_half_dtype(p.dtype, [&](auto types) {
     dispatch_feature_map(p.feature_map, [&](auto map) {
       dispatch_bool(p.causal, [&](auto causal) {
-        dispatch_head_dim<64, 128>(p.shape.qk_dim, [&](auto dim) { fn(types, map, causal, dim); });
+        dispatch_head_dim(p.shape.qk_dim, [&](auto dim) { fn(types, map, causal, dim); });
       });
     });
   });

@@ -7,7 +7,9 @@ namespace actattn {
 namespace cuda {
 
 int linear_backward_tensor_core_shared_bytes(int64_t dim) {
-  return dim == 64 ? linear_backward_tc::shared_bytes<64>() : linear_backward_tc::shared_bytes<128>();
+  int bytes = 0;
+  dispatch_head_dim(dim, [&](auto d) { bytes = linear_backward_tc::key_grads_shared_bytes<decltype(d)::value>(); });
+  return bytes;
 }
 
 int64_t linear_backward_tensor_core_workspace(const LinearParams& params) {

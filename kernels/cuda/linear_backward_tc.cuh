@@ -1,4 +1,4 @@
-// Linear attention backward on tensor cores (float16 / bfloat16, Dk = Dv = D in {64, 128}, sm_80+).
+// Linear attention backward on tensor cores (float16 / bfloat16, Dk = Dv = D in {32, 64, 96, 128}, sm_80+).
 //
 // With dnum_i = dO_i / den_i, dden_i = -(dnum_i . o_i) (dnum = dO, dden = 0 without normalisation):
 //   da_i = S_i dnum_i + z_i dden_i,   dq_i = scale phi'(q_i) da_i,
@@ -15,13 +15,16 @@
 //  3. the sweep in reverse from the final state's gradient: causal: each key chunk's dS_c, dz_c (what
 //     the later chunks' queries send it); the sum over all chunks is the initial state's gradient,
 //     and (non-causal) every key chunk's dS.
-//  4. chunk_grads_kernel, blocks (batch, head, chunk) x {query, key}, independent:
-//     * the query block forms da = dNum S_c^T + dden z_c^T + M B with M = tril(dNum V^T + dden 1^T);
-//     * the key block forms dv = B dS_c + tril(A B^T)^T dNum and db = V dS_c^T + dz_c + M^T A.
-//     The masked blocks (M, tril(A B^T)^T) are made 16 rows x 16 columns at a time in registers and fed
-//     into the next product; blocks wholly masked are skipped. Non-causal: no intra-chunk terms.
-// Only what is asked for: without dq (null grad_q) launch 1 and the query blocks are skipped; without
-// dk, dv (null grad_k and grad_v) the key blocks. The gradients that are computed are the same bits
+//  4. query_grads_kernel, one block per (batch, head, query chunk), independent: the query block forms
+//     da = dNum S_c^T + dden z_c^T + M B with M = tril(dNum V^T + dden 1^T).
+//  5. key_grads_kernel, one block per (batch, head, key chunk), independent: the key block forms
+//     dv = B dS_c + tril(A B^T)^T dNum and db = V dS_c^T + dz_c + M^T A.
+//     (Two kernels, not one with two roles: ptxas spilled the joint kernel at D = 32 and 64, and the
+//     query block needs one tile less.) The masked blocks (M, tril(A B^T)^T) are made 16 rows x 16
+//     columns at a time in registers and fed into the next product; blocks wholly masked are skipped.
+//     Non-causal: no intra-chunk terms.
+// Only what is asked for: without dq (null grad_q) launches 1 and 4 are skipped; without dk, dv (null
+// grad_k and grad_v) launch 5. The gradients that are computed are the same bits
 // either way.
 // Accuracy: da and db are sums of terms that nearly cancel when the values share a large mean m
 // (S_i dnum_i ~ z_i (m . dnum_i) ~ -z_i dden_i), and the state enters them rounded to 16 bits. So each
@@ -37,9 +40,9 @@
 // no inf.
 // Memory: workspace of B H (2 ceil(N / 64) + 1) D (D + 1) floats (the forward's per-chunk states, the
 // full state, the per-chunk gradient states): about 2 N D per (batch, head) at D = 64, 4 N D at D = 128.
-// Shared tiles of a chunk block: A, B, V, dNum (64 x (D + 8) each) and the state (D x (D + 8)), 46 KiB
+// Shared tiles of a key block: A, B, V, dNum (64 x (D + 8) each) and the state (D x (D + 8)), 46 KiB
 // at D = 64 and 104 KiB at D = 128 (A100 and H100-class GPUs; sm_86/89 grant 99 KiB and take the
-// generic kernels at D = 128).
+// generic kernels at D = 128); a query block has no A (87 KiB at D = 128).
 // Recomputes phi(q), phi(k) and the states; reads the forward's output and den.
 #pragma once
 
@@ -50,14 +53,16 @@ namespace actattn {
 namespace cuda {
 namespace linear_backward_tc {
 
-constexpr int kQueryBlock = 0;  // blockIdx.y
-constexpr int kKeyBlock = 1;
+// Shared memory of the dq kernel; the dk, dv kernel has one more chunk tile (A, placed last: Tiles).
+template <int kD>
+constexpr int query_grads_shared_bytes() {
+  using Sh = linear_tc::Shape<kD>;
+  return (3 * Sh::kTileElems + Sh::kStateElems) * 2 + (2 * kD + 2 * Sh::kChunk + 4) * static_cast<int>(sizeof(float));
+}
 
 template <int kD>
-constexpr int shared_bytes() {
-  using Sh = linear_tc::Shape<kD>;
-  return (4 * Sh::kTileElems + Sh::kStateElems) * 2 +
-         (2 * kD + 2 * Sh::kChunk + Sh::kWarps) * static_cast<int>(sizeof(float));
+constexpr int key_grads_shared_bytes() {
+  return query_grads_shared_bytes<kD>() + linear_tc::Shape<kD>::kTileElems * 2;
 }
 
 template <int kD>
@@ -69,7 +74,6 @@ constexpr int grad_states_shared_bytes() {
 template <typename T, int kD>
 struct Tiles {
   using Sh = linear_tc::Shape<kD>;
-  T* a;         // scale phi(Q) of a chunk
   T* b;         // phi(K) of a chunk
   T* v;         // V of a chunk (the key block's centred on m)
   T* dnum;      // dO / den of a chunk
@@ -78,11 +82,11 @@ struct Tiles {
   float* dz_centred;  // key block: dz_c + dS_c m
   float* dden;   // dden of a chunk's rows
   float* shift;  // dnum . m of a chunk's rows, for the chunk's centre m
-  float* slots;  // one float per warp (linear_tc::state_divisor)
+  float* slots;  // one float per warp (linear_tc::state_divisor), padded to 4
+  T* a;          // key block only: scale phi(Q) of a chunk
 
   __device__ Tiles() {
-    a = dynamic_shared<T>();
-    b = a + Sh::kTileElems;
+    b = dynamic_shared<T>();
     v = b + Sh::kTileElems;
     dnum = v + Sh::kTileElems;
     state = dnum + Sh::kTileElems;
@@ -91,6 +95,8 @@ struct Tiles {
     dden = dz_centred + kD;
     shift = dden + Sh::kChunk;
     slots = shift + Sh::kChunk;
+    static_assert(query_grads_shared_bytes<kD>() % 16 == 0 && Sh::kWarps <= 4, "A's rows 16-byte aligned");
+    a = reinterpret_cast<T*>(slots + 4);
   }
 };
 
@@ -99,13 +105,12 @@ struct Tiles {
 struct Plan {
   static constexpr int kChunk = 64;
   static_assert(kChunk == linear_forward_tc::kChunk, "launch 1 is the forward's: the same chunks");
-  int64_t heads_total, query_chunks, key_chunks, chunks, entries;
+  int64_t heads_total, query_chunks, key_chunks, entries;
 
   ACTATTN_HOST_DEVICE explicit Plan(const LinearParams& p)
       : heads_total(p.shape.batch * p.shape.heads),
         query_chunks((p.shape.q_len + kChunk - 1) / kChunk),
         key_chunks((p.shape.k_len + kChunk - 1) / kChunk),
-        chunks(query_chunks > key_chunks ? query_chunks : key_chunks),
         entries(p.shape.qk_dim * p.shape.v_dim + p.shape.qk_dim) {}
 
   int64_t workspace_elems() const { return heads_total * (key_chunks + 1 + query_chunks) * entries; }
@@ -132,7 +137,8 @@ struct Plan {
             /*reverse=*/true, /*exclusive=*/p.causal};
   }
   dim3 grad_states_grid() const { return dim3(static_cast<unsigned>(heads_total * query_chunks)); }
-  dim3 chunk_grads_grid() const { return dim3(static_cast<unsigned>(heads_total * chunks), 2); }
+  dim3 query_grads_grid() const { return dim3(static_cast<unsigned>(heads_total * query_chunks)); }
+  dim3 key_grads_grid() const { return dim3(static_cast<unsigned>(heads_total * key_chunks)); }
 };
 
 // Launch 2: the share [dS | dz] = A^T [dNum | dden] of one query chunk into the gradient states
@@ -148,8 +154,10 @@ __global__ void __launch_bounds__(linear_tc::Shape<kD>::kThreads) grad_states_ke
   float* unused_shift = dden + kChunk;
 
   const Plan plan(p);
-  const int64_t bh = blockIdx.x / plan.query_chunks, b = bh / p.shape.heads, h = bh % p.shape.heads;
-  const int64_t chunk = blockIdx.x % plan.query_chunks, q0 = chunk * kChunk;
+  // 32-bit: a 64-bit division is a called subroutine on the GPU, and ptxas spills around calls.
+  const unsigned chunks = static_cast<unsigned>(plan.query_chunks), heads = static_cast<unsigned>(p.shape.heads);
+  const unsigned head = blockIdx.x / chunks;
+  const int64_t bh = head, b = head / heads, h = head % heads, chunk = blockIdx.x % chunks, q0 = chunk * kChunk;
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp, g = lane / 4, t = lane % 4;
 
   linear_tc::load_mapped_tile<T, Map, kChunk, kD, Sh::kThreads, 4>(a_tile, kLd, p.q, b, h, q0, p.shape.q_len,
@@ -322,58 +330,81 @@ __device__ __forceinline__ void key_chunk_grads(const LinearParams& p, const Til
   store(p.grad_k, db, true);
 }
 
-// Launch 4: the query block (dq) or the key block (dk, dv) of one chunk.
+// What a block of launches 4 and 5 owns: a (batch, head) and one of its `chunks` chunks, from c0 on. 32-bit
+// divisions: a 64-bit one is a called subroutine on the GPU, and ptxas spills around calls.
+struct ChunkOf {
+  int64_t bh, b, h, chunk, c0;
+
+  __device__ ChunkOf(int64_t chunks, int64_t heads)
+      : bh(blockIdx.x / static_cast<unsigned>(chunks)),
+        b(static_cast<unsigned>(bh) / static_cast<unsigned>(heads)),
+        h(static_cast<unsigned>(bh) % static_cast<unsigned>(heads)),
+        chunk(blockIdx.x % static_cast<unsigned>(chunks)),
+        c0(chunk * linear_tc::Shape<64>::kChunk) {}
+};
+
+// The chunk's centre m: the output row of its last query (the last row, past the end), a weighted mean
+// of the values near the chunk's. Null (no centring) without normalisation.
+template <typename T>
+__device__ __forceinline__ const T* centre_of(const LinearParams& p, const ChunkOf& at) {
+  const int64_t last = at.c0 + linear_tc::Shape<64>::kChunk - 1;
+  if (!p.normalize || p.shape.q_len == 0) return nullptr;
+  return row_ptr<const T>(p.out, at.b, at.h, last < p.shape.q_len ? last : p.shape.q_len - 1);
+}
+
+// Launch 4, dq: one query chunk (shared memory: query_grads_shared_bytes).
 template <typename T, typename Map, bool kCausal, int kD>
-__global__ void __launch_bounds__(linear_tc::Shape<kD>::kThreads) chunk_grads_kernel(const LinearParams p,
+__global__ void __launch_bounds__(linear_tc::Shape<kD>::kThreads) query_grads_kernel(const LinearParams p,
                                                                                      float* workspace) {
   using Sh = linear_tc::Shape<kD>;
   constexpr int kLd = Sh::kLd, kChunk = Sh::kChunk, kThreads = Sh::kThreads;
   const Tiles<T, kD> sm;
-  const AttentionShape s = p.shape;
   const Plan plan(p);
-  const bool query_block = blockIdx.y == kQueryBlock;
-  const int64_t bh = blockIdx.x / plan.chunks, b = bh / s.heads, h = bh % s.heads;
-  const int64_t chunk = blockIdx.x % plan.chunks, c0 = chunk * kChunk;
-  // Whole blocks return before any barrier: past their role's chunks, or with nothing asked of them.
-  if (chunk >= (query_block ? plan.query_chunks : plan.key_chunks)) return;
-  if ((query_block ? p.grad_q.data : p.grad_k.data) == nullptr) return;
-  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
-  const int64_t keys = keys_of(p.key_lengths, b, s.k_len);
-  const float scale = static_cast<float>(p.scale);
-  // The chunk's centre m: the output row of its last query (the last row, past the end), a weighted mean
-  // of the values near the chunk's. Null (no centring) without normalisation.
-  const T* centre = !p.normalize || s.q_len == 0
-                        ? nullptr
-                        : row_ptr<const T>(p.out, b, h, c0 + kChunk - 1 < s.q_len ? c0 + kChunk - 1 : s.q_len - 1);
+  const ChunkOf at(plan.query_chunks, p.shape.heads);
+  const int64_t bh = at.bh, b = at.b, h = at.h, c0 = at.c0;
+  const T* centre = centre_of<T>(p, at);
 
-  if (query_block) {
-    if constexpr (kCausal) {  // S_c + B^T V needs the values as they are; m enters through S_c's rounding
-      linear_tc::load_mapped_tile<T, Map, kChunk, kD, kThreads, 4>(sm.b, kLd, p.k, b, h, c0, keys, 1.f);
-      linear_tc::load_centred_tile<T, kChunk, kD>(sm.v, kLd, p.v, b, h, c0, keys, nullptr);
-    }
-    linear_tc::load_output_grads<T, kChunk, kD>(sm.dnum, kLd, sm.dden, sm.shift, p, b, h, c0, centre);
-    // Causal: the state before the chunk; non-causal: the full state, saved by the forward or launch 1's.
-    const float* state = kCausal ? plan.forward_states(workspace) + (bh * plan.key_chunks + chunk) * plan.entries
-                         : p.saved_state != nullptr ? static_cast<const float*>(p.saved_state) + bh * kD * kD
-                                                    : plan.full_state(workspace) + bh * kD * kD;
-    const float* z = kCausal ? state + kD * kD
-                     : p.saved_state != nullptr
-                         ? static_cast<const float*>(p.saved_normalizer) + bh * kD
-                         : plan.full_state(workspace) + plan.heads_total * kD * kD + bh * kD;
-    linear_tc::load_vector<kD>(sm.z, z);
-    const float sigma = linear_tc::round_state_tile<T, kD, kThreads>(sm.state, kLd, state, z, centre, sm.slots);
-    query_chunk_grads<T, Map, kCausal, kD>(p, sm, b, h, c0, sigma);
-    return;
+  if constexpr (kCausal) {  // S_c + B^T V needs the values as they are; m enters through S_c's rounding
+    const int64_t keys = keys_of(p.key_lengths, b, p.shape.k_len);
+    linear_tc::load_mapped_tile<T, Map, kChunk, kD, kThreads, 4>(sm.b, kLd, p.k, b, h, c0, keys, 1.f);
+    linear_tc::load_centred_tile<T, kChunk, kD>(sm.v, kLd, p.v, b, h, c0, keys, nullptr);
   }
+  linear_tc::load_output_grads<T, kChunk, kD>(sm.dnum, kLd, sm.dden, sm.shift, p, b, h, c0, centre);
+  // Causal: the state before the chunk; non-causal: the full state, saved by the forward or launch 1's.
+  const float* state = kCausal ? plan.forward_states(workspace) + (bh * plan.key_chunks + at.chunk) * plan.entries
+                       : p.saved_state != nullptr ? static_cast<const float*>(p.saved_state) + bh * kD * kD
+                                                  : plan.full_state(workspace) + bh * kD * kD;
+  const float* z = kCausal ? state + kD * kD
+                   : p.saved_state != nullptr ? static_cast<const float*>(p.saved_normalizer) + bh * kD
+                                              : plan.full_state(workspace) + plan.heads_total * kD * kD + bh * kD;
+  linear_tc::load_vector<kD>(sm.z, z);
+  const float sigma = linear_tc::round_state_tile<T, kD, kThreads>(sm.state, kLd, state, z, centre, sm.slots);
+  query_chunk_grads<T, Map, kCausal, kD>(p, sm, b, h, c0, sigma);
+}
+
+// Launch 5, dk and dv: one key chunk (shared memory: key_grads_shared_bytes).
+template <typename T, typename Map, bool kCausal, int kD>
+__global__ void __launch_bounds__(linear_tc::Shape<kD>::kThreads) key_grads_kernel(const LinearParams p,
+                                                                                   float* workspace) {
+  using Sh = linear_tc::Shape<kD>;
+  constexpr int kLd = Sh::kLd, kChunk = Sh::kChunk, kThreads = Sh::kThreads;
+  const Tiles<T, kD> sm;
+  const Plan plan(p);
+  const ChunkOf at(plan.key_chunks, p.shape.heads);
+  const int64_t bh = at.bh, b = at.b, h = at.h, c0 = at.c0;
+  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+  const int64_t keys = keys_of(p.key_lengths, b, p.shape.k_len);
+  const T* centre = centre_of<T>(p, at);
 
   linear_tc::load_mapped_tile<T, Map, kChunk, kD, kThreads, 4>(sm.b, kLd, p.k, b, h, c0, keys, 1.f);
   linear_tc::load_centred_tile<T, kChunk, kD>(sm.v, kLd, p.v, b, h, c0, keys, centre);
   if constexpr (kCausal) {
-    linear_tc::load_mapped_tile<T, Map, kChunk, kD, kThreads, 4>(sm.a, kLd, p.q, b, h, c0, s.q_len, scale);
+    linear_tc::load_mapped_tile<T, Map, kChunk, kD, kThreads, 4>(sm.a, kLd, p.q, b, h, c0, p.shape.q_len,
+                                                                 static_cast<float>(p.scale));
     linear_tc::load_output_grads<T, kChunk, kD>(sm.dnum, kLd, sm.dden, sm.shift, p, b, h, c0, centre);
   }
   // Causal: what the later chunks send this one (launch 3); non-causal: the total, the initial state's.
-  const float* ds = kCausal ? plan.grad_states(workspace) + (bh * plan.query_chunks + chunk) * plan.entries
+  const float* ds = kCausal ? plan.grad_states(workspace) + (bh * plan.query_chunks + at.chunk) * plan.entries
                             : static_cast<const float*>(p.grad_initial_state) + bh * kD * kD;
   const float* dz = kCausal ? ds + kD * kD : static_cast<const float*>(p.grad_initial_normalizer) + bh * kD;
   // dz + dS m: the vector db takes when V is centred on m (db_j = dS (v_j - m) + dz + dS m), summed in
@@ -401,7 +432,7 @@ void run(const LinearParams& p, float* workspace, Launch&& launch) {
   if (Plan::needs_forward_states(p)) {
     const fwd::Plan forward(p);
     if (forward.key_chunks > 0) {
-      launch(fwd::chunk_states_kernel<T, Map, kD, kD>, forward.states_grid(), fwd::states_shared_bytes<kD>(),
+      launch(fwd::chunk_states_kernel<T, Map, kD, kD>, forward.states_grid(), fwd::states_shared_bytes<kD, kD>(),
              "linear_attention_backward (tensor cores, chunk states)", p, plan.forward_states(workspace));
     }
     launch(linear_tc::sweep_states_kernel, plan.forward_sweep(p, workspace).grid(), 0,
@@ -413,9 +444,13 @@ void run(const LinearParams& p, float* workspace, Launch&& launch) {
   }
   launch(linear_tc::sweep_states_kernel, plan.grad_sweep(p, workspace).grid(), 0,
          "linear_attention_backward (tensor cores, gradient state suffix)", plan.grad_sweep(p, workspace));
-  if (plan.chunks > 0) {
-    launch(chunk_grads_kernel<T, Map, kCausal, kD>, plan.chunk_grads_grid(), shared_bytes<kD>(),
-           "linear_attention_backward (tensor cores, chunk gradients)", p, workspace);
+  if (p.grad_q.data != nullptr && plan.query_chunks > 0) {
+    launch(query_grads_kernel<T, Map, kCausal, kD>, plan.query_grads_grid(), query_grads_shared_bytes<kD>(),
+           "linear_attention_backward (tensor cores, dq)", p, workspace);
+  }
+  if (p.grad_k.data != nullptr && plan.key_chunks > 0) {
+    launch(key_grads_kernel<T, Map, kCausal, kD>, plan.key_grads_grid(), key_grads_shared_bytes<kD>(),
+           "linear_attention_backward (tensor cores, dk, dv)", p, workspace);
   }
 }
 

@@ -12,13 +12,15 @@ namespace {
 
 template <int kD>
 constexpr int forward_shared_bytes() {
-  return std::max(linear_forward_tc::states_shared_bytes<kD>(), linear_forward_tc::outputs_shared_bytes<kD>());
+  return std::max(linear_forward_tc::states_shared_bytes<kD, kD>(), linear_forward_tc::outputs_shared_bytes<kD, kD>());
 }
 
 }  // namespace
 
 int linear_forward_tensor_core_shared_bytes(int64_t dim) {
-  return dim == 64 ? forward_shared_bytes<64>() : forward_shared_bytes<128>();
+  int bytes = 0;
+  dispatch_head_dim(dim, [&](auto d) { bytes = forward_shared_bytes<decltype(d)::value>(); });
+  return bytes;
 }
 
 int64_t linear_forward_tensor_core_workspace(const LinearParams& params) {

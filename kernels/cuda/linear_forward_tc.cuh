@@ -1,16 +1,17 @@
-// Linear attention forward on tensor cores (float16 / bfloat16, Dk = Dv = D in {64, 128}, sm_80+), the
-// feature map fused: a = scale phi(q), b = phi(k), o_i = a_i S_i / (a_i . z_i + eps).
+// Linear attention forward on tensor cores (float16 / bfloat16, Dk = Dv = D in {32, 64, 96, 128}, sm_80+),
+// the feature map fused: a = scale phi(q), b = phi(k), o_i = a_i S_i / (a_i . z_i + eps).
 //
 // Algorithm: chunk-parallel (flash-linear-attention's `chunk` schedule), chunks of kChunk = 64 positions
 // whatever D, three launches (Plan gives their grids):
-//  1. chunk_states_kernel, one block per (batch, head, key chunk, 64 value columns), all independent:
+//  1. chunk_states_kernel, one block per (batch, head, key chunk, 64 value columns; 32 when 64 does not
+//     divide Dv), all independent:
 //     the chunk's contribution [dS | dz] = B^T [V | 1], one product on mma.sync whose extra column of
 //     ones makes the normaliser's column sums.
 //  2. linear_tc::sweep_states_kernel, one thread per entry of [S | z]: walks the chunks in order, adding,
 //     and (causal) overwrites each contribution with the state before it: S_0 + the earlier chunks',
 //     what the chunk's queries see from outside it. Writes the final state. The only sequential step:
 //     N / 64 additions per entry, no products.
-//  3. chunk_outputs_kernel, one block per (batch, head, query chunk, 64 value columns), independent:
+//  3. chunk_outputs_kernel, one block per (batch, head, query chunk, 64 or 32 value columns), independent:
 //     [num | den] = A [S_c | z_c] + tril(A B^T) [V | 1], o = num / (den + eps): the state's part and the
 //     intra-chunk part of both come from the same two products. The masked score blocks tril(A B^T) are
 //     made 16 keys at a time in registers and fed straight into the product with [V | 1]; blocks above
@@ -35,11 +36,21 @@ namespace linear_forward_tc {
 
 constexpr int kChunk = 64;                 // positions per chunk: one 16-row strip per warp
 constexpr int kThreads = 4 * kWarp;
-constexpr int kColumns = 64;               // value columns per block
-constexpr int kExtended = kColumns + 16;   // + one n-tile pair: the ones / normaliser columns
-constexpr int kLdExtended = kExtended + 8;  // padded rows: ldmatrix's 8 row addresses in distinct banks
-constexpr int kExtendedTiles = kExtended / 8;
-constexpr int kNormColumn = kColumns;      // n-tile kColumns / 8, element 0 (lanes with t == 0)
+
+// Value columns per block: 64, or 32 when Dv is not a multiple of 64 (Dv = 32, 96).
+ACTATTN_HOST_DEVICE constexpr int value_columns(int64_t v_dim) { return v_dim % 64 == 0 ? 64 : 32; }
+
+// A block's value columns as a tile: kColumns values, then one n-tile pair of extended columns (the
+// ones / normaliser columns), rows padded so that ldmatrix's 8 row addresses fall in distinct banks.
+template <int kDv>
+struct ValueBlock {
+  static constexpr int kColumns = value_columns(kDv);
+  static_assert(kDv % kColumns == 0, "whole column blocks");
+  static constexpr int kExtended = kColumns + 16;
+  static constexpr int kLdExtended = kExtended + 8;
+  static constexpr int kExtendedTiles = kExtended / 8;
+  static constexpr int kNormColumn = kColumns;  // n-tile kColumns / 8, element 0 (lanes with t == 0)
+};
 
 template <int kDk>
 constexpr int key_ld() {
@@ -54,7 +65,7 @@ struct Plan {
       : heads_total(p.shape.batch * p.shape.heads),
         key_chunks((p.shape.k_len + kChunk - 1) / kChunk),
         query_chunks((p.shape.q_len + kChunk - 1) / kChunk),
-        column_blocks(p.shape.v_dim / kColumns),
+        column_blocks(p.shape.v_dim / value_columns(p.shape.v_dim)),
         entries(p.shape.qk_dim * p.shape.v_dim + p.shape.qk_dim) {}
 
   // Per (batch, head, key chunk): its contribution [dS | dz], then (causal) the state before it.
@@ -70,37 +81,41 @@ struct Plan {
 };
 
 // What a block of the chunk kernels owns: a (batch, head), one of its `chunks` chunks (rows from row0 on)
-// and 64 value columns from col0 on (grids: Plan).
+// and `columns` value columns from col0 on (grids: Plan).
+// 32-bit divisions: a 64-bit one is a called subroutine on the GPU.
 struct ChunkBlock {
   int64_t bh, b, h, chunk, row0;
   int col0;
 
-  __device__ ChunkBlock(int64_t chunks, int64_t heads)
-      : bh(blockIdx.x / chunks),
-        b(bh / heads),
-        h(bh % heads),
-        chunk(blockIdx.x % chunks),
+  __device__ ChunkBlock(int64_t chunks, int64_t heads, int columns)
+      : bh(blockIdx.x / static_cast<unsigned>(chunks)),
+        b(static_cast<unsigned>(bh) / static_cast<unsigned>(heads)),
+        h(static_cast<unsigned>(bh) % static_cast<unsigned>(heads)),
+        chunk(blockIdx.x % static_cast<unsigned>(chunks)),
         row0(chunk * kChunk),
-        col0(static_cast<int>(blockIdx.y) * kColumns) {}
+        col0(static_cast<int>(blockIdx.y) * columns) {}
 };
 
-template <int kDk>
+template <int kDk, int kDv>
 constexpr int states_shared_bytes() {
-  return (kChunk * key_ld<kDk>() + kChunk * kLdExtended) * 2;
+  return (kChunk * key_ld<kDk>() + kChunk * ValueBlock<kDv>::kLdExtended) * 2;
 }
 
-template <int kDk>
+template <int kDk, int kDv>
 constexpr int outputs_shared_bytes() {
+  constexpr int kLdExtended = ValueBlock<kDv>::kLdExtended;
   return (2 * kChunk * key_ld<kDk>() + kChunk * kLdExtended + kDk * kLdExtended) * 2 +
          (kThreads / kWarp) * static_cast<int>(sizeof(float));
 }
 
-// Value columns [col0, col0 + 64) of rows [row0, row0 + kChunk) into `tile` (kLdExtended), started with
+// Value columns [col0, col0 + kColumns) of rows [row0, row0 + kChunk) into `tile` (kLdExtended), started with
 // cp.async (rows from `valid` on zero), and the extended columns written: a one in kNormColumn, zeros
 // after it. Lands at cp_async_wait_all() + __syncthreads().
-template <typename T>
+template <typename T, int kDv>
 __device__ __forceinline__ void load_values_with_ones(T* tile, const RowView& v, int64_t b, int64_t h, int64_t row0,
                                                       int64_t valid, int col0) {
+  using VB = ValueBlock<kDv>;
+  constexpr int kColumns = VB::kColumns, kLdExtended = VB::kLdExtended;
   RowView columns = v;
   columns.data = static_cast<T*>(v.data) + col0;
   mma::load_tile_async<T, kChunk, kColumns, kThreads>(tile, kLdExtended, columns, b, h, row0, valid);
@@ -111,15 +126,17 @@ __device__ __forceinline__ void load_values_with_ones(T* tile, const RowView& v,
   *reinterpret_cast<uint4*>(tile + r * kLdExtended + kColumns + 8 * half) = ones;
 }
 
-// The float32 state [S | z] a chunk's queries see, columns [col0, col0 + 64) of S (row length kDv) and
+// The float32 state [S | z] a chunk's queries see, columns [col0, col0 + kColumns) of S (row length kDv) and
 // z as two columns z_hi, z_lo, rounded to T into `tile` (kDk rows, kLdExtended). Float16 divides it by
 // the returned power of two first (see the header); `slots` holds one float per warp. Ends with a
 // barrier after which the tile may be read.
 template <typename T, int kDk, int kDv>
 __device__ __forceinline__ float load_state_tile(T* tile, const float* state, const float* norm, int col0,
                                                  float* slots) {
-  constexpr int kQuads = kDk * kColumns / 4 / kThreads;  // float4 loads per thread
+  using VB = ValueBlock<kDv>;
+  constexpr int kColumns = VB::kColumns, kExtended = VB::kExtended, kLdExtended = VB::kLdExtended;
   static_assert(kDk * kColumns % (4 * kThreads) == 0 && kDk <= kThreads, "whole float4s, one z entry per thread");
+  constexpr int kQuads = kDk * kColumns / 4 / kThreads;  // float4 loads per thread
   float4 values[kQuads];
 #pragma unroll
   for (int s = 0; s < kQuads; ++s) {
@@ -148,7 +165,7 @@ __device__ __forceinline__ float load_state_tile(T* tile, const float* state, co
   if (d < kDk) {
     z *= inverse;
     const float z_hi = linear_tc::unpack<T>(mma::pack<T>(z, 0.f)).x;
-    uint32_t* extended = reinterpret_cast<uint32_t*>(tile + d * kLdExtended + kNormColumn);
+    uint32_t* extended = reinterpret_cast<uint32_t*>(tile + d * kLdExtended + VB::kNormColumn);
     extended[0] = mma::pack<T>(z_hi, z - z_hi);
 #pragma unroll
     for (int c = 1; c < (kExtended - kColumns) / 2; ++c) extended[c] = 0u;
@@ -157,21 +174,23 @@ __device__ __forceinline__ float load_state_tile(T* tile, const float* state, co
   return sigma;
 }
 
-// Launch 1: [dS | dz] = B^T [V | 1] of one key chunk, columns [64 blockIdx.y, +64) of dS (dz from the
+// Launch 1: [dS | dz] = B^T [V | 1] of one key chunk, columns [kColumns blockIdx.y, +kColumns) of dS (dz from the
 // first column block only), into the workspace.
 template <typename T, typename Map, int kDk, int kDv>
 __global__ void __launch_bounds__(kThreads) chunk_states_kernel(const LinearParams p, float* workspace) {
-  static_assert(kDk % 64 == 0 && kDv % kColumns == 0, "whole 16-row strips per warp, whole column blocks");
+  using VB = ValueBlock<kDv>;
+  constexpr int kColumns = VB::kColumns, kLdExtended = VB::kLdExtended, kExtendedTiles = VB::kExtendedTiles;
+  static_assert(kDk % 16 == 0, "whole 16-row strips of the state");
   constexpr int kLdK = key_ld<kDk>();
   T* b_tile = dynamic_shared<T>();
   T* v_tile = b_tile + kChunk * kLdK;
 
   const Plan plan(p);
-  const ChunkBlock blk(plan.key_chunks, p.shape.heads);
+  const ChunkBlock blk(plan.key_chunks, p.shape.heads, kColumns);
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp, g = lane / 4, t = lane % 4;
   const int64_t keys = keys_of(p.key_lengths, blk.b, p.shape.k_len);
 
-  load_values_with_ones<T>(v_tile, p.v, blk.b, blk.h, blk.row0, keys, blk.col0);
+  load_values_with_ones<T, kDv>(v_tile, p.v, blk.b, blk.h, blk.row0, keys, blk.col0);
   linear_tc::load_mapped_tile<T, Map, kChunk, kDk, kThreads, 4>(b_tile, kLdK, p.k, blk.b, blk.h, blk.row0, keys,
                                                                 1.f);
   mma::cp_async_wait_all();
@@ -193,15 +212,19 @@ __global__ void __launch_bounds__(kThreads) chunk_states_kernel(const LinearPara
         *reinterpret_cast<float2*>(delta_state + row * kDv + blk.col0 + n * 8 + 2 * t) =
             make_float2(acc[n].x[2 * half], acc[n].x[2 * half + 1]);
       }
-      if (blockIdx.y == 0 && t == 0) delta_norm[row] = acc[kNormColumn / 8].x[2 * half];
+      if (blockIdx.y == 0 && t == 0) delta_norm[row] = acc[VB::kNormColumn / 8].x[2 * half];
     }
   }
 }
 
-// Launch 3: the output of one query chunk, columns [64 blockIdx.y, +64), and its den (first column block).
+// Launch 3: the output of one query chunk, columns [kColumns blockIdx.y, +kColumns), and its den (first
+// column block).
 template <typename T, typename Map, bool kCausal, int kDk, int kDv>
 __global__ void __launch_bounds__(kThreads) chunk_outputs_kernel(const LinearParams p, const float* workspace) {
-  static_assert(kDk % 16 == 0 && kDv % kColumns == 0, "whole k-steps, whole column blocks");
+  using VB = ValueBlock<kDv>;
+  constexpr int kColumns = VB::kColumns, kLdExtended = VB::kLdExtended, kExtendedTiles = VB::kExtendedTiles,
+                kNormColumn = VB::kNormColumn;
+  static_assert(kDk % 16 == 0, "whole k-steps");
   constexpr int kLdK = key_ld<kDk>();
   T* a_tile = dynamic_shared<T>();
   T* b_tile = a_tile + kChunk * kLdK;
@@ -211,13 +234,13 @@ __global__ void __launch_bounds__(kThreads) chunk_outputs_kernel(const LinearPar
 
   const AttentionShape s = p.shape;
   const Plan plan(p);
-  const ChunkBlock blk(plan.query_chunks, s.heads);
+  const ChunkBlock blk(plan.query_chunks, s.heads, kColumns);
   const int64_t bh = blk.bh, b = blk.b, h = blk.h, q0 = blk.row0;
   const int col0 = blk.col0;
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp, g = lane / 4, t = lane % 4;
   const int64_t keys = keys_of(p.key_lengths, b, s.k_len);
 
-  if constexpr (kCausal) load_values_with_ones<T>(v_tile, p.v, b, h, q0, keys, col0);
+  if constexpr (kCausal) load_values_with_ones<T, kDv>(v_tile, p.v, b, h, q0, keys, col0);
   linear_tc::load_mapped_tile<T, Map, kChunk, kDk, kThreads, 4>(a_tile, kLdK, p.q, b, h, q0, s.q_len,
                                                              static_cast<float>(p.scale));
   if constexpr (kCausal) {
@@ -236,6 +259,7 @@ __global__ void __launch_bounds__(kThreads) chunk_outputs_kernel(const LinearPar
   mma::mma_shared_a_b<T, kDk / 16, kExtendedTiles>(acc, a_rows, kLdK, s_tile, kLdExtended, lane);
   linear_tc::multiply(acc, sigma);
   if constexpr (kCausal) {
+#pragma unroll 1  // unrolled in part, it spilled at D = 32 (56 registers)
     for (int kb = 0; kb <= warp; ++kb) {  // 16-key blocks at or left of the diagonal
       mma::FragC w[2];
       mma::zero(w);
@@ -281,13 +305,13 @@ void run(const LinearParams& p, float* workspace, Launch&& launch) {
   const Plan plan(p);
   if (plan.heads_total == 0) return;
   if (plan.key_chunks > 0) {
-    launch(chunk_states_kernel<T, Map, kD, kD>, plan.states_grid(), states_shared_bytes<kD>(),
+    launch(chunk_states_kernel<T, Map, kD, kD>, plan.states_grid(), states_shared_bytes<kD, kD>(),
            "linear_attention_forward (tensor cores, chunk states)", p, workspace);
   }
   launch(linear_tc::sweep_states_kernel, plan.sweep(p, workspace).grid(), 0,
          "linear_attention_forward (tensor cores, state prefix)", plan.sweep(p, workspace));
   if (plan.query_chunks > 0) {
-    launch(chunk_outputs_kernel<T, Map, kCausal, kD, kD>, plan.outputs_grid(), outputs_shared_bytes<kD>(),
+    launch(chunk_outputs_kernel<T, Map, kCausal, kD, kD>, plan.outputs_grid(), outputs_shared_bytes<kD, kD>(),
            "linear_attention_forward (tensor cores, chunk outputs)", p, static_cast<const float*>(workspace));
   }
 }

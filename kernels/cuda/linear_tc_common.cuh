@@ -7,17 +7,18 @@
 #include "../key_lengths.h"
 #include "mma.cuh"
 
+#include <numeric>
 #include <type_traits>
 
 namespace actattn {
 namespace cuda {
 namespace linear_tc {
 
-// A chunk block of the backward: head dim D (= Dk = Dv, 64 or 128), chunks of 64 positions whatever D,
+// A chunk block of the backward: head dim D (= Dk = Dv, 32, 64, 96 or 128), chunks of 64 positions whatever D,
 // 4 warps; warp w owns rows [16 w, 16 w + 16) of the chunk, so every product is a 16-row strip per warp.
 template <int kD>
 struct Shape {
-  static_assert(kD == 64 || kD == 128, "tiled head dims");
+  static_assert(kD % 32 == 0 && kD <= 128, "tiled head dims: whole n-tile pairs, one z entry per thread");
   static constexpr int kChunk = 64;
   static constexpr int kWarps = kChunk / 16;
   static constexpr int kThreads = kWarps * kWarp;
@@ -36,14 +37,15 @@ __device__ __forceinline__ float2 unpack(uint32_t pair) {
 
 // Rows [row0, row0 + kRows) of a (batch, head) slice into shared memory as scale * phi(x), rounded to T;
 // rows from `valid` on are zero (after the map: elu+1 of a zero is one, and padding must weigh nothing).
-// A thread's 16-byte loads are issued kInFlight at a time before the first of them is used, so that they
-// are in flight together; more of them take more registers (the backward, whose state stays in
-// registers meanwhile, spills at D = 128 with more than one).
-template <typename T, typename Map, int kRows, int kCols, int kThreads, int kInFlight>
+// A thread's 16-byte loads are issued gcd(its load count, kMaxInFlight) at a time before the first of
+// them is used, so that they are in flight together; more of
+// them take more registers.
+template <typename T, typename Map, int kRows, int kCols, int kThreads, int kMaxInFlight>
 __device__ __forceinline__ void load_mapped_tile(T* shared, int ld, const RowView& view, int64_t b, int64_t h,
                                                  int64_t row0, int64_t valid, float scale) {
   constexpr int kChunks = kCols / 8, kLoads = kRows * kChunks / kThreads;
-  static_assert(kRows * kChunks % kThreads == 0 && kLoads % kInFlight == 0, "every thread loads whole batches");
+  static_assert(kRows * kChunks % kThreads == 0, "every thread loads whole 16-byte chunks");
+  constexpr int kInFlight = std::gcd(kLoads, kMaxInFlight);
 #pragma unroll 1  // unrolled, ptxas keeps the later batches' addresses live too (the backward spilled)
   for (int s0 = 0; s0 < kLoads; s0 += kInFlight) {
     uint4 values[kInFlight];
@@ -249,8 +251,10 @@ struct ChunkSweep {
 };
 
 __global__ void __launch_bounds__(ChunkSweep::kThreads) sweep_states_kernel(const ChunkSweep sweep) {
-  const int64_t bh = blockIdx.x / sweep.blocks_per_head();
-  const int64_t e = (blockIdx.x % sweep.blocks_per_head()) * ChunkSweep::kThreads + threadIdx.x;
+  // 32-bit: a 64-bit division is a called subroutine on the GPU.
+  const unsigned blocks_per_head = static_cast<unsigned>(sweep.blocks_per_head());
+  const int64_t bh = blockIdx.x / blocks_per_head;
+  const int64_t e = static_cast<int64_t>(blockIdx.x % blocks_per_head) * ChunkSweep::kThreads + threadIdx.x;
   if (e >= sweep.entries()) return;
   const bool is_norm = e >= sweep.state_entries;
   const float* start = static_cast<const float*>(is_norm ? sweep.start_norm : sweep.start_state);

@@ -1,5 +1,5 @@
 // Quadratic attention backward on CUDA, by recomputation: the generic path, and the delta kernel that
-// the tensor-core path (quadratic_backward_tc.cu, float16 / bfloat16 at head dim 64 or 128) shares.
+// the tensor-core path (quadratic_backward_tc.cu, float16 / bfloat16 at head dims 32, 64, 96, 128) shares.
 //   s_ij = scale * q_i.k_j + bias, p_ij = prob(s_ij), dp_ij = dO_i.v_j, ds_ij = dscore(s_ij, p_ij, dp_ij, delta_i)
 //   dV_j = sum_i p_ij dO_i,  dK_j = scale * sum_i ds_ij q_i,  dQ_i = scale * sum_j ds_ij k_j
 // where, for softmax, p_ij = exp(s_ij - lse_i) and delta_i = dO_i . O_i (first kernel, into params.delta).

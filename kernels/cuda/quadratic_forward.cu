@@ -1,5 +1,5 @@
 // Quadratic attention forward on CUDA: O = act(scale * Q K^T + bias) V, the generic path (float32,
-// float64, any head dim, any alignment); float16 / bfloat16 calls at head dim 64 or 128 go to the
+// float64, any head dim, any alignment); float16 / bfloat16 calls at head dims 32, 64, 96, 128 go to the
 // tensor-core kernel (quadratic_forward_tc.cu, chosen in tensor_core_paths.h).
 //
 // Algorithm: one warp per query row (kRowsPerBlock rows per block). The warp walks the visible keys

@@ -13,8 +13,8 @@ namespace actattn {
 namespace cuda {
 
 // Head dims with a tiled instantiation (q, k and v must share it; kernels/dispatch.h instantiates them).
-inline bool quadratic_tensor_core_head_dim(int64_t dim) { return dim == 32 || dim == 64 || dim == 96 || dim == 128; }
-inline bool linear_tensor_core_head_dim(int64_t dim) { return dim == 64 || dim == 128; }
+// Both op families have the same set.
+inline bool tensor_core_head_dim(int64_t dim) { return dim == 32 || dim == 64 || dim == 96 || dim == 128; }
 
 inline bool is_half_type(ScalarKind kind) { return kind == ScalarKind::kFloat16 || kind == ScalarKind::kBFloat16; }
 
@@ -67,8 +67,8 @@ const char* common_tensor_core_refusal(const Params& p, bool backward) {
 
 inline const char* quadratic_tensor_core_refusal(const QuadraticParams& p, bool backward) {
   if (const char* refusal = common_tensor_core_refusal(p, backward)) return refusal;
-  if (is_half_type(p.dtype) && !quadratic_tensor_core_head_dim(p.shape.qk_dim)) {
-    return "the head dim is not 32, 64, 96 or 128, the dims with tensor-core kernels";
+  if (is_half_type(p.dtype) && !tensor_core_head_dim(p.shape.qk_dim)) {
+    return "the head dim is not 32, 64, 96 or 128, the dims with quadratic tensor-core kernels";
   }
   return nullptr;
 }
@@ -87,8 +87,8 @@ int linear_backward_tensor_core_shared_bytes(int64_t dim);
 inline const char* linear_tensor_core_refusal(const LinearParams& p, bool backward) {
   if (const char* refusal = common_tensor_core_refusal(p, backward)) return refusal;
   if (!is_half_type(p.dtype)) return nullptr;
-  if (!linear_tensor_core_head_dim(p.shape.qk_dim)) {
-    return "the head dim is not 64 or 128, the dims with linear tensor-core kernels";
+  if (!tensor_core_head_dim(p.shape.qk_dim)) {
+    return "the head dim is not 32, 64, 96 or 128, the dims with linear tensor-core kernels";
   }
   const int shared = backward ? linear_backward_tensor_core_shared_bytes(p.shape.qk_dim)
                               : linear_forward_tensor_core_shared_bytes(p.shape.qk_dim);

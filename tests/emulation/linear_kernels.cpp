@@ -181,6 +181,9 @@ int main(int argc, char** argv) {
       {1, 1, 140, 140, 128, M::kElu, true, true, true, false, false, false},       // D = 128
       {2, 1, 130, 130, 128, M::kRelu, true, false, false, true, false, false},
       {1, 1, 60, 140, 128, M::kElu, false, true, true, false, true, false},
+      {1, 2, 100, 100, 32, M::kElu, true, true, true, false, false, false},        // D = 32: 32 value columns
+      {2, 1, 150, 150, 96, M::kRelu, true, true, false, true, true, false},        // D = 96: 3 column blocks
+      {1, 1, 80, 130, 96, M::kElu, false, true, true, false, false, true},
       {1, 2, 64, 64, 64, M::kElu, true, true, true, false, false, true},           // float16
       {1, 1, 1, 1, 64, M::kRelu, false, true, true, false, false, true},
       // Values of large mean: float16 states past 65504 (S ~ N * 1.3 * 128 at N = 512), kept in range by a
@@ -191,7 +194,7 @@ int main(int argc, char** argv) {
       {2, 1, 300, 300, 64, M::kElu, true, true, true, true, false, false, 64.f},  // bfloat16, state, padding
   };
 
-  return actattn::emulation_test::run_cases<64, 128>(
+  return actattn::emulation_test::run_cases<32, 64, 96, 128>(
       cases, filter, [](auto kind, const Case& c, std::mt19937& gen) {
         return check_case<typename decltype(kind)::type, decltype(kind)::dim>(c, gen);
       });
