@@ -76,6 +76,20 @@ void dispatch_head_dim(int64_t dim, Fn&& fn) {
                      as(std::integral_constant<int, 96>{}) || as(std::integral_constant<int, 128>{});
   if (!found) throw std::invalid_argument("actattn: no tensor-core kernel for this head dim");
 }
+
+template <int kQk, int kV>
+struct HeadDims {
+  static constexpr int qk = kQk, v = kV;
+};
+
+// Head dims (Dk, Dv) of the tensor-core linear kernels: Dk = Dv as above, and (64, 128), (128, 64).
+template <typename Fn>
+void dispatch_linear_head_dims(int64_t qk_dim, int64_t v_dim, Fn&& fn) {
+  if (qk_dim == v_dim) return dispatch_head_dim(qk_dim, [&](auto dim) { fn(HeadDims<dim.value, dim.value>{}); });
+  if (qk_dim == 64 && v_dim == 128) return fn(HeadDims<64, 128>{});
+  if (qk_dim == 128 && v_dim == 64) return fn(HeadDims<128, 64>{});
+  throw std::invalid_argument("actattn: no tensor-core kernel for these head dims");
+}
 #endif
 
 template <typename Fn>
@@ -119,13 +133,13 @@ void dispatch_quadratic_tensor_core(const QuadraticParams& p, Fn&& fn) {
   });
 }
 
-// Every compile-time choice of a tensor-core linear kernel: fn(types, feature map, causal, head dim).
+// Every compile-time choice of a tensor-core linear kernel: fn(types, feature map, causal, head dims).
 template <typename Fn>
 void dispatch_linear_tensor_core(const LinearParams& p, Fn&& fn) {
   dispatch_half_dtype(p.dtype, [&](auto types) {
     dispatch_feature_map(p.feature_map, [&](auto map) {
       dispatch_bool(p.causal, [&](auto causal) {
-        dispatch_head_dim(p.shape.qk_dim, [&](auto dim) { fn(types, map, causal, dim); });
+        dispatch_linear_head_dims(p.shape.qk_dim, p.shape.v_dim, [&](auto dims) { fn(types, map, causal, dims); });
       });
     });
   });

@@ -178,14 +178,16 @@ def test_low_precision_error_at_most_twice_the_composite(feature_map, normalize,
     )
 
 
-# Shapes that take the tensor-core kernels on a GPU (float16 / bfloat16, Dk = Dv in {32, 64, 96, 128}:
-# chunks of 64 positions, so 150 and 97 end inside a chunk; 64 or 32 value columns per block, three
-# blocks of 32 at D = 96); elsewhere the generic kernels meet the same rule.
+# Shapes that take the tensor-core kernels on a GPU (float16 / bfloat16, Dk = Dv in {32, 64, 96, 128}
+# or (Dk, Dv) = (64, 128), (128, 64): chunks of 64 positions, so 150 and 97 end inside a chunk; 64 or 32
+# value columns per block, three blocks of 32 at D = 96); elsewhere the generic kernels meet the same rule.
 TENSOR_CORE_CASES = {
     "d128": ((1, 2, 150, 150, 128, 128), False),
     "d64-bnhd": ((2, 3, 97, 97, 64, 64), True),
     "d96": ((1, 2, 150, 150, 96, 96), False),
     "d32-bnhd": ((2, 2, 97, 97, 32, 32), True),
+    "dk64-dv128": ((1, 2, 150, 150, 64, 128), False),
+    "dk128-dv64-bnhd": ((2, 1, 97, 97, 128, 64), True),
 }
 
 

@@ -6,9 +6,11 @@
 namespace actattn {
 namespace cuda {
 
-int linear_backward_tensor_core_shared_bytes(int64_t dim) {
+int linear_backward_tensor_core_shared_bytes(int64_t qk_dim, int64_t v_dim) {
   int bytes = 0;
-  dispatch_head_dim(dim, [&](auto d) { bytes = linear_backward_tc::key_grads_shared_bytes<decltype(d)::value>(); });
+  dispatch_linear_head_dims(qk_dim, v_dim, [&](auto dims) {
+    bytes = linear_backward_tc::key_grads_shared_bytes<dims.qk, dims.v>();
+  });
   return bytes;
 }
 
@@ -17,10 +19,10 @@ int64_t linear_backward_tensor_core_workspace(const LinearParams& params) {
 }
 
 void linear_backward_tensor_core(const LinearParams& params, cudaStream_t stream) {
-  dispatch_linear_tensor_core(params, [&](auto types, auto map, auto causal, auto dim) {
-    constexpr int kD = decltype(dim)::value;
-    linear_backward_tc::run<typename decltype(types)::scalar_t, decltype(map), decltype(causal)::value, kD>(
-        params, static_cast<float*>(params.workspace), launch_with<linear_tc::Shape<kD>::kThreads>(stream));
+  dispatch_linear_tensor_core(params, [&](auto types, auto map, auto causal, auto dims) {
+    constexpr int kDk = dims.qk, kDv = dims.v;
+    linear_backward_tc::run<typename decltype(types)::scalar_t, decltype(map), decltype(causal)::value, kDk, kDv>(
+        params, static_cast<float*>(params.workspace), launch_with<linear_tc::Shape<kDk, kDv>::kThreads>(stream));
   });
 }
 

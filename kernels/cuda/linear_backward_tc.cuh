@@ -1,4 +1,5 @@
-// Linear attention backward on tensor cores (float16 / bfloat16, Dk = Dv = D in {32, 64, 96, 128}, sm_80+).
+// Linear attention backward on tensor cores (float16 / bfloat16, sm_80+; Dk = Dv in {32, 64, 96, 128} or
+// (Dk, Dv) = (64, 128), (128, 64): kernels/dispatch.h).
 //
 // With dnum_i = dO_i / den_i, dden_i = -(dnum_i . o_i) (dnum = dO, dden = 0 without normalisation):
 //   da_i = S_i dnum_i + z_i dden_i,   dq_i = scale phi'(q_i) da_i,
@@ -38,7 +39,7 @@
 // Float16: S_c or dS_c is divided by a power of two before it is rounded into shared memory, and the
 // products with it are multiplied back in float32 (linear_tc::state_divisor), so a state past 65504 is
 // no inf.
-// Memory: workspace of B H (2 ceil(N / 64) + 1) D (D + 1) floats (the forward's per-chunk states, the
+// Memory: workspace of B H (2 ceil(N / 64) + 1) (Dk Dv + Dk) floats (the forward's per-chunk states, the
 // full state, the per-chunk gradient states): about 2 N D per (batch, head) at D = 64, 4 N D at D = 128.
 // Shared tiles of a key block: A, B, V, dNum (64 x (D + 8) each) and the state (D x (D + 8)), 46 KiB
 // at D = 64 and 104 KiB at D = 128 (A100 and H100-class GPUs; sm_86/89 grant 99 KiB and take the
@@ -54,26 +55,27 @@ namespace cuda {
 namespace linear_backward_tc {
 
 // Shared memory of the dq kernel; the dk, dv kernel has one more chunk tile (A, placed last: Tiles).
-template <int kD>
+template <int kDk, int kDv>
 constexpr int query_grads_shared_bytes() {
-  using Sh = linear_tc::Shape<kD>;
-  return (3 * Sh::kTileElems + Sh::kStateElems) * 2 + (2 * kD + 2 * Sh::kChunk + 4) * static_cast<int>(sizeof(float));
+  using Sh = linear_tc::Shape<kDk, kDv>;
+  return (Sh::kKeyTileElems + 2 * Sh::kValueTileElems + Sh::kStateElems) * 2 +
+         (2 * kDk + 2 * Sh::kChunk + 4) * static_cast<int>(sizeof(float));
 }
 
-template <int kD>
+template <int kDk, int kDv>
 constexpr int key_grads_shared_bytes() {
-  return query_grads_shared_bytes<kD>() + linear_tc::Shape<kD>::kTileElems * 2;
+  return query_grads_shared_bytes<kDk, kDv>() + linear_tc::Shape<kDk, kDv>::kKeyTileElems * 2;
 }
 
-template <int kD>
+template <int kDk, int kDv>
 constexpr int grad_states_shared_bytes() {
-  using Sh = linear_tc::Shape<kD>;
-  return 2 * Sh::kTileElems * 2 + 2 * Sh::kChunk * static_cast<int>(sizeof(float));
+  using Sh = linear_tc::Shape<kDk, kDv>;
+  return (Sh::kKeyTileElems + Sh::kValueTileElems) * 2 + 2 * Sh::kChunk * static_cast<int>(sizeof(float));
 }
 
-template <typename T, int kD>
+template <typename T, int kDk, int kDv>
 struct Tiles {
-  using Sh = linear_tc::Shape<kD>;
+  using Sh = linear_tc::Shape<kDk, kDv>;
   T* b;         // phi(K) of a chunk
   T* v;         // V of a chunk (the key block's centred on m)
   T* dnum;      // dO / den of a chunk
@@ -87,15 +89,15 @@ struct Tiles {
 
   __device__ Tiles() {
     b = dynamic_shared<T>();
-    v = b + Sh::kTileElems;
-    dnum = v + Sh::kTileElems;
-    state = dnum + Sh::kTileElems;
+    v = b + Sh::kKeyTileElems;
+    dnum = v + Sh::kValueTileElems;
+    state = dnum + Sh::kValueTileElems;
     z = reinterpret_cast<float*>(state + Sh::kStateElems);
-    dz_centred = z + kD;
-    dden = dz_centred + kD;
+    dz_centred = z + kDk;
+    dden = dz_centred + kDk;
     shift = dden + Sh::kChunk;
     slots = shift + Sh::kChunk;
-    static_assert(query_grads_shared_bytes<kD>() % 16 == 0 && Sh::kWarps <= 4, "A's rows 16-byte aligned");
+    static_assert(query_grads_shared_bytes<kDk, kDv>() % 16 == 0 && Sh::kWarps <= 4, "A's rows 16-byte aligned");
     a = reinterpret_cast<T*>(slots + 4);
   }
 };
@@ -143,14 +145,14 @@ struct Plan {
 
 // Launch 2: the share [dS | dz] = A^T [dNum | dden] of one query chunk into the gradient states
 // (shared memory: grad_states_shared_bytes).
-template <typename T, typename Map, int kD>
-__global__ void __launch_bounds__(linear_tc::Shape<kD>::kThreads) grad_states_kernel(const LinearParams p,
-                                                                                     float* workspace) {
-  using Sh = linear_tc::Shape<kD>;
-  constexpr int kLd = Sh::kLd, kChunk = Sh::kChunk, kTiles = Sh::kTiles;
+template <typename T, typename Map, int kDk, int kDv>
+__global__ void __launch_bounds__(linear_tc::Shape<kDk, kDv>::kThreads) grad_states_kernel(const LinearParams p,
+                                                                                           float* workspace) {
+  using Sh = linear_tc::Shape<kDk, kDv>;
+  constexpr int kLdK = Sh::kLdK, kLdV = Sh::kLdV, kChunk = Sh::kChunk, kValueTiles = Sh::kValueTiles;
   T* a_tile = dynamic_shared<T>();
-  T* dnum_tile = a_tile + Sh::kTileElems;
-  float* dden = reinterpret_cast<float*>(dnum_tile + Sh::kTileElems);
+  T* dnum_tile = a_tile + Sh::kKeyTileElems;
+  float* dden = reinterpret_cast<float*>(dnum_tile + Sh::kValueTileElems);
   float* unused_shift = dden + kChunk;
 
   const Plan plan(p);
@@ -160,46 +162,46 @@ __global__ void __launch_bounds__(linear_tc::Shape<kD>::kThreads) grad_states_ke
   const int64_t bh = head, b = head / heads, h = head % heads, chunk = blockIdx.x % chunks, q0 = chunk * kChunk;
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp, g = lane / 4, t = lane % 4;
 
-  linear_tc::load_mapped_tile<T, Map, kChunk, kD, Sh::kThreads, 4>(a_tile, kLd, p.q, b, h, q0, p.shape.q_len,
-                                                                   static_cast<float>(p.scale));
-  linear_tc::load_output_grads<T, kChunk, kD>(dnum_tile, kLd, dden, unused_shift, p, b, h, q0, nullptr);
+  linear_tc::load_mapped_tile<T, Map, kChunk, kDk, Sh::kThreads, 4>(a_tile, kLdK, p.q, b, h, q0, p.shape.q_len,
+                                                                    static_cast<float>(p.scale));
+  linear_tc::load_output_grads<T, kChunk, kDv>(dnum_tile, kLdV, dden, unused_shift, p, b, h, q0, nullptr);
   __syncthreads();
 
   float* share = plan.grad_states(workspace) + (bh * plan.query_chunks + chunk) * plan.entries;
 #pragma unroll 1
-  for (int strip = warp; strip < kD / 16; strip += Sh::kWarps) {  // 16 rows of dS each
-    mma::FragC acc[kTiles];
+  for (int strip = warp; strip < kDk / 16; strip += Sh::kWarps) {  // 16 rows of dS each
+    mma::FragC acc[kValueTiles];
     mma::zero(acc);
-    mma::mma_shared_a_b<T, kChunk / 16, kTiles, true>(acc, a_tile + strip * 16, kLd, dnum_tile, kLd, lane);
+    mma::mma_shared_a_b<T, kChunk / 16, kValueTiles, true>(acc, a_tile + strip * 16, kLdK, dnum_tile, kLdV, lane);
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
-      float* row = share + (strip * 16 + g + 8 * half) * kD;
+      float* row = share + (strip * 16 + g + 8 * half) * kDv;
 #pragma unroll
-      for (int n = 0; n < kTiles; ++n)
+      for (int n = 0; n < kValueTiles; ++n)
         *reinterpret_cast<float2*>(row + n * 8 + 2 * t) = make_float2(acc[n].x[2 * half], acc[n].x[2 * half + 1]);
     }
   }
-  linear_tc::weighted_column_sums<T, kChunk, kD>(share + kD * kD, a_tile, kLd, dden);
+  linear_tc::weighted_column_sums<T, kChunk, kDk>(share + kDk * kDv, a_tile, kLdK, dden);
 }
 
 // dq for the chunk at q0: da = dNum S^T + dden z^T + tril(dNum V^T + dden) B, then the map's derivative.
-template <typename T, typename Map, bool kCausal, int kD>
-__device__ __forceinline__ void query_chunk_grads(const LinearParams& p, const Tiles<T, kD>& sm, int64_t b,
+template <typename T, typename Map, bool kCausal, int kDk, int kDv>
+__device__ __forceinline__ void query_chunk_grads(const LinearParams& p, const Tiles<T, kDk, kDv>& sm, int64_t b,
                                                   int64_t h, int64_t q0, float sigma) {
-  using Sh = linear_tc::Shape<kD>;
-  constexpr int kLd = Sh::kLd, kTiles = Sh::kTiles, kSteps = Sh::kSteps;
+  using Sh = linear_tc::Shape<kDk, kDv>;
+  constexpr int kLdK = Sh::kLdK, kLdV = Sh::kLdV, kKeyTiles = Sh::kKeyTiles, kValueSteps = Sh::kValueSteps;
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp, g = lane / 4, t = lane % 4;
-  const T* dnum_rows = sm.dnum + warp * 16 * kLd;
+  const T* dnum_rows = sm.dnum + warp * 16 * kLdV;
 
-  mma::FragC da[kTiles];
+  mma::FragC da[kKeyTiles];
   mma::zero(da);
-  mma::mma_shared_a_bt<T, kSteps>(da, dnum_rows, kLd, sm.state, kLd, lane);
+  mma::mma_shared_a_bt<T, kValueSteps>(da, dnum_rows, kLdV, sm.state, kLdV, lane);
   linear_tc::multiply(da, sigma);
   const float row_dden[2] = {sm.dden[warp * 16 + g], sm.dden[warp * 16 + g + 8]};
   // S_c was centred on m (S_c - z_c m^T), so z_c takes dden + dnum . m.
   const float row_z_weight[2] = {row_dden[0] + sm.shift[warp * 16 + g], row_dden[1] + sm.shift[warp * 16 + g + 8]};
 #pragma unroll
-  for (int n = 0; n < kTiles; ++n) {
+  for (int n = 0; n < kKeyTiles; ++n) {
 #pragma unroll
     for (int r = 0; r < 4; ++r) da[n].x[r] += row_z_weight[r >> 1] * sm.z[n * 8 + 2 * t + (r & 1)];
   }
@@ -207,7 +209,7 @@ __device__ __forceinline__ void query_chunk_grads(const LinearParams& p, const T
     for (int kb = 0; kb <= warp; ++kb) {
       mma::FragC m[2];
       mma::zero(m);
-      mma::mma_shared_a_bt<T, kSteps>(m, dnum_rows, kLd, sm.v + kb * 16 * kLd, kLd, lane);
+      mma::mma_shared_a_bt<T, kValueSteps>(m, dnum_rows, kLdV, sm.v + kb * 16 * kLdV, kLdV, lane);
 #pragma unroll
       for (int n = 0; n < 2; ++n) {
 #pragma unroll
@@ -216,7 +218,7 @@ __device__ __forceinline__ void query_chunk_grads(const LinearParams& p, const T
           m[n].x[r] = (kb == warp && key > row) ? 0.f : m[n].x[r] + row_dden[r >> 1];
         }
       }
-      mma::mma_p_b<T, 1>(da, m, sm.b + kb * 16 * kLd, kLd, lane);
+      mma::mma_p_b<T, 1>(da, m, sm.b + kb * 16 * kLdK, kLdK, lane);
     }
   }
 
@@ -228,7 +230,7 @@ __device__ __forceinline__ void query_chunk_grads(const LinearParams& p, const T
     const T* q_row = row_ptr<const T>(p.q, b, h, i);
     T* dq_row = row_ptr<T>(p.grad_q, b, h, i);
 #pragma unroll
-    for (int n = 0; n < kTiles; ++n) {
+    for (int n = 0; n < kKeyTiles; ++n) {
       const int c = n * 8 + 2 * t;
       const float2 q = linear_tc::unpack<T>(*reinterpret_cast<const uint32_t*>(q_row + c));
       *reinterpret_cast<uint32_t*>(dq_row + c) =
@@ -238,14 +240,15 @@ __device__ __forceinline__ void query_chunk_grads(const LinearParams& p, const T
 }
 
 // dv and dk for the chunk at k0: dv = B dS + tril(A B^T)^T dNum, db = V dS^T + dz + tril(dNum V^T + dden)^T A.
-template <typename T, typename Map, bool kCausal, int kD>
-__device__ __forceinline__ void key_chunk_grads(const LinearParams& p, const Tiles<T, kD>& sm, int64_t b, int64_t h,
-                                                int64_t k0, int64_t keys, float sigma) {
-  using Sh = linear_tc::Shape<kD>;
-  constexpr int kLd = Sh::kLd, kTiles = Sh::kTiles, kSteps = Sh::kSteps, kBlocks = Sh::kChunk / 16;
+template <typename T, typename Map, bool kCausal, int kDk, int kDv>
+__device__ __forceinline__ void key_chunk_grads(const LinearParams& p, const Tiles<T, kDk, kDv>& sm, int64_t b,
+                                                int64_t h, int64_t k0, int64_t keys, float sigma) {
+  using Sh = linear_tc::Shape<kDk, kDv>;
+  constexpr int kLdK = Sh::kLdK, kLdV = Sh::kLdV, kKeyTiles = Sh::kKeyTiles, kValueTiles = Sh::kValueTiles;
+  constexpr int kKeySteps = Sh::kKeySteps, kValueSteps = Sh::kValueSteps, kBlocks = Sh::kChunk / 16;
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp, g = lane / 4, t = lane % 4;
-  const T* b_rows = sm.b + warp * 16 * kLd;
-  const T* v_rows = sm.v + warp * 16 * kLd;
+  const T* b_rows = sm.b + warp * 16 * kLdK;
+  const T* v_rows = sm.v + warp * 16 * kLdV;
   const int64_t rows[2] = {k0 + warp * 16 + g, k0 + warp * 16 + g + 8};
 
   // Rows of the mask: key (row of this warp's strip) u is seen by query (column) t' iff t' >= u.
@@ -261,7 +264,8 @@ __device__ __forceinline__ void key_chunk_grads(const LinearParams& p, const Til
   };
   // Padding keys and rows past the end get zero gradients (their rows of B and V are zero already, but
   // dz reaches db regardless).
-  auto store = [&](const RowView& view, const mma::FragC(&grad)[kTiles], bool with_derivative) {
+  auto store = [&](const RowView& view, const auto& grad, bool with_derivative) {
+    constexpr int kTiles = std::extent_v<std::remove_reference_t<decltype(grad)>>;
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
       const int64_t j = rows[half];
@@ -285,28 +289,28 @@ __device__ __forceinline__ void key_chunk_grads(const LinearParams& p, const Til
   };
 
   {
-    mma::FragC dv[kTiles];
+    mma::FragC dv[kValueTiles];
     mma::zero(dv);
-    mma::mma_shared_a_b<T, kSteps, kTiles>(dv, b_rows, kLd, sm.state, kLd, lane);
+    mma::mma_shared_a_b<T, kKeySteps, kValueTiles>(dv, b_rows, kLdK, sm.state, kLdV, lane);
     linear_tc::multiply(dv, sigma);
     if constexpr (kCausal) {
       for (int qb = warp; qb < kBlocks; ++qb) {  // 16-query blocks at or right of the diagonal
         mma::FragC w[2];
         mma::zero(w);
-        mma::mma_shared_a_bt<T, kSteps>(w, b_rows, kLd, sm.a + qb * 16 * kLd, kLd, lane);
+        mma::mma_shared_a_bt<T, kKeySteps>(w, b_rows, kLdK, sm.a + qb * 16 * kLdK, kLdK, lane);
         mask_upper(w, qb);
-        mma::mma_p_b<T, 1>(dv, w, sm.dnum + qb * 16 * kLd, kLd, lane);
+        mma::mma_p_b<T, 1>(dv, w, sm.dnum + qb * 16 * kLdV, kLdV, lane);
       }
     }
     store(p.grad_v, dv, false);
   }
 
-  mma::FragC db[kTiles];
+  mma::FragC db[kKeyTiles];
   mma::zero(db);
-  mma::mma_shared_a_bt<T, kSteps>(db, v_rows, kLd, sm.state, kLd, lane);
+  mma::mma_shared_a_bt<T, kValueSteps>(db, v_rows, kLdV, sm.state, kLdV, lane);
   linear_tc::multiply(db, sigma);
 #pragma unroll
-  for (int n = 0; n < kTiles; ++n) {
+  for (int n = 0; n < kKeyTiles; ++n) {
 #pragma unroll
     for (int r = 0; r < 4; ++r) db[n].x[r] += sm.dz_centred[n * 8 + 2 * t + (r & 1)];
   }
@@ -314,7 +318,7 @@ __device__ __forceinline__ void key_chunk_grads(const LinearParams& p, const Til
     for (int qb = warp; qb < kBlocks; ++qb) {
       mma::FragC m[2];
       mma::zero(m);
-      mma::mma_shared_a_bt<T, kSteps>(m, v_rows, kLd, sm.dnum + qb * 16 * kLd, kLd, lane);
+      mma::mma_shared_a_bt<T, kValueSteps>(m, v_rows, kLdV, sm.dnum + qb * 16 * kLdV, kLdV, lane);
 #pragma unroll
       for (int n = 0; n < 2; ++n) {
 #pragma unroll
@@ -324,14 +328,14 @@ __device__ __forceinline__ void key_chunk_grads(const LinearParams& p, const Til
         }
       }
       mask_upper(m, qb);
-      mma::mma_p_b<T, 1>(db, m, sm.a + qb * 16 * kLd, kLd, lane);
+      mma::mma_p_b<T, 1>(db, m, sm.a + qb * 16 * kLdK, kLdK, lane);
     }
   }
   store(p.grad_k, db, true);
 }
 
-// What a block of launches 4 and 5 owns: a (batch, head) and one of its `chunks` chunks, from c0 on. 32-bit
-// divisions: a 64-bit one is a called subroutine on the GPU, and ptxas spills around calls.
+// What a block of launches 4 and 5 owns: a (batch, head) and one of its `chunks` chunks, from c0 on.
+// 32-bit divisions: a 64-bit one is a called subroutine on the GPU, and ptxas spills around calls.
 struct ChunkOf {
   int64_t bh, b, h, chunk, c0;
 
@@ -340,25 +344,25 @@ struct ChunkOf {
         b(static_cast<unsigned>(bh) / static_cast<unsigned>(heads)),
         h(static_cast<unsigned>(bh) % static_cast<unsigned>(heads)),
         chunk(blockIdx.x % static_cast<unsigned>(chunks)),
-        c0(chunk * linear_tc::Shape<64>::kChunk) {}
+        c0(chunk * Plan::kChunk) {}
 };
 
 // The chunk's centre m: the output row of its last query (the last row, past the end), a weighted mean
 // of the values near the chunk's. Null (no centring) without normalisation.
 template <typename T>
 __device__ __forceinline__ const T* centre_of(const LinearParams& p, const ChunkOf& at) {
-  const int64_t last = at.c0 + linear_tc::Shape<64>::kChunk - 1;
+  const int64_t last = at.c0 + Plan::kChunk - 1;
   if (!p.normalize || p.shape.q_len == 0) return nullptr;
   return row_ptr<const T>(p.out, at.b, at.h, last < p.shape.q_len ? last : p.shape.q_len - 1);
 }
 
 // Launch 4, dq: one query chunk (shared memory: query_grads_shared_bytes).
-template <typename T, typename Map, bool kCausal, int kD>
-__global__ void __launch_bounds__(linear_tc::Shape<kD>::kThreads) query_grads_kernel(const LinearParams p,
-                                                                                     float* workspace) {
-  using Sh = linear_tc::Shape<kD>;
-  constexpr int kLd = Sh::kLd, kChunk = Sh::kChunk, kThreads = Sh::kThreads;
-  const Tiles<T, kD> sm;
+template <typename T, typename Map, bool kCausal, int kDk, int kDv>
+__global__ void __launch_bounds__(linear_tc::Shape<kDk, kDv>::kThreads) query_grads_kernel(const LinearParams p,
+                                                                                           float* workspace) {
+  using Sh = linear_tc::Shape<kDk, kDv>;
+  constexpr int kLdK = Sh::kLdK, kLdV = Sh::kLdV, kChunk = Sh::kChunk, kThreads = Sh::kThreads;
+  const Tiles<T, kDk, kDv> sm;
   const Plan plan(p);
   const ChunkOf at(plan.query_chunks, p.shape.heads);
   const int64_t bh = at.bh, b = at.b, h = at.h, c0 = at.c0;
@@ -366,29 +370,31 @@ __global__ void __launch_bounds__(linear_tc::Shape<kD>::kThreads) query_grads_ke
 
   if constexpr (kCausal) {  // S_c + B^T V needs the values as they are; m enters through S_c's rounding
     const int64_t keys = keys_of(p.key_lengths, b, p.shape.k_len);
-    linear_tc::load_mapped_tile<T, Map, kChunk, kD, kThreads, 4>(sm.b, kLd, p.k, b, h, c0, keys, 1.f);
-    linear_tc::load_centred_tile<T, kChunk, kD>(sm.v, kLd, p.v, b, h, c0, keys, nullptr);
+    linear_tc::load_mapped_tile<T, Map, kChunk, kDk, kThreads, 4>(sm.b, kLdK, p.k, b, h, c0, keys, 1.f);
+    linear_tc::load_centred_tile<T, kChunk, kDv>(sm.v, kLdV, p.v, b, h, c0, keys, nullptr);
   }
-  linear_tc::load_output_grads<T, kChunk, kD>(sm.dnum, kLd, sm.dden, sm.shift, p, b, h, c0, centre);
+  linear_tc::load_output_grads<T, kChunk, kDv>(sm.dnum, kLdV, sm.dden, sm.shift, p, b, h, c0, centre);
   // Causal: the state before the chunk; non-causal: the full state, saved by the forward or launch 1's.
+  constexpr int64_t kStateSize = static_cast<int64_t>(kDk) * kDv;
   const float* state = kCausal ? plan.forward_states(workspace) + (bh * plan.key_chunks + at.chunk) * plan.entries
-                       : p.saved_state != nullptr ? static_cast<const float*>(p.saved_state) + bh * kD * kD
-                                                  : plan.full_state(workspace) + bh * kD * kD;
-  const float* z = kCausal ? state + kD * kD
-                   : p.saved_state != nullptr ? static_cast<const float*>(p.saved_normalizer) + bh * kD
-                                              : plan.full_state(workspace) + plan.heads_total * kD * kD + bh * kD;
-  linear_tc::load_vector<kD>(sm.z, z);
-  const float sigma = linear_tc::round_state_tile<T, kD, kThreads>(sm.state, kLd, state, z, centre, sm.slots);
-  query_chunk_grads<T, Map, kCausal, kD>(p, sm, b, h, c0, sigma);
+                       : p.saved_state != nullptr ? static_cast<const float*>(p.saved_state) + bh * kStateSize
+                                                  : plan.full_state(workspace) + bh * kStateSize;
+  const float* z = kCausal ? state + kStateSize
+                   : p.saved_state != nullptr ? static_cast<const float*>(p.saved_normalizer) + bh * kDk
+                                              : plan.full_state(workspace) + plan.heads_total * kStateSize + bh * kDk;
+  linear_tc::load_vector<kDk>(sm.z, z);
+  const float sigma =
+      linear_tc::round_state_tile<T, kDk, kDv, kThreads>(sm.state, kLdV, state, z, centre, sm.slots);
+  query_chunk_grads<T, Map, kCausal, kDk, kDv>(p, sm, b, h, c0, sigma);
 }
 
 // Launch 5, dk and dv: one key chunk (shared memory: key_grads_shared_bytes).
-template <typename T, typename Map, bool kCausal, int kD>
-__global__ void __launch_bounds__(linear_tc::Shape<kD>::kThreads) key_grads_kernel(const LinearParams p,
-                                                                                   float* workspace) {
-  using Sh = linear_tc::Shape<kD>;
-  constexpr int kLd = Sh::kLd, kChunk = Sh::kChunk, kThreads = Sh::kThreads;
-  const Tiles<T, kD> sm;
+template <typename T, typename Map, bool kCausal, int kDk, int kDv>
+__global__ void __launch_bounds__(linear_tc::Shape<kDk, kDv>::kThreads) key_grads_kernel(const LinearParams p,
+                                                                                         float* workspace) {
+  using Sh = linear_tc::Shape<kDk, kDv>;
+  constexpr int kLdK = Sh::kLdK, kLdV = Sh::kLdV, kChunk = Sh::kChunk, kThreads = Sh::kThreads;
+  const Tiles<T, kDk, kDv> sm;
   const Plan plan(p);
   const ChunkOf at(plan.key_chunks, p.shape.heads);
   const int64_t bh = at.bh, b = at.b, h = at.h, c0 = at.c0;
@@ -396,60 +402,62 @@ __global__ void __launch_bounds__(linear_tc::Shape<kD>::kThreads) key_grads_kern
   const int64_t keys = keys_of(p.key_lengths, b, p.shape.k_len);
   const T* centre = centre_of<T>(p, at);
 
-  linear_tc::load_mapped_tile<T, Map, kChunk, kD, kThreads, 4>(sm.b, kLd, p.k, b, h, c0, keys, 1.f);
-  linear_tc::load_centred_tile<T, kChunk, kD>(sm.v, kLd, p.v, b, h, c0, keys, centre);
+  linear_tc::load_mapped_tile<T, Map, kChunk, kDk, kThreads, 4>(sm.b, kLdK, p.k, b, h, c0, keys, 1.f);
+  linear_tc::load_centred_tile<T, kChunk, kDv>(sm.v, kLdV, p.v, b, h, c0, keys, centre);
   if constexpr (kCausal) {
-    linear_tc::load_mapped_tile<T, Map, kChunk, kD, kThreads, 4>(sm.a, kLd, p.q, b, h, c0, p.shape.q_len,
-                                                                 static_cast<float>(p.scale));
-    linear_tc::load_output_grads<T, kChunk, kD>(sm.dnum, kLd, sm.dden, sm.shift, p, b, h, c0, centre);
+    linear_tc::load_mapped_tile<T, Map, kChunk, kDk, kThreads, 4>(sm.a, kLdK, p.q, b, h, c0, p.shape.q_len,
+                                                                  static_cast<float>(p.scale));
+    linear_tc::load_output_grads<T, kChunk, kDv>(sm.dnum, kLdV, sm.dden, sm.shift, p, b, h, c0, centre);
   }
   // Causal: what the later chunks send this one (launch 3); non-causal: the total, the initial state's.
+  constexpr int64_t kStateSize = static_cast<int64_t>(kDk) * kDv;
   const float* ds = kCausal ? plan.grad_states(workspace) + (bh * plan.query_chunks + at.chunk) * plan.entries
-                            : static_cast<const float*>(p.grad_initial_state) + bh * kD * kD;
-  const float* dz = kCausal ? ds + kD * kD : static_cast<const float*>(p.grad_initial_normalizer) + bh * kD;
+                            : static_cast<const float*>(p.grad_initial_state) + bh * kStateSize;
+  const float* dz = kCausal ? ds + kStateSize : static_cast<const float*>(p.grad_initial_normalizer) + bh * kDk;
   // dz + dS m: the vector db takes when V is centred on m (db_j = dS (v_j - m) + dz + dS m), summed in
   // float32 from the unrounded dS, one warp per row.
-  for (int row = warp; row < kD; row += Sh::kWarps) {
+  for (int row = warp; row < kDk; row += Sh::kWarps) {
     float sum = 0.f;
     if (centre != nullptr) {
-      for (int c = lane; c < kD; c += kWarp) sum += ds[row * kD + c] * to_acc<float>(centre[c]);
+      for (int c = lane; c < kDv; c += kWarp) sum += ds[row * kDv + c] * to_acc<float>(centre[c]);
     }
     sum = warp_sum(sum);
     if (lane == 0) sm.dz_centred[row] = dz[row] + sum;
   }
-  const float sigma = linear_tc::round_state_tile<T, kD, kThreads>(sm.state, kLd, ds, nullptr, nullptr, sm.slots);
-  key_chunk_grads<T, Map, kCausal, kD>(p, sm, b, h, c0, keys, sigma);
+  const float sigma =
+      linear_tc::round_state_tile<T, kDk, kDv, kThreads>(sm.state, kLdV, ds, nullptr, nullptr, sm.slots);
+  key_chunk_grads<T, Map, kCausal, kDk, kDv>(p, sm, b, h, c0, keys, sigma);
 }
 
 // The backward's launches in order. `launch(kernel, grid, shared_bytes, name, args...)` starts one with
-// Shape<kD>::kThreads threads: a CUDA launch in linear_backward_tc.cu, an emulated one in tests/emulation.
-template <typename T, typename Map, bool kCausal, int kD, typename Launch>
+// Shape's kThreads threads: a CUDA launch in linear_backward_tc.cu, an emulated one in tests/emulation.
+template <typename T, typename Map, bool kCausal, int kDk, int kDv, typename Launch>
 void run(const LinearParams& p, float* workspace, Launch&& launch) {
   namespace fwd = linear_forward_tc;
-  static_assert(linear_tc::Shape<kD>::kThreads == fwd::kThreads, "one block size for every launch");
+  static_assert(linear_tc::Shape<kDk, kDv>::kThreads == fwd::kThreads, "one block size for every launch");
   const Plan plan(p);
   if (plan.heads_total == 0) return;
   if (Plan::needs_forward_states(p)) {
     const fwd::Plan forward(p);
     if (forward.key_chunks > 0) {
-      launch(fwd::chunk_states_kernel<T, Map, kD, kD>, forward.states_grid(), fwd::states_shared_bytes<kD, kD>(),
+      launch(fwd::chunk_states_kernel<T, Map, kDk, kDv>, forward.states_grid(), fwd::states_shared_bytes<kDk, kDv>(),
              "linear_attention_backward (tensor cores, chunk states)", p, plan.forward_states(workspace));
     }
     launch(linear_tc::sweep_states_kernel, plan.forward_sweep(p, workspace).grid(), 0,
            "linear_attention_backward (tensor cores, state prefix)", plan.forward_sweep(p, workspace));
   }
   if (plan.query_chunks > 0) {
-    launch(grad_states_kernel<T, Map, kD>, plan.grad_states_grid(), grad_states_shared_bytes<kD>(),
+    launch(grad_states_kernel<T, Map, kDk, kDv>, plan.grad_states_grid(), grad_states_shared_bytes<kDk, kDv>(),
            "linear_attention_backward (tensor cores, chunk gradient states)", p, workspace);
   }
   launch(linear_tc::sweep_states_kernel, plan.grad_sweep(p, workspace).grid(), 0,
          "linear_attention_backward (tensor cores, gradient state suffix)", plan.grad_sweep(p, workspace));
   if (p.grad_q.data != nullptr && plan.query_chunks > 0) {
-    launch(query_grads_kernel<T, Map, kCausal, kD>, plan.query_grads_grid(), query_grads_shared_bytes<kD>(),
-           "linear_attention_backward (tensor cores, dq)", p, workspace);
+    launch(query_grads_kernel<T, Map, kCausal, kDk, kDv>, plan.query_grads_grid(),
+           query_grads_shared_bytes<kDk, kDv>(), "linear_attention_backward (tensor cores, dq)", p, workspace);
   }
   if (p.grad_k.data != nullptr && plan.key_chunks > 0) {
-    launch(key_grads_kernel<T, Map, kCausal, kD>, plan.key_grads_grid(), key_grads_shared_bytes<kD>(),
+    launch(key_grads_kernel<T, Map, kCausal, kDk, kDv>, plan.key_grads_grid(), key_grads_shared_bytes<kDk, kDv>(),
            "linear_attention_backward (tensor cores, dk, dv)", p, workspace);
   }
 }

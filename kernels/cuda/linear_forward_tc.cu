@@ -10,16 +10,17 @@ namespace cuda {
 
 namespace {
 
-template <int kD>
+template <int kDk, int kDv>
 constexpr int forward_shared_bytes() {
-  return std::max(linear_forward_tc::states_shared_bytes<kD, kD>(), linear_forward_tc::outputs_shared_bytes<kD, kD>());
+  return std::max(linear_forward_tc::states_shared_bytes<kDk, kDv>(),
+                  linear_forward_tc::outputs_shared_bytes<kDk, kDv>());
 }
 
 }  // namespace
 
-int linear_forward_tensor_core_shared_bytes(int64_t dim) {
+int linear_forward_tensor_core_shared_bytes(int64_t qk_dim, int64_t v_dim) {
   int bytes = 0;
-  dispatch_head_dim(dim, [&](auto d) { bytes = forward_shared_bytes<decltype(d)::value>(); });
+  dispatch_linear_head_dims(qk_dim, v_dim, [&](auto dims) { bytes = forward_shared_bytes<dims.qk, dims.v>(); });
   return bytes;
 }
 
@@ -28,10 +29,10 @@ int64_t linear_forward_tensor_core_workspace(const LinearParams& params) {
 }
 
 void linear_forward_tensor_core(const LinearParams& params, cudaStream_t stream) {
-  dispatch_linear_tensor_core(params, [&](auto types, auto map, auto causal, auto dim) {
-    linear_forward_tc::run<typename decltype(types)::scalar_t, decltype(map), decltype(causal)::value,
-                           decltype(dim)::value>(params, static_cast<float*>(params.workspace),
-                                                 launch_with<linear_forward_tc::kThreads>(stream));
+  dispatch_linear_tensor_core(params, [&](auto types, auto map, auto causal, auto dims) {
+    linear_forward_tc::run<typename decltype(types)::scalar_t, decltype(map), decltype(causal)::value, dims.qk,
+                           dims.v>(params, static_cast<float*>(params.workspace),
+                                   launch_with<linear_forward_tc::kThreads>(stream));
   });
 }
 

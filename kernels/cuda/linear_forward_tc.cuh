@@ -1,5 +1,6 @@
-// Linear attention forward on tensor cores (float16 / bfloat16, Dk = Dv = D in {32, 64, 96, 128}, sm_80+),
-// the feature map fused: a = scale phi(q), b = phi(k), o_i = a_i S_i / (a_i . z_i + eps).
+// Linear attention forward on tensor cores (float16 / bfloat16, sm_80+; Dk = Dv in {32, 64, 96, 128} or
+// (Dk, Dv) = (64, 128), (128, 64): kernels/dispatch.h), the feature map fused: a = scale phi(q),
+// b = phi(k), o_i = a_i S_i / (a_i . z_i + eps).
 //
 // Algorithm: chunk-parallel (flash-linear-attention's `chunk` schedule), chunks of kChunk = 64 positions
 // whatever D, three launches (Plan gives their grids):
@@ -300,18 +301,18 @@ __global__ void __launch_bounds__(kThreads) chunk_outputs_kernel(const LinearPar
 
 // The forward's launches in order. `launch(kernel, grid, shared_bytes, name, args...)` starts one with
 // kThreads threads: a CUDA launch in linear_forward_tc.cu, an emulated one in tests/emulation.
-template <typename T, typename Map, bool kCausal, int kD, typename Launch>
+template <typename T, typename Map, bool kCausal, int kDk, int kDv, typename Launch>
 void run(const LinearParams& p, float* workspace, Launch&& launch) {
   const Plan plan(p);
   if (plan.heads_total == 0) return;
   if (plan.key_chunks > 0) {
-    launch(chunk_states_kernel<T, Map, kD, kD>, plan.states_grid(), states_shared_bytes<kD, kD>(),
+    launch(chunk_states_kernel<T, Map, kDk, kDv>, plan.states_grid(), states_shared_bytes<kDk, kDv>(),
            "linear_attention_forward (tensor cores, chunk states)", p, workspace);
   }
   launch(linear_tc::sweep_states_kernel, plan.sweep(p, workspace).grid(), 0,
          "linear_attention_forward (tensor cores, state prefix)", plan.sweep(p, workspace));
   if (plan.query_chunks > 0) {
-    launch(chunk_outputs_kernel<T, Map, kCausal, kD, kD>, plan.outputs_grid(), outputs_shared_bytes<kD, kD>(),
+    launch(chunk_outputs_kernel<T, Map, kCausal, kDk, kDv>, plan.outputs_grid(), outputs_shared_bytes<kDk, kDv>(),
            "linear_attention_forward (tensor cores, chunk outputs)", p, static_cast<const float*>(workspace));
   }
 }

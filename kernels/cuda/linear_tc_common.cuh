@@ -14,19 +14,23 @@ namespace actattn {
 namespace cuda {
 namespace linear_tc {
 
-// A chunk block of the backward: head dim D (= Dk = Dv, 32, 64, 96 or 128), chunks of 64 positions whatever D,
-// 4 warps; warp w owns rows [16 w, 16 w + 16) of the chunk, so every product is a 16-row strip per warp.
-template <int kD>
+// A chunk block of the backward: head dims Dk (q, k) and Dv (v), each 32, 64, 96 or 128; chunks of 64
+// positions whatever they are, 4 warps; warp w owns rows [16 w, 16 w + 16) of the chunk, so every
+// product is a 16-row strip per warp.
+template <int kDk, int kDv>
 struct Shape {
-  static_assert(kD % 32 == 0 && kD <= 128, "tiled head dims: whole n-tile pairs, one z entry per thread");
+  static_assert(kDk % 32 == 0 && kDk <= 128 && kDv % 32 == 0 && kDv <= 128,
+                "tiled head dims: whole n-tile pairs, one z entry per thread");
   static constexpr int kChunk = 64;
   static constexpr int kWarps = kChunk / 16;
   static constexpr int kThreads = kWarps * kWarp;
-  static constexpr int kLd = kD + 8;    // padded rows: ldmatrix's 8 row addresses fall in distinct banks
-  static constexpr int kTiles = kD / 8;  // n-tiles across a D-wide row strip
-  static constexpr int kSteps = kD / 16;  // k-steps of a product over D
-  static constexpr int kTileElems = kChunk * kLd;  // a chunk's rows
-  static constexpr int kStateElems = kD * kLd;     // a D x D state
+  // Padded rows: ldmatrix's 8 row addresses fall in distinct banks.
+  static constexpr int kLdK = kDk + 8, kLdV = kDv + 8;
+  static constexpr int kKeyTiles = kDk / 8, kValueTiles = kDv / 8;  // n-tiles across a row strip
+  static constexpr int kKeySteps = kDk / 16, kValueSteps = kDv / 16;  // k-steps of a product over Dk, Dv
+  static constexpr int kKeyTileElems = kChunk * kLdK;      // a chunk of Q or K
+  static constexpr int kValueTileElems = kChunk * kLdV;    // a chunk of V or dO
+  static constexpr int kStateElems = kDk * kLdV;           // a Dk x Dv state
 };
 
 template <typename T>
@@ -103,18 +107,19 @@ __device__ __forceinline__ void multiply(mma::FragC (&acc)[N], float sigma) {
   }
 }
 
-// A float32 D x D state (row-major at `state`), centred on m when `centre` is given (S - z m^T, z a
-// float32 D-vector; see linear_backward_tc.cuh), divided by state_divisor's sigma and rounded to T into
-// a shared tile (ld); returns sigma. Float16 reads the state twice (its largest entry first), bfloat16
-// once. Every thread of the block calls it; it ends with a barrier after which the tile may be read.
-template <typename T, int kD, int kThreads>
+// A float32 kRows x kCols state (row-major at `state`), centred on m when `centre` is given (S - z m^T,
+// z a float32 kRows-vector; see linear_backward_tc.cuh), divided by state_divisor's sigma and rounded
+// to T into a shared tile (ld); returns sigma. Float16 reads the state twice (its largest entry first),
+// bfloat16 once. Every thread of the block calls it; it ends with a barrier after which the tile may be
+// read.
+template <typename T, int kRows, int kCols, int kThreads>
 __device__ __forceinline__ float round_state_tile(T* tile, int ld, const float* state, const float* z,
                                                   const T* centre, float* slots) {
-  constexpr int kQuads = kD * kD / 4;
+  constexpr int kQuads = kRows * kCols / 4;
   static_assert(kQuads % kThreads == 0, "whole float4s per thread");
   auto quad = [&](int idx) {  // entries (row, col .. col + 3) of quad idx, centred
-    const int row = idx / (kD / 4), col = (idx % (kD / 4)) * 4;
-    float4 x = *reinterpret_cast<const float4*>(state + row * kD + col);
+    const int row = idx / (kCols / 4), col = (idx % (kCols / 4)) * 4;
+    float4 x = *reinterpret_cast<const float4*>(state + row * kCols + col);
     if (centre != nullptr) {
       const float zr = z[row];
       x.x -= zr * to_acc<float>(centre[col]);
@@ -134,7 +139,7 @@ __device__ __forceinline__ float round_state_tile(T* tile, int ld, const float* 
   const float sigma = state_divisor<T, kThreads / kWarp>(largest, slots), inverse = 1.f / sigma;
   for (int idx = threadIdx.x; idx < kQuads; idx += kThreads) {
     const float4 x = quad(idx);
-    const int row = idx / (kD / 4), col = (idx % (kD / 4)) * 4;
+    const int row = idx / (kCols / 4), col = (idx % (kCols / 4)) * 4;
     *reinterpret_cast<uint2*>(tile + row * ld + col) =
         make_uint2(mma::pack<T>(x.x * inverse, x.y * inverse), mma::pack<T>(x.z * inverse, x.w * inverse));
   }

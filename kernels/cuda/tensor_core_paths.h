@@ -13,8 +13,12 @@ namespace actattn {
 namespace cuda {
 
 // Head dims with a tiled instantiation (q, k and v must share it; kernels/dispatch.h instantiates them).
-// Both op families have the same set.
+// Both op families have the same set; linear attention also has two pairs with Dk != Dv.
 inline bool tensor_core_head_dim(int64_t dim) { return dim == 32 || dim == 64 || dim == 96 || dim == 128; }
+inline bool linear_tensor_core_head_dims(int64_t qk_dim, int64_t v_dim) {
+  return qk_dim == v_dim ? tensor_core_head_dim(qk_dim)
+                         : (qk_dim == 64 && v_dim == 128) || (qk_dim == 128 && v_dim == 64);
+}
 
 inline bool is_half_type(ScalarKind kind) { return kind == ScalarKind::kFloat16 || kind == ScalarKind::kBFloat16; }
 
@@ -56,8 +60,6 @@ bool all_rows_aligned(const Params& p, bool backward) {
 template <typename Params>
 const char* common_tensor_core_refusal(const Params& p, bool backward) {
   if (!is_half_type(p.dtype)) return nullptr;
-  const AttentionShape& s = p.shape;
-  if (s.qk_dim != s.v_dim) return "q and v have different head dims (the tensor-core kernels need Dk = Dv)";
   if (!all_rows_aligned(p, backward)) {
     return "a tensor's rows are not 16-byte aligned (a data pointer, or a stride not a multiple of 8 elements)";
   }
@@ -67,7 +69,11 @@ const char* common_tensor_core_refusal(const Params& p, bool backward) {
 
 inline const char* quadratic_tensor_core_refusal(const QuadraticParams& p, bool backward) {
   if (const char* refusal = common_tensor_core_refusal(p, backward)) return refusal;
-  if (is_half_type(p.dtype) && !tensor_core_head_dim(p.shape.qk_dim)) {
+  if (!is_half_type(p.dtype)) return nullptr;
+  if (p.shape.qk_dim != p.shape.v_dim) {
+    return "q and v have different head dims (the quadratic tensor-core kernels need Dk = Dv)";
+  }
+  if (!tensor_core_head_dim(p.shape.qk_dim)) {
     return "the head dim is not 32, 64, 96 or 128, the dims with quadratic tensor-core kernels";
   }
   return nullptr;
@@ -78,8 +84,8 @@ inline bool quadratic_takes_tensor_cores(const QuadraticParams& p, bool backward
 }
 
 // Shared memory of the tensor-core linear kernels at a tiled head dim (linear_*_tc.cuh).
-int linear_forward_tensor_core_shared_bytes(int64_t dim);
-int linear_backward_tensor_core_shared_bytes(int64_t dim);
+int linear_forward_tensor_core_shared_bytes(int64_t qk_dim, int64_t v_dim);
+int linear_backward_tensor_core_shared_bytes(int64_t qk_dim, int64_t v_dim);
 
 // The chunk-parallel backward's blocks hold a D x D state tile besides four chunk tiles: 104 KiB at
 // D = 128, which A100 and H100-class GPUs grant and sm_86/89 (99 KiB) do not; those take the generic
@@ -87,11 +93,14 @@ int linear_backward_tensor_core_shared_bytes(int64_t dim);
 inline const char* linear_tensor_core_refusal(const LinearParams& p, bool backward) {
   if (const char* refusal = common_tensor_core_refusal(p, backward)) return refusal;
   if (!is_half_type(p.dtype)) return nullptr;
-  if (!tensor_core_head_dim(p.shape.qk_dim)) {
-    return "the head dim is not 32, 64, 96 or 128, the dims with linear tensor-core kernels";
+  if (!linear_tensor_core_head_dims(p.shape.qk_dim, p.shape.v_dim)) {
+    return p.shape.qk_dim == p.shape.v_dim
+               ? "the head dim is not 32, 64, 96 or 128, the dims with linear tensor-core kernels"
+               : "q and v have different head dims other than (64, 128) and (128, 64), the pairs with linear "
+                 "tensor-core kernels";
   }
-  const int shared = backward ? linear_backward_tensor_core_shared_bytes(p.shape.qk_dim)
-                              : linear_forward_tensor_core_shared_bytes(p.shape.qk_dim);
+  const int shared = backward ? linear_backward_tensor_core_shared_bytes(p.shape.qk_dim, p.shape.v_dim)
+                              : linear_forward_tensor_core_shared_bytes(p.shape.qk_dim, p.shape.v_dim);
   if (shared > device_shared_bytes_optin()) {
     return "the GPU grants a block less shared memory than the tensor-core kernel needs (the linear backward "
            "at D = 128 needs 104 KiB: A100 and H100-class GPUs)";

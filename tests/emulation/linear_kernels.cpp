@@ -46,16 +46,21 @@ struct Case {
   bool interleaved;  // (B, N, H, D) memory viewed as (B, H, N, D)
   bool half;         // float16 instead of bfloat16
   float value_mean = 0.f;  // added to v: states that grow past float16's range with N
+  int64_t v_dim = 0;       // Dv when not dim
 
-  LinearProblem problem() const { return {batch, heads, q_len, k_len, dim, dim, map, causal, normalize, with_state}; }
+  int64_t value_dim() const { return v_dim != 0 ? v_dim : dim; }
+  LinearProblem problem() const {
+    return {batch, heads, q_len, k_len, dim, value_dim(), map, causal, normalize, with_state};
+  }
 
   std::string name() const {
     const char* maps[] = {"identity", "relu", "elu"};
     char buf[200];
-    std::snprintf(buf, sizeof buf, "%s %s%s%s%s%s%s B%lld H%lld Nq%lld Nk%lld D%lld%s", half ? "fp16" : "bf16",
+    std::snprintf(buf, sizeof buf, "%s %s%s%s%s%s%s B%lld H%lld Nq%lld Nk%lld D%lld%s%s", half ? "fp16" : "bf16",
                   maps[static_cast<int>(map)], causal ? " causal" : "", normalize ? " norm" : "",
                   with_state ? " state" : "", padded ? " padded" : "", interleaved ? " interleaved" : "",
                   (long long)batch, (long long)heads, (long long)q_len, (long long)k_len, (long long)dim,
+                  v_dim != 0 ? ("/" + std::to_string(v_dim)).c_str() : "",
                   value_mean != 0.f ? (" v+" + std::to_string(static_cast<int>(value_mean))).c_str() : "");
     return buf;
   }
@@ -63,42 +68,42 @@ struct Case {
 
 // The forward's or the backward's launches, as linear_*_tc.cu make them (their run()), each emulated.
 // The workspace starts as NaN: the kernels must write every entry they read.
-template <typename T, int kD, typename Map, bool kCausal>
+template <typename T, int kDk, int kDv, typename Map, bool kCausal>
 void run_kernels(LinearParams& p, bool backward) {
   using namespace actattn::cuda;
   auto launch = [](auto kernel, dim3 grid, int, const char*, const auto&... args) {
-    emulation::launch(grid, linear_tc::Shape<kD>::kThreads, [&] { kernel(args...); });
+    emulation::launch(grid, linear_tc::Shape<kDk, kDv>::kThreads, [&] { kernel(args...); });
   };
   std::vector<float> workspace(
       backward ? linear_backward_tc::Plan(p).workspace_elems() : linear_forward_tc::Plan(p).workspace_elems(), NAN);
   if (backward) {
-    linear_backward_tc::run<T, Map, kCausal, kD>(p, workspace.data(), launch);
+    linear_backward_tc::run<T, Map, kCausal, kDk, kDv>(p, workspace.data(), launch);
   } else {
-    linear_forward_tc::run<T, Map, kCausal, kD>(p, workspace.data(), launch);
+    linear_forward_tc::run<T, Map, kCausal, kDk, kDv>(p, workspace.data(), launch);
   }
 }
 
-template <typename T, int kD>
+template <typename T, int kDk, int kDv>
 bool check_case(const Case& c, std::mt19937& gen) {
-  auto q = random_tensor<T>(c.batch, c.heads, c.q_len, kD, c.interleaved, gen);
-  auto k = random_tensor<T>(c.batch, c.heads, c.k_len, kD, c.interleaved, gen);
-  auto v = random_tensor<T>(c.batch, c.heads, c.k_len, kD, c.interleaved, gen);
+  auto q = random_tensor<T>(c.batch, c.heads, c.q_len, kDk, c.interleaved, gen);
+  auto k = random_tensor<T>(c.batch, c.heads, c.k_len, kDk, c.interleaved, gen);
+  auto v = random_tensor<T>(c.batch, c.heads, c.k_len, kDv, c.interleaved, gen);
   for (T& x : v.data) x = T(static_cast<float>(x) + c.value_mean);
-  auto dout = random_tensor<T>(c.batch, c.heads, c.q_len, kD, c.interleaved, gen);
-  EmulatedTensor<T> out(c.batch, c.heads, c.q_len, kD, c.interleaved), dq = out;
-  EmulatedTensor<T> dk(c.batch, c.heads, c.k_len, kD, c.interleaved), dv = dk;
+  auto dout = random_tensor<T>(c.batch, c.heads, c.q_len, kDv, c.interleaved, gen);
+  EmulatedTensor<T> out(c.batch, c.heads, c.q_len, kDv, c.interleaved), dq(c.batch, c.heads, c.q_len, kDk, c.interleaved);
+  EmulatedTensor<T> dk(c.batch, c.heads, c.k_len, kDk, c.interleaved), dv(c.batch, c.heads, c.k_len, kDv, c.interleaved);
   const std::vector<int64_t> lengths = pad_keys(c.padded, k, v);
   const int64_t bh = c.batch * c.heads;
-  const auto st = random_states<float>(bh, kD, kD, gen);
-  const double scale = 1.0 / std::sqrt(double(kD)), eps = 1e-6;
+  const auto st = random_states<float>(bh, kDk, kDv, gen);
+  const double scale = 1.0 / std::sqrt(double(kDk)), eps = 1e-6;
 
-  std::vector<float> den(bh * c.q_len), s_final(bh * kD * kD), z_final(bh * kD), ds0(s_final.size()),
+  std::vector<float> den(bh * c.q_len), s_final(bh * kDk * kDv), z_final(bh * kDk), ds0(s_final.size()),
       dz0(z_final.size());
   LinearParams p;
   p.feature_map = c.map;
   p.causal = c.causal;
   p.normalize = c.normalize;
-  p.shape = AttentionShape{c.batch, c.heads, c.q_len, c.k_len, kD, kD};
+  p.shape = AttentionShape{c.batch, c.heads, c.q_len, c.k_len, kDk, kDv};
   p.scale = scale;
   p.eps = eps;
   p.key_lengths = c.padded ? lengths.data() : nullptr;
@@ -128,9 +133,9 @@ bool check_case(const Case& c, std::mt19937& gen) {
       using Map = decltype(map);
       for (bool backward : passes) {
         if (c.causal) {
-          run_kernels<T, kD, Map, true>(p, backward);
+          run_kernels<T, kDk, kDv, Map, true>(p, backward);
         } else {
-          run_kernels<T, kD, Map, false>(p, backward);
+          run_kernels<T, kDk, kDv, Map, false>(p, backward);
         }
       }
     };
@@ -184,6 +189,9 @@ int main(int argc, char** argv) {
       {1, 2, 100, 100, 32, M::kElu, true, true, true, false, false, false},        // D = 32: 32 value columns
       {2, 1, 150, 150, 96, M::kRelu, true, true, false, true, true, false},        // D = 96: 3 column blocks
       {1, 1, 80, 130, 96, M::kElu, false, true, true, false, false, true},
+      // Dk != Dv: (64, 128) and (128, 64), the pairs with kernels.
+      {2, 1, 130, 130, 64, M::kElu, true, true, true, true, false, false, 0.f, 128},
+      {1, 1, 100, 70, 128, M::kRelu, false, true, true, false, true, true, 0.f, 64},
       {1, 2, 64, 64, 64, M::kElu, true, true, true, false, false, true},           // float16
       {1, 1, 1, 1, 64, M::kRelu, false, true, true, false, false, true},
       // Values of large mean: float16 states past 65504 (S ~ N * 1.3 * 128 at N = 512), kept in range by a
@@ -196,6 +204,13 @@ int main(int argc, char** argv) {
 
   return actattn::emulation_test::run_cases<32, 64, 96, 128>(
       cases, filter, [](auto kind, const Case& c, std::mt19937& gen) {
-        return check_case<typename decltype(kind)::type, decltype(kind)::dim>(c, gen);
+        using T = typename decltype(kind)::type;
+        constexpr int kDk = decltype(kind)::dim;
+        if (c.value_dim() == kDk) return check_case<T, kDk, kDk>(c, gen);
+        if constexpr (kDk == 64 || kDk == 128) {
+          if (c.value_dim() == 192 - kDk) return check_case<T, kDk, 192 - kDk>(c, gen);
+        }
+        std::printf("FAIL %s: no instantiation for these head dims\n", c.name().c_str());
+        return false;
       });
 }
