@@ -255,7 +255,8 @@ struct ChunkSweep {
   dim3 grid() const { return dim3(static_cast<unsigned>(heads_total * blocks_per_head())); }
 };
 
-__global__ void __launch_bounds__(ChunkSweep::kThreads) sweep_states_kernel(const ChunkSweep sweep) {
+// Static: both launchers' translation units define it (it is no template), and the link must not see two.
+static __global__ void __launch_bounds__(ChunkSweep::kThreads) sweep_states_kernel(const ChunkSweep sweep) {
   // 32-bit: a 64-bit division is a called subroutine on the GPU.
   const unsigned blocks_per_head = static_cast<unsigned>(sweep.blocks_per_head());
   const int64_t bh = blockIdx.x / blocks_per_head;
