@@ -77,30 +77,36 @@ inline thread_local std::vector<PendingCopy> pending_copies;
 inline WarpSlots& warp() { return current_block->warps[threadIdx.x / 32]; }
 inline int lane() { return static_cast<int>(threadIdx.x % 32); }
 
-// Runs body() as a grid of blocks of `threads` threads (a multiple of 32), one block after another.
+// Runs body() as a grid of blocks of `threads` threads (a multiple of 32), one block after another
+// (x fastest). The same `threads` OS threads run every block, meeting at a barrier between blocks:
+// creating them per block cost more than the kernels' work in launches of many small blocks. Each block
+// starts with its shared memory zeroed, as when each had its own.
 inline void launch(dim3 grid, int threads, const std::function<void()>& body) {
-  for (unsigned by = 0; by < grid.y; ++by) {
-    for (unsigned bx = 0; bx < grid.x; ++bx) {
-      BlockState block(threads);
-      std::vector<std::thread> pool;
-      for (int t = 0; t < threads; ++t) {
-        pool.emplace_back([&, t] {
-          threadIdx = make_uint3(t, 0, 0);
-          blockIdx = make_uint3(bx, by, 0);
-          blockDim = dim3(threads);
-          gridDim = grid;
-          current_block = &block;
-          body();
-          if (!pending_copies.empty()) {  // fetched and never waited for: a tile the kernel did not use
-            std::fprintf(stderr, "warp emulation: thread %d ended with %zu cp.async copies not waited for\n", t,
-                         pending_copies.size());
-            std::abort();
-          }
-        });
+  const unsigned blocks = grid.x * grid.y;
+  if (blocks == 0) return;
+  BlockState block(threads);
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t) {
+    pool.emplace_back([&, t] {
+      threadIdx = make_uint3(t, 0, 0);
+      blockDim = dim3(threads);
+      gridDim = grid;
+      current_block = &block;
+      for (unsigned i = 0; i < blocks; ++i) {
+        blockIdx = make_uint3(i % grid.x, i / grid.x, 0);
+        body();
+        if (!pending_copies.empty()) {  // fetched and never waited for: a tile the kernel did not use
+          std::fprintf(stderr, "warp emulation: thread %d ended with %zu cp.async copies not waited for\n", t,
+                       pending_copies.size());
+          std::abort();
+        }
+        block.barrier.arrive_and_wait();  // every thread is done with block i
+        if (t == 0) std::fill(block.shared.begin(), block.shared.end(), uint4{});
+        block.barrier.arrive_and_wait();  // block i + 1 starts with zeroed shared memory
       }
-      for (auto& thread : pool) thread.join();
-    }
+    });
   }
+  for (auto& thread : pool) thread.join();
 }
 
 // The 16-bit element `index` (0 = low half) of a register, as float.
