@@ -105,8 +105,8 @@ struct Tiles {
 // Grids and workspace of one backward call. Workspace (floats): the forward's per-chunk states
 // (launch 1), the full state (non-causal without the saved one), the per-chunk gradient states.
 struct Plan {
-  static constexpr int kChunk = 64;
-  static_assert(kChunk == linear_forward_tc::kChunk, "launch 1 is the forward's: the same chunks");
+  static constexpr int kChunk = linear_forward_tc::kChunk;  // launch 1 is the forward's: the same chunks
+  static_assert(kChunk == linear_tc::Shape<32, 32>::kChunk, "the blocks' strips cover a chunk");
   int64_t heads_total, query_chunks, key_chunks, entries;
 
   ACTATTN_HOST_DEVICE explicit Plan(const LinearParams& p)
@@ -156,10 +156,8 @@ __global__ void __launch_bounds__(linear_tc::Shape<kDk, kDv>::kThreads) grad_sta
   float* unused_shift = dden + kChunk;
 
   const Plan plan(p);
-  // 32-bit: a 64-bit division is a called subroutine on the GPU, and ptxas spills around calls.
-  const unsigned chunks = static_cast<unsigned>(plan.query_chunks), heads = static_cast<unsigned>(p.shape.heads);
-  const unsigned head = blockIdx.x / chunks;
-  const int64_t bh = head, b = head / heads, h = head % heads, chunk = blockIdx.x % chunks, q0 = chunk * kChunk;
+  const linear_forward_tc::ChunkBlock at(plan.query_chunks, p.shape.heads);
+  const int64_t bh = at.bh, b = at.b, h = at.h, chunk = at.chunk, q0 = at.row0;
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp, g = lane / 4, t = lane % 4;
 
   linear_tc::load_mapped_tile<T, Map, kChunk, kDk, Sh::kThreads, 4>(a_tile, kLdK, p.q, b, h, q0, p.shape.q_len,
@@ -334,24 +332,11 @@ __device__ __forceinline__ void key_chunk_grads(const LinearParams& p, const Til
   store(p.grad_k, db, true);
 }
 
-// What a block of launches 4 and 5 owns: a (batch, head) and one of its `chunks` chunks, from c0 on.
-// 32-bit divisions: a 64-bit one is a called subroutine on the GPU, and ptxas spills around calls.
-struct ChunkOf {
-  int64_t bh, b, h, chunk, c0;
-
-  __device__ ChunkOf(int64_t chunks, int64_t heads)
-      : bh(blockIdx.x / static_cast<unsigned>(chunks)),
-        b(static_cast<unsigned>(bh) / static_cast<unsigned>(heads)),
-        h(static_cast<unsigned>(bh) % static_cast<unsigned>(heads)),
-        chunk(blockIdx.x % static_cast<unsigned>(chunks)),
-        c0(chunk * Plan::kChunk) {}
-};
-
 // The chunk's centre m: the output row of its last query (the last row, past the end), a weighted mean
 // of the values near the chunk's. Null (no centring) without normalisation.
 template <typename T>
-__device__ __forceinline__ const T* centre_of(const LinearParams& p, const ChunkOf& at) {
-  const int64_t last = at.c0 + Plan::kChunk - 1;
+__device__ __forceinline__ const T* centre_of(const LinearParams& p, const linear_forward_tc::ChunkBlock& at) {
+  const int64_t last = at.row0 + Plan::kChunk - 1;
   if (!p.normalize || p.shape.q_len == 0) return nullptr;
   return row_ptr<const T>(p.out, at.b, at.h, last < p.shape.q_len ? last : p.shape.q_len - 1);
 }
@@ -364,8 +349,8 @@ __global__ void __launch_bounds__(linear_tc::Shape<kDk, kDv>::kThreads) query_gr
   constexpr int kLdK = Sh::kLdK, kLdV = Sh::kLdV, kChunk = Sh::kChunk, kThreads = Sh::kThreads;
   const Tiles<T, kDk, kDv> sm;
   const Plan plan(p);
-  const ChunkOf at(plan.query_chunks, p.shape.heads);
-  const int64_t bh = at.bh, b = at.b, h = at.h, c0 = at.c0;
+  const linear_forward_tc::ChunkBlock at(plan.query_chunks, p.shape.heads);
+  const int64_t bh = at.bh, b = at.b, h = at.h, c0 = at.row0;
   const T* centre = centre_of<T>(p, at);
 
   if constexpr (kCausal) {  // S_c + B^T V needs the values as they are; m enters through S_c's rounding
@@ -396,8 +381,8 @@ __global__ void __launch_bounds__(linear_tc::Shape<kDk, kDv>::kThreads) key_grad
   constexpr int kLdK = Sh::kLdK, kLdV = Sh::kLdV, kChunk = Sh::kChunk, kThreads = Sh::kThreads;
   const Tiles<T, kDk, kDv> sm;
   const Plan plan(p);
-  const ChunkOf at(plan.key_chunks, p.shape.heads);
-  const int64_t bh = at.bh, b = at.b, h = at.h, c0 = at.c0;
+  const linear_forward_tc::ChunkBlock at(plan.key_chunks, p.shape.heads);
+  const int64_t bh = at.bh, b = at.b, h = at.h, c0 = at.row0;
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
   const int64_t keys = keys_of(p.key_lengths, b, p.shape.k_len);
   const T* centre = centre_of<T>(p, at);

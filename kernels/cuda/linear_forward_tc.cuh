@@ -81,14 +81,15 @@ struct Plan {
   dim3 outputs_grid() const { return dim3(static_cast<unsigned>(heads_total * query_chunks), column_blocks); }
 };
 
-// What a block of the chunk kernels owns: a (batch, head), one of its `chunks` chunks (rows from row0 on)
-// and `columns` value columns from col0 on (grids: Plan).
-// 32-bit divisions: a 64-bit one is a called subroutine on the GPU.
+// What a block of the chunk kernels (forward and backward) owns: a (batch, head), one of its `chunks`
+// chunks (rows from row0 on) and, when the grid's y splits the value columns, `columns` of them from
+// col0 on (grids: Plan). 32-bit divisions: a 64-bit one is a called subroutine on the GPU, and ptxas
+// spills around calls.
 struct ChunkBlock {
   int64_t bh, b, h, chunk, row0;
   int col0;
 
-  __device__ ChunkBlock(int64_t chunks, int64_t heads, int columns)
+  __device__ ChunkBlock(int64_t chunks, int64_t heads, int columns = 0)
       : bh(blockIdx.x / static_cast<unsigned>(chunks)),
         b(static_cast<unsigned>(bh) / static_cast<unsigned>(heads)),
         h(static_cast<unsigned>(bh) % static_cast<unsigned>(heads)),
