@@ -17,7 +17,8 @@
 //     the later chunks' queries send it); the sum over all chunks is the initial state's gradient,
 //     and (non-causal) every key chunk's dS.
 //  4. query_grads_kernel, one block per (batch, head, query chunk), independent: the query block forms
-//     da = dNum S_c^T + dden z_c^T + M B with M = tril(dNum V^T + dden 1^T).
+//     x = dNum S~_c^T + tril(dNum (V - m)^T) B (centred on m, below), w_i = dden_i + dnum_i . m from
+//     a_i . x_i, then da = x + w z_c^T + tril(w 1^T) B.
 //  5. key_grads_kernel, one block per (batch, head, key chunk), independent: the key block forms
 //     dv = B dS_c + tril(A B^T)^T dNum and db = V dS_c^T + dz_c + M^T A.
 //     (Two kernels, not one with two roles: ptxas spilled the joint kernel at D = 32 and 64, and the
@@ -29,21 +30,24 @@
 // either way.
 // Accuracy: da and db are sums of terms that nearly cancel when the values share a large mean m
 // (S_i dnum_i ~ z_i (m . dnum_i) ~ -z_i dden_i), and the state enters them rounded to 16 bits. So each
-// chunk centres on m = the output row of its last query: the query block rounds S_c - z_c m^T and
-// weights z_c by dden + dnum . m; the key block multiplies dS_c by V - m and adds dz_c + dS_c m, summed
-// in float32 from the float32 dS_c. Exact algebra; it moves the cancellation into float32. dden is taken
-// from the rounded dnum, so that dnum . v_j + dden cancels in the products as it does in exact arithmetic.
-// In the emulation (values ~ N(128, 1), float16, N = 512): dq's error 0.07 %, against 16 % (causal) and
-// 84 % (non-causal, D = 128) without centring, measured against a float64 reference that takes the saved
-// 16-bit output for dden, as the kernel must (FlashAttention's delta does the same).
-// Float16: S_c or dS_c is divided by a power of two before it is rounded into shared memory, and the
-// products with it are multiplied back in float32 (linear_tc::state_divisor), so a state past 65504 is
-// no inf.
+// chunk centres on m = an output row near its end (centre_of): the query block rounds S_c - z_c m^T, the
+// key block multiplies dS_c by V - m and adds dz_c + dS_c m, summed in float32 from the float32 dS_c.
+// Exact algebra; it moves the cancellation into float32. The query block also takes dnum_i . (o_i - m)
+// from the float32 state (a_i . x_i, query_chunk_grads), not from the saved 16-bit output, whose half-ulp
+// error z_i (~ N) would multiply. The key block's dden is from the saved output, as FlashAttention's delta
+// is: there the errors of many rows average out (dk within 2x of values of mean 0 on an H200 at N = 16 K),
+// and dnum . v_j + dden cancels in its products as in exact arithmetic because dden is taken from the
+// rounded dnum. In the emulation (values ~ N(128, 1), float16, N = 512): dq's error 0.07 %, against 16 %
+// (causal) and 84 % (non-causal, D = 128) without centring.
+// Float16's range: S_c or dS_c is divided by a power of two before it is rounded into shared memory, and
+// the products with it are multiplied back in float32 (linear_tc::state_divisor), so a state past 65504
+// is no inf and a gradient state ~ 1 / sqrt(N) is no subnormal; dnum = dO / den (~ 1 / N) is multiplied
+// by a power of two rho ~ den (linear_tc::output_grad_factor) and the products with it divided by rho.
 // Memory: workspace of B H (2 ceil(N / 64) + 1) (Dk Dv + Dk) floats (the forward's per-chunk states, the
 // full state, the per-chunk gradient states): about 2 N D per (batch, head) at D = 64, 4 N D at D = 128.
 // Shared tiles of a key block: A, B, V, dNum (64 x (D + 8) each) and the state (D x (D + 8)), 46 KiB
 // at D = 64 and 104 KiB at D = 128 (A100 and H100-class GPUs; sm_86/89 grant 99 KiB and take the
-// generic kernels at D = 128); a query block has no A (87 KiB at D = 128).
+// generic kernels at D = 128); a query block the same (its A for w only when normalising).
 // Recomputes phi(q), phi(k) and the states; reads the forward's output and den.
 #pragma once
 
@@ -54,17 +58,18 @@ namespace actattn {
 namespace cuda {
 namespace linear_backward_tc {
 
-// Shared memory of the dq kernel; the dk, dv kernel has one more chunk tile (A, placed last: Tiles).
+// Shared memory of the dq and the dk, dv kernels (Tiles): chunk tiles B, V, dNum, A, the state, and
+// float32 vectors; A is placed last, after the 16-byte aligned floats.
 template <int kDk, int kDv>
-constexpr int query_grads_shared_bytes() {
+constexpr int floats_end_bytes() {
   using Sh = linear_tc::Shape<kDk, kDv>;
   return (Sh::kKeyTileElems + 2 * Sh::kValueTileElems + Sh::kStateElems) * 2 +
          (2 * kDk + 2 * Sh::kChunk + 4) * static_cast<int>(sizeof(float));
 }
 
 template <int kDk, int kDv>
-constexpr int key_grads_shared_bytes() {
-  return query_grads_shared_bytes<kDk, kDv>() + linear_tc::Shape<kDk, kDv>::kKeyTileElems * 2;
+constexpr int chunk_grads_shared_bytes() {
+  return floats_end_bytes<kDk, kDv>() + linear_tc::Shape<kDk, kDv>::kKeyTileElems * 2;
 }
 
 template <int kDk, int kDv>
@@ -85,7 +90,7 @@ struct Tiles {
   float* dden;   // dden of a chunk's rows
   float* shift;  // dnum . m of a chunk's rows, for the chunk's centre m
   float* slots;  // one float per warp (linear_tc::state_divisor), padded to 4
-  T* a;          // key block only: scale phi(Q) of a chunk
+  T* a;          // scale phi(Q) of a chunk (the dq block's only when normalising)
 
   __device__ Tiles() {
     b = dynamic_shared<T>();
@@ -97,7 +102,7 @@ struct Tiles {
     dden = dz_centred + kDk;
     shift = dden + Sh::kChunk;
     slots = shift + Sh::kChunk;
-    static_assert(query_grads_shared_bytes<kDk, kDv>() % 16 == 0 && Sh::kWarps <= 4, "A's rows 16-byte aligned");
+    static_assert(floats_end_bytes<kDk, kDv>() % 16 == 0 && Sh::kWarps <= 4, "A's rows 16-byte aligned");
     a = reinterpret_cast<T*>(slots + 4);
   }
 };
@@ -162,7 +167,8 @@ __global__ void __launch_bounds__(linear_tc::Shape<kDk, kDv>::kThreads) grad_sta
 
   linear_tc::load_mapped_tile<T, Map, kChunk, kDk, Sh::kThreads, 4>(a_tile, kLdK, p.q, b, h, q0, p.shape.q_len,
                                                                     static_cast<float>(p.scale));
-  linear_tc::load_output_grads<T, kChunk, kDv>(dnum_tile, kLdV, dden, unused_shift, p, b, h, q0, nullptr);
+  const float rho = linear_tc::load_output_grads<T, kChunk, kDv>(dnum_tile, kLdV, dden, unused_shift, p, b, h, q0,
+                                                                 nullptr);
   __syncthreads();
 
   float* share = plan.grad_states(workspace) + (bh * plan.query_chunks + chunk) * plan.entries;
@@ -171,6 +177,7 @@ __global__ void __launch_bounds__(linear_tc::Shape<kDk, kDv>::kThreads) grad_sta
     mma::FragC acc[kValueTiles];
     mma::zero(acc);
     mma::mma_shared_a_b<T, kChunk / 16, kValueTiles, true>(acc, a_tile + strip * 16, kLdK, dnum_tile, kLdV, lane);
+    linear_tc::multiply(acc, 1.f / rho);
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
       float* row = share + (strip * 16 + g + 8 * half) * kDv;
@@ -179,48 +186,101 @@ __global__ void __launch_bounds__(linear_tc::Shape<kDk, kDv>::kThreads) grad_sta
         *reinterpret_cast<float2*>(row + n * 8 + 2 * t) = make_float2(acc[n].x[2 * half], acc[n].x[2 * half + 1]);
     }
   }
-  linear_tc::weighted_column_sums<T, kChunk, kDk>(share + kDk * kDv, a_tile, kLdK, dden);
+  linear_tc::weighted_column_sums<T, kChunk, kDk>(share + kDk * kDv, a_tile, kLdK, dden, 1.f / rho);
 }
 
-// dq for the chunk at q0: da = dNum S^T + dden z^T + tril(dNum V^T + dden) B, then the map's derivative.
+// dq for the chunk at q0, everything times the chunk's rho (load_output_grads) until the end. With the
+// centre m (S_c and V centred on it):
+//   x_i = (S_i - z_i m^T) dnum_i = S~_c dnum_i + sum_{j <= i in the chunk} b_j (dnum_i . (v_j - m)),
+//   w_i = dden_i + dnum_i . m = -dnum_i . (o_i - m) = -(a_i . x_i - eps dnum_i . m) / den_i,
+//   da_i = x_i + z_i w_i,   z_i = z_c + sum_{j <= i in the chunk} b_j.
+// w_i is formed from a_i . x_i (since a_i . x_i = dnum_i . (num_i - m (den_i - eps))), not from the
+// saved output: rounded to 16 bits, o_i - m was wrong by half an ulp of o, and z_i (~ N) times that
+// swamped da when values share a mean (dq 57 % off at N = 4 K, values ~ N(4, 1), bfloat16, on an
+// H200). The CPU backward takes g . o the same way.
 template <typename T, typename Map, bool kCausal, int kDk, int kDv>
 __device__ __forceinline__ void query_chunk_grads(const LinearParams& p, const Tiles<T, kDk, kDv>& sm, int64_t b,
-                                                  int64_t h, int64_t q0, float sigma) {
+                                                  int64_t h, int64_t q0, float sigma, float rho) {
   using Sh = linear_tc::Shape<kDk, kDv>;
   constexpr int kLdK = Sh::kLdK, kLdV = Sh::kLdV, kKeyTiles = Sh::kKeyTiles, kValueSteps = Sh::kValueSteps;
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp, g = lane / 4, t = lane % 4;
   const T* dnum_rows = sm.dnum + warp * 16 * kLdV;
+  // Masks a 16 x 16 block of the diagonal: query (row) r sees key (column) u iff u <= r.
+  auto mask_lower = [&](mma::FragC(&block)[2], int kb) {
+    if (kb != warp) return;
+#pragma unroll
+    for (int n = 0; n < 2; ++n) {
+#pragma unroll
+      for (int r = 0; r < 4; ++r) {
+        if (n * 8 + 2 * t + (r & 1) > g + 8 * (r >> 1)) block[n].x[r] = 0.f;
+      }
+    }
+  };
 
-  mma::FragC da[kKeyTiles];
+  // -1 / den_i of the lane's two rows (0 past the end), formed before the accumulators are live: the
+  // division's slow path is a call, around which ptxas spilled them.
+  float minus_inv_den[2];
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int64_t i = q0 + warp * 16 + g + 8 * half;
+    minus_inv_den[half] =
+        p.normalize && i < p.shape.q_len
+            ? -1.f / static_cast<const float*>(p.denominator.data)[(b * p.shape.heads + h) * p.shape.q_len + i]
+            : 0.f;
+  }
+
+  mma::FragC da[kKeyTiles];  // x, then da
   mma::zero(da);
   mma::mma_shared_a_bt<T, kValueSteps>(da, dnum_rows, kLdV, sm.state, kLdV, lane);
   linear_tc::multiply(da, sigma);
-  const float row_dden[2] = {sm.dden[warp * 16 + g], sm.dden[warp * 16 + g + 8]};
-  // S_c was centred on m (S_c - z_c m^T), so z_c takes dden + dnum . m.
-  const float row_z_weight[2] = {row_dden[0] + sm.shift[warp * 16 + g], row_dden[1] + sm.shift[warp * 16 + g + 8]};
-#pragma unroll
-  for (int n = 0; n < kKeyTiles; ++n) {
-#pragma unroll
-    for (int r = 0; r < 4; ++r) da[n].x[r] += row_z_weight[r >> 1] * sm.z[n * 8 + 2 * t + (r & 1)];
-  }
   if constexpr (kCausal) {
+#pragma unroll 1
     for (int kb = 0; kb <= warp; ++kb) {
       mma::FragC m[2];
       mma::zero(m);
       mma::mma_shared_a_bt<T, kValueSteps>(m, dnum_rows, kLdV, sm.v + kb * 16 * kLdV, kLdV, lane);
-#pragma unroll
-      for (int n = 0; n < 2; ++n) {
-#pragma unroll
-        for (int r = 0; r < 4; ++r) {
-          const int key = n * 8 + 2 * t + (r & 1), row = g + 8 * (r >> 1);
-          m[n].x[r] = (kb == warp && key > row) ? 0.f : m[n].x[r] + row_dden[r >> 1];
-        }
-      }
+      mask_lower(m, kb);
       mma::mma_p_b<T, 1>(da, m, sm.b + kb * 16 * kLdK, kLdK, lane);
     }
   }
 
-  const float scale = static_cast<float>(p.scale);
+  if (p.normalize) {
+    float w[2];
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int row = warp * 16 + g + 8 * half;
+      const T* a_row = sm.a + row * kLdK;
+      float ax = 0.f;
+#pragma unroll
+      for (int n = 0; n < kKeyTiles; ++n) {
+        const float2 a = linear_tc::unpack<T>(*reinterpret_cast<const uint32_t*>(a_row + n * 8 + 2 * t));
+        ax += a.x * da[n].x[2 * half] + a.y * da[n].x[2 * half + 1];
+      }
+      ax += __shfl_xor_sync(0xffffffffu, ax, 1);
+      ax += __shfl_xor_sync(0xffffffffu, ax, 2);
+      w[half] = minus_inv_den[half] * (ax - static_cast<float>(p.eps) * sm.shift[row]);
+    }
+#pragma unroll
+    for (int n = 0; n < kKeyTiles; ++n) {
+#pragma unroll
+      for (int r = 0; r < 4; ++r) da[n].x[r] += w[r >> 1] * sm.z[n * 8 + 2 * t + (r & 1)];
+    }
+    if constexpr (kCausal) {
+#pragma unroll 1
+      for (int kb = 0; kb <= warp; ++kb) {  // w_i times the chunk's keys up to i
+        mma::FragC m[2];
+#pragma unroll
+        for (int n = 0; n < 2; ++n) {
+#pragma unroll
+          for (int r = 0; r < 4; ++r) m[n].x[r] = w[r >> 1];
+        }
+        mask_lower(m, kb);
+        mma::mma_p_b<T, 1>(da, m, sm.b + kb * 16 * kLdK, kLdK, lane);
+      }
+    }
+  }
+
+  const float scale = static_cast<float>(p.scale) / rho;
 #pragma unroll
   for (int half = 0; half < 2; ++half) {
     const int64_t i = q0 + warp * 16 + g + 8 * half;
@@ -238,9 +298,11 @@ __device__ __forceinline__ void query_chunk_grads(const LinearParams& p, const T
 }
 
 // dv and dk for the chunk at k0: dv = B dS + tril(A B^T)^T dNum, db = V dS^T + dz + tril(dNum V^T + dden)^T A.
+// The intra-chunk terms (causal) are formed times the chunk's rho (load_output_grads), so the state's
+// terms are brought to that scale first and the sums divided by rho at the end.
 template <typename T, typename Map, bool kCausal, int kDk, int kDv>
 __device__ __forceinline__ void key_chunk_grads(const LinearParams& p, const Tiles<T, kDk, kDv>& sm, int64_t b,
-                                                int64_t h, int64_t k0, int64_t keys, float sigma) {
+                                                int64_t h, int64_t k0, int64_t keys, float sigma, float rho) {
   using Sh = linear_tc::Shape<kDk, kDv>;
   constexpr int kLdK = Sh::kLdK, kLdV = Sh::kLdV, kKeyTiles = Sh::kKeyTiles, kValueTiles = Sh::kValueTiles;
   constexpr int kKeySteps = Sh::kKeySteps, kValueSteps = Sh::kValueSteps, kBlocks = Sh::kChunk / 16;
@@ -290,7 +352,7 @@ __device__ __forceinline__ void key_chunk_grads(const LinearParams& p, const Til
     mma::FragC dv[kValueTiles];
     mma::zero(dv);
     mma::mma_shared_a_b<T, kKeySteps, kValueTiles>(dv, b_rows, kLdK, sm.state, kLdV, lane);
-    linear_tc::multiply(dv, sigma);
+    linear_tc::multiply(dv, sigma * rho);
     if constexpr (kCausal) {
       for (int qb = warp; qb < kBlocks; ++qb) {  // 16-query blocks at or right of the diagonal
         mma::FragC w[2];
@@ -300,17 +362,18 @@ __device__ __forceinline__ void key_chunk_grads(const LinearParams& p, const Til
         mma::mma_p_b<T, 1>(dv, w, sm.dnum + qb * 16 * kLdV, kLdV, lane);
       }
     }
+    linear_tc::multiply(dv, 1.f / rho);
     store(p.grad_v, dv, false);
   }
 
   mma::FragC db[kKeyTiles];
   mma::zero(db);
   mma::mma_shared_a_bt<T, kValueSteps>(db, v_rows, kLdV, sm.state, kLdV, lane);
-  linear_tc::multiply(db, sigma);
+  linear_tc::multiply(db, sigma * rho);
 #pragma unroll
   for (int n = 0; n < kKeyTiles; ++n) {
 #pragma unroll
-    for (int r = 0; r < 4; ++r) db[n].x[r] += sm.dz_centred[n * 8 + 2 * t + (r & 1)];
+    for (int r = 0; r < 4; ++r) db[n].x[r] += rho * sm.dz_centred[n * 8 + 2 * t + (r & 1)];
   }
   if constexpr (kCausal) {
     for (int qb = warp; qb < kBlocks; ++qb) {
@@ -329,19 +392,25 @@ __device__ __forceinline__ void key_chunk_grads(const LinearParams& p, const Til
       mma::mma_p_b<T, 1>(db, m, sm.a + qb * 16 * kLdK, kLdK, lane);
     }
   }
+  linear_tc::multiply(db, 1.f / rho);
   store(p.grad_k, db, true);
 }
 
-// The chunk's centre m: the output row of its last query (the last row, past the end), a weighted mean
-// of the values near the chunk's. Null (no centring) without normalisation.
+// The chunk's centre m: the output row of its last query, a weighted mean of the values near the chunk's;
+// past the last query or the last real key, that one's (so a padded sequence's chunks centre as the
+// unpadded sequence's do, and its gradients are the same bits). Null (no centring) without normalisation
+// or without keys.
 template <typename T>
 __device__ __forceinline__ const T* centre_of(const LinearParams& p, const linear_forward_tc::ChunkBlock& at) {
-  const int64_t last = at.row0 + Plan::kChunk - 1;
-  if (!p.normalize || p.shape.q_len == 0) return nullptr;
-  return row_ptr<const T>(p.out, at.b, at.h, last < p.shape.q_len ? last : p.shape.q_len - 1);
+  const int64_t keys = keys_of(p.key_lengths, at.b, p.shape.k_len);
+  if (!p.normalize || p.shape.q_len == 0 || keys == 0) return nullptr;
+  int64_t row = at.row0 + Plan::kChunk - 1;
+  if (row > p.shape.q_len - 1) row = p.shape.q_len - 1;
+  if (row > keys - 1) row = keys - 1;
+  return row_ptr<const T>(p.out, at.b, at.h, row);
 }
 
-// Launch 4, dq: one query chunk (shared memory: query_grads_shared_bytes).
+// Launch 4, dq: one query chunk (shared memory: chunk_grads_shared_bytes).
 template <typename T, typename Map, bool kCausal, int kDk, int kDv>
 __global__ void __launch_bounds__(linear_tc::Shape<kDk, kDv>::kThreads) query_grads_kernel(const LinearParams p,
                                                                                            float* workspace) {
@@ -353,12 +422,17 @@ __global__ void __launch_bounds__(linear_tc::Shape<kDk, kDv>::kThreads) query_gr
   const int64_t bh = at.bh, b = at.b, h = at.h, c0 = at.row0;
   const T* centre = centre_of<T>(p, at);
 
-  if constexpr (kCausal) {  // S_c + B^T V needs the values as they are; m enters through S_c's rounding
+  if constexpr (kCausal) {
     const int64_t keys = keys_of(p.key_lengths, b, p.shape.k_len);
     linear_tc::load_mapped_tile<T, Map, kChunk, kDk, kThreads, 4>(sm.b, kLdK, p.k, b, h, c0, keys, 1.f);
-    linear_tc::load_centred_tile<T, kChunk, kDv>(sm.v, kLdV, p.v, b, h, c0, keys, nullptr);
+    linear_tc::load_centred_tile<T, kChunk, kDv>(sm.v, kLdV, p.v, b, h, c0, keys, centre);
   }
-  linear_tc::load_output_grads<T, kChunk, kDv>(sm.dnum, kLdV, sm.dden, sm.shift, p, b, h, c0, centre);
+  if (p.normalize) {  // a_i, for w_i
+    linear_tc::load_mapped_tile<T, Map, kChunk, kDk, kThreads, 4>(sm.a, kLdK, p.q, b, h, c0, p.shape.q_len,
+                                                                  static_cast<float>(p.scale));
+  }
+  const float rho =
+      linear_tc::load_output_grads<T, kChunk, kDv>(sm.dnum, kLdV, sm.dden, sm.shift, p, b, h, c0, centre);
   // Causal: the state before the chunk; non-causal: the full state, saved by the forward or launch 1's.
   constexpr int64_t kStateSize = static_cast<int64_t>(kDk) * kDv;
   const float* state = kCausal ? plan.forward_states(workspace) + (bh * plan.key_chunks + at.chunk) * plan.entries
@@ -370,10 +444,10 @@ __global__ void __launch_bounds__(linear_tc::Shape<kDk, kDv>::kThreads) query_gr
   linear_tc::load_vector<kDk>(sm.z, z);
   const float sigma =
       linear_tc::round_state_tile<T, kDk, kDv, kThreads>(sm.state, kLdV, state, z, centre, sm.slots);
-  query_chunk_grads<T, Map, kCausal, kDk, kDv>(p, sm, b, h, c0, sigma);
+  query_chunk_grads<T, Map, kCausal, kDk, kDv>(p, sm, b, h, c0, sigma, rho);
 }
 
-// Launch 5, dk and dv: one key chunk (shared memory: key_grads_shared_bytes).
+// Launch 5, dk and dv: one key chunk (shared memory: chunk_grads_shared_bytes).
 template <typename T, typename Map, bool kCausal, int kDk, int kDv>
 __global__ void __launch_bounds__(linear_tc::Shape<kDk, kDv>::kThreads) key_grads_kernel(const LinearParams p,
                                                                                          float* workspace) {
@@ -389,10 +463,11 @@ __global__ void __launch_bounds__(linear_tc::Shape<kDk, kDv>::kThreads) key_grad
 
   linear_tc::load_mapped_tile<T, Map, kChunk, kDk, kThreads, 4>(sm.b, kLdK, p.k, b, h, c0, keys, 1.f);
   linear_tc::load_centred_tile<T, kChunk, kDv>(sm.v, kLdV, p.v, b, h, c0, keys, centre);
+  float rho = 1.f;  // the dnum tile's factor; non-causal blocks have no intra-chunk terms
   if constexpr (kCausal) {
     linear_tc::load_mapped_tile<T, Map, kChunk, kDk, kThreads, 4>(sm.a, kLdK, p.q, b, h, c0, p.shape.q_len,
                                                                   static_cast<float>(p.scale));
-    linear_tc::load_output_grads<T, kChunk, kDv>(sm.dnum, kLdV, sm.dden, sm.shift, p, b, h, c0, centre);
+    rho = linear_tc::load_output_grads<T, kChunk, kDv>(sm.dnum, kLdV, sm.dden, sm.shift, p, b, h, c0, centre);
   }
   // Causal: what the later chunks send this one (launch 3); non-causal: the total, the initial state's.
   constexpr int64_t kStateSize = static_cast<int64_t>(kDk) * kDv;
@@ -411,7 +486,7 @@ __global__ void __launch_bounds__(linear_tc::Shape<kDk, kDv>::kThreads) key_grad
   }
   const float sigma =
       linear_tc::round_state_tile<T, kDk, kDv, kThreads>(sm.state, kLdV, ds, nullptr, nullptr, sm.slots);
-  key_chunk_grads<T, Map, kCausal, kDk, kDv>(p, sm, b, h, c0, keys, sigma);
+  key_chunk_grads<T, Map, kCausal, kDk, kDv>(p, sm, b, h, c0, keys, sigma, rho);
 }
 
 // The backward's launches in order. `launch(kernel, grid, shared_bytes, name, args...)` starts one with
@@ -439,10 +514,10 @@ void run(const LinearParams& p, float* workspace, Launch&& launch) {
          "linear_attention_backward (tensor cores, gradient state suffix)", plan.grad_sweep(p, workspace));
   if (p.grad_q.data != nullptr && plan.query_chunks > 0) {
     launch(query_grads_kernel<T, Map, kCausal, kDk, kDv>, plan.query_grads_grid(),
-           query_grads_shared_bytes<kDk, kDv>(), "linear_attention_backward (tensor cores, dq)", p, workspace);
+           chunk_grads_shared_bytes<kDk, kDv>(), "linear_attention_backward (tensor cores, dq)", p, workspace);
   }
   if (p.grad_k.data != nullptr && plan.key_chunks > 0) {
-    launch(key_grads_kernel<T, Map, kCausal, kDk, kDv>, plan.key_grads_grid(), key_grads_shared_bytes<kDk, kDv>(),
+    launch(key_grads_kernel<T, Map, kCausal, kDk, kDv>, plan.key_grads_grid(), chunk_grads_shared_bytes<kDk, kDv>(),
            "linear_attention_backward (tensor cores, dk, dv)", p, workspace);
   }
 }

@@ -76,8 +76,9 @@ __device__ __forceinline__ void load_mapped_tile(T* shared, int ld, const RowVie
 }
 
 // The power of two sigma a float32 state is divided by before it is rounded to T: float16 (largest
-// finite 65504) gets sigma with largest / sigma <= 2^14, so a state that grows with N neither overflows
-// nor loses relative precision (the division is exact); bfloat16 has float32's range and gets 1.
+// finite 65504, smallest normal 2^-14) gets sigma with 2^13 <= largest / sigma < 2^14, so a state that
+// grows with N does not overflow and one that shrinks with N (a state's gradient, ~ 1 / N) does not
+// sink into float16's subnormals (the division is exact); bfloat16 has float32's range and gets 1.
 // `largest` is the calling thread's max |entry|; for float16 the block's maximum is taken through
 // `slots` (one float per warp) and a barrier, which every thread must reach.
 template <typename T, int kWarps>
@@ -90,9 +91,10 @@ __device__ __forceinline__ float state_divisor(float largest, float* slots) {
     if (threadIdx.x % kWarp == 0) slots[threadIdx.x / kWarp] = largest;
     __syncthreads();
     for (int w = 0; w < kWarps; ++w) largest = fmaxf(largest, slots[w]);
+    if (!(largest > 0.f)) return 1.f;
     int exponent = 0;
-    frexpf(largest, &exponent);  // largest < 2^exponent
-    return exponent > 14 ? ldexpf(1.f, exponent - 14) : 1.f;
+    frexpf(largest, &exponent);  // 2^(exponent - 1) <= largest < 2^exponent
+    return ldexpf(1.f, exponent - 14);
   }
 }
 
@@ -180,32 +182,63 @@ __device__ __forceinline__ void load_vector(float* shared, const float* vector) 
   for (int d = threadIdx.x; d < kD; d += blockDim.x) shared[d] = vector == nullptr ? 0.f : vector[d];
 }
 
-// vector[d] = sum_r weights[r] * tile[r][d] over kRows rows (dz's share of a chunk, A^T dden), summed in
-// float32. Each thread owns whole entries, so no two threads write the same one.
+// vector[d] = factor * sum_r weights[r] * tile[r][d] over kRows rows (dz's share of a chunk, A^T dden),
+// summed in float32. Each thread owns whole entries, so no two threads write the same one.
 template <typename T, int kRows, int kD>
-__device__ __forceinline__ void weighted_column_sums(float* vector, const T* tile, int ld, const float* weights) {
+__device__ __forceinline__ void weighted_column_sums(float* vector, const T* tile, int ld, const float* weights,
+                                                     float factor) {
   for (int d = threadIdx.x; d < kD; d += blockDim.x) {
     float sum = 0.f;
     for (int r = 0; r < kRows; ++r) sum += to_acc<float>(tile[r * ld + d]) * weights[r];
-    vector[d] = sum;
+    vector[d] = factor * sum;
   }
 }
 
-// The incoming gradient of a chunk's rows [q0, q0 + kRows) as the backward's two factors: into `tile`,
-// dnum = dO / den rounded to T (dO when not normalising); into dden, -(dnum . O) (zero when not
-// normalising), float32, taken from the rounded dnum so that dnum . v_j + dden, which the products
-// form, cancels to dnum . (v_j - o) without the rounding's error; into shift, dnum . m for the centre
-// row m (zero when null). Rows past the end are zero. One warp per row, two columns per lane and step.
+// The power of two rho that a chunk's dnum = dO / den is multiplied by before it is rounded to T, and
+// that the products made with it are divided by in float32: float16 gets rho = 2^floor(log2(max |den|))
+// over the chunk's rows, so that rho / den is about 1 and dnum keeps dO's magnitude. Without it dnum
+// falls with 1 / N into float16's subnormals (den ~ N: dnum ~ 1e-6 at N = 64 K, where the subnormals'
+// spacing is 6e-8) and every gradient lost precision in proportion to N (1 % at N = 64 K on an H200).
+// bfloat16 has float32's range and gets 1, as do unnormalised calls (dnum = dO). Every warp computes it
+// alone from the saved den, so the blocks that read the same chunk agree without a barrier.
+template <typename T, int kRows>
+__device__ __forceinline__ float output_grad_factor(const LinearParams& p, int64_t b, int64_t h, int64_t q0) {
+  if constexpr (!std::is_same_v<T, __half>) {
+    return 1.f;
+  } else {
+    if (!p.normalize) return 1.f;
+    const AttentionShape& s = p.shape;
+    const float* den = static_cast<const float*>(p.denominator.data) + (b * s.heads + h) * s.q_len;
+    float largest = 0.f;
+    for (int r = threadIdx.x % kWarp; r < kRows; r += kWarp) {
+      if (q0 + r < s.q_len) largest = fmaxf(largest, fabsf(den[q0 + r]));
+    }
+    for (int offset = kWarp / 2; offset > 0; offset /= 2)
+      largest = fmaxf(largest, __shfl_xor_sync(0xffffffffu, largest, offset));
+    if (!(largest > 0.f && largest <= 3.4e38f)) return 1.f;  // none (or inf, NaN): unscaled
+    int exponent = 0;
+    frexpf(largest, &exponent);  // 2^(exponent - 1) <= largest < 2^exponent
+    return ldexpf(1.f, exponent - 1);
+  }
+}
+
+// The incoming gradient of a chunk's rows [q0, q0 + kRows) as the backward's two factors, each times the
+// chunk's rho (output_grad_factor, returned): into `tile`, dnum = dO / den rounded to T (dO when not
+// normalising); into dden, -(dnum . O) (zero when not normalising), float32, taken from the rounded
+// dnum so that dnum . v_j + dden, which the products form, cancels to dnum . (v_j - o) without the
+// rounding's error; into shift, dnum . m for the centre row m (zero when null). Rows past the end are
+// zero. One warp per row, two columns per lane and step.
 template <typename T, int kRows, int kD>
-__device__ __forceinline__ void load_output_grads(T* tile, int ld, float* dden, float* shift, const LinearParams& p,
-                                                  int64_t b, int64_t h, int64_t q0, const T* centre) {
+__device__ __forceinline__ float load_output_grads(T* tile, int ld, float* dden, float* shift, const LinearParams& p,
+                                                   int64_t b, int64_t h, int64_t q0, const T* centre) {
   const AttentionShape& s = p.shape;
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+  const float rho = output_grad_factor<T, kRows>(p, b, h, q0);
   for (int r = warp; r < kRows; r += blockDim.x / kWarp) {
     const int64_t i = q0 + r;
     const bool inside = i < s.q_len;
     const float inv_den =
-        inside && p.normalize ? 1.f / static_cast<const float*>(p.denominator.data)[(b * s.heads + h) * s.q_len + i]
+        inside && p.normalize ? rho / static_cast<const float*>(p.denominator.data)[(b * s.heads + h) * s.q_len + i]
                               : 1.f;
     float dot = 0.f, centre_dot = 0.f;
     for (int c = 2 * lane; c < kD; c += 2 * kWarp) {
@@ -232,6 +265,7 @@ __device__ __forceinline__ void load_output_grads(T* tile, int ld, float* dden, 
       shift[r] = centre_dot;
     }
   }
+  return rho;
 }
 
 // The sequential step of the chunk-parallel schedules: per (batch, head) and entry of the per-chunk

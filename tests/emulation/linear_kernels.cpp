@@ -47,6 +47,7 @@ struct Case {
   bool half;         // float16 instead of bfloat16
   float value_mean = 0.f;  // added to v: states that grow past float16's range with N
   int64_t v_dim = 0;       // Dv when not dim
+  float feature_mean = 0.f;  // added to q and k: large den, so float16's dnum = dO / den would be subnormal
 
   int64_t value_dim() const { return v_dim != 0 ? v_dim : dim; }
   LinearProblem problem() const {
@@ -56,12 +57,13 @@ struct Case {
   std::string name() const {
     const char* maps[] = {"identity", "relu", "elu"};
     char buf[200];
-    std::snprintf(buf, sizeof buf, "%s %s%s%s%s%s%s B%lld H%lld Nq%lld Nk%lld D%lld%s%s", half ? "fp16" : "bf16",
+    std::snprintf(buf, sizeof buf, "%s %s%s%s%s%s%s B%lld H%lld Nq%lld Nk%lld D%lld%s%s%s", half ? "fp16" : "bf16",
                   maps[static_cast<int>(map)], causal ? " causal" : "", normalize ? " norm" : "",
                   with_state ? " state" : "", padded ? " padded" : "", interleaved ? " interleaved" : "",
                   (long long)batch, (long long)heads, (long long)q_len, (long long)k_len, (long long)dim,
                   v_dim != 0 ? ("/" + std::to_string(v_dim)).c_str() : "",
-                  value_mean != 0.f ? (" v+" + std::to_string(static_cast<int>(value_mean))).c_str() : "");
+                  value_mean != 0.f ? (" v+" + std::to_string(static_cast<int>(value_mean))).c_str() : "",
+                  feature_mean != 0.f ? (" qk+" + std::to_string(static_cast<int>(feature_mean))).c_str() : "");
     return buf;
   }
 };
@@ -89,6 +91,9 @@ bool check_case(const Case& c, std::mt19937& gen) {
   auto k = random_tensor<T>(c.batch, c.heads, c.k_len, kDk, c.interleaved, gen);
   auto v = random_tensor<T>(c.batch, c.heads, c.k_len, kDv, c.interleaved, gen);
   for (T& x : v.data) x = T(static_cast<float>(x) + c.value_mean);
+  for (auto* t : {&q, &k}) {
+    for (T& x : t->data) x = T(static_cast<float>(x) + c.feature_mean);
+  }
   auto dout = random_tensor<T>(c.batch, c.heads, c.q_len, kDv, c.interleaved, gen);
   EmulatedTensor<T> out(c.batch, c.heads, c.q_len, kDv, c.interleaved), dq(c.batch, c.heads, c.q_len, kDk, c.interleaved);
   EmulatedTensor<T> dk(c.batch, c.heads, c.k_len, kDk, c.interleaved), dv(c.batch, c.heads, c.k_len, kDv, c.interleaved);
@@ -200,6 +205,12 @@ int main(int argc, char** argv) {
       {1, 1, 512, 512, 64, M::kElu, true, true, false, false, false, true, 128.f},
       {1, 1, 100, 512, 128, M::kElu, false, true, false, false, false, true, 128.f},
       {2, 1, 300, 300, 64, M::kElu, true, true, true, true, false, false, 64.f},  // bfloat16, state, padding
+      // Non-causal outputs are all near the values' mean: o_i - m, which dq needs, is below half an ulp of
+      // o_i in bfloat16, so dq must not take it from the saved output.
+      {1, 1, 100, 400, 64, M::kElu, false, true, false, false, false, false, 64.f},
+      // den up to 6e6: float16's dnum = dO / den is scaled by a power of two into its normal range.
+      {1, 1, 64, 4096, 64, M::kElu, false, true, false, false, false, true, 0.f, 0, 12.f},
+      {1, 1, 400, 400, 64, M::kElu, true, true, true, false, false, true, 0.f, 0, 12.f},
   };
 
   return actattn::emulation_test::run_cases<32, 64, 96, 128>(

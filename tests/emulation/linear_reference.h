@@ -43,8 +43,10 @@ struct LinearReference {
   std::vector<double> out, den, dq, dk, dv, s_final, z_final, ds0, dz0;
 };
 
-// saved_out: the output as the forward stored it (rounded to T), from which the backward's dden is
-// formed, as FlashAttention's delta is: its rounding is part of the backward's input, not of its error.
+// saved_out: the output as the forward stored it (rounded to T), from which dk's dden is formed, as
+// FlashAttention's delta is: its rounding is part of the backward's input, not of its error. dq's is
+// formed from the exact output, as the tensor-core and CPU kernels do (from the float32 state): there
+// z_i times o_i's rounding would swamp da_i when the values share a mean.
 template <typename T, typename Acc>
 LinearReference linear_reference(const LinearProblem& c, const EmulatedTensor<T>& q, const EmulatedTensor<T>& k,
                                  const EmulatedTensor<T>& v, const EmulatedTensor<T>& dout, const LinearStates<Acc>& st,
@@ -82,7 +84,7 @@ LinearReference linear_reference(const LinearProblem& c, const EmulatedTensor<T>
         for (int64_t d = 0; d < Dk; ++d) x += a[i * Dk + d] * bk[j * Dk + d];
         return x;
       };
-      std::vector<double> dnum(Nq * Dv), dden(Nq);
+      std::vector<double> dnum(Nq * Dv), dden(Nq), dden_exact(Nq);
       std::vector<double> da(Nq * Dk, 0.0), db(Nk * Dk, 0.0), dv(Nk * Dv, 0.0);
       for (int64_t i = 0; i < Nq; ++i) {
         std::vector<double> num(Dv, 0.0);
@@ -98,29 +100,31 @@ LinearReference linear_reference(const LinearProblem& c, const EmulatedTensor<T>
           for (int64_t e = 0; e < Dv; ++e) num[e] += w * v.at(b, h, j, e);
         }
         r.den[bh * Nq + i] = den;
-        double g_dot_o = 0;
+        double g_dot_saved_o = 0, g_dot_o = 0;
         for (int64_t e = 0; e < Dv; ++e) {
           const double o = c.normalize ? num[e] / den : num[e];
           r.out[(bh * Nq + i) * Dv + e] = o;
           dnum[i * Dv + e] = c.normalize ? dout.at(b, h, i, e) / den : dout.at(b, h, i, e);
-          g_dot_o += dnum[i * Dv + e] * (c.normalize ? saved_out.at(b, h, i, e) : o);
+          g_dot_saved_o += dnum[i * Dv + e] * (c.normalize ? saved_out.at(b, h, i, e) : o);
+          g_dot_o += dnum[i * Dv + e] * o;
         }
-        dden[i] = c.normalize ? -g_dot_o : 0.0;
+        dden[i] = c.normalize ? -g_dot_saved_o : 0.0;
+        dden_exact[i] = c.normalize ? -g_dot_o : 0.0;
       }
       for (int64_t i = 0; i < Nq; ++i) {
         for (int64_t d = 0; d < Dk; ++d) {
-          double x = z0(d) * dden[i];
+          double x = z0(d) * dden_exact[i];
           for (int64_t e = 0; e < Dv; ++e) x += s0(d, e) * dnum[i * Dv + e];
           da[i * Dk + d] = x;
         }
         for (int64_t j = 0; j < Nk; ++j) {
           if (!sees(i, j)) continue;
-          double m = dden[i];  // dnum_i . v_j + dden_i
-          for (int64_t e = 0; e < Dv; ++e) m += dnum[i * Dv + e] * v.at(b, h, j, e);
+          double g_dot_v = 0;  // m = dnum_i . v_j + dden_i
+          for (int64_t e = 0; e < Dv; ++e) g_dot_v += dnum[i * Dv + e] * v.at(b, h, j, e);
           const double w = dot_ab(i, j);
           for (int64_t d = 0; d < Dk; ++d) {
-            da[i * Dk + d] += m * bk[j * Dk + d];
-            db[j * Dk + d] += m * a[i * Dk + d];
+            da[i * Dk + d] += (g_dot_v + dden_exact[i]) * bk[j * Dk + d];
+            db[j * Dk + d] += (g_dot_v + dden[i]) * a[i * Dk + d];
           }
           for (int64_t e = 0; e < Dv; ++e) dv[j * Dv + e] += w * dnum[i * Dv + e];
         }
