@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The GPU check, for a machine with one NVIDIA GPU and a CUDA build of torch already installed (no
-# network needed). Within GPU_CHECK_SECONDS (default 560: a lent machine gives one 10-minute command) it
+# network needed). Within GPU_CHECK_SECONDS (default 575: a lent machine gives one 10-minute command) it
 #   1. builds actattn with its CUDA kernels in place (for this GPU's architecture),
 #   2. runs every CUDA case of the test suite (kernels vs the float64 reference, the low-precision error
 #      rule, gradcheck in float64, opcheck, torch.compile), on 8 workers when pytest-xdist is there,
 #   3. runs the GPU benchmark (bf16, B=4, H=16, D=64, N=4096) against SDPA and the torch composites,
 #   4. runs compute-sanitizer memcheck over a small subset, with torch's caching allocator off, then
 #      racecheck and synccheck on one tensor-core case per kernel,
-#   5. runs the long-sequence benchmarks (N=16384, D=64 and 128) with what time is left.
+#   5. runs the long-sequence benchmarks (N=16384, D=64 and 128) with what time is left,
+#   6. and then lists each case's kernels by time (benchmarks/kernel_times.py: torch.profiler).
 # Steps run in that order of importance, each capped by the time left, so that one slow step cannot
 # take the results of the others with it. Logs go to $OUT (default build/gpu-check); carry
 # flash-linear-attention as a wheel in .whl/ to have it timed too (README, GPU section).
@@ -16,7 +17,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 OUT=${OUT:-build/gpu-check}
-BUDGET=${GPU_CHECK_SECONDS:-560}
+BUDGET=${GPU_CHECK_SECONDS:-575}
 mkdir -p "$OUT"
 export PYTHONPATH=$PWD/python${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 status=0
@@ -98,6 +99,10 @@ done
 step "benchmark, N=16384"
 run_for 60 "${bench[@]}" --head-dim 64 --seq-lens 16384 --cases "softmax causal" linear 2>&1 | grep "^| [a-z]" | tee -a "$OUT/bench.md"
 run_for 60 "${bench[@]}" --head-dim 128 --seq-lens 16384 --cases "softmax" "linear relu causal" 2>&1 | grep "^| [a-z]" | tee -a "$OUT/bench.md"
+
+step "kernel times (one fwd+bwd per case)"
+run_for 60 $PY benchmarks/kernel_times.py --device cuda --dtype bfloat16 --batch 4 --heads 16 2>&1 \
+  | grep -v "^USDT" | tee "$OUT/kernel_times.md"
 
 step "done: $([ $status -eq 0 ] && echo PASSED || echo FAILED)"
 exit $status

@@ -81,3 +81,15 @@ def test_scaling_prints_every_op_finds_the_crossover_and_plots(tmp_path, monkeyp
     times = {"lin": {1: 5.0, 2: 1.0, 4: 2.0, 8: 3.0}, "quad": {1: 1.0, 2: 2.0, 4: 1.0, 8: 9.0}}
     assert scaling.crossover(times, "lin", "quad") == 8  # faster at 2, slower again at 4: from 8 on
     assert set(result["crossover_n"]) == {"actattn softmax causal", "torch SDPA causal"}
+
+
+def test_kernel_times_lists_the_ops_of_each_case(capsys):
+    spec = importlib.util.spec_from_file_location("kernel_times", BENCH.parent / "kernel_times.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(["--device", "cpu", "--dtype", "float32", "--batch", "1", "--heads", "2",
+                 "--cases", "linear relu causal 8 32", "sigmoid 8 16"])
+    printed = capsys.readouterr().out
+    assert "### linear relu causal 8 32" in printed and "### sigmoid 8 16" in printed
+    assert "`actattn::_linear_attention_backward` | 1 |" in printed
+    assert "`actattn::_attention_forward` | 1 |" in printed
