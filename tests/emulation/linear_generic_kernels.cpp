@@ -95,13 +95,13 @@ bool check_case(const Case& c, std::mt19937& gen) {
   const double scale = 1.0 / std::sqrt(double(Dk)), eps = 1e-6;
 
   // The forward's outputs, as it would store them; then the reference gradients from them.
-  const auto forward = linear_reference(problem, q, k, v, dout, st, lengths, scale, eps, out);
+  const auto forward = linear_reference(problem, q, k, v, dout, st, lengths, scale, eps, out, /*dq_from_exact_output=*/false);
   for (int64_t b = 0; b < B; ++b)
     for (int64_t h = 0; h < H; ++h)
       for (int64_t i = 0; i < Nq; ++i)
         for (int64_t e = 0; e < Dv; ++e)
           out.data[out.offset(b, h, i) + e] = T(static_cast<float>(forward.out[((b * H + h) * Nq + i) * Dv + e]));
-  const auto ref = linear_reference(problem, q, k, v, dout, st, lengths, scale, eps, out);
+  const auto ref = linear_reference(problem, q, k, v, dout, st, lengths, scale, eps, out, /*dq_from_exact_output=*/false);
   std::vector<Acc> den(ref.den.begin(), ref.den.end()), ds0(bh * Dk * Dv), dz0(bh * Dk);
   const std::vector<Acc> saved_state(ref.s_final.begin(), ref.s_final.end());
   const std::vector<Acc> saved_normalizer(ref.z_final.begin(), ref.z_final.end());

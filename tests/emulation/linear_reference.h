@@ -44,14 +44,15 @@ struct LinearReference {
 };
 
 // saved_out: the output as the forward stored it (rounded to T), from which dk's dden is formed, as
-// FlashAttention's delta is: its rounding is part of the backward's input, not of its error. dq's is
-// formed from the exact output, as the tensor-core and CPU kernels do (from the float32 state): there
-// z_i times o_i's rounding would swamp da_i when the values share a mean.
+// FlashAttention's delta is: its rounding is part of the backward's input, not of its error. dq's too
+// unless dq_from_exact_output, as the tensor-core kernels (and the CPU's) form it from the float32 state:
+// there z_i times o_i's rounding would swamp da_i when the values share a mean. The generic CUDA
+// kernels read the saved output for both.
 template <typename T, typename Acc>
 LinearReference linear_reference(const LinearProblem& c, const EmulatedTensor<T>& q, const EmulatedTensor<T>& k,
                                  const EmulatedTensor<T>& v, const EmulatedTensor<T>& dout, const LinearStates<Acc>& st,
                                  const std::vector<int64_t>& lengths, double scale, double eps,
-                                 const EmulatedTensor<T>& saved_out) {
+                                 const EmulatedTensor<T>& saved_out, bool dq_from_exact_output) {
   const int64_t Dk = c.qk_dim, Dv = c.v_dim, Nq = c.q_len, Nk = c.k_len;
   LinearReference r;
   r.out.assign(c.batch * c.heads * Nq * Dv, 0);
@@ -84,7 +85,7 @@ LinearReference linear_reference(const LinearProblem& c, const EmulatedTensor<T>
         for (int64_t d = 0; d < Dk; ++d) x += a[i * Dk + d] * bk[j * Dk + d];
         return x;
       };
-      std::vector<double> dnum(Nq * Dv), dden(Nq), dden_exact(Nq);
+      std::vector<double> dnum(Nq * Dv), dden(Nq), dden_for_dq(Nq);
       std::vector<double> da(Nq * Dk, 0.0), db(Nk * Dk, 0.0), dv(Nk * Dv, 0.0);
       for (int64_t i = 0; i < Nq; ++i) {
         std::vector<double> num(Dv, 0.0);
@@ -109,11 +110,11 @@ LinearReference linear_reference(const LinearProblem& c, const EmulatedTensor<T>
           g_dot_o += dnum[i * Dv + e] * o;
         }
         dden[i] = c.normalize ? -g_dot_saved_o : 0.0;
-        dden_exact[i] = c.normalize ? -g_dot_o : 0.0;
+        dden_for_dq[i] = c.normalize ? -(dq_from_exact_output ? g_dot_o : g_dot_saved_o) : 0.0;
       }
       for (int64_t i = 0; i < Nq; ++i) {
         for (int64_t d = 0; d < Dk; ++d) {
-          double x = z0(d) * dden_exact[i];
+          double x = z0(d) * dden_for_dq[i];
           for (int64_t e = 0; e < Dv; ++e) x += s0(d, e) * dnum[i * Dv + e];
           da[i * Dk + d] = x;
         }
@@ -123,7 +124,7 @@ LinearReference linear_reference(const LinearProblem& c, const EmulatedTensor<T>
           for (int64_t e = 0; e < Dv; ++e) g_dot_v += dnum[i * Dv + e] * v.at(b, h, j, e);
           const double w = dot_ab(i, j);
           for (int64_t d = 0; d < Dk; ++d) {
-            da[i * Dk + d] += (g_dot_v + dden_exact[i]) * bk[j * Dk + d];
+            da[i * Dk + d] += (g_dot_v + dden_for_dq[i]) * bk[j * Dk + d];
             db[j * Dk + d] += (g_dot_v + dden[i]) * a[i * Dk + d];
           }
           for (int64_t e = 0; e < Dv; ++e) dv[j * Dv + e] += w * dnum[i * Dv + e];
