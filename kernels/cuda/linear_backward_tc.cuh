@@ -167,7 +167,7 @@ __global__ void __launch_bounds__(linear_tc::Shape<kDk, kDv>::kThreads) grad_sta
 
   linear_tc::load_mapped_tile<T, Map, kChunk, kDk, Sh::kThreads, 4>(a_tile, kLdK, p.q, b, h, q0, p.shape.q_len,
                                                                     static_cast<float>(p.scale));
-  const float rho = linear_tc::load_output_grads<T, kChunk, kDv>(dnum_tile, kLdV, dden, unused_shift, p, b, h, q0,
+  const float rho = linear_tc::load_output_grads<T, kChunk, kDv, Sh::kThreads>(dnum_tile, kLdV, dden, unused_shift, p, b, h, q0,
                                                                  nullptr);
   __syncthreads();
 
@@ -425,14 +425,14 @@ __global__ void __launch_bounds__(linear_tc::Shape<kDk, kDv>::kThreads) query_gr
   if constexpr (kCausal) {
     const int64_t keys = keys_of(p.key_lengths, b, p.shape.k_len);
     linear_tc::load_mapped_tile<T, Map, kChunk, kDk, kThreads, 4>(sm.b, kLdK, p.k, b, h, c0, keys, 1.f);
-    linear_tc::load_centred_tile<T, kChunk, kDv>(sm.v, kLdV, p.v, b, h, c0, keys, centre);
+    linear_tc::load_centred_tile<T, kChunk, kDv, kThreads, 4>(sm.v, kLdV, p.v, b, h, c0, keys, centre);
   }
   if (p.normalize) {  // a_i, for w_i
     linear_tc::load_mapped_tile<T, Map, kChunk, kDk, kThreads, 4>(sm.a, kLdK, p.q, b, h, c0, p.shape.q_len,
                                                                   static_cast<float>(p.scale));
   }
   const float rho =
-      linear_tc::load_output_grads<T, kChunk, kDv>(sm.dnum, kLdV, sm.dden, sm.shift, p, b, h, c0, centre);
+      linear_tc::load_output_grads<T, kChunk, kDv, Sh::kThreads>(sm.dnum, kLdV, sm.dden, sm.shift, p, b, h, c0, centre);
   // Causal: the state before the chunk; non-causal: the full state, saved by the forward or launch 1's.
   constexpr int64_t kStateSize = static_cast<int64_t>(kDk) * kDv;
   const float* state = kCausal ? plan.forward_states(workspace) + (bh * plan.key_chunks + at.chunk) * plan.entries
@@ -462,12 +462,12 @@ __global__ void __launch_bounds__(linear_tc::Shape<kDk, kDv>::kThreads) key_grad
   const T* centre = centre_of<T>(p, at);
 
   linear_tc::load_mapped_tile<T, Map, kChunk, kDk, kThreads, 4>(sm.b, kLdK, p.k, b, h, c0, keys, 1.f);
-  linear_tc::load_centred_tile<T, kChunk, kDv>(sm.v, kLdV, p.v, b, h, c0, keys, centre);
+  linear_tc::load_centred_tile<T, kChunk, kDv, kThreads, 4>(sm.v, kLdV, p.v, b, h, c0, keys, centre);
   float rho = 1.f;  // the dnum tile's factor; non-causal blocks have no intra-chunk terms
   if constexpr (kCausal) {
     linear_tc::load_mapped_tile<T, Map, kChunk, kDk, kThreads, 4>(sm.a, kLdK, p.q, b, h, c0, p.shape.q_len,
                                                                   static_cast<float>(p.scale));
-    rho = linear_tc::load_output_grads<T, kChunk, kDv>(sm.dnum, kLdV, sm.dden, sm.shift, p, b, h, c0, centre);
+    rho = linear_tc::load_output_grads<T, kChunk, kDv, Sh::kThreads>(sm.dnum, kLdV, sm.dden, sm.shift, p, b, h, c0, centre);
   }
   // Causal: what the later chunks send this one (launch 3); non-causal: the total, the initial state's.
   constexpr int64_t kStateSize = static_cast<int64_t>(kDk) * kDv;
@@ -475,14 +475,36 @@ __global__ void __launch_bounds__(linear_tc::Shape<kDk, kDv>::kThreads) key_grad
                             : static_cast<const float*>(p.grad_initial_state) + bh * kStateSize;
   const float* dz = kCausal ? ds + kStateSize : static_cast<const float*>(p.grad_initial_normalizer) + bh * kDk;
   // dz + dS m: the vector db takes when V is centred on m (db_j = dS (v_j - m) + dz + dS m), summed in
-  // float32 from the unrounded dS, one warp per row.
-  for (int row = warp; row < kDk; row += Sh::kWarps) {
-    float sum = 0.f;
-    if (centre != nullptr) {
-      for (int c = lane; c < kDv; c += kWarp) sum += ds[row * kDv + c] * to_acc<float>(centre[c]);
+  // float32 from the unrounded dS; warp w owns rows [Dk / 4 w, ...), 4 rows' loads in flight at a time.
+  {
+    constexpr int kWarpRows = kDk / Sh::kWarps, kPerLane = (kDv + kWarp - 1) / kWarp, kBatch = 4;
+    static_assert(kWarpRows % kBatch == 0, "whole batches of rows");
+    float m[kPerLane];
+#pragma unroll
+    for (int j = 0; j < kPerLane; ++j) {
+      const int c = lane + j * kWarp;
+      m[j] = centre != nullptr && c < kDv ? to_acc<float>(centre[c]) : 0.f;
     }
-    sum = warp_sum(sum);
-    if (lane == 0) sm.dz_centred[row] = dz[row] + sum;
+#pragma unroll 1
+    for (int r0 = warp * kWarpRows; r0 < (warp + 1) * kWarpRows; r0 += kBatch) {
+      float x[kBatch][kPerLane];
+#pragma unroll
+      for (int r = 0; r < kBatch; ++r) {
+#pragma unroll
+        for (int j = 0; j < kPerLane; ++j) {
+          const int c = lane + j * kWarp;
+          x[r][j] = centre != nullptr && c < kDv ? ds[(r0 + r) * kDv + c] : 0.f;
+        }
+      }
+#pragma unroll
+      for (int r = 0; r < kBatch; ++r) {
+        float sum = 0.f;
+#pragma unroll
+        for (int j = 0; j < kPerLane; ++j) sum += x[r][j] * m[j];
+        sum = warp_sum(sum);
+        if (lane == 0) sm.dz_centred[r0 + r] = dz[r0 + r] + sum;
+      }
+    }
   }
   const float sigma =
       linear_tc::round_state_tile<T, kDk, kDv, kThreads>(sm.state, kLdV, ds, nullptr, nullptr, sm.slots);

@@ -117,53 +117,85 @@ __device__ __forceinline__ void multiply(mma::FragC (&acc)[N], float sigma) {
 template <typename T, int kRows, int kCols, int kThreads>
 __device__ __forceinline__ float round_state_tile(T* tile, int ld, const float* state, const float* z,
                                                   const T* centre, float* slots) {
-  constexpr int kQuads = kRows * kCols / 4;
+  constexpr int kQuads = kRows * kCols / 4, kPerThread = kQuads / kThreads, kBatch = std::gcd(kPerThread, 4);
   static_assert(kQuads % kThreads == 0, "whole float4s per thread");
-  auto quad = [&](int idx) {  // entries (row, col .. col + 3) of quad idx, centred
-    const int row = idx / (kCols / 4), col = (idx % (kCols / 4)) * 4;
-    float4 x = *reinterpret_cast<const float4*>(state + row * kCols + col);
-    if (centre != nullptr) {
-      const float zr = z[row];
-      x.x -= zr * to_acc<float>(centre[col]);
-      x.y -= zr * to_acc<float>(centre[col + 1]);
-      x.z -= zr * to_acc<float>(centre[col + 2]);
-      x.w -= zr * to_acc<float>(centre[col + 3]);
+  // The thread's quads s0 .. s0 + kBatch - 1 (entries (row, col .. col + 3)), centred; all loads issued
+  // before the first is used.
+  auto load_batch = [&](int s0, float4(&x)[kBatch]) {
+    float zr[kBatch] = {};
+    uint2 m[kBatch] = {};
+#pragma unroll
+    for (int k = 0; k < kBatch; ++k) {
+      const int idx = threadIdx.x + (s0 + k) * kThreads, row = idx / (kCols / 4), col = (idx % (kCols / 4)) * 4;
+      x[k] = *reinterpret_cast<const float4*>(state + row * kCols + col);
+      if (centre != nullptr) {
+        zr[k] = z[row];
+        m[k] = *reinterpret_cast<const uint2*>(centre + col);
+      }
     }
-    return x;
+    if (centre != nullptr) {
+#pragma unroll
+      for (int k = 0; k < kBatch; ++k) {
+        const float2 lo = unpack<T>(m[k].x), hi = unpack<T>(m[k].y);
+        x[k].x -= zr[k] * lo.x;
+        x[k].y -= zr[k] * lo.y;
+        x[k].z -= zr[k] * hi.x;
+        x[k].w -= zr[k] * hi.y;
+      }
+    }
   };
   float largest = 0.f;
   if constexpr (std::is_same_v<T, __half>) {
-    for (int idx = threadIdx.x; idx < kQuads; idx += kThreads) {
-      const float4 x = quad(idx);
-      largest = fmaxf(largest, fmaxf(fmaxf(fabsf(x.x), fabsf(x.y)), fmaxf(fabsf(x.z), fabsf(x.w))));
+#pragma unroll 1
+    for (int s0 = 0; s0 < kPerThread; s0 += kBatch) {
+      float4 x[kBatch];
+      load_batch(s0, x);
+#pragma unroll
+      for (int k = 0; k < kBatch; ++k)
+        largest = fmaxf(largest, fmaxf(fmaxf(fabsf(x[k].x), fabsf(x[k].y)), fmaxf(fabsf(x[k].z), fabsf(x[k].w))));
     }
   }
   const float sigma = state_divisor<T, kThreads / kWarp>(largest, slots), inverse = 1.f / sigma;
-  for (int idx = threadIdx.x; idx < kQuads; idx += kThreads) {
-    const float4 x = quad(idx);
-    const int row = idx / (kCols / 4), col = (idx % (kCols / 4)) * 4;
-    *reinterpret_cast<uint2*>(tile + row * ld + col) =
-        make_uint2(mma::pack<T>(x.x * inverse, x.y * inverse), mma::pack<T>(x.z * inverse, x.w * inverse));
+#pragma unroll 1
+  for (int s0 = 0; s0 < kPerThread; s0 += kBatch) {
+    float4 x[kBatch];
+    load_batch(s0, x);
+#pragma unroll
+    for (int k = 0; k < kBatch; ++k) {
+      const int idx = threadIdx.x + (s0 + k) * kThreads, row = idx / (kCols / 4), col = (idx % (kCols / 4)) * 4;
+      *reinterpret_cast<uint2*>(tile + row * ld + col) = make_uint2(mma::pack<T>(x[k].x * inverse, x[k].y * inverse),
+                                                                    mma::pack<T>(x[k].z * inverse, x[k].w * inverse));
+    }
   }
   __syncthreads();
   return sigma;
 }
 
 // Rows [row0, row0 + kRows) of a (batch, head) slice minus the centre row (a D-vector in T; null: none),
-// rounded to T, into shared memory (leading dimension ld), 16 bytes per thread and step; rows from
-// `valid` on are zero, so padding never reaches a product (0 * NaN would poison it).
-template <typename T, int kRows, int kCols>
+// rounded to T, into shared memory (leading dimension ld); rows from `valid` on are zero, so padding
+// never reaches a product (0 * NaN would poison it). A thread's 16-byte loads are issued
+// gcd(its load count, kMaxInFlight) at a time before the first is used, as in load_mapped_tile.
+template <typename T, int kRows, int kCols, int kThreads, int kMaxInFlight>
 __device__ __forceinline__ void load_centred_tile(T* shared, int ld, const RowView& view, int64_t b, int64_t h,
                                                   int64_t row0, int64_t valid, const T* centre) {
-  constexpr int kChunks = kCols / 8;  // 8 elements of 2 bytes per 16-byte chunk
-  for (int idx = threadIdx.x; idx < kRows * kChunks; idx += blockDim.x) {
-    const int r = idx / kChunks, c = (idx % kChunks) * 8;
-    uint4 value = make_uint4(0, 0, 0, 0);
-    if (row0 + r < valid) {
-      value = *reinterpret_cast<const uint4*>(row_ptr<const T>(view, b, h, row0 + r) + c);
-      if (centre != nullptr) {
+  constexpr int kChunks = kCols / 8, kLoads = kRows * kChunks / kThreads;  // 16-byte chunks of 8 elements
+  static_assert(kRows * kChunks % kThreads == 0, "every thread loads whole 16-byte chunks");
+  constexpr int kInFlight = std::gcd(kLoads, kMaxInFlight);
+#pragma unroll 1
+  for (int s0 = 0; s0 < kLoads; s0 += kInFlight) {
+    uint4 values[kInFlight];
+#pragma unroll
+    for (int s = 0; s < kInFlight; ++s) {
+      const int idx = threadIdx.x + (s0 + s) * kThreads, r = idx / kChunks, c = (idx % kChunks) * 8;
+      values[s] = row0 + r < valid ? *reinterpret_cast<const uint4*>(row_ptr<const T>(view, b, h, row0 + r) + c)
+                                   : make_uint4(0, 0, 0, 0);
+    }
+#pragma unroll
+    for (int s = 0; s < kInFlight; ++s) {
+      const int idx = threadIdx.x + (s0 + s) * kThreads, r = idx / kChunks, c = (idx % kChunks) * 8;
+      if (centre != nullptr && row0 + r < valid) {
         const uint4 m = *reinterpret_cast<const uint4*>(centre + c);
-        uint32_t* pairs = reinterpret_cast<uint32_t*>(&value);
+        uint32_t* pairs = reinterpret_cast<uint32_t*>(&values[s]);
         const uint32_t* centre_pairs = reinterpret_cast<const uint32_t*>(&m);
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
@@ -171,8 +203,8 @@ __device__ __forceinline__ void load_centred_tile(T* shared, int ld, const RowVi
           pairs[e] = mma::pack<T>(x.x - mean.x, x.y - mean.y);
         }
       }
+      *reinterpret_cast<uint4*>(shared + r * ld + c) = values[s];
     }
-    *reinterpret_cast<uint4*>(shared + r * ld + c) = value;
   }
 }
 
@@ -227,42 +259,72 @@ __device__ __forceinline__ float output_grad_factor(const LinearParams& p, int64
 // normalising); into dden, -(dnum . O) (zero when not normalising), float32, taken from the rounded
 // dnum so that dnum . v_j + dden, which the products form, cancels to dnum . (v_j - o) without the
 // rounding's error; into shift, dnum . m for the centre row m (zero when null). Rows past the end are
-// zero. One warp per row, two columns per lane and step.
-template <typename T, int kRows, int kD>
+// zero.
+// Layout: warp w owns rows [kRows / warps * w, ...); a row's 16-byte chunks go to kRowLanes consecutive
+// lanes (D / 8 rounded up to a power of two, so a row's dot products reduce by shuffles within its
+// lanes; at D = 96, 4 of 16 lanes idle), 32 / kRowLanes rows per step. A lane's loads of dO, O and den
+// are issued up to 4 steps at a time before the first is used (one warp walking its rows one at a
+// time waited a memory round trip per row: 16 per chunk).
+template <typename T, int kRows, int kD, int kThreads>
 __device__ __forceinline__ float load_output_grads(T* tile, int ld, float* dden, float* shift, const LinearParams& p,
                                                    int64_t b, int64_t h, int64_t q0, const T* centre) {
+  constexpr int kChunks = kD / 8, kWarps = kThreads / kWarp, kWarpRows = kRows / kWarps;
+  constexpr int kRowLanes = kChunks <= 4 ? 4 : kChunks <= 8 ? 8 : kChunks <= 16 ? 16 : 32;
+  constexpr int kStepRows = kWarp / kRowLanes, kSteps = kWarpRows / kStepRows;
+  static_assert(kD % 8 == 0 && kChunks <= kWarp && kRows % kWarps == 0 && kWarpRows % kStepRows == 0,
+                "whole 16-byte chunks, whole steps of rows");
+  constexpr int kInFlight = std::gcd(kSteps, 4);
   const AttentionShape& s = p.shape;
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+  const int chunk = lane % kRowLanes, c = chunk * 8;  // the lane's columns, the same in every step
+  const bool lane_has_columns = chunk < kChunks;
+  const float* den_row = static_cast<const float*>(p.denominator.data) + (b * s.heads + h) * s.q_len;
   const float rho = output_grad_factor<T, kRows>(p, b, h, q0);
-  for (int r = warp; r < kRows; r += blockDim.x / kWarp) {
-    const int64_t i = q0 + r;
-    const bool inside = i < s.q_len;
-    const float inv_den =
-        inside && p.normalize ? rho / static_cast<const float*>(p.denominator.data)[(b * s.heads + h) * s.q_len + i]
-                              : 1.f;
-    float dot = 0.f, centre_dot = 0.f;
-    for (int c = 2 * lane; c < kD; c += 2 * kWarp) {
-      uint32_t g = 0u;
-      if (inside) {
-        const float2 dout = unpack<T>(*reinterpret_cast<const uint32_t*>(row_ptr<const T>(p.grad_out, b, h, i) + c));
-        g = mma::pack<T>(dout.x * inv_den, dout.y * inv_den);
-        const float2 rounded = unpack<T>(g);
-        if (p.normalize) {
-          const float2 out = unpack<T>(*reinterpret_cast<const uint32_t*>(row_ptr<const T>(p.out, b, h, i) + c));
-          dot += rounded.x * out.x + rounded.y * out.y;
-        }
-        if (centre != nullptr) {
-          const float2 m = unpack<T>(*reinterpret_cast<const uint32_t*>(centre + c));
-          centre_dot += rounded.x * m.x + rounded.y * m.y;
-        }
-      }
-      *reinterpret_cast<uint32_t*>(tile + r * ld + c) = g;
+  uint4 m = make_uint4(0, 0, 0, 0);
+  if (centre != nullptr && lane_has_columns) m = *reinterpret_cast<const uint4*>(centre + c);
+  const uint32_t* centre_pairs = reinterpret_cast<const uint32_t*>(&m);
+
+#pragma unroll 1
+  for (int s0 = 0; s0 < kSteps; s0 += kInFlight) {
+    uint4 dout[kInFlight], out[kInFlight];
+    float den[kInFlight];
+#pragma unroll
+    for (int k = 0; k < kInFlight; ++k) {
+      const int r = warp * kWarpRows + (s0 + k) * kStepRows + lane / kRowLanes;
+      const int64_t i = q0 + r;
+      const bool inside = i < s.q_len;
+      dout[k] = inside && lane_has_columns ? *reinterpret_cast<const uint4*>(row_ptr<const T>(p.grad_out, b, h, i) + c)
+                                           : make_uint4(0, 0, 0, 0);
+      out[k] = inside && lane_has_columns && p.normalize
+                   ? *reinterpret_cast<const uint4*>(row_ptr<const T>(p.out, b, h, i) + c)
+                   : make_uint4(0, 0, 0, 0);
+      den[k] = inside && p.normalize ? den_row[i] : 1.f;
     }
-    dot = warp_sum(dot);
-    centre_dot = warp_sum(centre_dot);
-    if (lane == 0) {
-      dden[r] = -dot;
-      shift[r] = centre_dot;
+#pragma unroll
+    for (int k = 0; k < kInFlight; ++k) {
+      const int r = warp * kWarpRows + (s0 + k) * kStepRows + lane / kRowLanes;
+      const float scale = p.normalize ? rho / den[k] : 1.f;
+      uint32_t* pairs = reinterpret_cast<uint32_t*>(&dout[k]);
+      const uint32_t* out_pairs = reinterpret_cast<const uint32_t*>(&out[k]);
+      float dot = 0.f, centre_dot = 0.f;
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const float2 g = unpack<T>(pairs[e]);
+        pairs[e] = mma::pack<T>(g.x * scale, g.y * scale);
+        const float2 rounded = unpack<T>(pairs[e]), o = unpack<T>(out_pairs[e]), mean = unpack<T>(centre_pairs[e]);
+        dot += rounded.x * o.x + rounded.y * o.y;
+        centre_dot += rounded.x * mean.x + rounded.y * mean.y;
+      }
+      if (lane_has_columns) *reinterpret_cast<uint4*>(tile + r * ld + c) = dout[k];
+#pragma unroll
+      for (int offset = kRowLanes / 2; offset > 0; offset /= 2) {
+        dot += __shfl_xor_sync(0xffffffffu, dot, offset);
+        centre_dot += __shfl_xor_sync(0xffffffffu, centre_dot, offset);
+      }
+      if (chunk == 0) {
+        dden[r] = -dot;
+        shift[r] = centre_dot;
+      }
     }
   }
   return rho;
