@@ -167,8 +167,8 @@ __global__ void __launch_bounds__(linear_tc::Shape<kDk, kDv>::kThreads) grad_sta
 
   linear_tc::load_mapped_tile<T, Map, kChunk, kDk, Sh::kThreads, 4>(a_tile, kLdK, p.q, b, h, q0, p.shape.q_len,
                                                                     static_cast<float>(p.scale));
-  const float rho = linear_tc::load_output_grads<T, kChunk, kDv, Sh::kThreads>(dnum_tile, kLdV, dden, unused_shift,
-                                                                                 p, b, h, q0, nullptr);
+  const float rho = linear_tc::load_output_grads<T, kChunk, kDv, Sh::kThreads>(dnum_tile, kLdV, dden, unused_shift, p, b, h, q0,
+                                                                 nullptr);
   const float inv_rho = 1.f / rho;  // before the accumulators: a division's slow path is a call
   __syncthreads();
 
@@ -471,8 +471,7 @@ __global__ void __launch_bounds__(linear_tc::Shape<kDk, kDv>::kThreads) key_grad
   if constexpr (kCausal) {
     linear_tc::load_mapped_tile<T, Map, kChunk, kDk, kThreads, 4>(sm.a, kLdK, p.q, b, h, c0, p.shape.q_len,
                                                                   static_cast<float>(p.scale));
-    rho = linear_tc::load_output_grads<T, kChunk, kDv, Sh::kThreads>(sm.dnum, kLdV, sm.dden, sm.shift, p, b, h, c0,
-                                                                     centre);
+    rho = linear_tc::load_output_grads<T, kChunk, kDv, Sh::kThreads>(sm.dnum, kLdV, sm.dden, sm.shift, p, b, h, c0, centre);
   }
   // Causal: what the later chunks send this one (launch 3); non-causal: the total, the initial state's.
   constexpr int64_t kStateSize = static_cast<int64_t>(kDk) * kDv;

@@ -151,8 +151,7 @@ bool check_case(const Case& c, std::mt19937& gen) {
     }
   };
   run({false});
-  const auto ref =
-      linear_reference(c.problem(), q, k, v, dout, st, lengths, scale, eps, out, /*dq_from_exact_output=*/true);
+  const auto ref = linear_reference(c.problem(), q, k, v, dout, st, lengths, scale, eps, out, /*dq_from_exact_output=*/true);
   run({true});
 
   // Inputs, states and every product factor are rounded to 8 (bfloat16) or 11 (float16) significant bits;
