@@ -39,15 +39,14 @@ __device__ __forceinline__ float2 unpack(uint32_t pair) {
   return make_float2(to_acc<float>(x[0]), to_acc<float>(x[1]));
 }
 
-// Rows [row0, row0 + kRows) of a (batch, head) slice into shared memory (leading dimension ld), each
-// 16-byte chunk of a row before `valid` passed through transform(chunk, column) on the way; rows from
-// `valid` on are zero (after any transform: elu+1 of a zero is one, and padding must weigh nothing; 0 *
-// NaN would poison a product). A thread's 16-byte loads are issued gcd(its load count, kMaxInFlight) at
-// a time before the first of them is used, so that they are in flight together; more of them take more
-// registers.
-template <typename T, int kRows, int kCols, int kThreads, int kMaxInFlight, typename Transform>
-__device__ __forceinline__ void load_tile_batched(T* shared, int ld, const RowView& view, int64_t b, int64_t h,
-                                                  int64_t row0, int64_t valid, Transform&& transform) {
+// Rows [row0, row0 + kRows) of a (batch, head) slice into shared memory as scale * phi(x), rounded to T;
+// rows from `valid` on are zero (after the map: elu+1 of a zero is one, and padding must weigh nothing).
+// A thread's 16-byte loads are issued gcd(its load count, kMaxInFlight) at a time before the first of
+// them is used, so that they are in flight together; more of
+// them take more registers.
+template <typename T, typename Map, int kRows, int kCols, int kThreads, int kMaxInFlight>
+__device__ __forceinline__ void load_mapped_tile(T* shared, int ld, const RowView& view, int64_t b, int64_t h,
+                                                 int64_t row0, int64_t valid, float scale) {
   constexpr int kChunks = kCols / 8, kLoads = kRows * kChunks / kThreads;
   static_assert(kRows * kChunks % kThreads == 0, "every thread loads whole 16-byte chunks");
   constexpr int kInFlight = std::gcd(kLoads, kMaxInFlight);
@@ -63,25 +62,17 @@ __device__ __forceinline__ void load_tile_batched(T* shared, int ld, const RowVi
 #pragma unroll
     for (int s = 0; s < kInFlight; ++s) {
       const int idx = threadIdx.x + (s0 + s) * kThreads, r = idx / kChunks, c = (idx % kChunks) * 8;
-      if (row0 + r < valid) transform(values[s], c);
-      *reinterpret_cast<uint4*>(shared + r * ld + c) = values[s];
-    }
-  }
-}
-
-// Rows [row0, row0 + kRows) as scale * phi(x), rounded to T (load_tile_batched).
-template <typename T, typename Map, int kRows, int kCols, int kThreads, int kMaxInFlight>
-__device__ __forceinline__ void load_mapped_tile(T* shared, int ld, const RowView& view, int64_t b, int64_t h,
-                                                 int64_t row0, int64_t valid, float scale) {
-  load_tile_batched<T, kRows, kCols, kThreads, kMaxInFlight>(
-      shared, ld, view, b, h, row0, valid, [&](uint4& chunk, int /*column*/) {
-        uint32_t* pairs = reinterpret_cast<uint32_t*>(&chunk);
+      if (row0 + r < valid) {
+        uint32_t* pairs = reinterpret_cast<uint32_t*>(&values[s]);
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           const float2 x = unpack<T>(pairs[e]);
           pairs[e] = mma::pack<T>(scale * Map::value(x.x), scale * Map::value(x.y));
         }
-      });
+      }
+      *reinterpret_cast<uint4*>(shared + r * ld + c) = values[s];
+    }
+  }
 }
 
 // The power of two sigma a float32 state is divided by before it is rounded to T: float16 (largest
@@ -180,23 +171,41 @@ __device__ __forceinline__ float round_state_tile(T* tile, int ld, const float* 
   return sigma;
 }
 
-// Rows [row0, row0 + kRows) minus the centre row (a D-vector in T; null: none), rounded to T
-// (load_tile_batched).
+// Rows [row0, row0 + kRows) of a (batch, head) slice minus the centre row (a D-vector in T; null: none),
+// rounded to T, into shared memory (leading dimension ld); rows from `valid` on are zero, so padding
+// never reaches a product (0 * NaN would poison it). A thread's 16-byte loads are issued
+// gcd(its load count, kMaxInFlight) at a time before the first is used, as in load_mapped_tile.
 template <typename T, int kRows, int kCols, int kThreads, int kMaxInFlight>
 __device__ __forceinline__ void load_centred_tile(T* shared, int ld, const RowView& view, int64_t b, int64_t h,
                                                   int64_t row0, int64_t valid, const T* centre) {
-  load_tile_batched<T, kRows, kCols, kThreads, kMaxInFlight>(
-      shared, ld, view, b, h, row0, valid, [&](uint4& chunk, int column) {
-        if (centre == nullptr) return;
-        const uint4 m = *reinterpret_cast<const uint4*>(centre + column);
-        uint32_t* pairs = reinterpret_cast<uint32_t*>(&chunk);
+  constexpr int kChunks = kCols / 8, kLoads = kRows * kChunks / kThreads;  // 16-byte chunks of 8 elements
+  static_assert(kRows * kChunks % kThreads == 0, "every thread loads whole 16-byte chunks");
+  constexpr int kInFlight = std::gcd(kLoads, kMaxInFlight);
+#pragma unroll 1
+  for (int s0 = 0; s0 < kLoads; s0 += kInFlight) {
+    uint4 values[kInFlight];
+#pragma unroll
+    for (int s = 0; s < kInFlight; ++s) {
+      const int idx = threadIdx.x + (s0 + s) * kThreads, r = idx / kChunks, c = (idx % kChunks) * 8;
+      values[s] = row0 + r < valid ? *reinterpret_cast<const uint4*>(row_ptr<const T>(view, b, h, row0 + r) + c)
+                                   : make_uint4(0, 0, 0, 0);
+    }
+#pragma unroll
+    for (int s = 0; s < kInFlight; ++s) {
+      const int idx = threadIdx.x + (s0 + s) * kThreads, r = idx / kChunks, c = (idx % kChunks) * 8;
+      if (centre != nullptr && row0 + r < valid) {
+        const uint4 m = *reinterpret_cast<const uint4*>(centre + c);
+        uint32_t* pairs = reinterpret_cast<uint32_t*>(&values[s]);
         const uint32_t* centre_pairs = reinterpret_cast<const uint32_t*>(&m);
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           const float2 x = unpack<T>(pairs[e]), mean = unpack<T>(centre_pairs[e]);
           pairs[e] = mma::pack<T>(x.x - mean.x, x.y - mean.y);
         }
-      });
+      }
+      *reinterpret_cast<uint4*>(shared + r * ld + c) = values[s];
+    }
+  }
 }
 
 // A length-D float32 vector (normaliser z or its gradient) into shared memory; null: zero.
