@@ -9,7 +9,7 @@ namespace cuda {
 int linear_backward_tensor_core_shared_bytes(int64_t qk_dim, int64_t v_dim) {
   int bytes = 0;
   dispatch_linear_head_dims(qk_dim, v_dim, [&](auto dims) {
-    bytes = linear_backward_tc::key_grads_shared_bytes<dims.qk, dims.v>();
+    bytes = linear_backward_tc::chunk_grads_shared_bytes<dims.qk, dims.v>();
   });
   return bytes;
 }

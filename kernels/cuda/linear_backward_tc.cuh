@@ -47,7 +47,7 @@
 // full state, the per-chunk gradient states): about 2 N D per (batch, head) at D = 64, 4 N D at D = 128.
 // Shared tiles of a key block: A, B, V, dNum (64 x (D + 8) each) and the state (D x (D + 8)), 46 KiB
 // at D = 64 and 104 KiB at D = 128 (A100 and H100-class GPUs; sm_86/89 grant 99 KiB and take the
-// generic kernels at D = 128); a query block has no A (87 KiB at D = 128).
+// generic kernels at D = 128); a query block the same (its A for w only when normalising).
 // Recomputes phi(q), phi(k) and the states; reads the forward's output and den.
 #pragma once
 
@@ -58,18 +58,18 @@ namespace actattn {
 namespace cuda {
 namespace linear_backward_tc {
 
-// Shared memory of the dq kernel (Tiles: chunk tiles B, V, dNum, the state, float32 vectors); the dk, dv
-// kernel has one more chunk tile, A, placed last, after the 16-byte aligned floats.
+// Shared memory of the dq and the dk, dv kernels (Tiles): chunk tiles B, V, dNum, A, the state, and
+// float32 vectors; A is placed last, after the 16-byte aligned floats.
 template <int kDk, int kDv>
-constexpr int query_grads_shared_bytes() {
+constexpr int floats_end_bytes() {
   using Sh = linear_tc::Shape<kDk, kDv>;
   return (Sh::kKeyTileElems + 2 * Sh::kValueTileElems + Sh::kStateElems) * 2 +
          (2 * kDk + 2 * Sh::kChunk + 4) * static_cast<int>(sizeof(float));
 }
 
 template <int kDk, int kDv>
-constexpr int key_grads_shared_bytes() {
-  return query_grads_shared_bytes<kDk, kDv>() + linear_tc::Shape<kDk, kDv>::kKeyTileElems * 2;
+constexpr int chunk_grads_shared_bytes() {
+  return floats_end_bytes<kDk, kDv>() + linear_tc::Shape<kDk, kDv>::kKeyTileElems * 2;
 }
 
 template <int kDk, int kDv>
@@ -90,7 +90,7 @@ struct Tiles {
   float* dden;   // dden of a chunk's rows
   float* shift;  // dnum . m of a chunk's rows, for the chunk's centre m
   float* slots;  // one float per warp (linear_tc::state_divisor), padded to 4
-  T* a;          // key block only: scale phi(Q) of a chunk
+  T* a;          // scale phi(Q) of a chunk (the dq block's only when normalising)
 
   __device__ Tiles() {
     b = dynamic_shared<T>();
@@ -102,7 +102,7 @@ struct Tiles {
     dden = dz_centred + kDk;
     shift = dden + Sh::kChunk;
     slots = shift + Sh::kChunk;
-    static_assert(query_grads_shared_bytes<kDk, kDv>() % 16 == 0 && Sh::kWarps <= 4, "A's rows 16-byte aligned");
+    static_assert(floats_end_bytes<kDk, kDv>() % 16 == 0 && Sh::kWarps <= 4, "A's rows 16-byte aligned");
     a = reinterpret_cast<T*>(slots + 4);
   }
 };
@@ -169,7 +169,6 @@ __global__ void __launch_bounds__(linear_tc::Shape<kDk, kDv>::kThreads) grad_sta
                                                                     static_cast<float>(p.scale));
   const float rho = linear_tc::load_output_grads<T, kChunk, kDv, Sh::kThreads>(dnum_tile, kLdV, dden, unused_shift, p, b, h, q0,
                                                                  nullptr);
-  const float inv_rho = 1.f / rho;  // before the accumulators: a division's slow path is a call
   __syncthreads();
 
   float* share = plan.grad_states(workspace) + (bh * plan.query_chunks + chunk) * plan.entries;
@@ -178,7 +177,7 @@ __global__ void __launch_bounds__(linear_tc::Shape<kDk, kDv>::kThreads) grad_sta
     mma::FragC acc[kValueTiles];
     mma::zero(acc);
     mma::mma_shared_a_b<T, kChunk / 16, kValueTiles, true>(acc, a_tile + strip * 16, kLdK, dnum_tile, kLdV, lane);
-    linear_tc::multiply(acc, inv_rho);
+    linear_tc::multiply(acc, 1.f / rho);
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
       float* row = share + (strip * 16 + g + 8 * half) * kDv;
@@ -187,7 +186,7 @@ __global__ void __launch_bounds__(linear_tc::Shape<kDk, kDv>::kThreads) grad_sta
         *reinterpret_cast<float2*>(row + n * 8 + 2 * t) = make_float2(acc[n].x[2 * half], acc[n].x[2 * half + 1]);
     }
   }
-  linear_tc::weighted_column_sums<T, kChunk, kDk>(share + kDk * kDv, a_tile, kLdK, dden, inv_rho);
+  linear_tc::weighted_column_sums<T, kChunk, kDk>(share + kDk * kDv, a_tile, kLdK, dden, 1.f / rho);
 }
 
 // dq for the chunk at q0, everything times the chunk's rho (load_output_grads) until the end. With the
@@ -218,9 +217,8 @@ __device__ __forceinline__ void query_chunk_grads(const LinearParams& p, const T
     }
   };
 
-  // -1 / den_i of the lane's two rows (0 past the end) and scale / rho, formed before the accumulators
-  // are live: a division's slow path is a call, around which ptxas spilled them.
-  const float grad_scale = static_cast<float>(p.scale) / rho;
+  // -1 / den_i of the lane's two rows (0 past the end), formed before the accumulators are live: the
+  // division's slow path is a call, around which ptxas spilled them.
   float minus_inv_den[2];
 #pragma unroll
   for (int half = 0; half < 2; ++half) {
@@ -250,17 +248,12 @@ __device__ __forceinline__ void query_chunk_grads(const LinearParams& p, const T
     float w[2];
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
-      // a_i at the lane's entries of x, formed from q as the forward's tile was (scale phi(q) rounded to
-      // T: the same bits), so the block needs no A tile.
       const int row = warp * 16 + g + 8 * half;
-      const int64_t i = q0 + row;
-      const T* q_row = row_ptr<const T>(p.q, b, h, i < p.shape.q_len ? i : 0);
-      const float scale = static_cast<float>(p.scale);
+      const T* a_row = sm.a + row * kLdK;
       float ax = 0.f;
 #pragma unroll
       for (int n = 0; n < kKeyTiles; ++n) {
-        const float2 q = linear_tc::unpack<T>(*reinterpret_cast<const uint32_t*>(q_row + n * 8 + 2 * t));
-        const float2 a = linear_tc::unpack<T>(mma::pack<T>(scale * Map::value(q.x), scale * Map::value(q.y)));
+        const float2 a = linear_tc::unpack<T>(*reinterpret_cast<const uint32_t*>(a_row + n * 8 + 2 * t));
         ax += a.x * da[n].x[2 * half] + a.y * da[n].x[2 * half + 1];
       }
       ax += __shfl_xor_sync(0xffffffffu, ax, 1);
@@ -287,6 +280,7 @@ __device__ __forceinline__ void query_chunk_grads(const LinearParams& p, const T
     }
   }
 
+  const float scale = static_cast<float>(p.scale) / rho;
 #pragma unroll
   for (int half = 0; half < 2; ++half) {
     const int64_t i = q0 + warp * 16 + g + 8 * half;
@@ -298,8 +292,7 @@ __device__ __forceinline__ void query_chunk_grads(const LinearParams& p, const T
       const int c = n * 8 + 2 * t;
       const float2 q = linear_tc::unpack<T>(*reinterpret_cast<const uint32_t*>(q_row + c));
       *reinterpret_cast<uint32_t*>(dq_row + c) =
-          mma::pack<T>(grad_scale * Map::grad(q.x, da[n].x[2 * half]),
-                       grad_scale * Map::grad(q.y, da[n].x[2 * half + 1]));
+          mma::pack<T>(scale * Map::grad(q.x, da[n].x[2 * half]), scale * Map::grad(q.y, da[n].x[2 * half + 1]));
     }
   }
 }
@@ -316,7 +309,6 @@ __device__ __forceinline__ void key_chunk_grads(const LinearParams& p, const Til
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp, g = lane / 4, t = lane % 4;
   const T* b_rows = sm.b + warp * 16 * kLdK;
   const T* v_rows = sm.v + warp * 16 * kLdV;
-  const float inv_rho = 1.f / rho;  // before the accumulators: a division's slow path is a call
   const int64_t rows[2] = {k0 + warp * 16 + g, k0 + warp * 16 + g + 8};
 
   // Rows of the mask: key (row of this warp's strip) u is seen by query (column) t' iff t' >= u.
@@ -370,7 +362,7 @@ __device__ __forceinline__ void key_chunk_grads(const LinearParams& p, const Til
         mma::mma_p_b<T, 1>(dv, w, sm.dnum + qb * 16 * kLdV, kLdV, lane);
       }
     }
-    linear_tc::multiply(dv, inv_rho);
+    linear_tc::multiply(dv, 1.f / rho);
     store(p.grad_v, dv, false);
   }
 
@@ -400,7 +392,7 @@ __device__ __forceinline__ void key_chunk_grads(const LinearParams& p, const Til
       mma::mma_p_b<T, 1>(db, m, sm.a + qb * 16 * kLdK, kLdK, lane);
     }
   }
-  linear_tc::multiply(db, inv_rho);
+  linear_tc::multiply(db, 1.f / rho);
   store(p.grad_k, db, true);
 }
 
@@ -418,7 +410,7 @@ __device__ __forceinline__ const T* centre_of(const LinearParams& p, const linea
   return row_ptr<const T>(p.out, at.b, at.h, row);
 }
 
-// Launch 4, dq: one query chunk (shared memory: query_grads_shared_bytes).
+// Launch 4, dq: one query chunk (shared memory: chunk_grads_shared_bytes).
 template <typename T, typename Map, bool kCausal, int kDk, int kDv>
 __global__ void __launch_bounds__(linear_tc::Shape<kDk, kDv>::kThreads) query_grads_kernel(const LinearParams p,
                                                                                            float* workspace) {
@@ -434,6 +426,10 @@ __global__ void __launch_bounds__(linear_tc::Shape<kDk, kDv>::kThreads) query_gr
     const int64_t keys = keys_of(p.key_lengths, b, p.shape.k_len);
     linear_tc::load_mapped_tile<T, Map, kChunk, kDk, kThreads, 4>(sm.b, kLdK, p.k, b, h, c0, keys, 1.f);
     linear_tc::load_centred_tile<T, kChunk, kDv, kThreads, 4>(sm.v, kLdV, p.v, b, h, c0, keys, centre);
+  }
+  if (p.normalize) {  // a_i, for w_i
+    linear_tc::load_mapped_tile<T, Map, kChunk, kDk, kThreads, 4>(sm.a, kLdK, p.q, b, h, c0, p.shape.q_len,
+                                                                  static_cast<float>(p.scale));
   }
   const float rho =
       linear_tc::load_output_grads<T, kChunk, kDv, Sh::kThreads>(sm.dnum, kLdV, sm.dden, sm.shift, p, b, h, c0, centre);
@@ -451,7 +447,7 @@ __global__ void __launch_bounds__(linear_tc::Shape<kDk, kDv>::kThreads) query_gr
   query_chunk_grads<T, Map, kCausal, kDk, kDv>(p, sm, b, h, c0, sigma, rho);
 }
 
-// Launch 5, dk and dv: one key chunk (shared memory: key_grads_shared_bytes).
+// Launch 5, dk and dv: one key chunk (shared memory: chunk_grads_shared_bytes).
 template <typename T, typename Map, bool kCausal, int kDk, int kDv>
 __global__ void __launch_bounds__(linear_tc::Shape<kDk, kDv>::kThreads) key_grads_kernel(const LinearParams p,
                                                                                          float* workspace) {
@@ -540,10 +536,10 @@ void run(const LinearParams& p, float* workspace, Launch&& launch) {
          "linear_attention_backward (tensor cores, gradient state suffix)", plan.grad_sweep(p, workspace));
   if (p.grad_q.data != nullptr && plan.query_chunks > 0) {
     launch(query_grads_kernel<T, Map, kCausal, kDk, kDv>, plan.query_grads_grid(),
-           query_grads_shared_bytes<kDk, kDv>(), "linear_attention_backward (tensor cores, dq)", p, workspace);
+           chunk_grads_shared_bytes<kDk, kDv>(), "linear_attention_backward (tensor cores, dq)", p, workspace);
   }
   if (p.grad_k.data != nullptr && plan.key_chunks > 0) {
-    launch(key_grads_kernel<T, Map, kCausal, kDk, kDv>, plan.key_grads_grid(), key_grads_shared_bytes<kDk, kDv>(),
+    launch(key_grads_kernel<T, Map, kCausal, kDk, kDv>, plan.key_grads_grid(), chunk_grads_shared_bytes<kDk, kDv>(),
            "linear_attention_backward (tensor cores, dk, dv)", p, workspace);
   }
 }

@@ -303,9 +303,7 @@ __device__ __forceinline__ float load_output_grads(T* tile, int ld, float* dden,
 #pragma unroll
     for (int k = 0; k < kInFlight; ++k) {
       const int r = warp * kWarpRows + (s0 + k) * kStepRows + lane / kRowLanes;
-      // The fast division (~2 ulp, far below dnum's 16-bit rounding): the IEEE one's slow path is a call,
-      // around which ptxas spilled the loaded rows.
-      const float scale = p.normalize ? __fdividef(rho, den[k]) : 1.f;
+      const float scale = p.normalize ? rho / den[k] : 1.f;
       uint32_t* pairs = reinterpret_cast<uint32_t*>(&dout[k]);
       const uint32_t* out_pairs = reinterpret_cast<const uint32_t*>(&out[k]);
       float dot = 0.f, centre_dot = 0.f;

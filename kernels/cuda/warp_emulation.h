@@ -142,10 +142,6 @@ V exchange_xor(V (&slots)[32], V value, int lane_mask) {
 }  // namespace cuda
 }  // namespace actattn
 
-// The GPU's fast division (reciprocal approximation, ~2 ulp): exact here, far below the 16-bit roundings
-// the kernels' results are checked against.
-inline float __fdividef(float a, float b) { return a / b; }
-
 inline float __shfl_xor_sync(unsigned /*mask*/, float value, int lane_mask) {
   using namespace actattn::cuda::emulation;
   return exchange_xor(warp().value, value, lane_mask);
