@@ -6,11 +6,11 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <map>
 #include <mutex>
-#include <set>
 #include <stdexcept>
 #include <string>
-#include <tuple>
+#include <utility>
 
 #include "../params.h"
 
@@ -91,23 +91,24 @@ inline void check_launch(const char* kernel) {
 
 // Lets `kernel` take `bytes` of dynamic shared memory (past 48 KiB a kernel must opt in), or throws,
 // naming it, when the GPU cannot give that much (the launch would otherwise fail with a bare
-// "invalid argument"). Called before each launch; the attribute belongs to the kernel on the current
-// device, and is set once per kernel, device and size (cudaFuncSetAttribute is a driver call, which a
-// decoding step's small launches would otherwise pay every time).
+// "invalid argument"). Called before each launch. The attribute is a maximum that belongs to the kernel
+// on the current device, so it is only ever raised: setting it to a smaller size would make the next
+// launch of a larger shape fail (an H200 run hit that: float64 at D = 256 after D = 128). It is set
+// once per kernel, device and larger size (cudaFuncSetAttribute is a driver call, which a decoding
+// step's small launches would otherwise pay every time).
 template <typename Kernel>
 inline void allow_dynamic_shared(Kernel kernel, size_t bytes, const char* name) {
   constexpr size_t kWithoutOptIn = 48 * 1024;
   if (bytes <= kWithoutOptIn) return;
   int device = 0;
   if (cudaGetDevice(&device) != cudaSuccess) (void)cudaGetLastError();  // the launch will say why
-  using Key = std::tuple<const void*, int, size_t>;
+  using Key = std::pair<const void*, int>;
   static std::mutex mutex;
-  static std::set<Key> allowed;
-  const Key key{reinterpret_cast<const void*>(kernel), device, bytes};
-  {
-    const std::lock_guard<std::mutex> lock(mutex);
-    if (allowed.count(key) != 0) return;
-  }
+  static std::map<Key, size_t> allowed;  // the largest size set so far
+  const Key key{reinterpret_cast<const void*>(kernel), device};
+  const std::lock_guard<std::mutex> lock(mutex);
+  const auto found = allowed.find(key);
+  if (found != allowed.end() && found->second >= bytes) return;
   const cudaError_t error =
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
   if (error != cudaSuccess) {
@@ -116,8 +117,7 @@ inline void allow_dynamic_shared(Kernel kernel, size_t bytes, const char* name) 
                              " bytes of shared memory per block, which this GPU does not allow: " +
                              cudaGetErrorString(error));
   }
-  const std::lock_guard<std::mutex> lock(mutex);
-  allowed.insert(key);
+  allowed[key] = bytes;
 }
 
 #if defined(__CUDACC__)
