@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU check, for a machine with one NVIDIA GPU and a CUDA build of torch already installed (no
 # network needed). Within GPU_CHECK_SECONDS (default 575: a lent machine gives one 10-minute command) it
-#   1. builds actattn with its CUDA kernels in place (for this GPU's architecture),
+#   1. builds actattn with its CUDA kernels in place (for this GPU's architecture), or, with
+#      GPU_CHECK_PREBUILT=<folder>, copies a build made elsewhere for this machine (tools/gpu_bundle.sh),
 #   2. runs every CUDA case of the test suite (kernels vs the float64 reference, the low-precision error
 #      rule, gradcheck in float64, opcheck, torch.compile), on 8 workers when pytest-xdist is there,
 #   3. runs the GPU benchmark (bf16, B=4, H=16, D=64, N=4096) against SDPA and the torch composites,
@@ -47,12 +48,14 @@ if [ -z "${CUDA_HOME:-}" ] && command -v nvcc >/dev/null; then
   export CUDA_HOME=$(realpath "$(nvcc -v -E -x cu /dev/null 2>&1 | sed -n 's/^#\$ TOP=//p' | head -n 1)")
 fi
 export ACTATTN_CUDA=1 MAX_JOBS=${MAX_JOBS:-16}
-if ! run_for 330 $PY setup.py build_ext --inplace >"$OUT/build.log" 2>&1; then
+if [ -n "${GPU_CHECK_PREBUILT:-}" ]; then  # built elsewhere for this machine (tools/gpu_bundle.sh)
+  cp -r "$GPU_CHECK_PREBUILT"/. python/actattn/ && echo "prebuilt: $(ls python/actattn/_C*.so)"
+elif ! run_for 330 $PY setup.py build_ext --inplace >"$OUT/build.log" 2>&1; then
   tail -n 60 "$OUT/build.log"
   echo "gpu_check: build FAILED"
   exit 1
 fi
-grep -E "warning" "$OUT/build.log" | grep -v "torch/include" | head -n 20
+[ -f "$OUT/build.log" ] && grep -E "warning" "$OUT/build.log" | grep -v "torch/include" | head -n 20
 
 step "CUDA tests"
 # -v: one line per test as it ends, so a run cut short by its limit still says what passed and failed.
