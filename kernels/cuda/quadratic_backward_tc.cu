@@ -9,17 +9,29 @@ namespace {
 
 using namespace quadratic_backward_tc;
 
+template <int kD, int kWalk, typename T, typename Activation, bool kBanded>
+void launch_key_grads(const QuadraticParams& params, Activation activation, cudaStream_t stream) {
+  const AttentionShape& s = params.shape;
+  auto kernel = key_grads_kernel<T, Activation, kBanded, kD, kWalk>;
+  constexpr int shared = key_grads_shared_bytes<kD, kWalk>();
+  allow_dynamic_shared(kernel, shared, "quadratic_attention_backward (dK, dV, tensor cores)");
+  const dim3 grid(static_cast<unsigned>(s.batch * s.heads), blocks_for(s.k_len, kBlockRows));
+  kernel<<<grid, key_grads_threads<kD>(), shared, stream>>>(params, activation);
+  check_launch("quadratic_attention_backward (dK, dV, tensor cores)");
+}
+
 template <int kD, typename T, typename Activation, bool kBanded>
 void launch(const QuadraticParams& params, Activation activation, cudaStream_t stream) {
   const AttentionShape& s = params.shape;
   const unsigned bh = static_cast<unsigned>(s.batch * s.heads);
   if (s.k_len > 0 && params.grad_k.data != nullptr) {
-    auto kernel = key_grads_kernel<T, Activation, kBanded, kD>;
-    constexpr int shared = key_grads_shared_bytes<kD>();
-    allow_dynamic_shared(kernel, shared, "quadratic_attention_backward (dK, dV, tensor cores)");
-    kernel<<<dim3(bh, blocks_for(s.k_len, kBlockRows)), key_grads_threads<kD>(), shared, stream>>>(params,
-                                                                                                  activation);
-    check_launch("quadratic_attention_backward (dK, dV, tensor cores)");
+    constexpr int kWalk = key_grads_walk_tile<kD>();
+    // The larger query tile where the GPU grants its shared memory, else the dQ kernel's (sm_86 / 89 at D = 128).
+    if (kWalk == walk_tile<kD>() || key_grads_shared_bytes<kD, kWalk>() <= device_shared_bytes_optin()) {
+      launch_key_grads<kD, kWalk, T, Activation, kBanded>(params, activation, stream);
+    } else {
+      launch_key_grads<kD, walk_tile<kD>(), T, Activation, kBanded>(params, activation, stream);
+    }
   }
   if (s.q_len > 0 && params.grad_q.data != nullptr) {
     auto kernel = query_grads_kernel<T, Activation, kBanded, kD>;

@@ -11,7 +11,7 @@
 //    dP^T = V dO^T for its 16 keys and its column group's share of the tile's queries (mma.sync), turns
 //    them into P^T and dS^T, and adds P^T dO and dS^T Q to the columns of dV, dK it owns (float32).
 //    With one column group (D <= 96) P^T and dS^T stay in registers; with two (D = 128) each warp holds a
-//    16 x 16 share of them, so they pass through shared memory (one more barrier per tile). Splitting the
+//    16 x 32 share of them, so they pass through shared memory (one more barrier per tile). Splitting the
 //    columns is what keeps D = 128 out of local memory: one warp owning all 128 columns held 128 float32
 //    accumulators per thread, and spilled (FlashAttention-2 splits its dK, dV the same way).
 //  - query gradients: a block of 4 warps owns 64 queries and walks the key tiles they see: S = Q K^T,
@@ -19,11 +19,12 @@
 // With dropout (dropout.h) dV takes z p and ds takes z dp, z the pair's regenerated factor.
 // S and dP are computed twice (7 tile products per tile pair instead of flash-attention 2's 5, which
 // adds dQ with atomics): the price of determinism by construction.
-// Tiles: Bq = 64 queries at D <= 64, 32 above, and the same for the key tile of the dQ kernel, so
-// the float32 accumulators fit in registers. The walked tiles are double-buffered and loaded with
+// Tiles: the dK/dV kernel walks query tiles of 64 at D <= 64 and D = 128 (whose two column groups share
+// the tile's scores), 32 at D = 96; the dQ kernel key tiles of 64 at D <= 64, 32 above; so the float32
+// accumulators fit in registers. The walked tiles are double-buffered and loaded with
 // cp.async: tile i + 1 is in flight while tile i is multiplied (one barrier per tile, two with the
 // shared P^T).
-// Memory: shared tiles only (dK/dV kernel 55 KiB at D = 64, 79 KiB at D = 128; dQ kernel 55 / 69 KiB;
+// Memory: shared tiles only (dK/dV kernel 55 KiB at D = 64, 121 KiB at D = 128; dQ kernel 55 / 69 KiB;
 // 31 and 53 KiB at D = 32 and 96);
 // never N x N.
 #pragma once
@@ -60,24 +61,40 @@ constexpr int key_grads_threads() {
   return kWarps * key_grads_column_groups<kD>() * kWarp;
 }
 
-// Leading dimension of the dK/dV kernel's shared P^T and dS^T tiles (keys x walked queries).
+// Rows of the query tiles the dK/dV kernel walks (kWalk, a template argument). With two column groups
+// (D = 128) 64 where the GPU grants the block its 121 KiB of shared memory (sm_80, sm_90), else 32
+// (sm_86 / sm_89: 99 KiB): at 64 each warp forms a 16 x 32 share of S^T and dP^T, as each dQ warp
+// forms 16 x 32, and the exchange's barriers come once per 64 queries. On an H200 the 32-query kernel
+// took 2.3x the dQ kernel's time for 4/3 of its products. Its registers (172 per thread) already
+// allowed only one block of 8 warps per SM, which the larger tile's shared memory keeps.
 template <int kD>
-constexpr int pair_tile_ld() {
-  return walk_tile<kD>() + 8;
+constexpr int key_grads_walk_tile() {
+  return key_grads_column_groups<kD>() > 1 ? 64 : walk_tile<kD>();
 }
 
-// The block's own two tiles, and two buffers of the two walked tiles (and of two per-row vectors) so that
-// the next one is in flight while the current one is used.
+// Leading dimension of the dK/dV kernel's shared P^T and dS^T tiles (keys x walked queries).
+template <int kWalk>
+constexpr int pair_tile_ld() {
+  return kWalk + 8;
+}
+
+// The block's own two tiles, and two buffers of the two walked tiles of kWalk rows (and of two per-row
+// vectors) so that the next one is in flight while the current one is used.
+template <int kD, int kWalk>
+constexpr int own_and_walked_tiles_bytes() {
+  return (2 * kBlockRows + 2 * 2 * kWalk) * (kD + 8) * 2 + 2 * 2 * kWalk * 4;
+}
+
 template <int kD>
 constexpr int query_grads_shared_bytes() {
-  return (2 * kBlockRows + 2 * 2 * walk_tile<kD>()) * (kD + 8) * 2 + 2 * 2 * walk_tile<kD>() * 4;
+  return own_and_walked_tiles_bytes<kD, walk_tile<kD>()>();
 }
 
 // The same, and P^T and dS^T when they pass through shared memory (more than one column group).
-template <int kD>
+template <int kD, int kWalk>
 constexpr int key_grads_shared_bytes() {
-  return query_grads_shared_bytes<kD>() +
-         (key_grads_column_groups<kD>() > 1 ? 2 * kBlockRows * pair_tile_ld<kD>() * 2 : 0);
+  return own_and_walked_tiles_bytes<kD, kWalk>() +
+         (key_grads_column_groups<kD>() > 1 ? 2 * kBlockRows * pair_tile_ld<kWalk>() * 2 : 0);
 }
 
 // Dropped weight z p and dL/ds of one pair (z its dropout factor), 0 for pairs that do not take part
@@ -104,13 +121,13 @@ __device__ __forceinline__ void store_row(const RowView& view, int64_t b, int64_
   }
 }
 
-template <typename T, typename Activation, bool kBanded, int kD>
+template <typename T, typename Activation, bool kBanded, int kD, int kQueries = key_grads_walk_tile<kD>()>
 __global__ void __launch_bounds__(key_grads_threads<kD>()) key_grads_kernel(const QuadraticParams p, Activation act) {
-  constexpr int kLd = kD + 8, kSteps = kD / 16, kQueries = walk_tile<kD>();
+  constexpr int kLd = kD + 8, kSteps = kD / 16;
   constexpr int kGroups = key_grads_column_groups<kD>(), kBlockThreads = key_grads_threads<kD>();
   // A warp's share of a walked tile's queries (S^T, dP^T columns) and of the gradient columns.
   constexpr int kWarpQueries = kQueries / kGroups, kWarpColumns = kD / kGroups;
-  constexpr int kPairTiles = kWarpQueries / 8, kGradTiles = kWarpColumns / 8, kPairLd = pair_tile_ld<kD>();
+  constexpr int kPairTiles = kWarpQueries / 8, kGradTiles = kWarpColumns / 8, kPairLd = pair_tile_ld<kQueries>();
   T* k_tile = dynamic_shared<T>();
   T* v_tile = k_tile + kBlockRows * kLd;
   // Buffer n of the walked tiles: q at q_tiles + n kQueries kLd, dO after the two q buffers, and so on
@@ -120,7 +137,7 @@ __global__ void __launch_bounds__(key_grads_threads<kD>()) key_grads_kernel(cons
   float* lse_tiles = reinterpret_cast<float*>(dout_tiles + 2 * kQueries * kLd);
   float* delta_tiles = lse_tiles + 2 * kQueries;
   // P^T and dS^T of the current tile (keys x queries), when they pass through shared memory.
-  static_assert(query_grads_shared_bytes<kD>() % 16 == 0, "ldmatrix reads 16-byte aligned rows of P^T");
+  static_assert(own_and_walked_tiles_bytes<kD, kQueries>() % 16 == 0, "ldmatrix reads 16-byte aligned rows of P^T");
   T* prob_tile = reinterpret_cast<T*>(delta_tiles + 2 * kQueries);
   T* dscore_tile = prob_tile + kBlockRows * kPairLd;
 

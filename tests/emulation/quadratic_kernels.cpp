@@ -21,6 +21,7 @@
 #include <cmath>
 #include <cstdio>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace {
@@ -43,16 +44,16 @@ struct Case {
   bool bottom_right = false;  // causal mask aligned bottom-right (kernels/key_lengths.h)
   double dropout_p = 0.0;
   int64_t window_left = -1, window_right = -1;  // sliding window (-1: unbounded side)
+  bool small_walk = false;  // D = 128: the dK/dV kernel's 32-query tiles (GPUs granting 99 KiB, sm_86 / 89)
 
   std::string name() const {
     const char* act[] = {"softmax", "sigmoid", "relu"};
     char buf[160];
-    std::snprintf(buf, sizeof buf, "%s %s%s%s%s%s B%lld H%lld Nq%lld Nk%lld D%lld", half ? "fp16" : "bf16",
+    std::snprintf(buf, sizeof buf, "%s %s%s%s%s%s%s B%lld H%lld Nq%lld Nk%lld D%lld", half ? "fp16" : "bf16",
                   act[static_cast<int>(activation)], causal ? (bottom_right ? " causal-br" : " causal") : "",
                   dropout_p > 0 ? " dropout" : window_left >= 0 || window_right >= 0 ? " window" : "",
-                  padded ? " padded" : "",
-                  interleaved ? " interleaved" : "", (long long)batch, (long long)heads, (long long)q_len,
-                  (long long)k_len, (long long)dim);
+                  padded ? " padded" : "", interleaved ? " interleaved" : "", small_walk ? " walk32" : "",
+                  (long long)batch, (long long)heads, (long long)q_len, (long long)k_len, (long long)dim);
     return buf;
   }
 };
@@ -159,8 +160,16 @@ void run_backward(const Case& c, QuadraticParams& p, Activation act) {
   using namespace actattn::cuda;
   const unsigned bh = static_cast<unsigned>(c.batch * c.heads);
   constexpr int rows = quadratic_backward_tc::kBlockRows;
-  emulation::launch(dim3(bh, blocks_for(c.k_len, rows)), quadratic_backward_tc::key_grads_threads<kD>(),
-                    [&] { quadratic_backward_tc::key_grads_kernel<T, Activation, kBanded, kD>(p, act); });
+  const auto key_grads = [&](auto walk) {
+    emulation::launch(dim3(bh, blocks_for(c.k_len, rows)), quadratic_backward_tc::key_grads_threads<kD>(), [&] {
+      quadratic_backward_tc::key_grads_kernel<T, Activation, kBanded, kD, decltype(walk)::value>(p, act);
+    });
+  };
+  if (c.small_walk) {
+    key_grads(std::integral_constant<int, quadratic_backward_tc::walk_tile<kD>()>{});
+  } else {
+    key_grads(std::integral_constant<int, quadratic_backward_tc::key_grads_walk_tile<kD>()>{});
+  }
   emulation::launch(dim3(bh, blocks_for(c.q_len, rows)), quadratic_backward_tc::kThreads,
                     [&] { quadratic_backward_tc::query_grads_kernel<T, Activation, kBanded, kD>(p, act); });
 }
@@ -302,6 +311,10 @@ int main(int argc, char** argv) {
   cases.push_back({1, 2, 70, 70, 32, ScoreActivation::kSigmoid, false, false, false, true});  // float16
   cases.push_back({2, 2, 64, 64, 64, ScoreActivation::kSoftmax, true, true, false, true});  // float16
   cases.push_back({1, 1, 1, 1, 128, ScoreActivation::kSoftmax, false, false, true, true});
+  // D = 128 with the dK/dV kernel's 32-query tiles (sm_86 / 89): edges, bottom-right causal; window,
+  // padding, strides, dropout.
+  cases.push_back({1, 2, 130, 33, 128, ScoreActivation::kSoftmax, true, false, false, false, true, 0.0, -1, -1, true});
+  cases.push_back({2, 1, 200, 200, 128, ScoreActivation::kSigmoid, true, true, true, false, false, 0.2, 70, -1, true});
 
   return actattn::emulation_test::run_cases<32, 64, 96, 128>(
       cases, filter, [](auto kind, const Case& c, std::mt19937& gen) {
