@@ -7,7 +7,7 @@
 #   GPU_PYTHON   a Python of the GPU machine's minor version (default: python3.12; the H200 has 3.12)
 #   GPU_TORCH    the GPU machine's torch release (default: 2.11.0, whose PyPI wheel is the cu130 build)
 #   GPU_ARCH     TORCH_CUDA_ARCH_LIST for that GPU (default: 9.0, the H200)
-# torch's wheel and its CUDA libraries (about 4 GB, which importing torch needs) go into a venv under
+# torch's wheel and its CUDA libraries (about 4.7 GB, which importing torch needs) go into a venv under
 # build/gpu-bundle/; the build compiles every kernel for one architecture (about 4 minutes on 2 cores).
 # Usage: bash tools/gpu_bundle.sh, then carry build/gpu-bundle in the device call.
 set -euo pipefail
