@@ -30,10 +30,14 @@ import actattn
 from actattn import reference
 
 
-def timed(fn: Callable[[], torch.Tensor], device: str, repeats: int, backward: bool) -> float:
-    """Median milliseconds of fn() (and a backward through it when backward)."""
+def timed(fn: Callable[[], torch.Tensor], device: str, repeats: int, backward: bool, leaves=()) -> float:
+    """Median milliseconds of fn() (and a backward through it when backward). The leaves' gradients are
+    dropped before each call, as a training step's zero_grad(set_to_none=True) does, so that a backward
+    stores its gradients instead of adding them to the last call's (an extra pass over each leaf)."""
 
     def once():
+        for leaf in leaves:
+            leaf.grad = None
         out = fn()
         if backward:
             out.backward(torch.ones_like(out))
@@ -51,10 +55,10 @@ def timed(fn: Callable[[], torch.Tensor], device: str, repeats: int, backward: b
     return statistics.median(times)
 
 
-def timed_or_none(fn, device: str, repeats: int, backward: bool):
+def timed_or_none(fn, device: str, repeats: int, backward: bool, leaves=()):
     """timed(), or None when the call runs out of memory (the materialising composites at long N)."""
     try:
-        return timed(fn, device, repeats, backward)
+        return timed(fn, device, repeats, backward, leaves)
     except torch.OutOfMemoryError:
         if device == "cuda":
             torch.cuda.empty_cache()
@@ -72,13 +76,14 @@ def fmt(value) -> str:
 FEATURE_MAPS = {"relu": torch.relu, "elu": lambda x: F.elu(x) + 1}
 
 
-def fla_cases(q, k, v) -> List[Tuple[str, str, Callable, Callable]]:
-    """Causal linear attention against flash-linear-attention's fused_chunk kernel, if it imports."""
+def fla_cases(q, k, v) -> Tuple[List[Tuple[str, str, Callable, Callable]], Tuple[torch.Tensor, ...]]:
+    """Causal linear attention against flash-linear-attention's fused_chunk kernel, if it imports; and
+    the (B, N, H, D) leaves it takes."""
     try:
         from fla.ops.linear_attn import fused_chunk_linear_attn
     except ImportError as error:
         print(f"(--fla: flash-linear-attention does not import: {error})\n")
-        return []
+        return [], ()
     qt, kt, vt = (t.detach().transpose(1, 2).contiguous().requires_grad_() for t in (q, k, v))
 
     def fla(name):
@@ -89,7 +94,7 @@ def fla_cases(q, k, v) -> List[Tuple[str, str, Callable, Callable]]:
         (f"linear {name} causal", "fla fused_chunk",
          lambda name=name: actattn.linear_attention(q, k, v, feature_map=name, causal=True), fla(name))
         for name in ("relu", "elu")
-    ]
+    ], (qt, kt, vt)
 
 
 def linear_floor_ms(q, peak_gbs) -> float:
@@ -163,15 +168,16 @@ def main(argv=None) -> None:
             torch.randn(args.batch, args.heads, n, args.head_dim, generator=gen).to(args.device, dtype).requires_grad_()
             for _ in range(3)
         )
-        extra = fla_cases(q, k, v) if args.fla and args.device == "cuda" else []
+        extra, fla_leaves = fla_cases(q, k, v) if args.fla and args.device == "cuda" else ([], ())
+        leaves = (q, k, v, *fla_leaves)
         for case, baseline, ours, theirs in cases(q, k, v) + extra:
             if args.cases and not any(case.startswith(prefix) for prefix in args.cases):
                 continue
             row = []
             for backward in (False, True):
                 with torch.set_grad_enabled(backward):
-                    a = timed_or_none(ours, args.device, args.repeats, backward)
-                    b = timed_or_none(theirs, args.device, args.repeats, backward)
+                    a = timed_or_none(ours, args.device, args.repeats, backward, leaves)
+                    b = timed_or_none(theirs, args.device, args.repeats, backward, leaves)
                 row += [fmt(a), fmt(b), fmt(a / b if a and b else None)]
             floor = linear_floor_ms(q, args.peak_gbs) if args.peak_gbs and case.startswith("linear") else None
             row.append("—" if floor is None else f"{floor:.2f}")

@@ -97,19 +97,19 @@ def measure(row: Dict, q, k, v, timed: Callable, repeats: int) -> Dict:
     results = {}
     for backward in (False, True):
         with torch.set_grad_enabled(backward):
-            ours = timed(lambda: row["ours"](q, k, v), "cpu", repeats, backward)
+            ours = timed(lambda: row["ours"](q, k, v), "cpu", repeats, backward, (q, k, v))
             if row["kind"] == "threads":
                 threads = torch.get_num_threads()
                 torch.set_num_threads(1)
                 try:
-                    theirs = timed(lambda: row["ours"](q, k, v), "cpu", repeats, backward)
+                    theirs = timed(lambda: row["ours"](q, k, v), "cpu", repeats, backward, (q, k, v))
                 finally:
                     torch.set_num_threads(threads)
             elif row["kind"] == "bf16":
                 low = [t.detach().bfloat16().requires_grad_() for t in (q, k, v)]
-                theirs, ours = ours, timed(lambda: row["ours"](*low), "cpu", repeats, backward)
+                theirs, ours = ours, timed(lambda: row["ours"](*low), "cpu", repeats, backward, low)
             else:
-                theirs = timed(lambda: row["theirs"](q, k, v), "cpu", repeats, backward)
+                theirs = timed(lambda: row["theirs"](q, k, v), "cpu", repeats, backward, (q, k, v))
         key = "both" if backward else "fwd"
         results[f"ours_{key}"], results[f"theirs_{key}"], results[f"ratio_{key}"] = ours, theirs, ours / theirs
     return results

@@ -42,7 +42,7 @@ def measure(seq_lens: List[int], quadratic_max: int, head_dim: int, repeats: int
         for name, (call, quadratic) in OPS.items():
             if quadratic and n > quadratic_max:
                 continue
-            times[name][n] = timed(lambda: call(q, k, v), "cpu", repeats, backward=True)
+            times[name][n] = timed(lambda: call(q, k, v), "cpu", repeats, backward=True, leaves=(q, k, v))
     return times
 
 

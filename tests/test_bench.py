@@ -3,6 +3,8 @@
 import importlib.util
 from pathlib import Path
 
+import torch
+
 import actattn
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench.py"
@@ -28,6 +30,15 @@ def test_bench_prints_one_row_per_case_with_the_linear_floor(capsys):
     floors = [row[-1].strip(" |") for row in cases]
     assert floors[:5] == ["—"] * 5 and floors[5:] == [f"{12 * 256 * 4 / 1e6 * 1e3:.2f}"] * 3
     assert all(float(value) > 0 for row in cases for value in row[3:9])
+
+
+def test_timed_drops_the_leaves_gradients_before_each_call():
+    """A timed backward stores its gradients, as after zero_grad(set_to_none=True), instead of adding
+    them to the previous call's: after a warm-up and 3 repeats x.grad is one call's gradient."""
+    bench = load_bench()
+    x = torch.ones(3, requires_grad=True)
+    bench.timed(lambda: 2 * x, "cpu", 3, True, (x,))
+    assert torch.equal(x.grad, torch.full((3,), 2.0))
 
 
 def test_cpu_preset_prints_every_goal_row_and_json(capsys, tmp_path, monkeypatch):
