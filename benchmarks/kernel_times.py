@@ -19,8 +19,9 @@ from torch.profiler import ProfilerActivity, profile
 
 import actattn
 
-DEFAULT_CASES = ["linear relu causal 64 16384", "linear elu 64 16384", "linear relu causal 128 16384",
-                 "softmax 128 4096", "softmax causal 64 4096"]
+# The goal cases first (#9: causal linear against fla, softmax D = 64 against SDPA-flash).
+DEFAULT_CASES = ["linear relu causal 64 16384", "softmax 64 4096", "linear relu causal 128 16384",
+                 "softmax 128 4096", "linear elu 64 16384", "softmax causal 64 4096"]
 
 
 def parse_case(text: str):
