@@ -303,7 +303,9 @@ __device__ __forceinline__ float load_output_grads(T* tile, int ld, float* dden,
 #pragma unroll
     for (int k = 0; k < kInFlight; ++k) {
       const int r = warp * kWarpRows + (s0 + k) * kStepRows + lane / kRowLanes;
-      const float scale = p.normalize ? rho / den[k] : 1.f;
+      // Approximate division (2 ulp, den >= eps is far below 2^126): IEEE division's slow path is a
+      // called subroutine, and ptxas spilled around that call in some builds of the D = 32 key kernel.
+      const float scale = p.normalize ? __fdividef(rho, den[k]) : 1.f;
       uint32_t* pairs = reinterpret_cast<uint32_t*>(&dout[k]);
       const uint32_t* out_pairs = reinterpret_cast<const uint32_t*>(&out[k]);
       float dot = 0.f, centre_dot = 0.f;
