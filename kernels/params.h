@@ -30,12 +30,7 @@ struct RowView {
   int64_t row_stride = 0;
   int64_t head_group = 1;
 
-  // A 32-bit division (head counts fit): on the GPU a 64-bit one is a called subroutine, and ptxas
-  // allocates registers around each call site (CI saw an 8-byte spill come and go between two builds
-  // of the same linear key-gradient kernel, which called it a dozen times).
-  ACTATTN_HOST_DEVICE int64_t stored_head(int64_t h) const {
-    return head_group == 1 ? h : static_cast<int64_t>(static_cast<uint32_t>(h) / static_cast<uint32_t>(head_group));
-  }
+  ACTATTN_HOST_DEVICE int64_t stored_head(int64_t h) const { return head_group == 1 ? h : h / head_group; }
 };
 
 // A contiguous (batch, head, row) tensor of per-row statistics (log-sum-exp, denominators).
