@@ -43,10 +43,7 @@ workers=()
 $PY -c "import xdist" 2>/dev/null && workers=(-n 8)
 
 step "build (CUDA)"
-# torch guesses CUDA_HOME from nvcc's location, wrong when nvcc is a wrapper script; nvcc knows its root.
-if [ -z "${CUDA_HOME:-}" ] && command -v nvcc >/dev/null; then
-  export CUDA_HOME=$(realpath "$(nvcc -v -E -x cu /dev/null 2>&1 | sed -n 's/^#\$ TOP=//p' | head -n 1)")
-fi
+source tools/cuda_home.sh
 export ACTATTN_CUDA=1 MAX_JOBS=${MAX_JOBS:-16}
 if [ -n "${GPU_CHECK_PREBUILT:-}" ]; then  # built elsewhere for this machine (tools/gpu_bundle.sh)
   cp -r "$GPU_CHECK_PREBUILT"/. python/actattn/ && echo "prebuilt: $(ls python/actattn/_C*.so)"

@@ -15,9 +15,7 @@ if [ "$status" -eq 3 ]; then
 fi
 [ "$status" -eq 0 ] || exit "$status"
 
-# torch guesses CUDA_HOME from nvcc's location, which is wrong when nvcc is a wrapper script; nvcc knows.
-NVCC=${NVCC:-$(command -v nvcc)}
-export CUDA_HOME=${CUDA_HOME:-$(realpath "$("$NVCC" -v -E -x cu /dev/null 2>&1 | sed -n 's/^#\$ TOP=//p' | head -n 1)")}
+source tools/cuda_home.sh
 
 out=build/cuda-link
 mkdir -p build

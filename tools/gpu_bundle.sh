@@ -27,8 +27,7 @@ command -v "$python" >/dev/null || { echo "gpu_bundle.sh: $python not found (set
 rm -rf "$out/src" "$out/actattn"
 mkdir -p "$out/src"
 git ls-files -z | xargs -0 cp --parents -t "$out/src"
-NVCC=${NVCC:-$(command -v nvcc)}
-export CUDA_HOME=${CUDA_HOME:-$(realpath "$("$NVCC" -v -E -x cu /dev/null 2>&1 | sed -n 's/^#\$ TOP=//p' | head -n 1)")}
+source tools/cuda_home.sh
 (cd "$out/src" && ACTATTN_CUDA=1 ACTATTN_CPU_ISAS="" MAX_JOBS=${MAX_JOBS:-$(nproc)} TORCH_CUDA_ARCH_LIST="$arch" \
   ../venv/bin/python setup.py build_ext --inplace >../build.log 2>&1) || {
   tail -n 30 "$out/build.log"
