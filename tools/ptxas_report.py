@@ -1,11 +1,17 @@
 """Registers and spills of every CUDA kernel instantiation, from the output of nvcc -Xptxas -v.
 
     python tools/ptxas_report.py LOG [LOG ...] [--table build/cuda-registers.md] [--fail-on-spill]
+                                 [--spilled-sources FILE]
 
 Prints a summary (instantiations per architecture, the most registers, every instantiation that spills)
 and writes the full table, sorted by spill stores then registers, to --table. Spills are local-memory
 traffic inside a kernel's loops (issue #9 asks for none); registers above 128 per thread at 128 threads
 per block cap the blocks per SM (65536 registers / (128 x registers)).
+
+A kernel compiled again in a later LOG replaces its records from the earlier ones (a recompilation of
+some sources, tools/check_cuda_build.sh --recheck-spills). --spilled-sources writes the .cu files whose
+kernels spill, one per line, as named in the nvcc command that precedes their ptxas output (ninja
+prints each command's output right after the command).
 """
 
 from __future__ import annotations
@@ -20,15 +26,19 @@ from typing import Dict, List
 ENTRY = re.compile(r"Compiling entry function '(\w+)' for '(sm_\w+)'")
 SPILLS = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
 REGISTERS = re.compile(r"Used (\d+) registers")
+SOURCE = re.compile(r"nvcc\b.* -c (\S+\.cu)\b")
 
 
 def parse(text: str) -> List[Dict]:
-    """One record per compiled entry function: name (mangled), arch, registers, stack, spill stores/loads."""
-    records, current = [], None
+    """One record per compiled entry function: name (mangled), arch, registers, stack, spill stores/loads,
+    and the source compiled (None when the log does not name it)."""
+    records, current, source = [], None, None
     for line in text.splitlines():
-        if match := ENTRY.search(line):
+        if match := SOURCE.search(line):
+            source = match.group(1)
+        elif match := ENTRY.search(line):
             current = {"name": match.group(1), "arch": match.group(2), "registers": 0, "stack": 0,
-                       "spill_stores": 0, "spill_loads": 0}
+                       "spill_stores": 0, "spill_loads": 0, "source": source}
             records.append(current)
         elif current is not None and (match := SPILLS.search(line)):
             current["stack"], current["spill_stores"], current["spill_loads"] = map(int, match.groups())
@@ -58,8 +68,16 @@ def main(argv=None) -> int:
     parser.add_argument("--table", help="where to write the full table (markdown)")
     parser.add_argument("--fail-on-spill", action="store_true",
                         help="exit with status 2 when any instantiation spills (the CUDA checks' gate)")
+    parser.add_argument("--spilled-sources", help="where to write the sources of the spilling kernels")
     args = parser.parse_args(argv)
-    records = [r for log in args.logs for r in parse(Path(log).read_text(errors="replace"))]
+    # A later log's compilation of a source replaces the earlier one's records. Keyed by source too:
+    # a kernel template that two sources instantiate (the linear state kernels) is compiled in each.
+    latest = {}
+    for index, log in enumerate(args.logs):
+        for position, record in enumerate(parse(Path(log).read_text(errors="replace"))):
+            source = record["source"] if record["source"] is not None else (index, position)  # unnamed: kept
+            latest[source, record["name"], record["arch"]] = record
+    records = list(latest.values())
     if not records:
         print("ptxas report: no ptxas -v output found (was the build run with -Xptxas -v?)")
         return 1
@@ -75,6 +93,9 @@ def main(argv=None) -> int:
     arches = sorted({r["arch"] for r in records})
     counts = ", ".join(f"{sum(r['arch'] == a for r in records)} for {a}" for a in arches)
     spilling = [row for row, r in zip(rows, records) if r["spill_stores"] or r["spill_loads"]]
+    if args.spilled_sources:
+        sources = sorted({r["source"] for r in records if (r["spill_stores"] or r["spill_loads"]) and r["source"]})
+        Path(args.spilled_sources).write_text("".join(f"{source}\n" for source in sources))
     print(f"ptxas report: {len(records)} kernel instantiations ({counts}); most registers "
           f"{max(r['registers'] for r in records)}; {len(spilling)} of them spill"
           + (f" (full table: {args.table})" if args.table else ""))
