@@ -88,15 +88,16 @@ def test_low_precision_error_at_most_twice_the_composite(activation, causal, dty
     )
 
 
-# Calls that take the CUDA tensor-core kernels (float16 / bfloat16, head dim 32, 64, 96 or 128, 16-byte
-# aligned rows): tile edges, Nq != Nk both ways, padding keys (a sequence without keys too), (B, N, H, D)
-# memory.
+# Calls that take the CUDA tensor-core kernels (float16 / bfloat16, head dim 32, 64, 96 or 128, and 256
+# for the forward only, 16-byte aligned rows): tile edges, Nq != Nk both ways, padding keys (a sequence
+# without keys too), (B, N, H, D) memory.
 TENSOR_CORE_CASES = {
     "d128-nq-over-nk": ((1, 2, 130, 70, 128, 128), None, False),
     "d64-padded": ((2, 2, 65, 200, 64, 64), [200, 37], False),
     "d64-bnhd-empty": ((2, 3, 97, 97, 64, 64), [0, 50], True),
     "d96-padded": ((2, 2, 100, 100, 96, 96), [100, 41], False),
     "d32-bnhd-nq-under-nk": ((1, 3, 70, 130, 32, 32), None, True),
+    "d256-padded-nq-over-nk": ((2, 1, 100, 70, 256, 256), [70, 33], False),
 }
 
 

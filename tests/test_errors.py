@@ -100,19 +100,38 @@ def test_mixed_devices():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the tensor-core kernels are CUDA's")
 @pytest.mark.parametrize("op", [actattn.attention, actattn.linear_attention], ids=["attention", "linear"])
 def test_half_precision_off_the_tensor_cores_warns_naming_why(op):
-    """bfloat16 at a head dim without a tensor-core kernel (80; both op families have 32, 64, 96 and 128)
-    runs the generic kernels and says why (once per op and process, so warn_always makes it say so here
-    whatever ran before); D = 64 is silent."""
+    """bfloat16 at a head dim without a tensor-core kernel (80; both op families have 32, 64, 96 and 128,
+    attention's forward 256 too) runs the generic kernels and says why (once per op and process, so
+    warn_always makes it say so here whatever ran before); D = 64 is silent."""
     def bf16(dim):
         return [t.cuda().bfloat16().requires_grad_() for t in random_qkv((1, 2, 70, 70, dim, dim))]
 
     previous = torch.is_warn_always_enabled()
     torch.set_warn_always(True)
     try:
-        with pytest.warns(UserWarning, match=r"generic CUDA kernels .* head dim is not 32, 64, 96 or 128"):
+        dims = "32, 64, 96, 128 or 256" if op is actattn.attention else "32, 64, 96 or 128"
+        with pytest.warns(UserWarning, match=rf"generic CUDA kernels .* head dim is not {dims}"):
             op(*bf16(80)).sum().backward()
         with warnings.catch_warnings():
             warnings.filterwarnings("error", message="actattn")
             op(*bf16(64)).sum().backward()
+    finally:
+        torch.set_warn_always(previous)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the tensor-core kernels are CUDA's")
+def test_attention_at_head_dim_256_warns_for_the_backward_only():
+    """D = 256 has a tensor-core forward and no tensor-core backward: the forward is silent, the
+    backward (the generic kernels) says why."""
+    q, k, v = [t.cuda().bfloat16().requires_grad_() for t in random_qkv((1, 2, 70, 70, 256, 256))]
+    previous = torch.is_warn_always_enabled()
+    torch.set_warn_always(True)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("error", message="actattn")
+            out = actattn.attention(q, k, v)
+        with pytest.warns(UserWarning, match=r"attention backward .* head dim is 256, which has a quadratic "
+                                             r"tensor-core forward but no tensor-core backward"):
+            out.sum().backward()
     finally:
         torch.set_warn_always(previous)

@@ -46,7 +46,7 @@ void launch(const QuadraticParams& params, Activation activation, cudaStream_t s
 
 void quadratic_backward_tensor_core(const QuadraticParams& params, cudaStream_t stream) {
   if (params.shape.batch * params.shape.heads == 0) return;
-  dispatch_quadratic_tensor_core(params, [&](auto types, auto activation, auto banded, auto dim) {
+  dispatch_quadratic_tensor_core<false>(params, [&](auto types, auto activation, auto banded, auto dim) {
     launch<decltype(dim)::value, typename decltype(types)::scalar_t, decltype(activation), decltype(banded)::value>(
         params, activation, stream);
   });

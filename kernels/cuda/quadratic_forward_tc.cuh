@@ -1,18 +1,23 @@
-// Quadratic attention forward on tensor cores (float16 / bfloat16, head dim 32, 64, 96 or 128, sm_80+):
+// Quadratic attention forward on tensor cores (float16 / bfloat16, head dim 32, 64, 96, 128 or 256, sm_80+):
 // O = act(scale * Q K^T + bias) V, flash-attention 2's schedule.
 //
 // Algorithm: a block of 4 warps owns 64 query rows of one (batch, head), 16 rows per warp, and walks the
-// visible keys in tiles of 64 (causal: only tiles that start at or before the block's last row). Per tile,
+// visible keys in tiles of 64 (32 at D = 256; causal: only tiles that start at or before the block's last
+// row). Per tile,
 // K and V are copied into shared memory with cp.async, each overlapping a product (V while the scores
 // of the same tile are formed, the next K while P V runs: one buffer each, two barriers per tile, as
 // flash-attention 2 does); each warp computes its 16 x 64 scores S = Q K^T with mma.sync
-// (Q fragments stay in registers for the whole walk), applies the activation in registers, rounds P to
+// (Q fragments stay in registers for the whole walk up to D = 128; at D = 256 the float32 16 x 256
+// accumulator alone takes 128 registers per thread, so Q is read from shared memory at each k-step and
+// the key tile halves), applies the activation in registers, rounds P to
 // the input type and adds P V into a float32 16 x D accumulator, again in registers. Softmax keeps the
 // running row max and sum (online softmax) and rescales the accumulator when the max grows; sigmoid and
 // relu need no row statistics. Masked scores (causal, padding keys) become probability 0. Dropout
 // (dropout.h) multiplies P by its factors after softmax's row sums took it (one draw per key pair).
-// Memory: shared Q, K, V tiles (3 x 64 x (D + 8) elements: 15, 27, 39 and 51 KiB at D = 32, 64, 96, 128);
-// never N x N.
+// Memory: shared Q, K, V tiles (64 x (D + 8) elements for Q, key-tile x (D + 8) for K and V: 15, 27, 39,
+// 51 and 66 KiB at D = 32, 64, 96, 128, 256); never N x N.
+// D = 256 has no tensor-core backward (its dK, dV accumulators would need a different split of the
+// block); the generic kernels take it and read this forward's output and log-sum-exp as their own.
 // Saved for backward: the output and, for softmax, the row log-sum-exp (float32).
 #pragma once
 
@@ -29,17 +34,30 @@ namespace quadratic_forward_tc {
 constexpr int kWarps = 4;
 constexpr int kThreads = kWarps * kWarp;
 constexpr int kBlockRows = 16 * kWarps;  // query rows per block
-constexpr int kKeyTile = 64;
+
+// Q stays in registers as mma fragments (kD / 16 of them, 4 registers each) up to D = 128.
+template <int kD>
+constexpr bool queries_in_registers() {
+  return kD <= 128;
+}
+
+// Keys per tile: 32 where Q is read from shared memory, so that the scores' 16 registers and the
+// accumulator's 128 fit beside each other.
+template <int kD>
+constexpr int key_tile() {
+  return queries_in_registers<kD>() ? 64 : 32;
+}
 
 template <int kD>
 constexpr int forward_shared_bytes() {
-  return 3 * kBlockRows * (kD + 8) * 2;
+  return (kBlockRows + 2 * key_tile<kD>()) * (kD + 8) * 2;
 }
 
 template <typename T, typename Activation, bool kBanded, int kD>
 __global__ void __launch_bounds__(kThreads) forward_kernel(const QuadraticParams p, Activation act) {
   constexpr int kLd = kD + 8;  // padded rows: ldmatrix's 8 row addresses fall in distinct banks
-  constexpr int kSteps = kD / 16, kScoreTiles = kKeyTile / 8, kOutTiles = kD / 8;
+  constexpr int kKeyTile = key_tile<kD>(), kSteps = kD / 16, kScoreTiles = kKeyTile / 8, kOutTiles = kD / 8;
+  constexpr bool kQueriesInRegisters = queries_in_registers<kD>();
   T* q_tile = dynamic_shared<T>();
   T* k_tile = q_tile + kBlockRows * kLd;
   T* v_tile = k_tile + kKeyTile * kLd;
@@ -75,9 +93,12 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(const QuadraticParams
   }
   mma::cp_async_wait_all();
   __syncthreads();
-  mma::FragA q_frag[kSteps];
+  const T* warp_queries = q_tile + warp * 16 * kLd;
+  mma::FragA q_frag[kQueriesInRegisters ? kSteps : 1];
+  if constexpr (kQueriesInRegisters) {
 #pragma unroll
-  for (int ks = 0; ks < kSteps; ++ks) q_frag[ks] = mma::load_a(q_tile + warp * 16 * kLd + ks * 16, kLd, lane);
+    for (int ks = 0; ks < kSteps; ++ks) q_frag[ks] = mma::load_a(warp_queries + ks * 16, kLd, lane);
+  }
 
   mma::FragC out[kOutTiles];
   mma::zero(out);
@@ -91,7 +112,16 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(const QuadraticParams
 
     mma::FragC score[kScoreTiles];
     mma::zero(score);
-    mma::mma_a_bt<T>(score, q_frag, k_tile, kLd, lane);
+    if constexpr (kQueriesInRegisters) {
+      mma::mma_a_bt<T>(score, q_frag, k_tile, kLd, lane);
+    } else {
+      // Two k-steps at a time: unrolled whole, the non-banded softmax kernel spilled 48-60 bytes at 255
+      // registers; so, 248-254 registers and no spill (the 16 x 256 accumulator takes 128 of them).
+#pragma unroll 2
+      for (int ks = 0; ks < kSteps; ++ks) {
+        mma::mma_step_a_bt<T>(score, mma::load_a(warp_queries + ks * 16, kLd, lane), k_tile + ks * 16, kLd, lane);
+      }
+    }
 
     // Tiles wholly inside the sequence and inside every row's band need no mask.
     const bool masked_tile = k0 + kKeyTile > keys || (kBanded && (k0 + kKeyTile > band.end(warp_row0) ||
@@ -115,7 +145,7 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(const QuadraticParams
     if constexpr (Activation::kNormalizesRows) {
 #pragma unroll
       for (int half = 0; half < 2; ++half) {
-        // The four threads of a quad hold the row's 64 scores between them.
+        // The four threads of a quad hold the row's kKeyTile scores between them.
         float m = fmaxf(tile_max[half], __shfl_xor_sync(0xffffffffu, tile_max[half], 1));
         m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 2));
         const float new_max = fmaxf(row_max[half], m);

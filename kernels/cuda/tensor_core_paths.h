@@ -73,8 +73,11 @@ inline const char* quadratic_tensor_core_refusal(const QuadraticParams& p, bool 
   if (p.shape.qk_dim != p.shape.v_dim) {
     return "q and v have different head dims (the quadratic tensor-core kernels need Dk = Dv)";
   }
-  if (!tensor_core_head_dim(p.shape.qk_dim)) {
-    return "the head dim is not 32, 64, 96 or 128, the dims with quadratic tensor-core kernels";
+  if (backward && p.shape.qk_dim == 256) {
+    return "the head dim is 256, which has a quadratic tensor-core forward but no tensor-core backward";
+  }
+  if (!tensor_core_head_dim(p.shape.qk_dim) && p.shape.qk_dim != 256) {
+    return "the head dim is not 32, 64, 96, 128 or 256, the dims with a quadratic tensor-core forward";
   }
   return nullptr;
 }
