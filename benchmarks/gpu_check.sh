@@ -8,7 +8,7 @@
 #   3. runs the GPU benchmark (bf16, B=4, H=16, D=64, N=4096) against SDPA and the torch composites,
 #   4. runs compute-sanitizer memcheck over a small subset, with torch's caching allocator off, then
 #      racecheck and synccheck on one tensor-core case per kernel,
-#   5. runs the long-sequence benchmarks (N=16384, D=64 and 128) with what time is left,
+#   5. runs the long-sequence benchmarks (N=16384, D=64 and 128) and D=256 (N=4096) with what time is left,
 #   6. and then lists each case's kernels by time (benchmarks/kernel_times.py: torch.profiler).
 # Steps run in that order of importance, each capped by the time left, so that one slow step cannot
 # take the results of the others with it. Logs go to $OUT (default build/gpu-check); carry
@@ -84,13 +84,14 @@ tail -n 15 "$OUT/memcheck.log"
 
 # Shared-memory races (racecheck) and barrier misuse (synccheck) in the kernels that share tiles between
 # warps: one case per kernel family (quadratic forward and its three backward kernels, causal, at D = 64
-# and at D = 128, whose dK/dV warps exchange P^T through shared memory; linear forward and backward on
+# and at D = 128, whose dK/dV warps exchange P^T through shared memory; the D = 256 forward, which reads Q
+# from shared memory; linear forward and backward on
 # tensor cores, causal and not; the generic linear backward's two kernels, float64).
 step "compute-sanitizer racecheck and synccheck (one case per kernel)"
 for tool in racecheck synccheck; do
   PYTORCH_NO_CUDA_MEMORY_CACHING=1 run_for 80 compute-sanitizer --tool "$tool" --error-exitcode 9 \
     $PY -m pytest -q -p no:cacheprovider -x tests/test_attention.py tests/test_linear_attention.py \
-    -k "cuda and ((tensor_core_shapes and (d64-padded-softmax-causal-bf16 or d128-nq-over-nk-softmax-causal-bf16 or d64-bnhd-elu-causal-bf16 or d64-bnhd-elu-full-bf16)) or (test_causal_matches_reference_float64 and cuda-elu-norm-1x2x63x63x16x16))" \
+    -k "cuda and ((tensor_core_shapes and (d64-padded-softmax-causal-bf16 or d128-nq-over-nk-softmax-causal-bf16 or d256-padded-nq-over-nk-softmax-causal-bf16 or d64-bnhd-elu-causal-bf16 or d64-bnhd-elu-full-bf16)) or (test_causal_matches_reference_float64 and cuda-elu-norm-1x2x63x63x16x16))" \
     >"$OUT/$tool.log" 2>&1
   [ $? -eq 0 ] || status=1
   tail -n 5 "$OUT/$tool.log"
@@ -99,6 +100,8 @@ done
 step "benchmark, N=16384"
 run_for 60 "${bench[@]}" --head-dim 64 --seq-lens 16384 --cases "softmax causal" linear 2>&1 | grep "^| [a-z]" | tee -a "$OUT/bench.md"
 run_for 60 "${bench[@]}" --head-dim 128 --seq-lens 16384 --cases "softmax" "linear relu causal" 2>&1 | grep "^| [a-z]" | tee -a "$OUT/bench.md"
+# D = 256: the tensor-core forward (its backward is the generic kernels' and slow by design).
+run_for 40 "${bench[@]}" --head-dim 256 --seq-lens 4096 --cases "softmax" 2>&1 | grep "^| [a-z]" | tee -a "$OUT/bench.md"
 
 step "kernel times (one fwd+bwd per case)"
 run_for 60 $PY benchmarks/kernel_times.py --device cuda --dtype bfloat16 --batch 4 --heads 16 2>&1 \
