@@ -57,6 +57,7 @@ def readable(mangled: List[str]) -> List[str]:
     for name in names:
         name = re.sub(r"^void ", "", name)
         name = re.sub(r"\((actattn::)?\w+Params[^)]*\)$", "", name)
+        name = re.sub(r"\((\w+::)*TileLayout\)(\d)", r"layout \2", name)  # an enum argument, as c++filt writes it
         short.append(name.replace("actattn::cuda::", "").replace("actattn::", "").replace("__nv_bfloat16", "bf16")
                      .replace("__half", "fp16"))
     return short

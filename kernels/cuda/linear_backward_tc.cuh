@@ -46,8 +46,8 @@
 // Memory: workspace of B H (2 ceil(N / 64) + 1) (Dk Dv + Dk) floats (the forward's per-chunk states, the
 // full state, the per-chunk gradient states): about 2 N D per (batch, head) at D = 64, 4 N D at D = 128.
 // Shared tiles of a key block: A, B, V, dNum (64 x (D + 8) each) and the state (D x (D + 8)), 46 KiB
-// at D = 64 and 104 KiB at D = 128 (A100 and H100-class GPUs; sm_86/89 grant 99 KiB and take the
-// generic kernels at D = 128); a query block the same (its A for w only when normalising).
+// at D = 64 and 104 KiB at D = 128 (A100 and H100-class GPUs; sm_86/89 grant 99 KiB and get the 87-KiB
+// compact layouts of Tiles at D = 128); a query block the same (its A for w only when normalising).
 // Recomputes phi(q), phi(k) and the states; reads the forward's output and den.
 #pragma once
 
@@ -60,16 +60,48 @@ namespace linear_backward_tc {
 
 // Shared memory of the dq and the dk, dv kernels (Tiles): chunk tiles B, V, dNum, A, the state, and
 // float32 vectors; A is placed last, after the 16-byte aligned floats.
-template <int kDk, int kDv>
+// The compact layouts, for GPUs that grant a block less than the full one needs (sm_86/89 and sm_120,
+// 99 KiB, at D = 128, which needs 104): the key block's V shares B's memory (V is loaded once the dv
+// products, the only ones that read B, are done) and the query block's A shares the state's (A is
+// loaded once the one product that reads the state is done). 87 KiB at D = 128; each of the two loads
+// then waits for a barrier instead of overlapping the earlier products.
+enum class TileLayout { kFull, kValuesOverKeys, kQueriesOverState };
+
+template <int kDk, int kDv, TileLayout kLayout>
 constexpr int floats_end_bytes() {
   using Sh = linear_tc::Shape<kDk, kDv>;
-  return (Sh::kKeyTileElems + 2 * Sh::kValueTileElems + Sh::kStateElems) * 2 +
+  const int keys_and_values = kLayout == TileLayout::kValuesOverKeys
+                                  ? (Sh::kKeyTileElems > Sh::kValueTileElems ? Sh::kKeyTileElems : Sh::kValueTileElems)
+                                  : Sh::kKeyTileElems + Sh::kValueTileElems;
+  return (keys_and_values + Sh::kValueTileElems + Sh::kStateElems) * 2 +
          (2 * kDk + 2 * Sh::kChunk + 4) * static_cast<int>(sizeof(float));
 }
 
-template <int kDk, int kDv>
+template <int kDk, int kDv, TileLayout kLayout = TileLayout::kFull>
 constexpr int chunk_grads_shared_bytes() {
-  return floats_end_bytes<kDk, kDv>() + linear_tc::Shape<kDk, kDv>::kKeyTileElems * 2;
+  return floats_end_bytes<kDk, kDv, kLayout>() +
+         (kLayout == TileLayout::kQueriesOverState ? 0 : linear_tc::Shape<kDk, kDv>::kKeyTileElems * 2);
+}
+
+// The shared memory of the smallest GPUs with the tensor-core kernels (sm_86/89, sm_120): 99 KiB.
+constexpr int kLeastSharedBytesOptin = 99 * 1024;
+
+// Whether the pair of head dims has the compact layouts: only where the full one does not fit everywhere.
+template <int kDk, int kDv>
+constexpr bool has_compact_layouts() {
+  return chunk_grads_shared_bytes<kDk, kDv>() > kLeastSharedBytesOptin;
+}
+
+// What a GPU must grant a block for the backward's dq and dk, dv kernels at these head dims.
+template <int kDk, int kDv>
+constexpr int least_chunk_grads_shared_bytes() {
+  if constexpr (has_compact_layouts<kDk, kDv>()) {
+    constexpr int keys = chunk_grads_shared_bytes<kDk, kDv, TileLayout::kValuesOverKeys>();
+    constexpr int queries = chunk_grads_shared_bytes<kDk, kDv, TileLayout::kQueriesOverState>();
+    return keys > queries ? keys : queries;
+  } else {
+    return chunk_grads_shared_bytes<kDk, kDv>();
+  }
 }
 
 template <int kDk, int kDv>
@@ -78,7 +110,7 @@ constexpr int grad_states_shared_bytes() {
   return (Sh::kKeyTileElems + Sh::kValueTileElems) * 2 + 2 * Sh::kChunk * static_cast<int>(sizeof(float));
 }
 
-template <typename T, int kDk, int kDv>
+template <typename T, int kDk, int kDv, TileLayout kLayout = TileLayout::kFull>
 struct Tiles {
   using Sh = linear_tc::Shape<kDk, kDv>;
   T* b;         // phi(K) of a chunk
@@ -93,17 +125,20 @@ struct Tiles {
   T* a;          // scale phi(Q) of a chunk (the dq block's only when normalising)
 
   __device__ Tiles() {
+    constexpr bool kValuesOverKeys = kLayout == TileLayout::kValuesOverKeys;
     b = dynamic_shared<T>();
-    v = b + Sh::kKeyTileElems;
-    dnum = v + Sh::kValueTileElems;
+    v = kValuesOverKeys ? b : b + Sh::kKeyTileElems;
+    dnum = v + (kValuesOverKeys && Sh::kKeyTileElems > Sh::kValueTileElems ? Sh::kKeyTileElems : Sh::kValueTileElems);
     state = dnum + Sh::kValueTileElems;
     z = reinterpret_cast<float*>(state + Sh::kStateElems);
     dz_centred = z + kDk;
     dden = dz_centred + kDk;
     shift = dden + Sh::kChunk;
     slots = shift + Sh::kChunk;
-    static_assert(floats_end_bytes<kDk, kDv>() % 16 == 0 && Sh::kWarps <= 4, "A's rows 16-byte aligned");
-    a = reinterpret_cast<T*>(slots + 4);
+    static_assert(floats_end_bytes<kDk, kDv, kLayout>() % 16 == 0 && Sh::kWarps <= 4, "A's rows 16-byte aligned");
+    static_assert(kLayout != TileLayout::kQueriesOverState || Sh::kStateElems >= Sh::kKeyTileElems,
+                  "A fits in the state's memory");
+    a = kLayout == TileLayout::kQueriesOverState ? state : reinterpret_cast<T*>(slots + 4);
   }
 };
 
@@ -198,9 +233,9 @@ __global__ void __launch_bounds__(linear_tc::Shape<kDk, kDv>::kThreads) grad_sta
 // saved output: rounded to 16 bits, o_i - m was wrong by half an ulp of o, and z_i (~ N) times that
 // swamped da when values share a mean (dq 57 % off at N = 4 K, values ~ N(4, 1), bfloat16, on an
 // H200). The CPU backward takes g . o the same way.
-template <typename T, typename Map, bool kCausal, int kDk, int kDv>
-__device__ __forceinline__ void query_chunk_grads(const LinearParams& p, const Tiles<T, kDk, kDv>& sm, int64_t b,
-                                                  int64_t h, int64_t q0, float sigma, float rho) {
+template <typename T, typename Map, bool kCausal, int kDk, int kDv, TileLayout kLayout>
+__device__ __forceinline__ void query_chunk_grads(const LinearParams& p, const Tiles<T, kDk, kDv, kLayout>& sm,
+                                                  int64_t b, int64_t h, int64_t q0, float sigma, float rho) {
   using Sh = linear_tc::Shape<kDk, kDv>;
   constexpr int kLdK = Sh::kLdK, kLdV = Sh::kLdV, kKeyTiles = Sh::kKeyTiles, kValueSteps = Sh::kValueSteps;
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp, g = lane / 4, t = lane % 4;
@@ -233,6 +268,14 @@ __device__ __forceinline__ void query_chunk_grads(const LinearParams& p, const T
   mma::zero(da);
   mma::mma_shared_a_bt<T, kValueSteps>(da, dnum_rows, kLdV, sm.state, kLdV, lane);
   linear_tc::multiply(da, sigma);
+  constexpr bool kQueriesOverState = kLayout == TileLayout::kQueriesOverState;
+  if constexpr (kQueriesOverState) {
+    if (p.normalize) {
+      __syncthreads();  // every warp is done with the state, whose memory A takes
+      linear_tc::load_mapped_tile<T, Map, Sh::kChunk, kDk, Sh::kThreads, 4>(sm.a, kLdK, p.q, b, h, q0, p.shape.q_len,
+                                                                            static_cast<float>(p.scale));
+    }
+  }
   if constexpr (kCausal) {
 #pragma unroll 1
     for (int kb = 0; kb <= warp; ++kb) {
@@ -245,6 +288,7 @@ __device__ __forceinline__ void query_chunk_grads(const LinearParams& p, const T
   }
 
   if (p.normalize) {
+    if constexpr (kQueriesOverState) __syncthreads();  // A, loaded above, complete
     float w[2];
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
@@ -300,9 +344,11 @@ __device__ __forceinline__ void query_chunk_grads(const LinearParams& p, const T
 // dv and dk for the chunk at k0: dv = B dS + tril(A B^T)^T dNum, db = V dS^T + dz + tril(dNum V^T + dden)^T A.
 // The intra-chunk terms (causal) are formed times the chunk's rho (load_output_grads), so the state's
 // terms are brought to that scale first and the sums divided by rho at the end.
-template <typename T, typename Map, bool kCausal, int kDk, int kDv>
-__device__ __forceinline__ void key_chunk_grads(const LinearParams& p, const Tiles<T, kDk, kDv>& sm, int64_t b,
-                                                int64_t h, int64_t k0, int64_t keys, float sigma, float rho) {
+// The compact layout (kValuesOverKeys) loads V, centred on `centre`, once dv is done.
+template <typename T, typename Map, bool kCausal, int kDk, int kDv, TileLayout kLayout>
+__device__ __forceinline__ void key_chunk_grads(const LinearParams& p, const Tiles<T, kDk, kDv, kLayout>& sm,
+                                                int64_t b, int64_t h, int64_t k0, int64_t keys, const T* centre,
+                                                float sigma, float rho) {
   using Sh = linear_tc::Shape<kDk, kDv>;
   constexpr int kLdK = Sh::kLdK, kLdV = Sh::kLdV, kKeyTiles = Sh::kKeyTiles, kValueTiles = Sh::kValueTiles;
   constexpr int kKeySteps = Sh::kKeySteps, kValueSteps = Sh::kValueSteps, kBlocks = Sh::kChunk / 16;
@@ -365,6 +411,11 @@ __device__ __forceinline__ void key_chunk_grads(const LinearParams& p, const Til
     linear_tc::multiply(dv, 1.f / rho);
     store(p.grad_v, dv, false);
   }
+  if constexpr (kLayout == TileLayout::kValuesOverKeys) {
+    __syncthreads();  // every warp is done with B, whose memory V takes
+    linear_tc::load_centred_tile<T, Sh::kChunk, kDv, Sh::kThreads, 4>(sm.v, kLdV, p.v, b, h, k0, keys, centre);
+    __syncthreads();
+  }
 
   mma::FragC db[kKeyTiles];
   mma::zero(db);
@@ -411,12 +462,13 @@ __device__ __forceinline__ const T* centre_of(const LinearParams& p, const linea
 }
 
 // Launch 4, dq: one query chunk (shared memory: chunk_grads_shared_bytes).
-template <typename T, typename Map, bool kCausal, int kDk, int kDv>
+// kLayout: kFull, or kQueriesOverState where the GPU grants less shared memory (Tiles).
+template <typename T, typename Map, bool kCausal, int kDk, int kDv, TileLayout kLayout = TileLayout::kFull>
 __global__ void __launch_bounds__(linear_tc::Shape<kDk, kDv>::kThreads) query_grads_kernel(const LinearParams p,
                                                                                            float* workspace) {
   using Sh = linear_tc::Shape<kDk, kDv>;
   constexpr int kLdK = Sh::kLdK, kLdV = Sh::kLdV, kChunk = Sh::kChunk, kThreads = Sh::kThreads;
-  const Tiles<T, kDk, kDv> sm;
+  const Tiles<T, kDk, kDv, kLayout> sm;
   const Plan plan(p);
   const linear_forward_tc::ChunkBlock at(plan.query_chunks, p.shape.heads);
   const int64_t bh = at.bh, b = at.b, h = at.h, c0 = at.row0;
@@ -427,7 +479,7 @@ __global__ void __launch_bounds__(linear_tc::Shape<kDk, kDv>::kThreads) query_gr
     linear_tc::load_mapped_tile<T, Map, kChunk, kDk, kThreads, 4>(sm.b, kLdK, p.k, b, h, c0, keys, 1.f);
     linear_tc::load_centred_tile<T, kChunk, kDv, kThreads, 4>(sm.v, kLdV, p.v, b, h, c0, keys, centre);
   }
-  if (p.normalize) {  // a_i, for w_i
+  if (kLayout == TileLayout::kFull && p.normalize) {  // a_i, for w_i (the compact layout's: later)
     linear_tc::load_mapped_tile<T, Map, kChunk, kDk, kThreads, 4>(sm.a, kLdK, p.q, b, h, c0, p.shape.q_len,
                                                                   static_cast<float>(p.scale));
   }
@@ -448,12 +500,13 @@ __global__ void __launch_bounds__(linear_tc::Shape<kDk, kDv>::kThreads) query_gr
 }
 
 // Launch 5, dk and dv: one key chunk (shared memory: chunk_grads_shared_bytes).
-template <typename T, typename Map, bool kCausal, int kDk, int kDv>
+// kLayout: kFull, or kValuesOverKeys where the GPU grants less shared memory (Tiles).
+template <typename T, typename Map, bool kCausal, int kDk, int kDv, TileLayout kLayout = TileLayout::kFull>
 __global__ void __launch_bounds__(linear_tc::Shape<kDk, kDv>::kThreads) key_grads_kernel(const LinearParams p,
                                                                                          float* workspace) {
   using Sh = linear_tc::Shape<kDk, kDv>;
   constexpr int kLdK = Sh::kLdK, kLdV = Sh::kLdV, kChunk = Sh::kChunk, kThreads = Sh::kThreads;
-  const Tiles<T, kDk, kDv> sm;
+  const Tiles<T, kDk, kDv, kLayout> sm;
   const Plan plan(p);
   const linear_forward_tc::ChunkBlock at(plan.key_chunks, p.shape.heads);
   const int64_t bh = at.bh, b = at.b, h = at.h, c0 = at.row0;
@@ -462,7 +515,9 @@ __global__ void __launch_bounds__(linear_tc::Shape<kDk, kDv>::kThreads) key_grad
   const T* centre = centre_of<T>(p, at);
 
   linear_tc::load_mapped_tile<T, Map, kChunk, kDk, kThreads, 4>(sm.b, kLdK, p.k, b, h, c0, keys, 1.f);
-  linear_tc::load_centred_tile<T, kChunk, kDv, kThreads, 4>(sm.v, kLdV, p.v, b, h, c0, keys, centre);
+  if constexpr (kLayout == TileLayout::kFull) {
+    linear_tc::load_centred_tile<T, kChunk, kDv, kThreads, 4>(sm.v, kLdV, p.v, b, h, c0, keys, centre);
+  }
   float rho = 1.f;  // the dnum tile's factor; non-causal blocks have no intra-chunk terms
   if constexpr (kCausal) {
     linear_tc::load_mapped_tile<T, Map, kChunk, kDk, kThreads, 4>(sm.a, kLdK, p.q, b, h, c0, p.shape.q_len,
@@ -508,13 +563,14 @@ __global__ void __launch_bounds__(linear_tc::Shape<kDk, kDv>::kThreads) key_grad
   }
   const float sigma =
       linear_tc::round_state_tile<T, kDk, kDv, kThreads>(sm.state, kLdV, ds, nullptr, nullptr, sm.slots);
-  key_chunk_grads<T, Map, kCausal, kDk, kDv>(p, sm, b, h, c0, keys, sigma, rho);
+  key_chunk_grads<T, Map, kCausal, kDk, kDv>(p, sm, b, h, c0, keys, centre, sigma, rho);
 }
 
 // The backward's launches in order. `launch(kernel, grid, shared_bytes, name, args...)` starts one with
 // Shape's kThreads threads: a CUDA launch in linear_backward_tc.cu, an emulated one in tests/emulation.
+// `compact`: the dq and dk, dv kernels' compact layouts (Tiles), where the head dims have them.
 template <typename T, typename Map, bool kCausal, int kDk, int kDv, typename Launch>
-void run(const LinearParams& p, float* workspace, Launch&& launch) {
+void run(const LinearParams& p, float* workspace, Launch&& launch, bool compact) {
   namespace fwd = linear_forward_tc;
   static_assert(linear_tc::Shape<kDk, kDv>::kThreads == fwd::kThreads, "one block size for every launch");
   const Plan plan(p);
@@ -534,14 +590,27 @@ void run(const LinearParams& p, float* workspace, Launch&& launch) {
   }
   launch(linear_tc::sweep_states_kernel, plan.grad_sweep(p, workspace).grid(), 0,
          "linear_attention_backward (tensor cores, gradient state suffix)", plan.grad_sweep(p, workspace));
-  if (p.grad_q.data != nullptr && plan.query_chunks > 0) {
-    launch(query_grads_kernel<T, Map, kCausal, kDk, kDv>, plan.query_grads_grid(),
-           chunk_grads_shared_bytes<kDk, kDv>(), "linear_attention_backward (tensor cores, dq)", p, workspace);
+  auto chunk_grads = [&](auto query_layout, auto key_layout) {
+    constexpr TileLayout kQueryLayout = decltype(query_layout)::value, kKeyLayout = decltype(key_layout)::value;
+    if (p.grad_q.data != nullptr && plan.query_chunks > 0) {
+      launch(query_grads_kernel<T, Map, kCausal, kDk, kDv, kQueryLayout>, plan.query_grads_grid(),
+             chunk_grads_shared_bytes<kDk, kDv, kQueryLayout>(), "linear_attention_backward (tensor cores, dq)", p,
+             workspace);
+    }
+    if (p.grad_k.data != nullptr && plan.key_chunks > 0) {
+      launch(key_grads_kernel<T, Map, kCausal, kDk, kDv, kKeyLayout>, plan.key_grads_grid(),
+             chunk_grads_shared_bytes<kDk, kDv, kKeyLayout>(), "linear_attention_backward (tensor cores, dk, dv)", p,
+             workspace);
+    }
+  };
+  using Full = std::integral_constant<TileLayout, TileLayout::kFull>;
+  if constexpr (has_compact_layouts<kDk, kDv>()) {
+    if (compact) {
+      return chunk_grads(std::integral_constant<TileLayout, TileLayout::kQueriesOverState>{},
+                         std::integral_constant<TileLayout, TileLayout::kValuesOverKeys>{});
+    }
   }
-  if (p.grad_k.data != nullptr && plan.key_chunks > 0) {
-    launch(key_grads_kernel<T, Map, kCausal, kDk, kDv>, plan.key_grads_grid(), chunk_grads_shared_bytes<kDk, kDv>(),
-           "linear_attention_backward (tensor cores, dk, dv)", p, workspace);
-  }
+  chunk_grads(Full{}, Full{});
 }
 
 }  // namespace linear_backward_tc

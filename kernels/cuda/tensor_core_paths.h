@@ -91,8 +91,10 @@ int linear_forward_tensor_core_shared_bytes(int64_t qk_dim, int64_t v_dim);
 int linear_backward_tensor_core_shared_bytes(int64_t qk_dim, int64_t v_dim);
 
 // The chunk-parallel backward's blocks hold a D x D state tile besides four chunk tiles: 104 KiB at
-// D = 128, which A100 and H100-class GPUs grant and sm_86/89 (99 KiB) do not; those take the generic
-// kernels at D = 128. The forward's tiles (67 KiB at D = 128) fit every sm_80+ GPU.
+// D = 128, which A100 and H100-class GPUs grant; sm_86/89 (99 KiB) run them in compact layouts (87 KiB,
+// linear_backward_tc.cuh's Tiles). The forward's tiles (67 KiB at D = 128) fit every sm_80+ GPU; so
+// every sm_80+ GPU takes the tensor cores at every tiled head dim, and the check below only guards
+// GPUs granting less than 99 KiB.
 inline const char* linear_tensor_core_refusal(const LinearParams& p, bool backward) {
   if (const char* refusal = common_tensor_core_refusal(p, backward)) return refusal;
   if (!is_half_type(p.dtype)) return nullptr;
@@ -106,7 +108,7 @@ inline const char* linear_tensor_core_refusal(const LinearParams& p, bool backwa
                               : linear_forward_tensor_core_shared_bytes(p.shape.qk_dim, p.shape.v_dim);
   if (shared > device_shared_bytes_optin()) {
     return "the GPU grants a block less shared memory than the tensor-core kernel needs (the linear backward "
-           "at D = 128 needs 104 KiB: A100 and H100-class GPUs)";
+           "at D = 128 needs 87 KiB)";
   }
   return nullptr;
 }

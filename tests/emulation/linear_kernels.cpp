@@ -48,6 +48,7 @@ struct Case {
   float value_mean = 0.f;  // added to v: states that grow past float16's range with N
   int64_t v_dim = 0;       // Dv when not dim
   float feature_mean = 0.f;  // added to q and k: large den, so float16's dnum = dO / den would be subnormal
+  bool compact = false;      // D = 128: the backward's compact tile layouts (GPUs granting 99 KiB, sm_86 / 89)
 
   int64_t value_dim() const { return v_dim != 0 ? v_dim : dim; }
   LinearProblem problem() const {
@@ -57,9 +58,10 @@ struct Case {
   std::string name() const {
     const char* maps[] = {"identity", "relu", "elu"};
     char buf[200];
-    std::snprintf(buf, sizeof buf, "%s %s%s%s%s%s%s B%lld H%lld Nq%lld Nk%lld D%lld%s%s%s", half ? "fp16" : "bf16",
+    std::snprintf(buf, sizeof buf, "%s %s%s%s%s%s%s%s B%lld H%lld Nq%lld Nk%lld D%lld%s%s%s", half ? "fp16" : "bf16",
                   maps[static_cast<int>(map)], causal ? " causal" : "", normalize ? " norm" : "",
                   with_state ? " state" : "", padded ? " padded" : "", interleaved ? " interleaved" : "",
+                  compact ? " compact" : "",
                   (long long)batch, (long long)heads, (long long)q_len, (long long)k_len, (long long)dim,
                   v_dim != 0 ? ("/" + std::to_string(v_dim)).c_str() : "",
                   value_mean != 0.f ? (" v+" + std::to_string(static_cast<int>(value_mean))).c_str() : "",
@@ -71,7 +73,7 @@ struct Case {
 // The forward's or the backward's launches, as linear_*_tc.cu make them (their run()), each emulated.
 // The workspace starts as NaN: the kernels must write every entry they read.
 template <typename T, int kDk, int kDv, typename Map, bool kCausal>
-void run_kernels(LinearParams& p, bool backward) {
+void run_kernels(LinearParams& p, bool backward, bool compact) {
   using namespace actattn::cuda;
   auto launch = [](auto kernel, dim3 grid, int, const char*, const auto&... args) {
     emulation::launch(grid, linear_tc::Shape<kDk, kDv>::kThreads, [&] { kernel(args...); });
@@ -79,7 +81,7 @@ void run_kernels(LinearParams& p, bool backward) {
   std::vector<float> workspace(
       backward ? linear_backward_tc::Plan(p).workspace_elems() : linear_forward_tc::Plan(p).workspace_elems(), NAN);
   if (backward) {
-    linear_backward_tc::run<T, Map, kCausal, kDk, kDv>(p, workspace.data(), launch);
+    linear_backward_tc::run<T, Map, kCausal, kDk, kDv>(p, workspace.data(), launch, compact);
   } else {
     linear_forward_tc::run<T, Map, kCausal, kDk, kDv>(p, workspace.data(), launch);
   }
@@ -138,9 +140,9 @@ bool check_case(const Case& c, std::mt19937& gen) {
       using Map = decltype(map);
       for (bool backward : passes) {
         if (c.causal) {
-          run_kernels<T, kDk, kDv, Map, true>(p, backward);
+          run_kernels<T, kDk, kDv, Map, true>(p, backward, c.compact);
         } else {
-          run_kernels<T, kDk, kDv, Map, false>(p, backward);
+          run_kernels<T, kDk, kDv, Map, false>(p, backward, c.compact);
         }
       }
     };
@@ -211,6 +213,11 @@ int main(int argc, char** argv) {
       // den up to 6e6: float16's dnum = dO / den is scaled by a power of two into its normal range.
       {1, 1, 64, 4096, 64, M::kElu, false, true, false, false, false, true, 0.f, 0, 12.f},
       {1, 1, 400, 400, 64, M::kElu, true, true, true, false, false, true, 0.f, 0, 12.f},
+      // D = 128 in the compact layouts (V over B in the dk, dv block, A over the state in the dq block):
+      // causal and not, normalised and not, padding, strides, values of large mean.
+      {1, 1, 140, 140, 128, M::kElu, true, true, true, false, false, false, 0.f, 0, 0.f, true},
+      {2, 1, 130, 130, 128, M::kRelu, true, false, false, true, true, false, 0.f, 0, 0.f, true},
+      {2, 1, 100, 512, 128, M::kElu, false, true, true, true, false, true, 128.f, 0, 0.f, true},
   };
 
   return actattn::emulation_test::run_cases<32, 64, 96, 128>(
