@@ -91,7 +91,7 @@ def test_errors_under_fake_tensors():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a second device")
-def test_mixed_devices():
+def test_mixed_cuda_and_cpu_devices():
     q, k, v = qkv()
     with pytest.raises(RuntimeError, match=r"same device"):
         actattn.attention(q.cuda(), k, v)
@@ -99,7 +99,7 @@ def test_mixed_devices():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the tensor-core kernels are CUDA's")
 @pytest.mark.parametrize("op", [actattn.attention, actattn.linear_attention], ids=["attention", "linear"])
-def test_half_precision_off_the_tensor_cores_warns_naming_why(op):
+def test_cuda_half_precision_off_the_tensor_cores_warns_naming_why(op):
     """bfloat16 at a head dim without a tensor-core kernel (80; both op families have 32, 64, 96 and 128,
     attention's forward 256 too) runs the generic kernels and says why (once per op and process, so
     warn_always makes it say so here whatever ran before); D = 64 is silent."""
@@ -120,7 +120,7 @@ def test_half_precision_off_the_tensor_cores_warns_naming_why(op):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the tensor-core kernels are CUDA's")
-def test_attention_at_head_dim_256_warns_for_the_backward_only():
+def test_cuda_attention_at_head_dim_256_warns_for_the_backward_only():
     """D = 256 has a tensor-core forward and no tensor-core backward: the forward is silent, the
     backward (the generic kernels) says why."""
     q, k, v = [t.cuda().bfloat16().requires_grad_() for t in random_qkv((1, 2, 70, 70, 256, 256))]
