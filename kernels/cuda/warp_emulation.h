@@ -2,9 +2,19 @@
 // that they are compiled by g++ and checked on machines without a GPU (tests/emulation/). Not part of
 // any build of the library.
 //
-// A block runs as one std::thread per CUDA thread; __syncthreads is a barrier of the block, and every
-// warp-collective operation (shuffles, ldmatrix, mma.sync) is an exchange through the warp's slots
-// between two barriers of the warp; cp.async copies land only when their thread waits for them.
+// Each CUDA thread of a block runs as a fiber (its own stack, ucontext), all of a block's on the calling
+// OS thread; __syncthreads is a barrier of the block, and every warp-collective operation (shuffles,
+// ldmatrix, mma.sync) is an exchange through the warp's slots between two barriers of the warp; a
+// fiber runs until it waits at a barrier, then the next ready one runs. cp.async copies land only when
+// their thread waits for them. Why fibers: with one OS thread per CUDA thread, every barrier put 31
+// threads to sleep in the kernel and woke them (a case spent two thirds of its time in futex calls),
+// and a loaded machine (CI's parallel phases) made the tests up to 10x slower; a fiber switch is a
+// fraction of a microsecond and does not depend on the machine's load. The schedule is fixed (first
+// come, first run: a thread runs as far as it can before the next), so a missing barrier gives the same
+// wrong results on every run rather than by chance (either of the quadratic forward's two loop barriers
+// deleted: 58 and 24 of its 58 cases fail); a barrier not all threads reach aborts, naming the deadlock.
+// Under ThreadSanitizer (__SANITIZE_THREAD__) each CUDA thread is a real std::thread instead, and TSan
+// reports the race itself.
 // mma.sync and ldmatrix follow the fragment layouts of the PTX ISA ("Matrix Fragments for
 // mma.m16n8k16 with floating point type", "ldmatrix"), written out here independently of the
 // kernels' own index arithmetic. Products are summed in float32 (the order differs
@@ -23,10 +33,22 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <thread>
 #include <vector>
+
+#if defined(__SANITIZE_THREAD__)
+#define ACTATTN_EMULATION_OS_THREADS 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define ACTATTN_EMULATION_OS_THREADS 1
+#endif
+#endif
+#ifndef ACTATTN_EMULATION_OS_THREADS
+#include <ucontext.h>
+#endif
 
 #define __launch_bounds__(...)
 
@@ -47,24 +69,6 @@ struct FragC;
 
 namespace emulation {
 
-struct WarpSlots {
-  std::barrier<> barrier{32};
-  float value[32];
-  double wide_value[32];  // float64 shuffles (the generic kernels' warp sums)
-  const void* address[32];
-  uint32_t a[32][4];
-  uint32_t b[32][2];
-};
-
-struct BlockState {
-  explicit BlockState(int threads) : barrier(threads), warps(threads / 32), shared(1 << 16) {}
-  std::barrier<> barrier;
-  std::vector<WarpSlots> warps;
-  std::vector<uint4> shared;  // 1 MiB of dynamic shared memory, 16-byte aligned
-};
-
-inline thread_local BlockState* current_block = nullptr;
-
 // A cp.async copy issued by this thread and not yet waited for.
 struct PendingCopy {
   void* shared;
@@ -74,13 +78,154 @@ struct PendingCopy {
 };
 inline thread_local std::vector<PendingCopy> pending_copies;
 
+[[noreturn]] inline void copies_not_waited_for(unsigned thread) {
+  std::fprintf(stderr, "warp emulation: thread %u ended with %zu cp.async copies not waited for\n", thread,
+               pending_copies.size());
+  std::abort();
+}
+
+#ifdef ACTATTN_EMULATION_OS_THREADS
+using Barrier = std::barrier<>;
+#else
+// The fibers of one block and the order they run in.
+class FiberScheduler {
+ public:
+  // 256 KiB per thread, allocated and never touched beyond what is used: the deepest kernel frame is 4 KiB
+  // at -O0 (g++ -fstack-usage), the emulated mma's 2 KiB more.
+  static constexpr size_t kStackBytes = 256 * 1024;
+
+  FiberScheduler(int threads, std::function<void()> body) : fibers_(threads), body_(std::move(body)) {
+    for (Fiber& fiber : fibers_) fiber.stack = std::make_unique_for_overwrite<char[]>(kStackBytes);
+  }
+
+  // Runs body() once as every thread of the block; returns when all have returned.
+  void run_block() {
+    for (int t = 0; t < static_cast<int>(fibers_.size()); ++t) {
+      Fiber& fiber = fibers_[t];
+      getcontext(&fiber.context);
+      fiber.context.uc_stack.ss_sp = fiber.stack.get();
+      fiber.context.uc_stack.ss_size = kStackBytes;
+      fiber.context.uc_link = nullptr;
+      makecontext(&fiber.context, &FiberScheduler::fiber_main, 0);
+      fiber.done = false;
+      ready_.push_back(t);
+    }
+    running_ = kNone;
+    switch_to_next();
+    for (const Fiber& fiber : fibers_) {
+      if (!fiber.done) {  // every fiber waits at a barrier that not all threads reach
+        std::fprintf(stderr, "warp emulation: deadlock, thread %d never returned (a barrier not all threads reach)\n",
+                     static_cast<int>(&fiber - fibers_.data()));
+        std::abort();
+      }
+    }
+  }
+
+  // The running fiber waits in `waiters` until wake() moves them back to the ready queue.
+  void suspend(std::vector<int>& waiters) {
+    waiters.push_back(running_);
+    switch_to_next();
+  }
+  void wake(std::vector<int>& waiters) {
+    ready_.insert(ready_.end(), waiters.begin(), waiters.end());
+    waiters.clear();
+  }
+
+ private:
+  static constexpr int kNone = -1;
+  struct Fiber {
+    ucontext_t context;
+    std::unique_ptr<char[]> stack;
+    std::vector<PendingCopy> pending_copies;
+    bool done = false;
+  };
+
+  static void fiber_main();
+
+  // To the first ready fiber, or back to run_block() when none is. The thread-local state the kernels
+  // see (threadIdx, pending cp.async copies) is the running fiber's.
+  void switch_to_next() {
+    const int from = running_;
+    int to = kNone;
+    if (!ready_.empty()) {
+      to = ready_.front();
+      ready_.pop_front();
+    }
+    if (to == from) return;
+    ucontext_t* from_context = from == kNone ? &scheduler_context_ : &fibers_[from].context;
+    ucontext_t* to_context = to == kNone ? &scheduler_context_ : &fibers_[to].context;
+    if (from != kNone) std::swap(pending_copies, fibers_[from].pending_copies);
+    if (to != kNone) {
+      std::swap(pending_copies, fibers_[to].pending_copies);
+      threadIdx = make_uint3(to, 0, 0);
+    }
+    running_ = to;
+    swapcontext(from_context, to_context);
+  }
+
+  std::vector<Fiber> fibers_;
+  std::function<void()> body_;
+  std::deque<int> ready_;
+  int running_ = kNone;
+  ucontext_t scheduler_context_;
+};
+
+inline thread_local FiberScheduler* current_scheduler = nullptr;
+
+inline void FiberScheduler::fiber_main() {
+  FiberScheduler& self = *current_scheduler;
+  self.body_();
+  if (!pending_copies.empty()) copies_not_waited_for(threadIdx.x);  // a tile fetched and never used
+  self.fibers_[self.running_].done = true;
+  self.switch_to_next();  // never returns here: a done fiber is not made ready again
+}
+
+// std::barrier's arrive_and_wait for fibers.
+class Barrier {
+ public:
+  explicit Barrier(int threads) : threads_(threads) {}
+  void arrive_and_wait() {
+    if (++arrived_ == threads_) {
+      arrived_ = 0;
+      current_scheduler->wake(waiters_);
+    } else {
+      current_scheduler->suspend(waiters_);
+    }
+  }
+
+ private:
+  int threads_;
+  int arrived_ = 0;
+  std::vector<int> waiters_;
+};
+#endif
+
+struct WarpSlots {
+  Barrier barrier{32};
+  float value[32];
+  double wide_value[32];  // float64 shuffles (the generic kernels' warp sums)
+  const void* address[32];
+  uint32_t a[32][4];
+  uint32_t b[32][2];
+};
+
+struct BlockState {
+  explicit BlockState(int threads) : barrier(threads), warps(threads / 32), shared(1 << 16) {}
+  Barrier barrier;
+  std::vector<WarpSlots> warps;
+  std::vector<uint4> shared;  // 1 MiB of dynamic shared memory, 16-byte aligned
+};
+
+inline thread_local BlockState* current_block = nullptr;
+
 inline WarpSlots& warp() { return current_block->warps[threadIdx.x / 32]; }
 inline int lane() { return static_cast<int>(threadIdx.x % 32); }
 
 // Runs body() as a grid of blocks of `threads` threads (a multiple of 32), one block after another
-// (x fastest). The same `threads` OS threads run every block, meeting at a barrier between blocks:
-// creating them per block cost more than the kernels' work in launches of many small blocks. Each block
-// starts with its shared memory zeroed, as when each had its own.
+// (x fastest), each starting with its shared memory zeroed.
+#ifdef ACTATTN_EMULATION_OS_THREADS
+// The same `threads` OS threads run every block, meeting at a barrier between blocks: creating them per
+// block cost more than the kernels' work in launches of many small blocks.
 inline void launch(dim3 grid, int threads, const std::function<void()>& body) {
   const unsigned blocks = grid.x * grid.y;
   if (blocks == 0) return;
@@ -95,11 +240,7 @@ inline void launch(dim3 grid, int threads, const std::function<void()>& body) {
       for (unsigned i = 0; i < blocks; ++i) {
         blockIdx = make_uint3(i % grid.x, i / grid.x, 0);
         body();
-        if (!pending_copies.empty()) {  // fetched and never waited for: a tile the kernel did not use
-          std::fprintf(stderr, "warp emulation: thread %d ended with %zu cp.async copies not waited for\n", t,
-                       pending_copies.size());
-          std::abort();
-        }
+        if (!pending_copies.empty()) copies_not_waited_for(t);  // a tile fetched and never used
         block.barrier.arrive_and_wait();  // every thread is done with block i
         if (t == 0) std::fill(block.shared.begin(), block.shared.end(), uint4{});
         block.barrier.arrive_and_wait();  // block i + 1 starts with zeroed shared memory
@@ -108,6 +249,25 @@ inline void launch(dim3 grid, int threads, const std::function<void()>& body) {
   }
   for (auto& thread : pool) thread.join();
 }
+#else
+inline void launch(dim3 grid, int threads, const std::function<void()>& body) {
+  const unsigned blocks = grid.x * grid.y;
+  if (blocks == 0) return;
+  BlockState block(threads);
+  FiberScheduler scheduler(threads, body);
+  current_block = &block;
+  current_scheduler = &scheduler;
+  blockDim = dim3(threads);
+  gridDim = grid;
+  for (unsigned i = 0; i < blocks; ++i) {
+    blockIdx = make_uint3(i % grid.x, i / grid.x, 0);
+    std::fill(block.shared.begin(), block.shared.end(), uint4{});
+    scheduler.run_block();
+  }
+  current_scheduler = nullptr;
+  current_block = nullptr;
+}
+#endif
 
 // The 16-bit element `index` (0 = low half) of a register, as float.
 template <typename T>
@@ -218,14 +378,20 @@ inline void emulated_mma(FragCType& d, const FragAType& a, uint32_t b0, uint32_t
   w.b[l][0] = b0;
   w.b[l][1] = b1;
   w.barrier.arrive_and_wait();
+  // Only the rows of A and columns of B this lane's four outputs need (rows l/4 and l/4 + 8, held by
+  // lanes 4(l/4) .. 4(l/4) + 3; columns 2(l%4) and 2(l%4) + 1, held by lanes 8(l%4) .. 8(l%4) + 7): the
+  // whole of A and B in every lane was most of the emulation's arithmetic.
   float A[16][16], B[16][8];
-  for (int src = 0; src < 32; ++src) {
+  for (int src = 4 * (l / 4); src < 4 * (l / 4) + 4; ++src) {
     const int g = src / 4, t = src % 4;
     for (int i = 0; i < 8; ++i) {
       const int row = g + ((i == 2 || i == 3 || i == 6 || i == 7) ? 8 : 0);
       const int col = 2 * t + (i & 1) + (i >= 4 ? 8 : 0);
       A[row][col] = element<T>(w.a[src][i / 2], i % 2);
     }
+  }
+  for (int src = 8 * (l % 4); src < 8 * (l % 4) + 8; ++src) {
+    const int g = src / 4, t = src % 4;
     for (int i = 0; i < 4; ++i) B[2 * t + (i & 1) + (i >= 2 ? 8 : 0)][g] = element<T>(w.b[src][i / 2], i % 2);
   }
   w.barrier.arrive_and_wait();
