@@ -84,8 +84,8 @@ tail -n 15 "$OUT/memcheck.log"
 
 # Shared-memory races (racecheck) and barrier misuse (synccheck) in the kernels that share tiles between
 # warps: one case per kernel family (quadratic forward and its three backward kernels, causal, at D = 64
-# and at D = 128, whose dK/dV warps exchange P^T through shared memory; the D = 256 forward, which reads Q
-# from shared memory; the linear backward's compact layouts of sm_86/89, forced; linear forward and backward on
+# and at D = 128, whose dK/dV warps exchange P^T through shared memory; D = 256, whose forward and dQ
+# kernels read Q from shared memory and whose dK/dV block is four column groups of one row group; the linear backward's compact layouts of sm_86/89, forced; linear forward and backward on
 # tensor cores, causal and not; the generic linear backward's two kernels, float64).
 step "compute-sanitizer racecheck and synccheck (one case per kernel)"
 for tool in racecheck synccheck; do
@@ -100,7 +100,7 @@ done
 step "benchmark, N=16384"
 run_for 60 "${bench[@]}" --head-dim 64 --seq-lens 16384 --cases "softmax causal" linear 2>&1 | grep "^| [a-z]" | tee -a "$OUT/bench.md"
 run_for 60 "${bench[@]}" --head-dim 128 --seq-lens 16384 --cases "softmax" "linear relu causal" 2>&1 | grep "^| [a-z]" | tee -a "$OUT/bench.md"
-# D = 256: the tensor-core forward (its backward is the generic kernels' and slow by design).
+# D = 256: forward and backward on the tensor cores (the backward's dK/dV blocks: 16 keys, 4 warps).
 run_for 40 "${bench[@]}" --head-dim 256 --seq-lens 4096 --cases "softmax" 2>&1 | grep "^| [a-z]" | tee -a "$OUT/bench.md"
 
 step "kernel times (one fwd+bwd per case)"

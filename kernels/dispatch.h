@@ -77,10 +77,10 @@ void dispatch_head_dim(int64_t dim, Fn&& fn) {
   if (!found) throw std::invalid_argument("actattn: no tensor-core kernel for this head dim");
 }
 
-// The quadratic forward's head dims: the above and 256 (a tensor-core forward without a tiled backward;
-// quadratic_forward_tc.cuh says why).
+// The quadratic kernels' head dims: the above and 256 (Gemma's; linear attention's D x D state tile is
+// too large at 256).
 template <typename Fn>
-void dispatch_quadratic_forward_head_dim(int64_t dim, Fn&& fn) {
+void dispatch_quadratic_head_dim(int64_t dim, Fn&& fn) {
   if (dim == 256) return fn(std::integral_constant<int, 256>{});
   dispatch_head_dim(dim, fn);
 }
@@ -129,18 +129,13 @@ void dispatch_feature_map(FeatureMapKind map, Fn&& fn) {
 
 #if defined(__CUDACC__)
 // Every compile-time choice of a tensor-core quadratic kernel: fn(types, activation, banded, head dim);
-// the activations with FastMath (score_activations.h). kForward: the forward's head dims.
-template <bool kForward, typename Fn>
+// the activations with FastMath (score_activations.h).
+template <typename Fn>
 void dispatch_quadratic_tensor_core(const QuadraticParams& p, Fn&& fn) {
   dispatch_half_dtype(p.dtype, [&](auto types) {
     dispatch_score_activation<float, FastMath>(p.activation, [&](auto activation) {
       dispatch_bool(p.banded(), [&](auto banded) {
-        auto with_dim = [&](auto dim) { fn(types, activation, banded, dim); };
-        if constexpr (kForward) {
-          dispatch_quadratic_forward_head_dim(p.shape.qk_dim, with_dim);
-        } else {
-          dispatch_head_dim(p.shape.qk_dim, with_dim);
-        }
+        dispatch_quadratic_head_dim(p.shape.qk_dim, [&](auto dim) { fn(types, activation, banded, dim); });
       });
     });
   });

@@ -88,8 +88,8 @@ def test_low_precision_error_at_most_twice_the_composite(activation, causal, dty
     )
 
 
-# Calls that take the CUDA tensor-core kernels (float16 / bfloat16, head dim 32, 64, 96 or 128, and 256
-# for the forward only, 16-byte aligned rows): tile edges, Nq != Nk both ways, padding keys (a sequence
+# Calls that take the CUDA tensor-core kernels (float16 / bfloat16, head dim 32, 64, 96, 128 or 256 (its
+# backward where the GPU grants 154 KiB of shared memory), 16-byte aligned rows): tile edges, Nq != Nk both ways, padding keys (a sequence
 # without keys too), (B, N, H, D) memory.
 TENSOR_CORE_CASES = {
     "d128-nq-over-nk": ((1, 2, 130, 70, 128, 128), None, False),

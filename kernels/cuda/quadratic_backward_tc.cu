@@ -15,7 +15,7 @@ void launch_key_grads(const QuadraticParams& params, Activation activation, cuda
   auto kernel = key_grads_kernel<T, Activation, kBanded, kD, kWalk>;
   constexpr int shared = key_grads_shared_bytes<kD, kWalk>();
   allow_dynamic_shared(kernel, shared, "quadratic_attention_backward (dK, dV, tensor cores)");
-  const dim3 grid(static_cast<unsigned>(s.batch * s.heads), blocks_for(s.k_len, kBlockRows));
+  const dim3 grid(static_cast<unsigned>(s.batch * s.heads), blocks_for(s.k_len, key_grads_block_rows<kD>()));
   kernel<<<grid, key_grads_threads<kD>(), shared, stream>>>(params, activation);
   check_launch("quadratic_attention_backward (dK, dV, tensor cores)");
 }
@@ -25,12 +25,12 @@ void launch(const QuadraticParams& params, Activation activation, cudaStream_t s
   const AttentionShape& s = params.shape;
   const unsigned bh = static_cast<unsigned>(s.batch * s.heads);
   if (s.k_len > 0 && params.grad_k.data != nullptr) {
-    constexpr int kWalk = key_grads_walk_tile<kD>();
-    // The larger query tile where the GPU grants its shared memory, else the dQ kernel's (sm_86 / 89 at D = 128).
-    if (kWalk == walk_tile<kD>() || key_grads_shared_bytes<kD, kWalk>() <= device_shared_bytes_optin()) {
+    constexpr int kWalk = key_grads_walk_tile<kD>(), kSmallWalk = key_grads_small_walk_tile<kD>();
+    // The larger query tile where the GPU grants its shared memory, else the smaller (sm_86 / 89 at D = 128).
+    if (kWalk == kSmallWalk || key_grads_shared_bytes<kD, kWalk>() <= device_shared_bytes_optin()) {
       launch_key_grads<kD, kWalk, T, Activation, kBanded>(params, activation, stream);
     } else {
-      launch_key_grads<kD, walk_tile<kD>(), T, Activation, kBanded>(params, activation, stream);
+      launch_key_grads<kD, kSmallWalk, T, Activation, kBanded>(params, activation, stream);
     }
   }
   if (s.q_len > 0 && params.grad_q.data != nullptr) {
@@ -44,9 +44,15 @@ void launch(const QuadraticParams& params, Activation activation, cudaStream_t s
 
 }  // namespace
 
+int quadratic_backward_tensor_core_shared_bytes(int64_t dim) {
+  int bytes = 0;
+  dispatch_quadratic_head_dim(dim, [&](auto d) { bytes = least_shared_bytes<d.value>(); });
+  return bytes;
+}
+
 void quadratic_backward_tensor_core(const QuadraticParams& params, cudaStream_t stream) {
   if (params.shape.batch * params.shape.heads == 0) return;
-  dispatch_quadratic_tensor_core<false>(params, [&](auto types, auto activation, auto banded, auto dim) {
+  dispatch_quadratic_tensor_core(params, [&](auto types, auto activation, auto banded, auto dim) {
     launch<decltype(dim)::value, typename decltype(types)::scalar_t, decltype(activation), decltype(banded)::value>(
         params, activation, stream);
   });

@@ -1,4 +1,4 @@
-// Quadratic attention backward on tensor cores (float16 / bfloat16, head dim 32, 64, 96 or 128, sm_80+), by
+// Quadratic attention backward on tensor cores (float16 / bfloat16, head dim 32, 64, 96, 128 or 256, sm_80+), by
 // recomputation of the scores tile by tile:
 //   s_ij = scale q_i.k_j + bias, p_ij = prob(s_ij), dp_ij = dO_i.v_j, ds_ij = dscore(s_ij, p_ij, dp_ij, delta_i)
 //   dV = P^T dO,  dK = scale dS^T Q,  dQ = scale dS K
@@ -6,26 +6,31 @@
 // by the generic delta kernel).
 //
 // Two kernels, each owning what it writes, so gradients are bit-identical run to run (no atomics):
-//  - key gradients: a block owns 64 keys and walks the query tiles that see them. Its warps form four
-//    row groups of 16 keys times one column group (D <= 96) or D / 64. Per tile each warp forms S^T = K Q^T and
+//  - key gradients: a block owns 64 keys (16 at D = 256) and walks the query tiles that see them. Its warps
+//    form four row groups of 16 keys (one at D = 256) times one column group (D <= 96) or D / 64. Per tile
+//    each warp forms S^T = K Q^T and
 //    dP^T = V dO^T for its 16 keys and its column group's share of the tile's queries (mma.sync), turns
 //    them into P^T and dS^T, and adds P^T dO and dS^T Q to the columns of dV, dK it owns (float32).
-//    With one column group (D <= 96) P^T and dS^T stay in registers; with two (D = 128) each warp holds a
-//    16 x 32 share of them, so they pass through shared memory (one more barrier per tile). Splitting the
-//    columns is what keeps D = 128 out of local memory: one warp owning all 128 columns held 128 float32
-//    accumulators per thread, and spilled (FlashAttention-2 splits its dK, dV the same way).
+//    With one column group (D <= 96) P^T and dS^T stay in registers; with two or four (D = 128, 256)
+//    each warp holds a 16 x 32 or 16 x 16 share of them, so they pass through shared memory (one more
+//    barrier per tile). Splitting the columns is what keeps D >= 128 out of local memory: one warp owning
+//    all 128 columns held 128 float32 accumulators per thread, and spilled (FlashAttention-2 splits its
+//    dK, dV the same way). At D = 256 the walked tiles (64 queries of Q and dO, double-buffered: 132 KiB)
+//    leave room for one row group's K and V only within A100's 163 KiB.
 //  - query gradients: a block of 4 warps owns 64 queries and walks the key tiles they see: S = Q K^T,
-//    dP = dO V^T, dQ += dS K.
+//    dP = dO V^T, dQ += dS K. Up to D = 128 each warp keeps its Q and dO rows in registers as mma
+//    fragments; at D = 256 (dQ's 16 x 256 accumulator alone takes 128 registers) it reads them from
+//    shared memory at each k-step, and walks key tiles of 16.
 // With dropout (dropout.h) dV takes z p and ds takes z dp, z the pair's regenerated factor.
 // S and dP are computed twice (7 tile products per tile pair instead of flash-attention 2's 5, which
 // adds dQ with atomics): the price of determinism by construction.
-// Tiles: the dK/dV kernel walks query tiles of 64 at D <= 64 and D = 128 (whose two column groups share
-// the tile's scores), 32 at D = 96; the dQ kernel key tiles of 64 at D <= 64, 32 above; so the float32
-// accumulators fit in registers. The walked tiles are double-buffered and loaded with
+// Tiles: the dK/dV kernel walks query tiles of 64 at D <= 64 and D >= 128 (whose column groups share
+// the tile's scores), 32 at D = 96; the dQ kernel key tiles of 64 at D <= 64, 32 at D = 96 and 128, 16 at
+// 256; so the float32 accumulators fit in registers. The walked tiles are double-buffered and loaded with
 // cp.async: tile i + 1 is in flight while tile i is multiplied (one barrier per tile, two with the
 // shared P^T).
 // Memory: shared tiles only (dK/dV kernel 55 KiB at D = 64, 121 KiB at D = 128 (79 KiB with the 32-query
-// tiles of sm_86 / 89); dQ kernel 55 / 69 KiB;
+// tiles of sm_86 / 89), 154 KiB at D = 256 (so not on sm_86 / 89: 99 KiB); dQ kernel 55 / 69 / 83 KiB;
 // 31 and 53 KiB at D = 32 and 96);
 // never N x N.
 #pragma once
@@ -40,14 +45,32 @@ namespace actattn {
 namespace cuda {
 namespace quadratic_backward_tc {
 
-constexpr int kWarps = 4;                // of the dQ kernel; also the dK/dV kernel's row groups
+constexpr int kWarps = 4;                // of the dQ kernel
 constexpr int kThreads = kWarps * kWarp;  // of the dQ kernel
-constexpr int kBlockRows = 16 * kWarps;   // rows (keys, or queries) a block owns
+constexpr int kBlockRows = 16 * kWarps;   // queries a dQ block owns
 
-// Rows of the tiles a block walks through.
+// Rows of the key tiles the dQ kernel walks (and of the query tiles the dK/dV kernel walks at D = 96).
 template <int kD>
 constexpr int walk_tile() {
-  return kD <= 64 ? 64 : 32;
+  return kD <= 64 ? 64 : kD <= 128 ? 32 : 16;
+}
+
+// The dQ kernel keeps its Q and dO rows in registers as mma fragments (kD / 16 of each, 4 registers
+// apiece) up to D = 128.
+template <int kD>
+constexpr bool query_fragments_in_registers() {
+  return kD <= 128;
+}
+
+// The dK/dV kernel's row groups of 16 keys, and the keys a block owns.
+template <int kD>
+constexpr int key_grads_row_groups() {
+  return kD <= 128 ? 4 : 1;
+}
+
+template <int kD>
+constexpr int key_grads_block_rows() {
+  return 16 * key_grads_row_groups<kD>();
 }
 
 // The dK/dV kernel's column groups and threads: a warp holds up to 96 gradient columns of dK and of dV
@@ -59,7 +82,7 @@ constexpr int key_grads_column_groups() {
 
 template <int kD>
 constexpr int key_grads_threads() {
-  return kWarps * key_grads_column_groups<kD>() * kWarp;
+  return key_grads_row_groups<kD>() * key_grads_column_groups<kD>() * kWarp;
 }
 
 // Rows of the query tiles the dK/dV kernel walks (kWalk, a template argument). With two column groups
@@ -73,29 +96,46 @@ constexpr int key_grads_walk_tile() {
   return key_grads_column_groups<kD>() > 1 ? 64 : walk_tile<kD>();
 }
 
+// The query tile of GPUs that do not grant key_grads_walk_tile's shared memory: 32 at D = 128; none
+// other (the same tile: D = 256 does not fit with smaller ones, whose warps' shares of the scores would
+// be narrower than the 16 columns mma_shared_a_bt forms at a time).
+template <int kD>
+constexpr int key_grads_small_walk_tile() {
+  return kD == 128 ? 32 : key_grads_walk_tile<kD>();
+}
+
 // Leading dimension of the dK/dV kernel's shared P^T and dS^T tiles (keys x walked queries).
 template <int kWalk>
 constexpr int pair_tile_ld() {
   return kWalk + 8;
 }
 
-// The block's own two tiles, and two buffers of the two walked tiles of kWalk rows (and of two per-row
-// vectors) so that the next one is in flight while the current one is used.
-template <int kD, int kWalk>
+// The block's own two tiles of kOwnRows, and two buffers of the two walked tiles of kWalk rows (and of two
+// per-row vectors) so that the next one is in flight while the current one is used.
+template <int kD, int kOwnRows, int kWalk>
 constexpr int own_and_walked_tiles_bytes() {
-  return (2 * kBlockRows + 2 * 2 * kWalk) * (kD + 8) * 2 + 2 * 2 * kWalk * 4;
+  return (2 * kOwnRows + 2 * 2 * kWalk) * (kD + 8) * 2 + 2 * 2 * kWalk * 4;
 }
 
 template <int kD>
 constexpr int query_grads_shared_bytes() {
-  return own_and_walked_tiles_bytes<kD, walk_tile<kD>()>();
+  return own_and_walked_tiles_bytes<kD, kBlockRows, walk_tile<kD>()>();
 }
 
 // The same, and P^T and dS^T when they pass through shared memory (more than one column group).
 template <int kD, int kWalk>
 constexpr int key_grads_shared_bytes() {
-  return own_and_walked_tiles_bytes<kD, kWalk>() +
-         (key_grads_column_groups<kD>() > 1 ? 2 * kBlockRows * pair_tile_ld<kWalk>() * 2 : 0);
+  constexpr int kKeys = key_grads_block_rows<kD>();
+  return own_and_walked_tiles_bytes<kD, kKeys, kWalk>() +
+         (key_grads_column_groups<kD>() > 1 ? 2 * kKeys * pair_tile_ld<kWalk>() * 2 : 0);
+}
+
+// The least shared memory the backward's two kernels need on some GPU (the dK/dV kernel's smaller tiles
+// where it has them): what a GPU must grant a block for this backward to take the tensor cores.
+template <int kD>
+constexpr int least_shared_bytes() {
+  const int key_grads = key_grads_shared_bytes<kD, key_grads_small_walk_tile<kD>()>();
+  return key_grads > query_grads_shared_bytes<kD>() ? key_grads : query_grads_shared_bytes<kD>();
 }
 
 // Dropped weight z p and dL/ds of one pair (z its dropout factor), 0 for pairs that do not take part
@@ -126,27 +166,29 @@ template <typename T, typename Activation, bool kBanded, int kD, int kQueries = 
 __global__ void __launch_bounds__(key_grads_threads<kD>()) key_grads_kernel(const QuadraticParams p, Activation act) {
   constexpr int kLd = kD + 8, kSteps = kD / 16;
   constexpr int kGroups = key_grads_column_groups<kD>(), kBlockThreads = key_grads_threads<kD>();
+  constexpr int kRowGroups = key_grads_row_groups<kD>(), kKeys = key_grads_block_rows<kD>();
   // A warp's share of a walked tile's queries (S^T, dP^T columns) and of the gradient columns.
   constexpr int kWarpQueries = kQueries / kGroups, kWarpColumns = kD / kGroups;
   constexpr int kPairTiles = kWarpQueries / 8, kGradTiles = kWarpColumns / 8, kPairLd = pair_tile_ld<kQueries>();
   T* k_tile = dynamic_shared<T>();
-  T* v_tile = k_tile + kBlockRows * kLd;
+  T* v_tile = k_tile + kKeys * kLd;
   // Buffer n of the walked tiles: q at q_tiles + n kQueries kLd, dO after the two q buffers, and so on
   // (offsets, not arrays of pointers, which a run-time index would put in local memory).
-  T* q_tiles = v_tile + kBlockRows * kLd;
+  T* q_tiles = v_tile + kKeys * kLd;
   T* dout_tiles = q_tiles + 2 * kQueries * kLd;
   float* lse_tiles = reinterpret_cast<float*>(dout_tiles + 2 * kQueries * kLd);
   float* delta_tiles = lse_tiles + 2 * kQueries;
   // P^T and dS^T of the current tile (keys x queries), when they pass through shared memory.
-  static_assert(own_and_walked_tiles_bytes<kD, kQueries>() % 16 == 0, "ldmatrix reads 16-byte aligned rows of P^T");
+  static_assert(own_and_walked_tiles_bytes<kD, kKeys, kQueries>() % 16 == 0,
+                "ldmatrix reads 16-byte aligned rows of P^T");
   T* prob_tile = reinterpret_cast<T*>(delta_tiles + 2 * kQueries);
-  T* dscore_tile = prob_tile + kBlockRows * kPairLd;
+  T* dscore_tile = prob_tile + kKeys * kPairLd;
 
   const AttentionShape s = p.shape;
   const int64_t bh = blockIdx.x, b = bh / s.heads, h = bh % s.heads;
-  const int64_t k0 = int64_t(blockIdx.y) * kBlockRows;
+  const int64_t k0 = int64_t(blockIdx.y) * kKeys;
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp, g = lane / 4, t = lane % 4;
-  const int key_group = warp % kWarps, column_group = warp / kWarps;
+  const int key_group = warp % kRowGroups, column_group = warp / kRowGroups;
   const int first_query = column_group * kWarpQueries, first_column = column_group * kWarpColumns;
   const int64_t keys = keys_of(p.key_lengths, b, s.k_len);
   const KeyBand band = key_band(p, keys);  // banded: query i sees keys [band.begin(i), band.end(i))
@@ -183,11 +225,11 @@ __global__ void __launch_bounds__(key_grads_threads<kD>()) key_grads_kernel(cons
   // Padding keys (k0 >= keys) take no part: their gradients stay zero.
   // Banded: from the first query that sees key k0 to the last that sees the block's last key.
   const int64_t row_end =
-      kBanded && k0 < keys ? band.query_end(min(k0 + kBlockRows, keys) - 1, s.q_len) : s.q_len;
+      kBanded && k0 < keys ? band.query_end(min(k0 + kKeys, keys) - 1, s.q_len) : s.q_len;
   const int64_t row_begin = kBanded ? band.first_query(k0, s.q_len) : 0;
   if (k0 < keys && row_begin < row_end) {
-    mma::load_tile_async<T, kBlockRows, kD, kBlockThreads>(k_tile, kLd, p.k, b, h, k0, keys);
-    mma::load_tile_async<T, kBlockRows, kD, kBlockThreads>(v_tile, kLd, p.v, b, h, k0, keys);
+    mma::load_tile_async<T, kKeys, kD, kBlockThreads>(k_tile, kLd, p.k, b, h, k0, keys);
+    mma::load_tile_async<T, kKeys, kD, kBlockThreads>(v_tile, kLd, p.v, b, h, k0, keys);
     load_query_tile(0, row_begin);
   }
   int buffer = 0;
@@ -296,11 +338,17 @@ __global__ void __launch_bounds__(kThreads) query_grads_kernel(const QuadraticPa
   if (key_begin < key_end) load_key_tile(0, key_begin);
   mma::cp_async_wait_all();
   __syncthreads();
-  mma::FragA q_frag[kSteps], dout_frag[kSteps];
+  constexpr bool kFragmentsInRegisters = query_fragments_in_registers<kD>();
+  const T* warp_queries = q_tile + warp * 16 * kLd;
+  const T* warp_dout = dout_tile + warp * 16 * kLd;
+  // Unused (and removed by the compiler) when the rows are read from shared memory.
+  mma::FragA q_frag[kFragmentsInRegisters ? kSteps : 1], dout_frag[kFragmentsInRegisters ? kSteps : 1];
+  if constexpr (kFragmentsInRegisters) {
 #pragma unroll
-  for (int ks = 0; ks < kSteps; ++ks) {
-    q_frag[ks] = mma::load_a(q_tile + warp * 16 * kLd + ks * 16, kLd, lane);
-    dout_frag[ks] = mma::load_a(dout_tile + warp * 16 * kLd + ks * 16, kLd, lane);
+    for (int ks = 0; ks < kSteps; ++ks) {
+      q_frag[ks] = mma::load_a(warp_queries + ks * 16, kLd, lane);
+      dout_frag[ks] = mma::load_a(warp_dout + ks * 16, kLd, lane);
+    }
   }
 
   mma::FragC grad_q[kGradTiles];
@@ -316,8 +364,18 @@ __global__ void __launch_bounds__(kThreads) query_grads_kernel(const QuadraticPa
     mma::FragC prob[kPairTiles], dscore[kPairTiles];
     mma::zero(prob);
     mma::zero(dscore);
-    mma::mma_a_bt<T>(prob, q_frag, k_tile, kLd, lane);
-    mma::mma_a_bt<T>(dscore, dout_frag, v_tile, kLd, lane);
+    if constexpr (kFragmentsInRegisters) {
+      mma::mma_a_bt<T>(prob, q_frag, k_tile, kLd, lane);
+      mma::mma_a_bt<T>(dscore, dout_frag, v_tile, kLd, lane);
+    } else {
+      // Two k-steps at a time, as the D = 256 forward (quadratic_forward_tc.cuh), whose loop spilled
+      // unrolled whole: here 240-252 registers, no spill.
+#pragma unroll 2
+      for (int ks = 0; ks < kSteps; ++ks) {
+        mma::mma_step_a_bt<T>(prob, mma::load_a(warp_queries + ks * 16, kLd, lane), k_tile + ks * 16, kLd, lane);
+        mma::mma_step_a_bt<T>(dscore, mma::load_a(warp_dout + ks * 16, kLd, lane), v_tile + ks * 16, kLd, lane);
+      }
+    }
 #pragma unroll
     for (int n = 0; n < kPairTiles; ++n) {
       float keep[4];  // the thread's two keys of each of its two rows: one draw per row

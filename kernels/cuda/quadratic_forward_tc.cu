@@ -23,7 +23,7 @@ void launch(const QuadraticParams& params, Activation activation, cudaStream_t s
 }  // namespace
 
 void quadratic_forward_tensor_core(const QuadraticParams& params, cudaStream_t stream) {
-  dispatch_quadratic_tensor_core<true>(params, [&](auto types, auto activation, auto banded, auto dim) {
+  dispatch_quadratic_tensor_core(params, [&](auto types, auto activation, auto banded, auto dim) {
     launch<decltype(dim)::value, typename decltype(types)::scalar_t, decltype(activation), decltype(banded)::value>(
         params, activation, stream);
   });

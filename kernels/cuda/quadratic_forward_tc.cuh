@@ -16,8 +16,8 @@
 // (dropout.h) multiplies P by its factors after softmax's row sums took it (one draw per key pair).
 // Memory: shared Q, K, V tiles (64 x (D + 8) elements for Q, key-tile x (D + 8) for K and V: 15, 27, 39,
 // 51 and 66 KiB at D = 32, 64, 96, 128, 256); never N x N.
-// D = 256 has no tensor-core backward (its dK, dV accumulators would need a different split of the
-// block); the generic kernels take it and read this forward's output and log-sum-exp as their own.
+// At D = 256 on GPUs granting less than the tensor-core backward's 154 KiB (sm_86 / 89) the generic
+// backward kernels read this forward's output and log-sum-exp as their own.
 // Saved for backward: the output and, for softmax, the row log-sum-exp (float32).
 #pragma once
 

@@ -67,17 +67,22 @@ const char* common_tensor_core_refusal(const Params& p, bool backward) {
   return nullptr;
 }
 
+// The least shared memory a block of the tensor-core quadratic backward needs at a tiled head dim
+// (quadratic_backward_tc.cuh).
+int quadratic_backward_tensor_core_shared_bytes(int64_t dim);
+
 inline const char* quadratic_tensor_core_refusal(const QuadraticParams& p, bool backward) {
   if (const char* refusal = common_tensor_core_refusal(p, backward)) return refusal;
   if (!is_half_type(p.dtype)) return nullptr;
   if (p.shape.qk_dim != p.shape.v_dim) {
     return "q and v have different head dims (the quadratic tensor-core kernels need Dk = Dv)";
   }
-  if (backward && p.shape.qk_dim == 256) {
-    return "the head dim is 256, which has a quadratic tensor-core forward but no tensor-core backward";
-  }
   if (!tensor_core_head_dim(p.shape.qk_dim) && p.shape.qk_dim != 256) {
-    return "the head dim is not 32, 64, 96, 128 or 256, the dims with a quadratic tensor-core forward";
+    return "the head dim is not 32, 64, 96, 128 or 256, the dims with quadratic tensor-core kernels";
+  }
+  if (backward && quadratic_backward_tensor_core_shared_bytes(p.shape.qk_dim) > device_shared_bytes_optin()) {
+    return "the GPU grants a block less shared memory than the tensor-core backward needs (154 KiB at "
+           "head dim 256: A100 and H100-class GPUs have it, sm_86 / 89 do not)";
   }
   return nullptr;
 }
