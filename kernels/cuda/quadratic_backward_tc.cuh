@@ -30,7 +30,7 @@
 // cp.async: tile i + 1 is in flight while tile i is multiplied (one barrier per tile, two with the
 // shared P^T).
 // Memory: shared tiles only (dK/dV kernel 55 KiB at D = 64, 121 KiB at D = 128 (79 KiB with the 32-query
-// tiles of sm_86 / 89), 154 KiB at D = 256 (so not on sm_86 / 89: 99 KiB); dQ kernel 55 / 69 / 83 KiB;
+// tiles of sm_86 / 89), 154 KiB at D = 256 (so not on sm_86 / 89: 99 KiB); dQ kernel 55 / 69 / 99.3 KiB;
 // 31 and 53 KiB at D = 32 and 96);
 // never N x N.
 #pragma once
