@@ -49,7 +49,7 @@ constexpr int kWarps = 4;                // of the dQ kernel
 constexpr int kThreads = kWarps * kWarp;  // of the dQ kernel
 constexpr int kBlockRows = 16 * kWarps;   // queries a dQ block owns
 
-// Rows of the key tiles the dQ kernel walks (and of the query tiles the dK/dV kernel walks at D = 96).
+// Rows of the key tiles the dQ kernel walks (and of the query tiles the dK/dV kernel walks at D <= 96).
 template <int kD>
 constexpr int walk_tile() {
   return kD <= 64 ? 64 : kD <= 128 ? 32 : 16;
