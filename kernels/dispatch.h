@@ -141,21 +141,16 @@ void dispatch_quadratic_tensor_core(const QuadraticParams& p, Fn&& fn) {
   });
 }
 
-// Every compile-time choice of a tensor-core linear kernel at one element type: fn(types, feature map,
-// causal, head dims). For launchers compiled once per element type, in translation units of their own.
-template <typename Types, typename Fn>
-void dispatch_linear_tensor_core_of(Types types, const LinearParams& p, Fn&& fn) {
-  dispatch_feature_map(p.feature_map, [&](auto map) {
-    dispatch_bool(p.causal, [&](auto causal) {
-      dispatch_linear_head_dims(p.shape.qk_dim, p.shape.v_dim, [&](auto dims) { fn(types, map, causal, dims); });
-    });
-  });
-}
-
 // Every compile-time choice of a tensor-core linear kernel: fn(types, feature map, causal, head dims).
 template <typename Fn>
 void dispatch_linear_tensor_core(const LinearParams& p, Fn&& fn) {
-  dispatch_half_dtype(p.dtype, [&](auto types) { dispatch_linear_tensor_core_of(types, p, fn); });
+  dispatch_half_dtype(p.dtype, [&](auto types) {
+    dispatch_feature_map(p.feature_map, [&](auto map) {
+      dispatch_bool(p.causal, [&](auto causal) {
+        dispatch_linear_head_dims(p.shape.qk_dim, p.shape.v_dim, [&](auto dims) { fn(types, map, causal, dims); });
+      });
+    });
+  });
 }
 #endif
 

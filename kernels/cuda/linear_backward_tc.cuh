@@ -567,7 +567,7 @@ __global__ void __launch_bounds__(linear_tc::Shape<kDk, kDv>::kThreads) key_grad
 }
 
 // The backward's launches in order. `launch(kernel, grid, shared_bytes, name, args...)` starts one with
-// Shape's kThreads threads: a CUDA launch in linear_backward_tc_launch.cuh, an emulated one in tests/emulation.
+// Shape's kThreads threads: a CUDA launch in linear_backward_tc.cu, an emulated one in tests/emulation.
 // `compact`: the dq and dk, dv kernels' compact layouts (Tiles), where the head dims have them.
 template <typename T, typename Map, bool kCausal, int kDk, int kDv, typename Launch>
 void run(const LinearParams& p, float* workspace, Launch&& launch, bool compact) {
