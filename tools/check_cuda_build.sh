@@ -8,9 +8,9 @@
 # Fails (exit 2) when a kernel spills, naming the sources in build/cuda-spilled-sources.txt.
 # `--recheck-spills` then compiles those sources again, alone and without ccache, and judges on that
 # compilation: where a kernel's registers sit at an occupancy step (64, 72, 80, 96, 128 at 128
-# threads), ptxas may spill a few bytes to stay on it, and its choice has differed between two runs of
-# one nvcc command on one source (this check runs at low priority beside CI's other phases; alone the
-# same command did not spill). A spill that the quiet recompilation repeats fails the check.
+# threads), ptxas may spill a few bytes to stay on it, and whether it does can differ between two
+# compilations of one source, since cicc's PTX differs with the source's path and with ccache (README,
+# the CUDA check). A spill that the second compilation repeats fails the check.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

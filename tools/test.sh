@@ -95,8 +95,8 @@ wait "$cuda_check" || cuda_check_status=$?
 echo "test.sh: the CUDA build check (background) ran $((SECONDS - cuda_check_start)) s from the start"
 phase_took "waiting for the CUDA build check"
 if [ "$cuda_check_status" -eq 2 ]; then
-  # Kernels spilled in the build beside the other phases: their sources are compiled again now, with
-  # nothing else running, and that compilation decides (check_cuda_build.sh's header says why).
+  # Kernels spilled in the background build: their sources are compiled again now, without ccache,
+  # and that compilation decides (check_cuda_build.sh's header says why).
   cat build/cuda-registers.txt
   bash tools/check_cuda_build.sh --recheck-spills || {
     echo "test.sh: the CUDA build check FAILED: kernels spill when compiled alone too" >&2

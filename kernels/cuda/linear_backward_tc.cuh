@@ -202,8 +202,8 @@ __global__ void __launch_bounds__(linear_tc::Shape<kDk, kDv>::kThreads) grad_sta
 
   linear_tc::load_mapped_tile<T, Map, kChunk, kDk, Sh::kThreads, 4>(a_tile, kLdK, p.q, b, h, q0, p.shape.q_len,
                                                                     static_cast<float>(p.scale));
-  const float rho = linear_tc::load_output_grads<T, kChunk, kDv, Sh::kThreads>(dnum_tile, kLdV, dden, unused_shift, p, b, h, q0,
-                                                                 nullptr);
+  const float rho = linear_tc::load_output_grads<T, kChunk, kDv, Sh::kThreads, 4>(dnum_tile, kLdV, dden, unused_shift,
+                                                                                  p, b, h, q0, nullptr);
   __syncthreads();
 
   float* share = plan.grad_states(workspace) + (bh * plan.query_chunks + chunk) * plan.entries;
@@ -464,8 +464,8 @@ __device__ __forceinline__ const T* centre_of(const LinearParams& p, const linea
 // Launch 4, dq: one query chunk (shared memory: chunk_grads_shared_bytes).
 // kLayout: kFull, or kQueriesOverState where the GPU grants less shared memory (Tiles).
 template <typename T, typename Map, bool kCausal, int kDk, int kDv, TileLayout kLayout = TileLayout::kFull>
-__global__ void __launch_bounds__(linear_tc::Shape<kDk, kDv>::kThreads) query_grads_kernel(const LinearParams p,
-                                                                                           float* workspace) {
+__global__ void __launch_bounds__(linear_tc::Shape<kDk, kDv>::kThreads, linear_tc::Shape<kDk, kDv>::kChunkGradsMinBlocks)
+    query_grads_kernel(const LinearParams p, float* workspace) {
   using Sh = linear_tc::Shape<kDk, kDv>;
   constexpr int kLdK = Sh::kLdK, kLdV = Sh::kLdV, kChunk = Sh::kChunk, kThreads = Sh::kThreads;
   const Tiles<T, kDk, kDv, kLayout> sm;
@@ -484,7 +484,8 @@ __global__ void __launch_bounds__(linear_tc::Shape<kDk, kDv>::kThreads) query_gr
                                                                   static_cast<float>(p.scale));
   }
   const float rho =
-      linear_tc::load_output_grads<T, kChunk, kDv, Sh::kThreads>(sm.dnum, kLdV, sm.dden, sm.shift, p, b, h, c0, centre);
+      linear_tc::load_output_grads<T, kChunk, kDv, Sh::kThreads, Sh::kChunkGradsRowsInFlight>(
+          sm.dnum, kLdV, sm.dden, sm.shift, p, b, h, c0, centre);
   // Causal: the state before the chunk; non-causal: the full state, saved by the forward or launch 1's.
   constexpr int64_t kStateSize = static_cast<int64_t>(kDk) * kDv;
   const float* state = kCausal ? plan.forward_states(workspace) + (bh * plan.key_chunks + at.chunk) * plan.entries
@@ -502,8 +503,8 @@ __global__ void __launch_bounds__(linear_tc::Shape<kDk, kDv>::kThreads) query_gr
 // Launch 5, dk and dv: one key chunk (shared memory: chunk_grads_shared_bytes).
 // kLayout: kFull, or kValuesOverKeys where the GPU grants less shared memory (Tiles).
 template <typename T, typename Map, bool kCausal, int kDk, int kDv, TileLayout kLayout = TileLayout::kFull>
-__global__ void __launch_bounds__(linear_tc::Shape<kDk, kDv>::kThreads) key_grads_kernel(const LinearParams p,
-                                                                                         float* workspace) {
+__global__ void __launch_bounds__(linear_tc::Shape<kDk, kDv>::kThreads, linear_tc::Shape<kDk, kDv>::kChunkGradsMinBlocks)
+    key_grads_kernel(const LinearParams p, float* workspace) {
   using Sh = linear_tc::Shape<kDk, kDv>;
   constexpr int kLdK = Sh::kLdK, kLdV = Sh::kLdV, kChunk = Sh::kChunk, kThreads = Sh::kThreads;
   const Tiles<T, kDk, kDv, kLayout> sm;
@@ -522,7 +523,8 @@ __global__ void __launch_bounds__(linear_tc::Shape<kDk, kDv>::kThreads) key_grad
   if constexpr (kCausal) {
     linear_tc::load_mapped_tile<T, Map, kChunk, kDk, kThreads, 4>(sm.a, kLdK, p.q, b, h, c0, p.shape.q_len,
                                                                   static_cast<float>(p.scale));
-    rho = linear_tc::load_output_grads<T, kChunk, kDv, Sh::kThreads>(sm.dnum, kLdV, sm.dden, sm.shift, p, b, h, c0, centre);
+    rho = linear_tc::load_output_grads<T, kChunk, kDv, Sh::kThreads, Sh::kChunkGradsRowsInFlight>(
+        sm.dnum, kLdV, sm.dden, sm.shift, p, b, h, c0, centre);
   }
   // Causal: what the later chunks send this one (launch 3); non-causal: the total, the initial state's.
   constexpr int64_t kStateSize = static_cast<int64_t>(kDk) * kDv;

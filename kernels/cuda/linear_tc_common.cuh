@@ -31,6 +31,13 @@ struct Shape {
   static constexpr int kKeyTileElems = kChunk * kLdK;      // a chunk of Q or K
   static constexpr int kValueTileElems = kChunk * kLdV;    // a chunk of V or dO
   static constexpr int kStateElems = kDk * kLdV;           // a Dk x Dv state
+  // The dq and the dk, dv kernels at D = 32 ask for 8 blocks per SM (at most 64 registers), and their
+  // lanes load one row of dO and O at a time (load_output_grads), which brings what they need to about
+  // 58 registers. Left to pick a count itself, ptxas chose 60-64 and, in some compilations of the same
+  // source (cicc's PTX differs with the source's path and with ccache), 64 and an 8-byte spill, which
+  // failed CI's spill gate; with the bound it plans its schedule within 64 (README, the CUDA check).
+  static constexpr int kChunkGradsMinBlocks = kDk == 32 && kDv == 32 ? 8 : 1;
+  static constexpr int kChunkGradsRowsInFlight = kDk == 32 && kDv == 32 ? 1 : 4;
 };
 
 template <typename T>
@@ -263,9 +270,9 @@ __device__ __forceinline__ float output_grad_factor(const LinearParams& p, int64
 // Layout: warp w owns rows [kRows / warps * w, ...); a row's 16-byte chunks go to kRowLanes consecutive
 // lanes (D / 8 rounded up to a power of two, so a row's dot products reduce by shuffles within its
 // lanes; at D = 96, 4 of 16 lanes idle), 32 / kRowLanes rows per step. A lane's loads of dO, O and den
-// are issued up to 4 steps at a time before the first is used (one warp walking its rows one at a
-// time waited a memory round trip per row: 16 per chunk).
-template <typename T, int kRows, int kD, int kThreads>
+// are issued up to kMaxInFlight steps at a time before the first is used (one warp walking its rows one
+// at a time waited a memory round trip per row: 16 per chunk); more in flight take more registers.
+template <typename T, int kRows, int kD, int kThreads, int kMaxInFlight>
 __device__ __forceinline__ float load_output_grads(T* tile, int ld, float* dden, float* shift, const LinearParams& p,
                                                    int64_t b, int64_t h, int64_t q0, const T* centre) {
   constexpr int kChunks = kD / 8, kWarps = kThreads / kWarp, kWarpRows = kRows / kWarps;
@@ -273,7 +280,7 @@ __device__ __forceinline__ float load_output_grads(T* tile, int ld, float* dden,
   constexpr int kStepRows = kWarp / kRowLanes, kSteps = kWarpRows / kStepRows;
   static_assert(kD % 8 == 0 && kChunks <= kWarp && kRows % kWarps == 0 && kWarpRows % kStepRows == 0,
                 "whole 16-byte chunks, whole steps of rows");
-  constexpr int kInFlight = std::gcd(kSteps, 4);
+  constexpr int kInFlight = std::gcd(kSteps, kMaxInFlight);
   const AttentionShape& s = p.shape;
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
   const int chunk = lane % kRowLanes, c = chunk * 8;  // the lane's columns, the same in every step
