@@ -99,7 +99,7 @@ if [ "$cuda_check_status" -eq 2 ]; then
   # and that compilation decides (check_cuda_build.sh's header says why).
   cat build/cuda-registers.txt
   bash tools/check_cuda_build.sh --recheck-spills || {
-    echo "test.sh: the CUDA build check FAILED: kernels spill when compiled alone too" >&2
+    echo "test.sh: the CUDA build check FAILED: kernels spill in the second compilation too" >&2
     exit 1
   }
   phase_took "compiling the spilling kernels' sources again"
