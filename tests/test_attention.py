@@ -88,8 +88,8 @@ def test_low_precision_error_at_most_twice_the_composite(activation, causal, dty
     )
 
 
-# Calls that take the CUDA tensor-core kernels (float16 / bfloat16, head dim 32, 64, 96, 128 or 256 (its
-# backward where the GPU grants 154 KiB of shared memory), 16-byte aligned rows): tile edges, Nq != Nk both ways, padding keys (a sequence
+# Calls that take the CUDA tensor-core kernels (float16 / bfloat16, head dim 32, 64, 96, 128 or 256, 16-byte
+# aligned rows): tile edges, Nq != Nk both ways, padding keys (a sequence
 # without keys too), (B, N, H, D) memory.
 TENSOR_CORE_CASES = {
     "d128-nq-over-nk": ((1, 2, 130, 70, 128, 128), None, False),
@@ -117,6 +117,26 @@ def test_tensor_core_shapes_within_twice_composite(case, activation, causal, dty
         (q, k, v),
         dtype,
     )
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the tensor-core kernels are CUDA's")
+@pytest.mark.parametrize("dim", [128, 256])
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+def test_cuda_compact_tiles_give_the_full_tiles_bits(dim, causal, monkeypatch):
+    """The dK/dV kernel's compact tiles (sm_86 / 89: 32-query tiles at D = 128, one buffer at D = 256;
+    forced here by ACTATTN_COMPACT_TILES=1 on a GPU with room for the full ones) form the same products
+    in the same order: the same gradients, bit for bit."""
+    q, k, v = (t.cuda().bfloat16().requires_grad_() for t in random_qkv((2, 2, 150, 150, dim, dim)))
+
+    def gradients():
+        out = actattn.attention(q, k, v, causal=causal)
+        return torch.autograd.grad(out, (q, k, v), random_like(out))
+
+    full = gradients()
+    monkeypatch.setenv("ACTATTN_COMPACT_TILES", "1")
+    compact = gradients()
+    for name, a, b in zip("qkv", full, compact):
+        assert torch.equal(a, b), f"d{name} differs between the tiles"
 
 
 def test_non_contiguous_inputs(device):

@@ -1,7 +1,4 @@
 // Launches the kernels of linear_backward_tc.cuh: dispatch of dtype, feature map, masking and head dim.
-#include <cstdlib>
-#include <cstring>
-
 #include "../dispatch.h"
 #include "linear_backward_tc.cuh"
 #include "tensor_core_paths.h"
@@ -24,11 +21,8 @@ int64_t linear_backward_tensor_core_workspace(const LinearParams& params) {
 void linear_backward_tensor_core(const LinearParams& params, cudaStream_t stream) {
   dispatch_linear_tensor_core(params, [&](auto types, auto map, auto causal, auto dims) {
     constexpr int kDk = dims.qk, kDv = dims.v;
-    // ACTATTN_COMPACT_TILES=1: the compact layouts on any GPU, so that one with room for the full ones
-    // can test them (tests/test_linear_attention.py).
-    const char* forced = std::getenv("ACTATTN_COMPACT_TILES");
-    const bool compact = (forced != nullptr && std::strcmp(forced, "1") == 0) ||
-                         linear_backward_tc::chunk_grads_shared_bytes<kDk, kDv>() > device_shared_bytes_optin();
+    const bool compact =
+        compact_tiles_forced() || linear_backward_tc::chunk_grads_shared_bytes<kDk, kDv>() > device_shared_bytes_optin();
     linear_backward_tc::run<typename decltype(types)::scalar_t, decltype(map), decltype(causal)::value, kDk, kDv>(
         params, static_cast<float*>(params.workspace), launch_with<linear_tc::Shape<kDk, kDv>::kThreads>(stream),
         compact);

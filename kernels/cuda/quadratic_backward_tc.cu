@@ -9,11 +9,11 @@ namespace {
 
 using namespace quadratic_backward_tc;
 
-template <int kD, int kWalk, typename T, typename Activation, bool kBanded>
+template <int kD, bool kCompact, typename T, typename Activation, bool kBanded>
 void launch_key_grads(const QuadraticParams& params, Activation activation, cudaStream_t stream) {
   const AttentionShape& s = params.shape;
-  auto kernel = key_grads_kernel<T, Activation, kBanded, kD, kWalk>;
-  constexpr int shared = key_grads_shared_bytes<kD, kWalk>();
+  auto kernel = key_grads_kernel<T, Activation, kBanded, kD, kCompact>;
+  constexpr int shared = key_grads_shared_bytes<kD, kCompact>();
   allow_dynamic_shared(kernel, shared, "quadratic_attention_backward (dK, dV, tensor cores)");
   const dim3 grid(static_cast<unsigned>(s.batch * s.heads), blocks_for(s.k_len, key_grads_block_rows<kD>()));
   kernel<<<grid, key_grads_threads<kD>(), shared, stream>>>(params, activation);
@@ -25,12 +25,16 @@ void launch(const QuadraticParams& params, Activation activation, cudaStream_t s
   const AttentionShape& s = params.shape;
   const unsigned bh = static_cast<unsigned>(s.batch * s.heads);
   if (s.k_len > 0 && params.grad_k.data != nullptr) {
-    constexpr int kWalk = key_grads_walk_tile<kD>(), kSmallWalk = key_grads_small_walk_tile<kD>();
-    // The larger query tile where the GPU grants its shared memory, else the smaller (sm_86 / 89 at D = 128).
-    if (kWalk == kSmallWalk || key_grads_shared_bytes<kD, kWalk>() <= device_shared_bytes_optin()) {
-      launch_key_grads<kD, kWalk, T, Activation, kBanded>(params, activation, stream);
+    // The compact tiles where the GPU does not grant the full ones' shared memory (sm_86 / 89 at D = 128
+    // and 256) or where a test asks for them.
+    if constexpr (key_grads_has_compact_tiles<kD>()) {
+      if (compact_tiles_forced() || key_grads_shared_bytes<kD>() > device_shared_bytes_optin()) {
+        launch_key_grads<kD, true, T, Activation, kBanded>(params, activation, stream);
+      } else {
+        launch_key_grads<kD, false, T, Activation, kBanded>(params, activation, stream);
+      }
     } else {
-      launch_key_grads<kD, kSmallWalk, T, Activation, kBanded>(params, activation, stream);
+      launch_key_grads<kD, false, T, Activation, kBanded>(params, activation, stream);
     }
   }
   if (s.q_len > 0 && params.grad_q.data != nullptr) {

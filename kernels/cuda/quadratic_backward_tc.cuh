@@ -28,10 +28,10 @@
 // the tile's scores), 32 at D = 96; the dQ kernel key tiles of 64 at D <= 64, 32 at D = 96 and 128, 16 at
 // 256; so the float32 accumulators fit in registers. The walked tiles are double-buffered and loaded with
 // cp.async: tile i + 1 is in flight while tile i is multiplied (one barrier per tile, two with the
-// shared P^T).
-// Memory: shared tiles only (dK/dV kernel 55 KiB at D = 64, 121 KiB at D = 128 (79 KiB with the 32-query
-// tiles of sm_86 / 89), 154 KiB at D = 256 (so not on sm_86 / 89: 99 KiB); dQ kernel 55 / 69 / 99.3 KiB;
-// 31 and 53 KiB at D = 32 and 96);
+// shared P^T), except in the D = 256 dK/dV kernel's compact tiles (below: one buffer, loaded after use).
+// Memory: shared tiles only (dK/dV kernel 31, 55, 52.5, 121 and 154 KiB at D = 32, 64, 96, 128, 256, and
+// in the compact tiles of GPUs granting 99 KiB (sm_86 / 89) 78.5 KiB at D = 128, 87.5 KiB at D = 256;
+// dQ kernel 30, 54, 52, 68 and 99 KiB), so every sm_80+ GPU takes this backward at every tiled head dim;
 // never N x N.
 #pragma once
 
@@ -85,23 +85,32 @@ constexpr int key_grads_threads() {
   return key_grads_row_groups<kD>() * key_grads_column_groups<kD>() * kWarp;
 }
 
-// Rows of the query tiles the dK/dV kernel walks (kWalk, a template argument). With two column groups
-// (D = 128) 64 where the GPU grants the block its 121 KiB of shared memory (sm_80, sm_90), else 32
-// (sm_86 / sm_89: 99 KiB): at 64 each warp forms a 16 x 32 share of S^T and dP^T, as each dQ warp
-// forms 16 x 32, and the exchange's barriers come once per 64 queries. On an H200 the 32-query kernel
-// took 2.3x the dQ kernel's time for 4/3 of its products. Its registers (172 per thread) already
-// allowed only one block of 8 warps per SM, which the larger tile's shared memory keeps.
-template <int kD>
+// The query tiles the dK/dV kernel walks: their rows and how many buffers of them (2: the next tile in
+// flight while the current one is used; 1: the next loaded after it). With two column groups (D = 128)
+// 64 rows where the GPU grants the block its 121 KiB of shared memory (sm_80, sm_90): each warp forms a
+// 16 x 32 share of S^T and dP^T, as each dQ warp forms 16 x 32, and the exchange's barriers come once
+// per 64 queries. On an H200 the 32-query kernel took 2.3x the dQ kernel's time for 4/3 of its
+// products. Its registers (172 per thread) already allowed only one block of 8 warps per SM, which the
+// larger tile's shared memory keeps.
+// kCompact: the tiles of GPUs granting a block 99 KiB (sm_86 / 89, sm_120), where the above does not
+// fit: 32 rows at D = 128; at D = 256 the same 64 rows in one buffer (87.5 KiB instead of 154: the
+// loads no longer overlap the products; smaller tiles would make the warps' shares of the scores
+// narrower than the 16 columns mma_shared_a_bt forms at a time). Other head dims fit everywhere and
+// have no compact tiles. Either way each gradient sees the same products in the same order (tiles
+// start at the same query and are multiplied 16 queries at a time), so the gradients are the same bits.
+template <int kD, bool kCompact = false>
 constexpr int key_grads_walk_tile() {
-  return key_grads_column_groups<kD>() > 1 ? 64 : walk_tile<kD>();
+  return key_grads_column_groups<kD>() == 1 ? walk_tile<kD>() : kCompact && kD == 128 ? 32 : 64;
 }
 
-// The query tile of GPUs that do not grant key_grads_walk_tile's shared memory: 32 at D = 128; none
-// other (the same tile: D = 256 does not fit with smaller ones, whose warps' shares of the scores would
-// be narrower than the 16 columns mma_shared_a_bt forms at a time).
+template <int kD, bool kCompact = false>
+constexpr int key_grads_walk_buffers() {
+  return kCompact && kD == 256 ? 1 : 2;
+}
+
 template <int kD>
-constexpr int key_grads_small_walk_tile() {
-  return kD == 128 ? 32 : key_grads_walk_tile<kD>();
+constexpr bool key_grads_has_compact_tiles() {
+  return kD >= 128;
 }
 
 // Leading dimension of the dK/dV kernel's shared P^T and dS^T tiles (keys x walked queries).
@@ -110,31 +119,42 @@ constexpr int pair_tile_ld() {
   return kWalk + 8;
 }
 
-// The block's own two tiles of kOwnRows, and two buffers of the two walked tiles of kWalk rows (and of two
-// per-row vectors) so that the next one is in flight while the current one is used.
-template <int kD, int kOwnRows, int kWalk>
-constexpr int own_and_walked_tiles_bytes() {
-  return (2 * kOwnRows + 2 * 2 * kWalk) * (kD + 8) * 2 + 2 * 2 * kWalk * 4;
+// Bytes of `rows` shared rows of a head (padded by 8 elements against bank conflicts).
+template <int kD>
+constexpr int rows_bytes(int rows) {
+  return rows * (kD + 8) * 2;
 }
 
+// The dQ kernel's own Q and dO tiles and two buffers of K and V tiles, so that the next is in flight
+// while the current one is used.
 template <int kD>
 constexpr int query_grads_shared_bytes() {
-  return own_and_walked_tiles_bytes<kD, kBlockRows, walk_tile<kD>()>();
+  return rows_bytes<kD>(2 * kBlockRows + 2 * 2 * walk_tile<kD>());
 }
 
-// The same, and P^T and dS^T when they pass through shared memory (more than one column group).
-template <int kD, int kWalk>
+// The dK/dV kernel's own K and V tiles, its buffers of the walked Q and dO tiles and of their rows'
+// log-sum-exp and delta, and P^T and dS^T when they pass through shared memory (more than one column
+// group).
+template <int kD, bool kCompact = false>
+constexpr int key_grads_walked_tiles_bytes() {
+  constexpr int kWalked = key_grads_walk_buffers<kD, kCompact>() * key_grads_walk_tile<kD, kCompact>();
+  return rows_bytes<kD>(2 * key_grads_block_rows<kD>() + 2 * kWalked) + 2 * kWalked * 4;
+}
+
+template <int kD, bool kCompact = false>
 constexpr int key_grads_shared_bytes() {
   constexpr int kKeys = key_grads_block_rows<kD>();
-  return own_and_walked_tiles_bytes<kD, kKeys, kWalk>() +
-         (key_grads_column_groups<kD>() > 1 ? 2 * kKeys * pair_tile_ld<kWalk>() * 2 : 0);
+  return key_grads_walked_tiles_bytes<kD, kCompact>() +
+         (key_grads_column_groups<kD>() > 1 ? 2 * kKeys * pair_tile_ld<key_grads_walk_tile<kD, kCompact>()>() * 2
+                                            : 0);
 }
 
-// The least shared memory the backward's two kernels need on some GPU (the dK/dV kernel's smaller tiles
-// where it has them): what a GPU must grant a block for this backward to take the tensor cores.
+// The least shared memory the backward's two kernels need on some GPU (the dK/dV kernel's compact tiles
+// where it has them): what a GPU must grant a block for this backward to take the tensor cores. 99 KiB
+// at D = 256 (the dQ kernel, exactly what sm_86 / 89 grant).
 template <int kD>
 constexpr int least_shared_bytes() {
-  const int key_grads = key_grads_shared_bytes<kD, key_grads_small_walk_tile<kD>()>();
+  const int key_grads = key_grads_shared_bytes<kD, key_grads_has_compact_tiles<kD>()>();
   return key_grads > query_grads_shared_bytes<kD>() ? key_grads : query_grads_shared_bytes<kD>();
 }
 
@@ -162,9 +182,10 @@ __device__ __forceinline__ void store_row(const RowView& view, int64_t b, int64_
   }
 }
 
-template <typename T, typename Activation, bool kBanded, int kD, int kQueries = key_grads_walk_tile<kD>()>
+template <typename T, typename Activation, bool kBanded, int kD, bool kCompact = false>
 __global__ void __launch_bounds__(key_grads_threads<kD>()) key_grads_kernel(const QuadraticParams p, Activation act) {
   constexpr int kLd = kD + 8, kSteps = kD / 16;
+  constexpr int kQueries = key_grads_walk_tile<kD, kCompact>(), kBuffers = key_grads_walk_buffers<kD, kCompact>();
   constexpr int kGroups = key_grads_column_groups<kD>(), kBlockThreads = key_grads_threads<kD>();
   constexpr int kRowGroups = key_grads_row_groups<kD>(), kKeys = key_grads_block_rows<kD>();
   // A warp's share of a walked tile's queries (S^T, dP^T columns) and of the gradient columns.
@@ -172,16 +193,15 @@ __global__ void __launch_bounds__(key_grads_threads<kD>()) key_grads_kernel(cons
   constexpr int kPairTiles = kWarpQueries / 8, kGradTiles = kWarpColumns / 8, kPairLd = pair_tile_ld<kQueries>();
   T* k_tile = dynamic_shared<T>();
   T* v_tile = k_tile + kKeys * kLd;
-  // Buffer n of the walked tiles: q at q_tiles + n kQueries kLd, dO after the two q buffers, and so on
+  // Buffer n of the walked tiles: q at q_tiles + n kQueries kLd, dO after the q buffers, and so on
   // (offsets, not arrays of pointers, which a run-time index would put in local memory).
   T* q_tiles = v_tile + kKeys * kLd;
-  T* dout_tiles = q_tiles + 2 * kQueries * kLd;
-  float* lse_tiles = reinterpret_cast<float*>(dout_tiles + 2 * kQueries * kLd);
-  float* delta_tiles = lse_tiles + 2 * kQueries;
+  T* dout_tiles = q_tiles + kBuffers * kQueries * kLd;
+  float* lse_tiles = reinterpret_cast<float*>(dout_tiles + kBuffers * kQueries * kLd);
+  float* delta_tiles = lse_tiles + kBuffers * kQueries;
   // P^T and dS^T of the current tile (keys x queries), when they pass through shared memory.
-  static_assert(own_and_walked_tiles_bytes<kD, kKeys, kQueries>() % 16 == 0,
-                "ldmatrix reads 16-byte aligned rows of P^T");
-  T* prob_tile = reinterpret_cast<T*>(delta_tiles + 2 * kQueries);
+  static_assert(key_grads_walked_tiles_bytes<kD, kCompact>() % 16 == 0, "ldmatrix reads 16-byte aligned rows of P^T");
+  T* prob_tile = reinterpret_cast<T*>(delta_tiles + kBuffers * kQueries);
   T* dscore_tile = prob_tile + kKeys * kPairLd;
 
   const AttentionShape s = p.shape;
@@ -213,7 +233,7 @@ __global__ void __launch_bounds__(key_grads_threads<kD>()) key_grads_kernel(cons
     }
   };
   if constexpr (!Activation::kNormalizesRows) {  // unused by these activations, but never uninitialised
-    for (int idx = threadIdx.x; idx < 2 * kQueries; idx += kBlockThreads) lse_tiles[idx] = delta_tiles[idx] = 0.f;
+    for (int idx = threadIdx.x; idx < kBuffers * kQueries; idx += kBlockThreads) lse_tiles[idx] = delta_tiles[idx] = 0.f;
   }
   const T* warp_k = k_tile + key_group * 16 * kLd;
   const T* warp_v = v_tile + key_group * 16 * kLd;
@@ -233,10 +253,11 @@ __global__ void __launch_bounds__(key_grads_threads<kD>()) key_grads_kernel(cons
     load_query_tile(0, row_begin);
   }
   int buffer = 0;
-  for (int64_t i0 = row_begin; k0 < keys && i0 < row_end; i0 += kQueries, buffer ^= 1) {
+  for (int64_t i0 = row_begin; k0 < keys && i0 < row_end; i0 += kQueries, buffer ^= kBuffers - 1) {
     mma::cp_async_wait_all();  // this thread's part of query tile i0 (and, the first time, of K and V)
     __syncthreads();           // everyone's part; every warp is done with the other buffer's tile (and P^T)
-    if (i0 + kQueries < row_end) load_query_tile(buffer ^ 1, i0 + kQueries);  // in flight during this tile
+    const bool more = i0 + kQueries < row_end;
+    if (kBuffers == 2 && more) load_query_tile(buffer ^ 1, i0 + kQueries);  // in flight during this tile
     const T* q_tile = q_tiles + buffer * kQueries * kLd;
     const T* dout_tile = dout_tiles + buffer * kQueries * kLd;
     const float* lse_tile = lse_tiles + buffer * kQueries;
@@ -283,6 +304,10 @@ __global__ void __launch_bounds__(key_grads_threads<kD>()) key_grads_kernel(cons
                                             lane);
       mma::mma_shared_a_b<T, kQueries / 16>(grad_k, dscore_tile + warp_rows, kPairLd, q_tile + first_column, kLd,
                                             lane);
+    }
+    if (kBuffers == 1 && more) {
+      __syncthreads();  // every warp is done with the one buffer
+      load_query_tile(0, i0 + kQueries);
     }
   }
 

@@ -16,8 +16,9 @@
 // (dropout.h) multiplies P by its factors after softmax's row sums took it (one draw per key pair).
 // Memory: shared Q, K, V tiles (64 x (D + 8) elements for Q, key-tile x (D + 8) for K and V: 15, 27, 39,
 // 51 and 66 KiB at D = 32, 64, 96, 128, 256); never N x N.
-// At D = 256 on GPUs granting less than the tensor-core backward's 154 KiB (sm_86 / 89) the generic
-// backward kernels read this forward's output and log-sum-exp as their own.
+// Where the backward cannot take the tensor cores (rows it writes not 16-byte aligned, a GPU granting a
+// block less than 99 KiB at D = 256), the generic backward kernels read this forward's output and
+// log-sum-exp as their own.
 // Saved for backward: the output and, for softmax, the row log-sum-exp (float32).
 #pragma once
 

@@ -6,6 +6,8 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 
 #include "../params.h"
 
@@ -45,6 +47,14 @@ inline int device_shared_bytes_optin() {
   return bytes;
 }
 
+// ACTATTN_COMPACT_TILES=1: the backward kernels' compact tiles (those of GPUs granting a block 99 KiB of
+// shared memory: sm_86 / 89) on any GPU, so that one with room for the full tiles can test them
+// (tests/test_attention.py, tests/test_linear_attention.py).
+inline bool compact_tiles_forced() {
+  const char* forced = std::getenv("ACTATTN_COMPACT_TILES");
+  return forced != nullptr && std::strcmp(forced, "1") == 0;
+}
+
 template <typename Params>
 bool all_rows_aligned(const Params& p, bool backward) {
   bool aligned = rows_aligned(p.q) && rows_aligned(p.k) && rows_aligned(p.v) && rows_aligned(p.out);
@@ -81,8 +91,8 @@ inline const char* quadratic_tensor_core_refusal(const QuadraticParams& p, bool 
     return "the head dim is not 32, 64, 96, 128 or 256, the dims with quadratic tensor-core kernels";
   }
   if (backward && quadratic_backward_tensor_core_shared_bytes(p.shape.qk_dim) > device_shared_bytes_optin()) {
-    return "the GPU grants a block less shared memory than the tensor-core backward needs (154 KiB at "
-           "head dim 256: A100 and H100-class GPUs have it, sm_86 / 89 do not)";
+    return "the GPU grants a block less shared memory than the tensor-core backward needs at this head dim "
+           "(99 KiB at head dim 256, less at the others)";
   }
   return nullptr;
 }

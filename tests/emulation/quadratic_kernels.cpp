@@ -20,6 +20,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -44,7 +45,9 @@ struct Case {
   bool bottom_right = false;  // causal mask aligned bottom-right (kernels/key_lengths.h)
   double dropout_p = 0.0;
   int64_t window_left = -1, window_right = -1;  // sliding window (-1: unbounded side)
-  bool small_walk = false;  // D = 128: the dK/dV kernel's 32-query tiles (GPUs granting 99 KiB, sm_86 / 89)
+  // The dK/dV kernel's compact tiles (GPUs granting 99 KiB, sm_86 / 89): 32-query tiles at D = 128, one
+  // buffer at D = 256; their dK and dV are also checked bit for bit against the full tiles'.
+  bool compact = false;
 
   std::string name() const {
     const char* act[] = {"softmax", "sigmoid", "relu"};
@@ -52,7 +55,7 @@ struct Case {
     std::snprintf(buf, sizeof buf, "%s %s%s%s%s%s%s B%lld H%lld Nq%lld Nk%lld D%lld", half ? "fp16" : "bf16",
                   act[static_cast<int>(activation)], causal ? (bottom_right ? " causal-br" : " causal") : "",
                   dropout_p > 0 ? " dropout" : window_left >= 0 || window_right >= 0 ? " window" : "",
-                  padded ? " padded" : "", interleaved ? " interleaved" : "", small_walk ? " walk32" : "",
+                  padded ? " padded" : "", interleaved ? " interleaved" : "", compact ? " compact" : "",
                   (long long)batch, (long long)heads, (long long)q_len, (long long)k_len, (long long)dim);
     return buf;
   }
@@ -155,21 +158,26 @@ void run_kernels(const Case& c, QuadraticParams& p, Activation act) {
                     [&] { quadratic_forward_tc::forward_kernel<T, Activation, kBanded, kD>(p, act); });
 }
 
+template <typename T, int kD, typename Activation, bool kBanded, bool kCompact>
+void run_key_grads(const Case& c, const QuadraticParams& p, Activation act) {
+  using namespace actattn::cuda;
+  emulation::launch(dim3(static_cast<unsigned>(c.batch * c.heads),
+                         blocks_for(c.k_len, quadratic_backward_tc::key_grads_block_rows<kD>())),
+                    quadratic_backward_tc::key_grads_threads<kD>(),
+                    [&] { quadratic_backward_tc::key_grads_kernel<T, Activation, kBanded, kD, kCompact>(p, act); });
+}
+
+// dK and dV into p's gradients in the tiles the case asks for, and, for a compact case, into
+// `full_tiles`' in the full tiles; then dQ.
 template <typename T, int kD, typename Activation, bool kBanded>
-void run_backward(const Case& c, QuadraticParams& p, Activation act) {
+void run_backward(const Case& c, const QuadraticParams& p, const QuadraticParams& full_tiles, Activation act) {
   using namespace actattn::cuda;
   const unsigned bh = static_cast<unsigned>(c.batch * c.heads);
-  const auto key_grads = [&](auto walk) {
-    emulation::launch(dim3(bh, blocks_for(c.k_len, quadratic_backward_tc::key_grads_block_rows<kD>())),
-                      quadratic_backward_tc::key_grads_threads<kD>(), [&] {
-                        quadratic_backward_tc::key_grads_kernel<T, Activation, kBanded, kD, decltype(walk)::value>(
-                            p, act);
-                      });
-  };
-  if (c.small_walk) {
-    key_grads(std::integral_constant<int, quadratic_backward_tc::key_grads_small_walk_tile<kD>()>{});
+  if (c.compact) {
+    run_key_grads<T, kD, Activation, kBanded, true>(c, p, act);
+    run_key_grads<T, kD, Activation, kBanded, false>(c, full_tiles, act);
   } else {
-    key_grads(std::integral_constant<int, quadratic_backward_tc::key_grads_walk_tile<kD>()>{});
+    run_key_grads<T, kD, Activation, kBanded, false>(c, p, act);
   }
   emulation::launch(dim3(bh, blocks_for(c.q_len, quadratic_backward_tc::kBlockRows)), quadratic_backward_tc::kThreads,
                     [&] { quadratic_backward_tc::query_grads_kernel<T, Activation, kBanded, kD>(p, act); });
@@ -221,6 +229,10 @@ bool check_case(const Case& c, std::mt19937& gen) {
   p.grad_q = dq.view();
   p.grad_k = dk.view();
   p.grad_v = dv.view();
+  QuadraticParams full_tiles = p;
+  EmulatedTensor<T> dk_full = dk, dv_full = dv;
+  full_tiles.grad_k = dk_full.view();
+  full_tiles.grad_v = dv_full.view();
 
   auto dispatch = [&](auto activation) {
     using Activation = decltype(activation);
@@ -238,9 +250,9 @@ bool check_case(const Case& c, std::mt19937& gen) {
           delta[(b * c.heads + h) * c.q_len + i] = static_cast<float>(sum);
         }
     if (p.banded()) {
-      run_backward<T, kD, Activation, true>(c, p, activation);
+      run_backward<T, kD, Activation, true>(c, p, full_tiles, activation);
     } else {
-      run_backward<T, kD, Activation, false>(c, p, activation);
+      run_backward<T, kD, Activation, false>(c, p, full_tiles, activation);
     }
   };
   switch (c.activation) {
@@ -264,8 +276,12 @@ bool check_case(const Case& c, std::mt19937& gen) {
                            relative_error(dk, ref.dk, 1e-2), relative_error(dv, ref.dv)};
   bool ok = lse_err <= 1e-2;
   for (double e : errors) ok = ok && e <= tol;
-  std::printf("%-4s %-62s out %.1e dq %.1e dk %.1e dv %.1e lse %.1e\n", ok ? "ok" : "FAIL", c.name().c_str(),
-              errors[0], errors[1], errors[2], errors[3], lse_err);
+  // The compact tiles form the same products in the same order as the full ones.
+  const bool same_bits = !c.compact || (std::memcmp(dk.data.data(), dk_full.data.data(), dk.data.size() * sizeof(T)) == 0 &&
+                                        std::memcmp(dv.data.data(), dv_full.data.data(), dv.data.size() * sizeof(T)) == 0);
+  ok = ok && same_bits;
+  std::printf("%-4s %-62s out %.1e dq %.1e dk %.1e dv %.1e lse %.1e%s\n", ok ? "ok" : "FAIL", c.name().c_str(),
+              errors[0], errors[1], errors[2], errors[3], lse_err, same_bits ? "" : " (compact != full tiles)");
   return ok;
 }
 
@@ -312,8 +328,8 @@ int main(int argc, char** argv) {
   cases.push_back({1, 2, 70, 70, 32, ScoreActivation::kSigmoid, false, false, false, true});  // float16
   cases.push_back({2, 2, 64, 64, 64, ScoreActivation::kSoftmax, true, true, false, true});  // float16
   cases.push_back({1, 1, 1, 1, 128, ScoreActivation::kSoftmax, false, false, true, true});
-  // D = 128 with the dK/dV kernel's 32-query tiles (sm_86 / 89): edges, bottom-right causal; window,
-  // padding, strides, dropout.
+  // The dK/dV kernel's compact tiles (sm_86 / 89): D = 128 (32-query tiles) and 256 (one buffer); edges,
+  // bottom-right causal; window, padding, strides, dropout.
   cases.push_back({1, 2, 130, 33, 128, ScoreActivation::kSoftmax, true, false, false, false, true, 0.0, -1, -1, true});
   cases.push_back({2, 1, 200, 200, 128, ScoreActivation::kSigmoid, true, true, true, false, false, 0.2, 70, -1, true});
   // D = 256 (Q read from shared memory in the forward and dQ kernels; the dK/dV kernel's 16-key blocks
@@ -322,6 +338,8 @@ int main(int argc, char** argv) {
   cases.push_back({2, 1, 65, 130, 256, ScoreActivation::kSigmoid, true, true, true, false, true, 0.3});
   cases.push_back({1, 1, 130, 33, 256, ScoreActivation::kRelu, true, false, false, true});
   cases.push_back({1, 1, 100, 100, 256, ScoreActivation::kSoftmax, true, false, false, false, false, 0.0, 40, -1});
+  cases.push_back({1, 2, 130, 70, 256, ScoreActivation::kSoftmax, true, false, false, false, false, 0.0, -1, -1, true});
+  cases.push_back({2, 1, 200, 90, 256, ScoreActivation::kSigmoid, false, true, true, true, false, 0.2, 70, -1, true});
 
   return actattn::emulation_test::run_cases<32, 64, 96, 128, 256>(
       cases, filter, [](auto kind, const Case& c, std::mt19937& gen) {
