@@ -9,10 +9,9 @@
 // their thread waits for them. Why fibers: with one OS thread per CUDA thread, every barrier put 31
 // threads to sleep in the kernel and woke them (a case spent two thirds of its time in futex calls),
 // and a loaded machine (CI's parallel phases) made the tests up to 10x slower; a fiber switch is a
-// fraction of a microsecond and does not depend on the machine's load. The schedule is fixed (first
-// come, first run: a thread runs as far as it can before the next), so a missing barrier gives the same
-// wrong results on every run rather than by chance (either of the quadratic forward's two loop barriers
-// deleted: 58 and 24 of its 58 cases fail); a barrier not all threads reach aborts, naming the deadlock.
+// fraction of a microsecond and does not depend on the machine's load. The schedules are fixed (a thread
+// runs as far as it can before the next; Schedule below), so a missing barrier gives the same wrong
+// results on every run rather than by chance; a barrier not all threads reach aborts, naming the deadlock.
 // Under ThreadSanitizer (__SANITIZE_THREAD__) each CUDA thread is a real std::thread instead, and TSan
 // reports the race itself.
 // mma.sync and ldmatrix follow the fragment layouts of the PTX ISA ("Matrix Fragments for
@@ -84,6 +83,27 @@ inline thread_local std::vector<PendingCopy> pending_copies;
   std::abort();
 }
 
+// The order in which the fibers of a block run; the tests run every case under each, since each hides
+// missing barriers the other exposes (check_under_every_schedule, tests/emulation/emulated_tensors.h):
+//  - kTakingTurns: first come, first run, so the warps take turns at each collective operation and
+//    advance together; a warp that reads a tile before another warp's copies into it land reads NaN.
+//  - kWarpByWarp: a warp's collective operation lets that warp run on before any other, so each warp runs
+//    from one __syncthreads to the next before the next warp starts: a warp's copy into a tile lands
+//    before a later warp reads it, and its reads come before a later warp's copies. A barrier missing
+//    between every warp's last read of a tile and the next copy into it gives wrong results only here.
+enum class Schedule { kTakingTurns, kWarpByWarp };
+inline Schedule schedule = Schedule::kTakingTurns;
+inline const char* schedule_name(Schedule s) { return s == Schedule::kTakingTurns ? "turns" : "warp-by-warp"; }
+
+// The schedules a test runs each case under: both with fibers; with OS threads (TSan) the OS's, once.
+inline std::vector<Schedule> schedules_to_test() {
+#ifdef ACTATTN_EMULATION_OS_THREADS
+  return {Schedule::kTakingTurns};
+#else
+  return {Schedule::kTakingTurns, Schedule::kWarpByWarp};
+#endif
+}
+
 #ifdef ACTATTN_EMULATION_OS_THREADS
 using Barrier = std::barrier<>;
 #else
@@ -121,13 +141,14 @@ class FiberScheduler {
     }
   }
 
-  // The running fiber waits in `waiters` until wake() moves them back to the ready queue.
+  // The running fiber waits in `waiters` until wake() moves them back to the ready queue: at its front
+  // (they run next) or its end.
   void suspend(std::vector<int>& waiters) {
     waiters.push_back(running_);
     switch_to_next();
   }
-  void wake(std::vector<int>& waiters) {
-    ready_.insert(ready_.end(), waiters.begin(), waiters.end());
+  void wake(std::vector<int>& waiters, bool run_next) {
+    ready_.insert(run_next ? ready_.begin() : ready_.end(), waiters.begin(), waiters.end());
     waiters.clear();
   }
 
@@ -180,14 +201,15 @@ inline void FiberScheduler::fiber_main() {
   self.switch_to_next();  // never returns here: a done fiber is not made ready again
 }
 
-// std::barrier's arrive_and_wait for fibers.
+// std::barrier's arrive_and_wait for fibers; a warp's barrier wakes its fibers to run next under
+// kWarpByWarp.
 class Barrier {
  public:
-  explicit Barrier(int threads) : threads_(threads) {}
+  explicit Barrier(int threads, bool of_warp = false) : threads_(threads), of_warp_(of_warp) {}
   void arrive_and_wait() {
     if (++arrived_ == threads_) {
       arrived_ = 0;
-      current_scheduler->wake(waiters_);
+      current_scheduler->wake(waiters_, of_warp_ && schedule == Schedule::kWarpByWarp);
     } else {
       current_scheduler->suspend(waiters_);
     }
@@ -195,13 +217,18 @@ class Barrier {
 
  private:
   int threads_;
+  bool of_warp_;
   int arrived_ = 0;
   std::vector<int> waiters_;
 };
 #endif
 
 struct WarpSlots {
+#ifdef ACTATTN_EMULATION_OS_THREADS
   Barrier barrier{32};
+#else
+  Barrier barrier{32, true};
+#endif
   float value[32];
   double wide_value[32];  // float64 shuffles (the generic kernels' warp sums)
   const void* address[32];

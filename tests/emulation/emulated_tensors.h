@@ -83,9 +83,27 @@ struct Kind {
   static constexpr int dim = kD;
 };
 
+// Runs check(case, gen) under every schedule of the emulation (the same inputs under each), naming the
+// schedule when there is more than one; true if it passes under all.
+template <typename Case, typename CheckOne>
+bool check_under_every_schedule(const Case& c, std::mt19937& gen, CheckOne&& check_one) {
+  using namespace actattn::cuda::emulation;
+  const std::vector<Schedule> schedules = schedules_to_test();
+  std::mt19937 case_gen = gen;
+  bool ok = true;
+  for (Schedule s : schedules) {
+    schedule = s;
+    case_gen = gen;
+    if (schedules.size() > 1) std::printf("%-12s ", schedule_name(s));
+    ok = check_one(c, case_gen) && ok;
+  }
+  gen = case_gen;
+  return ok;
+}
+
 // Runs check(kind, case, gen) for each case whose name contains `filter` (kind from the case's `half`
-// and `dim`, which must be one of kDims), prints the tally and returns main's exit code: 1 if any case
-// failed or none ran.
+// and `dim`, which must be one of kDims) under every schedule, prints the tally and returns main's exit
+// code: 1 if any case failed or none ran.
 template <int... kDims, typename Case, typename Check>
 int run_cases(const std::vector<Case>& cases, const std::string& filter, Check&& check) {
   std::mt19937 gen(0);
@@ -94,10 +112,14 @@ int run_cases(const std::vector<Case>& cases, const std::string& filter, Check&&
     if (c.name().find(filter) == std::string::npos) continue;
     ++run;
     bool ok = false;
-    const bool dim_found = ((c.dim == kDims && (ok = c.half ? check(Kind<__half, kDims>{}, c, gen)
-                                                           : check(Kind<__nv_bfloat16, kDims>{}, c, gen),
-                                                 true)) ||
-                            ...);
+    const bool dim_found =
+        ((c.dim == kDims && (ok = check_under_every_schedule(c, gen,
+                                                             [&](const Case& c, std::mt19937& g) {
+                                                               return c.half ? check(Kind<__half, kDims>{}, c, g)
+                                                                             : check(Kind<__nv_bfloat16, kDims>{}, c, g);
+                                                             }),
+                             true)) ||
+         ...);
     if (!dim_found) std::printf("FAIL %s: no instantiation for this head dim\n", c.name().c_str());
     failures += !ok;
   }

@@ -192,12 +192,14 @@ int main(int argc, char** argv) {
   for (const Case& c : cases) {
     if (c.name().find(filter) == std::string::npos) continue;
     ++run;
-    bool ok = false;
-    switch (c.type) {
-      case Type::kFloat64: ok = check_case<double, double>(c, gen); break;
-      case Type::kFloat32: ok = check_case<float, float>(c, gen); break;
-      case Type::kBFloat16: ok = check_case<__nv_bfloat16, float>(c, gen); break;
-    }
+    const bool ok = actattn::emulation_test::check_under_every_schedule(c, gen, [](const Case& c, std::mt19937& g) {
+      switch (c.type) {
+        case Type::kFloat64: return check_case<double, double>(c, g);
+        case Type::kFloat32: return check_case<float, float>(c, g);
+        case Type::kBFloat16: return check_case<__nv_bfloat16, float>(c, g);
+      }
+      return false;
+    });
     failures += !ok;
   }
   std::printf("%d of %d cases failed\n", failures, run);
