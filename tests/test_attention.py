@@ -8,7 +8,10 @@ import torch.nn.functional as F
 
 import actattn
 from actattn import reference
-from conftest import assert_within_twice_composite, grads, random_like, random_qkv
+from conftest import (
+    assert_compact_tiles_give_the_same_bits, assert_within_twice_composite,
+    grads, random_like, random_qkv,
+)
 
 ACTIVATIONS = ["softmax", "sigmoid", "relu"]
 
@@ -123,20 +126,12 @@ def test_tensor_core_shapes_within_twice_composite(case, activation, causal, dty
 @pytest.mark.parametrize("dim", [128, 256])
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
 def test_cuda_compact_tiles_give_the_full_tiles_bits(dim, causal, monkeypatch):
-    """The dK/dV kernel's compact tiles (sm_86 / 89: 32-query tiles at D = 128, one buffer at D = 256;
-    forced here by ACTATTN_COMPACT_TILES=1 on a GPU with room for the full ones) form the same products
-    in the same order: the same gradients, bit for bit."""
+    """The dK/dV kernel's compact tiles (sm_86/89: 32-query tiles at D = 128, one buffer at D = 256) walk
+    the same products in the same order: the same gradients, bit for bit."""
     q, k, v = (t.cuda().bfloat16().requires_grad_() for t in random_qkv((2, 2, 150, 150, dim, dim)))
-
-    def gradients():
-        out = actattn.attention(q, k, v, causal=causal)
-        return torch.autograd.grad(out, (q, k, v), random_like(out))
-
-    full = gradients()
-    monkeypatch.setenv("ACTATTN_COMPACT_TILES", "1")
-    compact = gradients()
-    for name, a, b in zip("qkv", full, compact):
-        assert torch.equal(a, b), f"d{name} differs between the tiles"
+    assert_compact_tiles_give_the_same_bits(
+        lambda q, k, v: actattn.attention(q, k, v, causal=causal), q, k, v, monkeypatch
+    )
 
 
 def test_non_contiguous_inputs(device):

@@ -5,7 +5,10 @@ import torch
 
 import actattn
 from actattn import reference
-from conftest import assert_within_twice_composite, grads, grouped_random_qkv, random_like, random_qkv
+from conftest import (
+    assert_compact_tiles_give_the_same_bits, assert_within_twice_composite, grads,
+    grouped_random_qkv, random_like, random_qkv,
+)
 
 FEATURE_MAPS = ["identity", "relu", "elu"]
 
@@ -190,20 +193,12 @@ def test_low_precision_error_at_most_twice_the_composite(feature_map, normalize,
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the tensor-core kernels are CUDA's")
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
 def test_cuda_compact_tile_layouts_give_the_full_layouts_bits(causal, monkeypatch):
-    """The D = 128 backward's compact layouts (sm_86/89; forced here by ACTATTN_COMPACT_TILES=1 on a GPU
-    with room for the full ones) load two tiles later into shared memory, the same products in the same
-    order: the same gradients, bit for bit."""
+    """The D = 128 backward's compact layouts (sm_86/89) load two tiles later into shared memory, the same
+    products in the same order: the same gradients, bit for bit."""
     q, k, v = (t.cuda().bfloat16().requires_grad_() for t in random_qkv((2, 2, 150, 150, 128, 128)))
-
-    def gradients():
-        out = actattn.linear_attention(q, k, v, causal=causal)
-        return torch.autograd.grad(out, (q, k, v), random_like(out))
-
-    full = gradients()
-    monkeypatch.setenv("ACTATTN_COMPACT_TILES", "1")
-    compact = gradients()
-    for name, a, b in zip("qkv", full, compact):
-        assert torch.equal(a, b), f"d{name} differs between the layouts"
+    assert_compact_tiles_give_the_same_bits(
+        lambda q, k, v: actattn.linear_attention(q, k, v, causal=causal), q, k, v, monkeypatch
+    )
 
 
 # Shapes that take the tensor-core kernels on a GPU (float16 / bfloat16, Dk = Dv in {32, 64, 96, 128}
