@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Compiles all CUDA code without a GPU and without linking, so a CUDA compile error never lands:
-#  - every kernel in kernels/cuda/ with nvcc, for sm_80 and sm_90, with the flags torch's extension
-#    builder adds (no implicit half conversions);
+#  - every kernel in kernels/cuda/ with nvcc, for sm_80 and sm_90, with the flags of torch's extension
+#    build (tools/nvcc_flags.sh);
 #  - the torch glue of the CUDA backend (csrc/cuda/) against the headers of torch's CUDA build (2.14.1,
 #    cu130, unpacked from its wheel: the CPU build lacks c10/cuda's generated headers).
 set -euo pipefail
@@ -29,9 +29,8 @@ PY
   rm -rf "$out/wheel"
 fi
 
-flags=(-std=c++17 -O3 --expt-relaxed-constexpr -D__CUDA_NO_HALF_OPERATORS__ -D__CUDA_NO_HALF_CONVERSIONS__
-       -D__CUDA_NO_BFLOAT16_CONVERSIONS__ -D__CUDA_NO_HALF2_OPERATORS__
-       -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90)
+source tools/nvcc_flags.sh
+flags=("${nvcc_build_flags[@]}" -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90)
 pids=()
 for source in kernels/cuda/*.cu; do
   name=$(basename "$source" .cu)

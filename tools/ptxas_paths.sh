@@ -16,7 +16,9 @@ copies=${2:-4}
 [ -f "$source" ] || { echo "ptxas_paths.sh: no such source: $source" >&2; exit 1; }
 NVCC=${NVCC:-$(command -v nvcc || true)}
 [ -n "$NVCC" ] || { echo "ptxas_paths.sh: nvcc not found (set NVCC=/path/to/nvcc)" >&2; exit 1; }
-export NVCC source
+source tools/nvcc_flags.sh
+NVCC_FLAGS="${nvcc_build_flags[*]}"  # for the sh below (no flag holds a space)
+export NVCC NVCC_FLAGS source
 
 work=$(mktemp -d /tmp/actattn-ptxas-paths.XXXXXX)
 trap 'rm -rf "$work"' EXIT
@@ -27,10 +29,8 @@ for copy in $(seq 1 "$copies"); do
   cp -r python/actattn/include "$tree/python/actattn/"
   for arch in 80 90; do echo "$tree" "$arch"; done
 done | xargs -P "$(nproc)" -n 2 sh -c '
-  # The flags of torch'"'"'s extension build (setup.py, as in CI'"'"'s log of tools/check_cuda_build.sh).
-  cd "$0" && "$NVCC" -std=c++20 -O3 -lineinfo --expt-relaxed-constexpr -D__CUDA_NO_HALF_OPERATORS__ \
-    -D__CUDA_NO_HALF_CONVERSIONS__ -D__CUDA_NO_BFLOAT16_CONVERSIONS__ -D__CUDA_NO_HALF2_OPERATORS__ \
-    -I python/actattn/include -cubin -arch=sm_$1 -Xptxas -v "$source" -o /dev/null >"sm_$1.log" 2>&1'
+  cd "$0" && "$NVCC" $NVCC_FLAGS -I python/actattn/include -cubin -arch=sm_$1 -Xptxas -v "$source" -o /dev/null \
+    >"sm_$1.log" 2>&1'
 
 status=0
 for tree in "$work"/p*; do
