@@ -122,8 +122,8 @@ inline const char* linear_tensor_core_refusal(const LinearParams& p, bool backwa
   const int shared = backward ? linear_backward_tensor_core_shared_bytes(p.shape.qk_dim, p.shape.v_dim)
                               : linear_forward_tensor_core_shared_bytes(p.shape.qk_dim, p.shape.v_dim);
   if (shared > device_shared_bytes_optin()) {
-    return "the GPU grants a block less shared memory than the tensor-core kernel needs (the linear backward "
-           "at D = 128 needs 87 KiB)";
+    return "the GPU grants a block less shared memory than the tensor-core kernels need at these head dims "
+           "(87 KiB for the backward at head dim 128, less at the others)";
   }
   return nullptr;
 }
