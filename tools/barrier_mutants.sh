@@ -4,14 +4,23 @@
 # kernel's kind and counts the cases that fail, under each of the emulation's schedules and overall
 # (kernels/cuda/warp_emulation.h's Schedule). A deletion that fails no case is a barrier the emulation
 # cannot check. About 25 minutes on 2 cores (17 barriers; two builds and runs at a time).
+# With --tsan it builds the ThreadSanitizer test instead and runs the cases CTest runs under TSan
+# (CMakeLists.txt's ACTATTN_TSAN_CASES) of that kind, counting those in which TSan reports a race: whether
+# those few cases cover every barrier.
 #
-#   bash tools/barrier_mutants.sh [OUT_DIR, default build/barrier-mutants] [KERNEL_HEADER...]
+#   bash tools/barrier_mutants.sh [--tsan] [OUT_DIR, default build/barrier-mutants] [KERNEL_HEADER...]
 # (the headers whose barriers to delete; default every tensor-core kernel header)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+tsan=0
+if [ "${1:-}" = --tsan ]; then
+  tsan=1
+  shift
+fi
 out=$(realpath -m "${1:-build/barrier-mutants}")
 rm -rf "$out" && mkdir -p "$out"
-export out
+sed -n '/set(ACTATTN_TSAN_CASES/,/)/p' CMakeLists.txt | grep -o '"[^"]*"' | tr -d '"' >"$out/tsan-cases.txt"
+export out tsan
 shift || true
 sources=("$@")
 [ ${#sources[@]} -gt 0 ] || sources=(kernels/cuda/*_tc.cuh kernels/cuda/linear_tc_common.cuh)
@@ -24,10 +33,24 @@ done | xargs -P "$(nproc)" -L 1 sh -c '
   copy=$out/$(basename "$source")_$line
   mkdir -p "$copy" && cp -r kernels tests "$copy/"
   sed -i "${line}s/__syncthreads();/(void)0;/" "$copy/$source"
-  g++ -std=c++20 -O2 -I/usr/local/cuda/include "$copy/tests/emulation/${kind}_kernels.cpp" -o "$copy/test" -lpthread
-  "$copy/test" >"$copy/run.log" 2>&1 || true
-  printf "%s:%s  taking turns: %s failed, warp by warp: %s, overall: %s  | %s\n" "$source" "$line" \
-    "$(grep -c "^turns *FAIL" "$copy/run.log")" "$(grep -c "^warp-by-warp FAIL" "$copy/run.log")" \
-    "$(tail -n 1 "$copy/run.log")" "$(sed -n "${line}p" "$source" | sed "s/^ *//")" >"$copy/summary"
+  code=$(sed -n "${line}p" "$source" | sed "s/^ *//")
+  if [ "$tsan" = 1 ]; then
+    g++ -std=c++20 -O1 -g -fsanitize=thread -I/usr/local/cuda/include "$copy/tests/emulation/${kind}_kernels.cpp" -o "$copy/test"
+    cases=0 reported=0
+    while IFS="|" read -r case_kind filter; do
+      [ "$case_kind" = "$kind" ] || continue
+      cases=$((cases + 1))
+      "$copy/test" "$filter" >"$copy/run-$cases.log" 2>&1 || true
+      ! grep -q "WARNING: ThreadSanitizer" "$copy/run-$cases.log" || reported=$((reported + 1))
+    done <"$out/tsan-cases.txt"
+    printf "%s:%s  TSan reports a race in %s of %s cases  | %s\n" "$source" "$line" "$reported" "$cases" "$code" \
+      >"$copy/summary"
+  else
+    g++ -std=c++20 -O2 -I/usr/local/cuda/include "$copy/tests/emulation/${kind}_kernels.cpp" -o "$copy/test"
+    "$copy/test" >"$copy/run.log" 2>&1 || true
+    printf "%s:%s  taking turns: %s failed, warp by warp: %s, overall: %s  | %s\n" "$source" "$line" \
+      "$(grep -c "^turns *FAIL" "$copy/run.log")" "$(grep -c "^warp-by-warp FAIL" "$copy/run.log")" \
+      "$(tail -n 1 "$copy/run.log")" "$code" >"$copy/summary"
+  fi
   rm -rf "$copy/test" "$copy/kernels" "$copy/tests"'
 cat "$out"/*/summary | sort

@@ -2,7 +2,7 @@
 // that they are compiled by g++ and checked on machines without a GPU (tests/emulation/). Not part of
 // any build of the library.
 //
-// Each CUDA thread of a block runs as a fiber (its own stack, ucontext), all of a block's on the calling
+// Each CUDA thread of a block runs as a fiber (its own stack, FiberContext), all of a block's on the calling
 // OS thread; __syncthreads is a barrier of the block, and every warp-collective operation (shuffles,
 // ldmatrix, mma.sync) is an exchange through the warp's slots between two barriers of the warp; a
 // fiber runs until it waits at a barrier, then the next ready one runs. cp.async copies land only when
@@ -12,8 +12,11 @@
 // fraction of a microsecond and does not depend on the machine's load. The schedules are fixed (a thread
 // runs as far as it can before the next; Schedule below), so a missing barrier gives the same wrong
 // results on every run rather than by chance; a barrier not all threads reach aborts, naming the deadlock.
-// Under ThreadSanitizer (__SANITIZE_THREAD__) each CUDA thread is a real std::thread instead, and TSan
-// reports the race itself.
+// Under ThreadSanitizer each fiber is one of TSan's fibers, switched without synchronising, and the
+// emulation tells TSan what orders their accesses on a GPU: the barriers (each arrival a release, each
+// departure an acquire) and the launch (what the host wrote before it, what it reads after it). TSan
+// then reports two fibers' accesses to one address that no barrier orders, whatever order they ran in;
+// the scheduler's own bookkeeping is hidden from it (race_detector below).
 // mma.sync and ldmatrix follow the fragment layouts of the PTX ISA ("Matrix Fragments for
 // mma.m16n8k16 with floating point type", "ldmatrix"), written out here independently of the
 // kernels' own index arithmetic. Products are summed in float32 (the order differs
@@ -26,7 +29,6 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <barrier>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -35,18 +37,26 @@
 #include <deque>
 #include <functional>
 #include <memory>
-#include <thread>
 #include <vector>
 
+#if !defined(__x86_64__) || defined(__CET__)
+#include <ucontext.h>
+#endif
+
 #if defined(__SANITIZE_THREAD__)
-#define ACTATTN_EMULATION_OS_THREADS 1
+#define ACTATTN_EMULATION_TSAN 1
 #elif defined(__has_feature)
 #if __has_feature(thread_sanitizer)
-#define ACTATTN_EMULATION_OS_THREADS 1
+#define ACTATTN_EMULATION_TSAN 1
 #endif
 #endif
-#ifndef ACTATTN_EMULATION_OS_THREADS
-#include <ucontext.h>
+#ifdef ACTATTN_EMULATION_TSAN
+#include <sanitizer/tsan_interface.h>
+// TSan's dynamic annotations (its runtime defines them; no header declares them).
+extern "C" void AnnotateIgnoreReadsBegin(const char* file, int line);
+extern "C" void AnnotateIgnoreReadsEnd(const char* file, int line);
+extern "C" void AnnotateIgnoreWritesBegin(const char* file, int line);
+extern "C" void AnnotateIgnoreWritesEnd(const char* file, int line);
 #endif
 
 #define __launch_bounds__(...)
@@ -68,6 +78,42 @@ struct FragC;
 
 namespace emulation {
 
+// What ThreadSanitizer is told (nothing without it). Its fibers are switched without synchronising, so
+// that only the orderings a GPU guarantees (release and acquire below) order two fibers' accesses.
+namespace race_detector {
+#ifdef ACTATTN_EMULATION_TSAN
+inline void* create_fiber() { return __tsan_create_fiber(0); }
+inline void* current_fiber() { return __tsan_get_current_fiber(); }
+// Right before the switch to that fiber (switch_context).
+inline void switch_to(void* fiber) { __tsan_switch_to_fiber(fiber, __tsan_switch_to_fiber_no_sync); }
+inline void release(void* sync) { __tsan_release(sync); }
+inline void acquire(void* sync) { __tsan_acquire(sync); }
+// The scheduler's bookkeeping (which fiber waits, runs next), written by every fiber in turn: on a GPU
+// the hardware's, so hidden from TSan while one of these is alive (it never spans a fiber switch: TSan
+// counts it per fiber).
+class Unobserved {
+ public:
+  Unobserved() {
+    AnnotateIgnoreReadsBegin(__FILE__, __LINE__);
+    AnnotateIgnoreWritesBegin(__FILE__, __LINE__);
+  }
+  ~Unobserved() {
+    AnnotateIgnoreWritesEnd(__FILE__, __LINE__);
+    AnnotateIgnoreReadsEnd(__FILE__, __LINE__);
+  }
+  Unobserved(const Unobserved&) = delete;
+  Unobserved& operator=(const Unobserved&) = delete;
+};
+#else
+inline void* create_fiber() { return nullptr; }
+inline void* current_fiber() { return nullptr; }
+inline void switch_to(void*) {}
+inline void release(void*) {}
+inline void acquire(void*) {}
+struct Unobserved {};
+#endif
+}  // namespace race_detector
+
 // A cp.async copy issued by this thread and not yet waited for.
 struct PendingCopy {
   void* shared;
@@ -75,11 +121,13 @@ struct PendingCopy {
   int bytes;
   bool inside;
 };
-inline thread_local std::vector<PendingCopy> pending_copies;
+// The running fiber's copies (each fiber has its own list: under TSan one list shared by all would be
+// written by every fiber).
+inline thread_local std::vector<PendingCopy>* pending_copies = nullptr;
 
 [[noreturn]] inline void copies_not_waited_for(unsigned thread) {
   std::fprintf(stderr, "warp emulation: thread %u ended with %zu cp.async copies not waited for\n", thread,
-               pending_copies.size());
+               pending_copies->size());
   std::abort();
 }
 
@@ -95,43 +143,136 @@ enum class Schedule { kTakingTurns, kWarpByWarp };
 inline Schedule schedule = Schedule::kTakingTurns;
 inline const char* schedule_name(Schedule s) { return s == Schedule::kTakingTurns ? "turns" : "warp-by-warp"; }
 
-// The schedules a test runs each case under: both with fibers; with OS threads (TSan) the OS's, once.
+// The schedules a test runs each case under: both, but under TSan one, whose reports do not depend on the
+// order the fibers ran in.
 inline std::vector<Schedule> schedules_to_test() {
-#ifdef ACTATTN_EMULATION_OS_THREADS
+#ifdef ACTATTN_EMULATION_TSAN
   return {Schedule::kTakingTurns};
 #else
   return {Schedule::kTakingTurns, Schedule::kWarpByWarp};
 #endif
 }
 
-#ifdef ACTATTN_EMULATION_OS_THREADS
-using Barrier = std::barrier<>;
+// A fiber's saved execution context and the switch between two. swapcontext also saves and restores the
+// signal mask, a system call per switch: 38 % of the plain emulation's time and 3 of a TSan case's 10 s.
+// So on x86-64 the switch is the stack pointer and what the System V ABI has a function preserve (rbx,
+// rbp, r12-r15, MXCSR and the x87 control word), and swapcontext remains the portable way (and the one
+// under Intel CET, whose shadow stack would refuse the return into a new fiber).
+#if defined(__x86_64__) && !defined(__CET__)
+struct FiberContext {
+  void* stack_pointer = nullptr;
+};
+
+// Pushes the preserved registers, stores the stack pointer in *save, loads `restore` and pops what the
+// same function (or start_context) left there; returns into the code that switched away from it.
+__attribute__((naked, noinline)) inline void switch_stacks(void** /*save: rdi*/, void* /*restore: rsi*/) {
+  asm("pushq %rbp\n\t"
+      "pushq %rbx\n\t"
+      "pushq %r12\n\t"
+      "pushq %r13\n\t"
+      "pushq %r14\n\t"
+      "pushq %r15\n\t"
+      "subq $16, %rsp\n\t"
+      "stmxcsr 8(%rsp)\n\t"
+      "fnstcw (%rsp)\n\t"
+      "movq %rsp, (%rdi)\n\t"
+      "movq %rsi, %rsp\n\t"
+      "ldmxcsr 8(%rsp)\n\t"
+      "fldcw (%rsp)\n\t"
+      "addq $16, %rsp\n\t"
+      "popq %r15\n\t"
+      "popq %r14\n\t"
+      "popq %r13\n\t"
+      "popq %r12\n\t"
+      "popq %rbx\n\t"
+      "popq %rbp\n\t"
+      "ret");
+}
+
+// Lays out a new fiber's stack as switch_stacks leaves a switched-away one, returning into entry() (which
+// must never return) with the stack aligned as at a function's entry.
+inline void start_context(FiberContext& context, char* stack, size_t bytes, void (*entry)()) {
+  auto* top = reinterpret_cast<uint64_t*>(reinterpret_cast<uintptr_t>(stack + bytes) & ~uintptr_t{15});
+  uint64_t* sp = top - 10;
+  sp[0] = 0x037F;  // x87 control word: the default (round to nearest, exceptions masked)
+  sp[1] = 0x1F80;  // MXCSR: the default
+  for (int r = 2; r < 8; ++r) sp[r] = 0;  // r15, r14, r13, r12, rbx, rbp
+  sp[8] = reinterpret_cast<uint64_t>(entry);
+  sp[9] = 0;  // entry's return address (it never returns); entry starts with sp + 10 = 8 mod 16
+  context.stack_pointer = sp;
+}
+
+// From the running fiber (whose context is `from`) to `to`, which is race_detector_fiber to TSan.
+inline void switch_context(FiberContext& from, FiberContext& to, void* race_detector_fiber) {
+  void* restore;
+  {
+    race_detector::Unobserved bookkeeping;  // written by the caller of every launch, read by every fiber
+    restore = to.stack_pointer;
+  }
+  race_detector::switch_to(race_detector_fiber);
+  switch_stacks(&from.stack_pointer, restore);
+}
 #else
+struct FiberContext {
+  ucontext_t context;
+};
+
+inline void start_context(FiberContext& context, char* stack, size_t bytes, void (*entry)()) {
+  getcontext(&context.context);
+  context.context.uc_stack.ss_sp = stack;
+  context.context.uc_stack.ss_size = bytes;
+  context.context.uc_link = nullptr;
+  makecontext(&context.context, entry, 0);
+}
+
+inline void switch_context(FiberContext& from, FiberContext& to, void* race_detector_fiber) {
+  race_detector::switch_to(race_detector_fiber);
+  swapcontext(&from.context, &to.context);
+}
+#endif
+
+// What a fiber runs on: its stack and its race-detector fiber. Made once per thread index for the
+// process's life: made and freed per launch, under TSan (which marks a freed stack's whole range) they
+// cost more than the kernels.
+struct FiberResources {
+  // 256 KiB, allocated and never touched beyond what is used: the deepest kernel frame is 4 KiB at -O0
+  // (g++ -fstack-usage), the emulated mma's 2 KiB more.
+  static constexpr size_t kStackBytes = 256 * 1024;
+  std::unique_ptr<char[]> stack = std::make_unique_for_overwrite<char[]>(kStackBytes);
+  void* race_detector_fiber = race_detector::create_fiber();
+};
+
+inline const std::vector<FiberResources>& fiber_resources(int threads) {
+  static std::vector<FiberResources> resources;
+  if (static_cast<int>(resources.size()) < threads) resources.resize(threads);
+  return resources;
+}
+
 // The fibers of one block and the order they run in.
 class FiberScheduler {
  public:
-  // 256 KiB per thread, allocated and never touched beyond what is used: the deepest kernel frame is 4 KiB
-  // at -O0 (g++ -fstack-usage), the emulated mma's 2 KiB more.
-  static constexpr size_t kStackBytes = 256 * 1024;
-
   FiberScheduler(int threads, std::function<void()> body) : fibers_(threads), body_(std::move(body)) {
-    for (Fiber& fiber : fibers_) fiber.stack = std::make_unique_for_overwrite<char[]>(kStackBytes);
+    const std::vector<FiberResources>& resources = fiber_resources(threads);
+    for (int t = 0; t < threads; ++t) {
+      fibers_[t].stack = resources[t].stack.get();
+      fibers_[t].race_detector_fiber = resources[t].race_detector_fiber;
+    }
   }
 
-  // Runs body() once as every thread of the block; returns when all have returned.
+  // Runs body() once as every thread of the block; returns when all have returned. What the caller
+  // wrote before is visible to every thread, and what they wrote to the caller after.
   void run_block() {
     for (int t = 0; t < static_cast<int>(fibers_.size()); ++t) {
       Fiber& fiber = fibers_[t];
-      getcontext(&fiber.context);
-      fiber.context.uc_stack.ss_sp = fiber.stack.get();
-      fiber.context.uc_stack.ss_size = kStackBytes;
-      fiber.context.uc_link = nullptr;
-      makecontext(&fiber.context, &FiberScheduler::fiber_main, 0);
+      start_context(fiber.context, fiber.stack, FiberResources::kStackBytes, &FiberScheduler::fiber_main);
       fiber.done = false;
       ready_.push_back(t);
     }
+    caller_race_detector_fiber_ = race_detector::current_fiber();
+    race_detector::release(&block_start_);
     running_ = kNone;
     switch_to_next();
+    race_detector::acquire(&block_end_);
     for (const Fiber& fiber : fibers_) {
       if (!fiber.done) {  // every fiber waits at a barrier that not all threads reach
         std::fprintf(stderr, "warp emulation: deadlock, thread %d never returned (a barrier not all threads reach)\n",
@@ -144,10 +285,14 @@ class FiberScheduler {
   // The running fiber waits in `waiters` until wake() moves them back to the ready queue: at its front
   // (they run next) or its end.
   void suspend(std::vector<int>& waiters) {
-    waiters.push_back(running_);
+    {
+      race_detector::Unobserved bookkeeping;
+      waiters.push_back(running_);
+    }
     switch_to_next();
   }
   void wake(std::vector<int>& waiters, bool run_next) {
+    race_detector::Unobserved bookkeeping;
     ready_.insert(run_next ? ready_.begin() : ready_.end(), waiters.begin(), waiters.end());
     waiters.clear();
   }
@@ -155,9 +300,10 @@ class FiberScheduler {
  private:
   static constexpr int kNone = -1;
   struct Fiber {
-    ucontext_t context;
-    std::unique_ptr<char[]> stack;
+    FiberContext context;
+    char* stack = nullptr;
     std::vector<PendingCopy> pending_copies;
+    void* race_detector_fiber = nullptr;
     bool done = false;
   };
 
@@ -166,69 +312,96 @@ class FiberScheduler {
   // To the first ready fiber, or back to run_block() when none is. The thread-local state the kernels
   // see (threadIdx, pending cp.async copies) is the running fiber's.
   void switch_to_next() {
-    const int from = running_;
-    int to = kNone;
-    if (!ready_.empty()) {
-      to = ready_.front();
-      ready_.pop_front();
+    FiberContext* from_context;
+    FiberContext* to_context;
+    void* to_race_detector_fiber;
+    {
+      race_detector::Unobserved bookkeeping;
+      const int from = running_;
+      int to = kNone;
+      if (!ready_.empty()) {
+        to = ready_.front();
+        ready_.pop_front();
+      }
+      if (to == from) return;
+      from_context = from == kNone ? &caller_context_ : &fibers_[from].context;
+      to_context = to == kNone ? &caller_context_ : &fibers_[to].context;
+      to_race_detector_fiber = to == kNone ? caller_race_detector_fiber_ : fibers_[to].race_detector_fiber;
+      if (to != kNone) {
+        pending_copies = &fibers_[to].pending_copies;
+        threadIdx = make_uint3(to, 0, 0);
+      }
+      running_ = to;
     }
-    if (to == from) return;
-    ucontext_t* from_context = from == kNone ? &scheduler_context_ : &fibers_[from].context;
-    ucontext_t* to_context = to == kNone ? &scheduler_context_ : &fibers_[to].context;
-    if (from != kNone) std::swap(pending_copies, fibers_[from].pending_copies);
-    if (to != kNone) {
-      std::swap(pending_copies, fibers_[to].pending_copies);
-      threadIdx = make_uint3(to, 0, 0);
-    }
-    running_ = to;
-    swapcontext(from_context, to_context);
+    switch_context(*from_context, *to_context, to_race_detector_fiber);
   }
 
   std::vector<Fiber> fibers_;
   std::function<void()> body_;
   std::deque<int> ready_;
   int running_ = kNone;
-  ucontext_t scheduler_context_;
+  FiberContext caller_context_;
+  void* caller_race_detector_fiber_ = nullptr;
+  // Addresses the race detector's launch orderings are attached to (static: a fiber orders itself after
+  // the block's start before it reads anything, current_scheduler included).
+  static inline char block_start_ = 0, block_end_ = 0;
 };
 
 inline thread_local FiberScheduler* current_scheduler = nullptr;
 
 inline void FiberScheduler::fiber_main() {
+  race_detector::acquire(&block_start_);
   FiberScheduler& self = *current_scheduler;
   self.body_();
-  if (!pending_copies.empty()) copies_not_waited_for(threadIdx.x);  // a tile fetched and never used
-  self.fibers_[self.running_].done = true;
+  if (!pending_copies->empty()) copies_not_waited_for(threadIdx.x);  // a tile fetched and never used
+  race_detector::release(&block_end_);
+  {
+    race_detector::Unobserved bookkeeping;
+    self.fibers_[self.running_].done = true;
+  }
   self.switch_to_next();  // never returns here: a done fiber is not made ready again
 }
 
 // std::barrier's arrive_and_wait for fibers; a warp's barrier wakes its fibers to run next under
-// kWarpByWarp.
+// kWarpByWarp. For the race detector each arrival releases and each departure acquires the phase's
+// address: two addresses taken in turn, since a fiber leaving one phase can run on and arrive at the next
+// before another has left the first (which must not see that fiber's later accesses as ordered before
+// its own); by the phase after, every fiber has left the first.
 class Barrier {
  public:
   explicit Barrier(int threads, bool of_warp = false) : threads_(threads), of_warp_(of_warp) {}
   void arrive_and_wait() {
-    if (++arrived_ == threads_) {
-      arrived_ = 0;
+    char* phase_address;
+    bool last;
+    {
+      race_detector::Unobserved bookkeeping;
+      phase_address = &phase_addresses_[phase_ % 2];
+      race_detector::release(phase_address);
+      last = ++arrived_ == threads_;
+      if (last) {
+        arrived_ = 0;
+        ++phase_;
+      }
+    }
+    if (last) {
       current_scheduler->wake(waiters_, of_warp_ && schedule == Schedule::kWarpByWarp);
     } else {
       current_scheduler->suspend(waiters_);
     }
+    race_detector::acquire(phase_address);
   }
 
  private:
   int threads_;
   bool of_warp_;
   int arrived_ = 0;
+  unsigned phase_ = 0;
   std::vector<int> waiters_;
+  char phase_addresses_[2] = {};
 };
-#endif
 
 struct WarpSlots {
-#ifdef ACTATTN_EMULATION_OS_THREADS
-  Barrier barrier{32};
-#else
   Barrier barrier{32, true};
-#endif
   float value[32];
   double wide_value[32];  // float64 shuffles (the generic kernels' warp sums)
   const void* address[32];
@@ -250,33 +423,6 @@ inline int lane() { return static_cast<int>(threadIdx.x % 32); }
 
 // Runs body() as a grid of blocks of `threads` threads (a multiple of 32), one block after another
 // (x fastest), each starting with its shared memory zeroed.
-#ifdef ACTATTN_EMULATION_OS_THREADS
-// The same `threads` OS threads run every block, meeting at a barrier between blocks: creating them per
-// block cost more than the kernels' work in launches of many small blocks.
-inline void launch(dim3 grid, int threads, const std::function<void()>& body) {
-  const unsigned blocks = grid.x * grid.y;
-  if (blocks == 0) return;
-  BlockState block(threads);
-  std::vector<std::thread> pool;
-  for (int t = 0; t < threads; ++t) {
-    pool.emplace_back([&, t] {
-      threadIdx = make_uint3(t, 0, 0);
-      blockDim = dim3(threads);
-      gridDim = grid;
-      current_block = &block;
-      for (unsigned i = 0; i < blocks; ++i) {
-        blockIdx = make_uint3(i % grid.x, i / grid.x, 0);
-        body();
-        if (!pending_copies.empty()) copies_not_waited_for(t);  // a tile fetched and never used
-        block.barrier.arrive_and_wait();  // every thread is done with block i
-        if (t == 0) std::fill(block.shared.begin(), block.shared.end(), uint4{});
-        block.barrier.arrive_and_wait();  // block i + 1 starts with zeroed shared memory
-      }
-    });
-  }
-  for (auto& thread : pool) thread.join();
-}
-#else
 inline void launch(dim3 grid, int threads, const std::function<void()>& body) {
   const unsigned blocks = grid.x * grid.y;
   if (blocks == 0) return;
@@ -294,7 +440,6 @@ inline void launch(dim3 grid, int threads, const std::function<void()>& body) {
   current_scheduler = nullptr;
   current_block = nullptr;
 }
-#endif
 
 // The 16-bit element `index` (0 = low half) of a register, as float.
 template <typename T>
@@ -378,18 +523,18 @@ inline void ldmatrix_x4(uint32_t (&r)[4], const void* shared, bool transpose) {
 template <int kBytes>
 inline void cp_async(void* shared, const void* global, bool inside) {
   std::memset(shared, 0xFF, kBytes);
-  emulation::pending_copies.push_back({shared, global, kBytes, inside});
+  emulation::pending_copies->push_back({shared, global, kBytes, inside});
 }
 
 inline void cp_async_wait_all() {
-  for (const emulation::PendingCopy& copy : emulation::pending_copies) {
+  for (const emulation::PendingCopy& copy : *emulation::pending_copies) {
     if (copy.inside) {
       std::memcpy(copy.shared, copy.global, copy.bytes);
     } else {
       std::memset(copy.shared, 0, copy.bytes);
     }
   }
-  emulation::pending_copies.clear();
+  emulation::pending_copies->clear();
 }
 
 // mma.sync m16n8k16, row.col, float32 accumulators: D = A B + C with
