@@ -11,16 +11,31 @@
 # anything fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# Each phase's wall time, so that CI's total can be traced to its parts.
+# Each phase's wall time and the CPU time of the commands it waited for (user + system, from `times`; the
+# background CUDA build check's is counted when it is waited for), so that CI's total can be traced to its
+# parts: on 2 cores CI takes at least half its CPU time.
+# `times` runs in this shell, written to a file: in a command substitution's subshell it would count that
+# subshell's children only.
+mkdir -p build
+times_file=build/test-sh-times.txt
+children_cpu_seconds() { awk 'NR == 2 { split($0, t, /[ms ]+/); print int(t[1] * 60 + t[2] + t[3] * 60 + t[4]) }' "$times_file"; }
 phase_start=$SECONDS
-phase_took() { echo "test.sh: $1 took $((SECONDS - phase_start)) s"; phase_start=$SECONDS; }
+times >"$times_file"
+phase_cpu_start=$(children_cpu_seconds)
+phase_took() {
+  local cpu
+  times >"$times_file"
+  cpu=$(children_cpu_seconds)
+  echo "test.sh: $1 took $((SECONDS - phase_start)) s ($((cpu - phase_cpu_start)) CPU-seconds)"
+  phase_start=$SECONDS
+  phase_cpu_start=$cpu
+}
 
 # The CUDA build check needs nothing from bootstrap (its own venv, .venv-cuda, with torch's CUDA build: a
 # 5.5 GB download, then 15 CPU-minutes of nvcc and g++), so it starts first and runs in the background
 # at low priority: it takes the core that downloads, pip and the single-threaded parts of pytest leave
 # idle, and the foreground phases keep priority. Its result is collected at the end. `wait` on exit, so
 # that a failing run never leaves a half-written .venv-cuda behind.
-mkdir -p build
 # torch's extension builds put ccache in front of their compilers (nvcc too) when it is installed, which
 # bootstrap sees to: the wheel check's isolated build then reuses the kernel objects bootstrap's build
 # compiled from the same sources with the same flags (ccache compares the preprocessed source, so a
