@@ -35,7 +35,7 @@ done | xargs -P "$(nproc)" -L 1 sh -c '
   sed -i "${line}s/__syncthreads();/(void)0;/" "$copy/$source"
   code=$(sed -n "${line}p" "$source" | sed "s/^ *//")
   if [ "$tsan" = 1 ]; then
-    g++ -std=c++20 -O1 -g -fsanitize=thread -I/usr/local/cuda/include "$copy/tests/emulation/${kind}_kernels.cpp" -o "$copy/test"
+    g++ -std=c++20 -O1 -g1 -fsanitize=thread -I/usr/local/cuda/include "$copy/tests/emulation/${kind}_kernels.cpp" -o "$copy/test"
     cases=0 reported=0
     while IFS="|" read -r case_kind filter; do
       [ "$case_kind" = "$kind" ] || continue

@@ -32,7 +32,7 @@ phase_took() {
 }
 
 # The CUDA build check needs nothing from bootstrap (its own venv, .venv-cuda, with torch's CUDA build: a
-# 5.5 GB download, then 15 CPU-minutes of nvcc and g++), so it starts first and runs in the background
+# 5.5 GB download, then about 20 CPU-minutes of nvcc and g++), so it starts first and runs in the background
 # at low priority: it takes the core that downloads, pip and the single-threaded parts of pytest leave
 # idle, and the foreground phases keep priority. Its result is collected at the end. `wait` on exit, so
 # that a failing run never leaves a half-written .venv-cuda behind.
