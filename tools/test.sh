@@ -88,7 +88,8 @@ cmake -S . -B build/cmake -DCMAKE_PREFIX_PATH="$torch_prefix" >/dev/null
 # written everything (SIGPIPE), which is how this check once failed in CI with the test configured.
 configured_tests=$(ctest --test-dir build/cmake -N)
 emulated_tests=(actattn_quadratic_emulation actattn_linear_emulation actattn_linear_generic_emulation
-  actattn_quadratic_emulation_tsan actattn_linear_emulation_tsan actattn_linear_generic_emulation_tsan)
+  actattn_quadratic_emulation_tsan actattn_linear_emulation_tsan actattn_linear_generic_emulation_tsan
+  actattn_emulation_race_detector_shuffle)
 for emulated in "${emulated_tests[@]}"; do
   if ! grep -q "$emulated" <<<"$configured_tests"; then
     echo "test.sh: the emulated tensor-core kernel test $emulated was not configured (CUDA headers not found)" >&2

@@ -13,10 +13,11 @@
 // runs as far as it can before the next; Schedule below), so a missing barrier gives the same wrong
 // results on every run rather than by chance; a barrier not all threads reach aborts, naming the deadlock.
 // Under ThreadSanitizer each fiber is one of TSan's fibers, switched without synchronising, and the
-// emulation tells TSan what orders their accesses on a GPU: the barriers (each arrival a release, each
-// departure an acquire) and the launch (what the host wrote before it, what it reads after it). TSan
-// then reports two fibers' accesses to one address that no barrier orders, whatever order they ran in;
-// the scheduler's own bookkeeping is hidden from it (race_detector below).
+// emulation tells TSan what orders their accesses on a GPU: the block's barriers (each arrival a release,
+// each departure an acquire; a warp's collective operations order nothing, as on Volta and later: Barrier)
+// and the launch (what the host wrote before it, what it reads after it). TSan then reports two fibers'
+// accesses to one address that no barrier orders, whatever order they ran in; the scheduler's own
+// bookkeeping and the warps' slots are hidden from it (race_detector below).
 // mma.sync and ldmatrix follow the fragment layouts of the PTX ISA ("Matrix Fragments for
 // mma.m16n8k16 with floating point type", "ldmatrix"), written out here independently of the
 // kernels' own index arithmetic. Products are summed in float32 (the order differs
@@ -363,10 +364,14 @@ inline void FiberScheduler::fiber_main() {
 }
 
 // std::barrier's arrive_and_wait for fibers; a warp's barrier wakes its fibers to run next under
-// kWarpByWarp. For the race detector each arrival releases and each departure acquires the phase's
-// address: two addresses taken in turn, since a fiber leaving one phase can run on and arrive at the next
-// before another has left the first (which must not see that fiber's later accesses as ordered before
-// its own); by the phase after, every fiber has left the first.
+// kWarpByWarp. For the race detector each arrival at a block's barrier releases and each departure
+// acquires the phase's address: two addresses taken in turn, since a fiber leaving one phase can run on
+// and arrive at the next before another has left the first (which must not see that fiber's later
+// accesses as ordered before its own); by the phase after, every fiber has left the first. A warp's
+// barrier orders nothing for it: the warp's collective operations (shuffles, ldmatrix, mma.sync) exchange
+// registers, and since Volta they do not order the lanes' other memory accesses (only __syncwarp and
+// __syncthreads do), so a lane reading shared memory another lane of its warp wrote, with no barrier
+// between them, is reported (the slots the lanes exchange through are hidden from TSan, as registers).
 class Barrier {
  public:
   explicit Barrier(int threads, bool of_warp = false) : threads_(threads), of_warp_(of_warp) {}
@@ -375,8 +380,8 @@ class Barrier {
     bool last;
     {
       race_detector::Unobserved bookkeeping;
-      phase_address = &phase_addresses_[phase_ % 2];
-      race_detector::release(phase_address);
+      phase_address = of_warp_ ? nullptr : &phase_addresses_[phase_ % 2];
+      if (phase_address) race_detector::release(phase_address);
       last = ++arrived_ == threads_;
       if (last) {
         arrived_ = 0;
@@ -388,7 +393,7 @@ class Barrier {
     } else {
       current_scheduler->suspend(waiters_);
     }
-    race_detector::acquire(phase_address);
+    if (phase_address) race_detector::acquire(phase_address);
   }
 
  private:
@@ -463,12 +468,20 @@ namespace actattn {
 namespace cuda {
 namespace emulation {
 
-// A shuffle through the warp's slots: this lane's value in, lane ^ lane_mask's out.
+// A shuffle through the warp's slots: this lane's value in, lane ^ lane_mask's out. The slots stand for
+// registers, so TSan does not see them (Barrier says why).
 template <typename V>
 V exchange_xor(V (&slots)[32], V value, int lane_mask) {
-  slots[lane()] = value;
+  {
+    race_detector::Unobserved registers;
+    slots[lane()] = value;
+  }
   warp().barrier.arrive_and_wait();
-  const V other = slots[lane() ^ lane_mask];
+  V other;
+  {
+    race_detector::Unobserved registers;
+    other = slots[lane() ^ lane_mask];
+  }
   warp().barrier.arrive_and_wait();
   return other;
 }
@@ -505,10 +518,18 @@ inline void ldmatrix_x4(uint32_t (&r)[4], const void* shared, bool transpose) {
   using namespace emulation;
   WarpSlots& w = warp();
   const int l = lane();
-  w.address[l] = shared;
+  {
+    race_detector::Unobserved registers;  // the slots stand for registers (Barrier says why)
+    w.address[l] = shared;
+  }
   w.barrier.arrive_and_wait();
-  for (int j = 0; j < 4; ++j) {
-    auto at = [&](int row, int col) { return static_cast<const uint16_t*>(w.address[8 * j + row])[col]; };
+  const void* rows[32];
+  {
+    race_detector::Unobserved registers;
+    std::copy(w.address, w.address + 32, rows);
+  }
+  for (int j = 0; j < 4; ++j) {  // reads of shared memory: TSan sees these
+    auto at = [&](int row, int col) { return static_cast<const uint16_t*>(rows[8 * j + row])[col]; };
     const uint16_t lo = transpose ? at(2 * (l % 4), l / 4) : at(l / 4, 2 * (l % 4));
     const uint16_t hi = transpose ? at(2 * (l % 4) + 1, l / 4) : at(l / 4, 2 * (l % 4) + 1);
     r[j] = static_cast<uint32_t>(lo) | (static_cast<uint32_t>(hi) << 16);
@@ -546,25 +567,31 @@ inline void emulated_mma(FragCType& d, const FragAType& a, uint32_t b0, uint32_t
   using namespace emulation;
   WarpSlots& w = warp();
   const int l = lane();
-  std::memcpy(w.a[l], a.x, sizeof(w.a[l]));
-  w.b[l][0] = b0;
-  w.b[l][1] = b1;
+  {
+    race_detector::Unobserved registers;  // the slots stand for registers (Barrier says why)
+    std::memcpy(w.a[l], a.x, sizeof(w.a[l]));
+    w.b[l][0] = b0;
+    w.b[l][1] = b1;
+  }
   w.barrier.arrive_and_wait();
   // Only the rows of A and columns of B this lane's four outputs need (rows l/4 and l/4 + 8, held by
   // lanes 4(l/4) .. 4(l/4) + 3; columns 2(l%4) and 2(l%4) + 1, held by lanes 8(l%4) .. 8(l%4) + 7): the
   // whole of A and B in every lane was most of the emulation's arithmetic.
   float A[16][16], B[16][8];
-  for (int src = 4 * (l / 4); src < 4 * (l / 4) + 4; ++src) {
-    const int g = src / 4, t = src % 4;
-    for (int i = 0; i < 8; ++i) {
-      const int row = g + ((i == 2 || i == 3 || i == 6 || i == 7) ? 8 : 0);
-      const int col = 2 * t + (i & 1) + (i >= 4 ? 8 : 0);
-      A[row][col] = element<T>(w.a[src][i / 2], i % 2);
+  {
+    race_detector::Unobserved registers;
+    for (int src = 4 * (l / 4); src < 4 * (l / 4) + 4; ++src) {
+      const int g = src / 4, t = src % 4;
+      for (int i = 0; i < 8; ++i) {
+        const int row = g + ((i == 2 || i == 3 || i == 6 || i == 7) ? 8 : 0);
+        const int col = 2 * t + (i & 1) + (i >= 4 ? 8 : 0);
+        A[row][col] = element<T>(w.a[src][i / 2], i % 2);
+      }
     }
-  }
-  for (int src = 8 * (l % 4); src < 8 * (l % 4) + 8; ++src) {
-    const int g = src / 4, t = src % 4;
-    for (int i = 0; i < 4; ++i) B[2 * t + (i & 1) + (i >= 2 ? 8 : 0)][g] = element<T>(w.b[src][i / 2], i % 2);
+    for (int src = 8 * (l % 4); src < 8 * (l % 4) + 8; ++src) {
+      const int g = src / 4, t = src % 4;
+      for (int i = 0; i < 4; ++i) B[2 * t + (i & 1) + (i >= 2 ? 8 : 0)][g] = element<T>(w.b[src][i / 2], i % 2);
+    }
   }
   w.barrier.arrive_and_wait();
   for (int i = 0; i < 4; ++i) {
