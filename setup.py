@@ -36,11 +36,14 @@ def library_sources(with_cuda):
     if with_cuda:
         patterns += ["csrc/cuda/*.cpp", "kernels/cuda/*.cu"]
     found = (f for pattern in patterns for f in glob.glob(pattern, root_dir=ROOT))
-    # The CUDA sources first, the tensor-core ones (the most instantiations) first among them: each takes
-    # minutes to compile, a C++ source seconds, and ninja starts them in this order, so that a build on few
-    # cores does not end on one of them compiling alone.
-    return sorted((f for f in found if f != MODULE_SOURCE),
-                  key=lambda f: (not f.endswith(".cu"), not f.endswith("_tc.cu"), f))
+    return sorted(f for f in found if f != MODULE_SOURCE)
+
+
+def compile_order(sources):
+    """The CUDA sources first, the tensor-core ones (the most instantiations) first among them: each takes
+    minutes to compile, a C++ source seconds, and ninja starts them in the order given, so that a build on
+    few cores does not end on one of them compiling alone (setuptools sorts the sources by name)."""
+    return sorted(sources, key=lambda f: (not f.endswith(".cu"), not f.endswith("_tc.cu"), f))
 
 
 def want_cuda():
@@ -139,14 +142,19 @@ class BuildLibraryAndModule(BuildExtension):
         super().copy_extensions_to_source()
 
     def build_extension(self, ext):
+        compile_sources = self.compiler.compile  # torch's: writes the sources into a ninja file, in order
         if ext.name == LIBRARY:
             ext.extra_objects = self.compile_extra_cpu_isas(ext) + list(ext.extra_objects)
+            self.compiler.compile = lambda sources, *args, **kwargs: compile_sources(
+                compile_order(sources), *args, **kwargs)
         if ext.name == MODULE:
             # The library is built first (extensions build in list order). Named by its path after
             # --no-as-needed: the module calls none of its functions, loading it is the point.
             ext.extra_link_args = ["-Wl,--no-as-needed", self.get_ext_fullpath(LIBRARY), "-Wl,-rpath,$ORIGIN/lib"]
-        super().build_extension(ext)
-
+        try:
+            super().build_extension(ext)
+        finally:
+            self.compiler.compile = compile_sources
 
     def compile_extra_cpu_isas(self, ext):
         """Compiles kernels/cpu/ once per extra ISA, each into its own folder with its own flags, and
