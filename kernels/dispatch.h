@@ -77,18 +77,21 @@ void dispatch_head_dim(int64_t dim, Fn&& fn) {
   if (!found) throw std::invalid_argument("actattn: no tensor-core kernel for this head dim");
 }
 
-// The quadratic kernels' head dims: the above and 256 (Gemma's; linear attention's D x D state tile is
-// too large at 256).
-template <typename Fn>
-void dispatch_quadratic_head_dim(int64_t dim, Fn&& fn) {
-  if (dim == 256) return fn(std::integral_constant<int, 256>{});
-  dispatch_head_dim(dim, fn);
-}
-
 template <int kQk, int kV>
 struct HeadDims {
   static constexpr int qk = kQk, v = kV;
 };
+
+// Head dims (Dk, Dv) of the tensor-core quadratic kernels: Dk = Dv as above and 256 (Gemma's; linear
+// attention's D x D state tile is too large at 256), and (192, 128), multi-head latent attention's
+// (DeepSeek-V2 and -V3).
+template <typename Fn>
+void dispatch_quadratic_head_dims(int64_t qk_dim, int64_t v_dim, Fn&& fn) {
+  if (qk_dim == 192 && v_dim == 128) return fn(HeadDims<192, 128>{});
+  if (qk_dim != v_dim) throw std::invalid_argument("actattn: no tensor-core kernel for these head dims");
+  if (qk_dim == 256) return fn(HeadDims<256, 256>{});
+  dispatch_head_dim(qk_dim, [&](auto dim) { fn(HeadDims<dim.value, dim.value>{}); });
+}
 
 // Head dims (Dk, Dv) of the tensor-core linear kernels: Dk = Dv as above, and (64, 128), (128, 64).
 template <typename Fn>
@@ -128,14 +131,15 @@ void dispatch_feature_map(FeatureMapKind map, Fn&& fn) {
 }
 
 #if defined(__CUDACC__)
-// Every compile-time choice of a tensor-core quadratic kernel: fn(types, activation, banded, head dim);
+// Every compile-time choice of a tensor-core quadratic kernel: fn(types, activation, banded, head dims);
 // the activations with FastMath (score_activations.h).
 template <typename Fn>
 void dispatch_quadratic_tensor_core(const QuadraticParams& p, Fn&& fn) {
   dispatch_half_dtype(p.dtype, [&](auto types) {
     dispatch_score_activation<float, FastMath>(p.activation, [&](auto activation) {
       dispatch_bool(p.banded(), [&](auto banded) {
-        dispatch_quadratic_head_dim(p.shape.qk_dim, [&](auto dim) { fn(types, activation, banded, dim); });
+        dispatch_quadratic_head_dims(p.shape.qk_dim, p.shape.v_dim,
+                                     [&](auto dims) { fn(types, activation, banded, dims); });
       });
     });
   });

@@ -1,5 +1,6 @@
-// Quadratic attention backward on tensor cores (float16 / bfloat16, head dim 32, 64, 96, 128 or 256, sm_80+), by
-// recomputation of the scores tile by tile:
+// Quadratic attention backward on tensor cores (float16 / bfloat16, sm_80+; head dims Dk = Dv = 32, 64, 96,
+// 128 or 256, and (Dk, Dv) = (192, 128), multi-head latent attention's), by recomputation of the scores
+// tile by tile:
 //   s_ij = scale q_i.k_j + bias, p_ij = prob(s_ij), dp_ij = dO_i.v_j, ds_ij = dscore(s_ij, p_ij, dp_ij, delta_i)
 //   dV = P^T dO,  dK = scale dS^T Q,  dQ = scale dS K
 // (softmax: p_ij = exp(s_ij - lse_i) from the forward's log-sum-exp, delta_i = dO_i.O_i written beforehand
@@ -7,32 +8,33 @@
 //
 // Two kernels, each owning what it writes, so gradients are bit-identical run to run (no atomics):
 //  - key gradients: a block owns 64 keys (16 at D = 256) and walks the query tiles that see them. Its warps
-//    form four row groups of 16 keys (one at D = 256) times one column group (D <= 96) or D / 64. Per tile
-//    each warp forms S^T = K Q^T and
+//    form four row groups of 16 keys (one at D = 256) times one column group (D <= 96), two (D = 128 and
+//    (192, 128)) or four (D = 256). Per tile each warp forms S^T = K Q^T and
 //    dP^T = V dO^T for its 16 keys and its column group's share of the tile's queries (mma.sync), turns
 //    them into P^T and dS^T, and adds P^T dO and dS^T Q to the columns of dV, dK it owns (float32).
-//    With one column group (D <= 96) P^T and dS^T stay in registers; with two or four (D = 128, 256)
-//    each warp holds a 16 x 32 or 16 x 16 share of them, so they pass through shared memory (one more
-//    barrier per tile). Splitting the columns is what keeps D >= 128 out of local memory: one warp owning
-//    all 128 columns held 128 float32 accumulators per thread, and spilled (FlashAttention-2 splits its
-//    dK, dV the same way). At D = 256 the walked tiles (64 queries of Q and dO, double-buffered: 132 KiB)
+//    With one column group P^T and dS^T stay in registers; with two or four each warp holds a 16 x 32
+//    or 16 x 16 share of them, so they pass through shared memory (one more barrier per tile). Splitting
+//    the columns is what keeps D >= 128 out of local memory: one warp owning all 128 columns of dK and
+//    of dV held 128 float32 accumulators per thread, and spilled (FlashAttention-2 splits its dK, dV
+//    the same way). At D = 256 the walked tiles (64 queries of Q and dO, double-buffered: 132 KiB)
 //    leave room for one row group's K and V only within A100's 163 KiB.
 //  - query gradients: a block of 4 warps owns 64 queries and walks the key tiles they see: S = Q K^T,
 //    dP = dO V^T, dQ += dS K. Up to D = 128 each warp keeps its Q and dO rows in registers as mma
-//    fragments; at D = 256 (dQ's 16 x 256 accumulator alone takes 128 registers) it reads them from
-//    shared memory at each k-step, and walks key tiles of 16.
+//    fragments; beyond (dQ's 16 x 256 accumulator alone takes 128 registers at D = 256) it reads them
+//    from shared memory at each k-step, and walks key tiles of 16 at D = 256, 32 at (192, 128).
 // With dropout (dropout.h) dV takes z p and ds takes z dp, z the pair's regenerated factor.
 // S and dP are computed twice (7 tile products per tile pair instead of flash-attention 2's 5, which
 // adds dQ with atomics): the price of determinism by construction.
-// Tiles: the dK/dV kernel walks query tiles of 64 at D <= 64 and D >= 128 (whose column groups share
-// the tile's scores), 32 at D = 96; the dQ kernel key tiles of 64 at D <= 64, 32 at D = 96 and 128, 16 at
-// 256; so the float32 accumulators fit in registers. The walked tiles are double-buffered and loaded with
-// cp.async: tile i + 1 is in flight while tile i is multiplied (one barrier per tile, two with the
+// Tiles: the dK/dV kernel walks query tiles of 64 at D <= 64 and with column groups (whose warps share
+// the tile's scores), 32 at D = 96; the dQ kernel key tiles of 64 at D <= 64, 32 at D = 96, 128 and
+// (192, 128), 16 at 256; so the float32 accumulators fit in registers. The walked tiles are
+// double-buffered and loaded with cp.async: tile i + 1 is in flight while tile i is multiplied (one barrier per tile, two with the
 // shared P^T), except in the D = 256 dK/dV kernel's compact tiles (below: one buffer, loaded after use).
-// Memory: shared tiles only (dK/dV kernel 31, 55, 52.5, 121 and 154 KiB at D = 32, 64, 96, 128, 256, and
-// in the compact tiles of GPUs granting 99 KiB (sm_86 / 89) 78.5 KiB at D = 128, 87.5 KiB at D = 256;
-// dQ kernel 30, 54, 52, 68 and 99 KiB), so every sm_80+ GPU takes this backward at every tiled head dim;
-// never N x N.
+// Memory: shared tiles only (dK/dV kernel 31, 55, 52.5, 121 and 154 KiB at D = 32, 64, 96, 128, 256 and
+// 145 KiB at (192, 128), and in the compact tiles of GPUs granting 99 KiB (sm_86 / 89) 78.5 KiB at
+// D = 128, 87.5 KiB at D = 256, 94.5 KiB at (192, 128); dQ kernel 30, 54, 52, 68, 99 and 84 KiB), so
+// every sm_80+ GPU takes this backward at every tiled head dim; never N x N.
+// Tiles of Q and K have rows of Dk elements, tiles of V and dO rows of Dv (each padded by 8).
 #pragma once
 
 #include <cmath>
@@ -49,40 +51,43 @@ constexpr int kWarps = 4;                // of the dQ kernel
 constexpr int kThreads = kWarps * kWarp;  // of the dQ kernel
 constexpr int kBlockRows = 16 * kWarps;   // queries a dQ block owns
 
-// Rows of the key tiles the dQ kernel walks (and of the query tiles the dK/dV kernel walks at D <= 96).
-template <int kD>
+// Rows of the key tiles the dQ kernel walks (and of the query tiles the dK/dV kernel walks with one
+// column group).
+template <int kDk, int kDv>
 constexpr int walk_tile() {
-  return kD <= 64 ? 64 : kD <= 128 ? 32 : 16;
+  constexpr int kWidest = kDk > kDv ? kDk : kDv;
+  return kWidest <= 64 ? 64 : kWidest <= 192 ? 32 : 16;
 }
 
-// The dQ kernel keeps its Q and dO rows in registers as mma fragments (kD / 16 of each, 4 registers
-// apiece) up to D = 128.
-template <int kD>
+// The dQ kernel keeps its Q and dO rows in registers as mma fragments (Dk / 16 and Dv / 16 of them, 4
+// registers apiece) up to D = 128.
+template <int kDk, int kDv>
 constexpr bool query_fragments_in_registers() {
-  return kD <= 128;
+  return kDk <= 128 && kDv <= 128;
 }
 
-// The dK/dV kernel's row groups of 16 keys, and the keys a block owns.
-template <int kD>
+// The dK/dV kernel's row groups of 16 keys, and the keys a block owns: one group at D = 256, where the
+// walked tiles leave no shared memory for more keys.
+template <int kDk, int kDv>
 constexpr int key_grads_row_groups() {
-  return kD <= 128 ? 4 : 1;
+  return kDk + kDv <= 320 ? 4 : 1;
 }
 
-template <int kD>
+template <int kDk, int kDv>
 constexpr int key_grads_block_rows() {
-  return 16 * key_grads_row_groups<kD>();
+  return 16 * key_grads_row_groups<kDk, kDv>();
 }
 
-// The dK/dV kernel's column groups and threads: a warp holds up to 96 gradient columns of dK and of dV
-// (96 float32 accumulators per thread), wider heads are split in groups of 64 columns.
-template <int kD>
+// The dK/dV kernel's column groups and threads: the fewest groups (1, 2 or 4) that leave a warp at most
+// 192 gradient columns of dK and dV together (96 float32 accumulators per thread).
+template <int kDk, int kDv>
 constexpr int key_grads_column_groups() {
-  return kD <= 96 ? 1 : kD / 64;
+  return kDk + kDv <= 192 ? 1 : kDk + kDv <= 384 ? 2 : 4;
 }
 
-template <int kD>
+template <int kDk, int kDv>
 constexpr int key_grads_threads() {
-  return key_grads_row_groups<kD>() * key_grads_column_groups<kD>() * kWarp;
+  return key_grads_row_groups<kDk, kDv>() * key_grads_column_groups<kDk, kDv>() * kWarp;
 }
 
 // The query tiles the dK/dV kernel walks: their rows and how many buffers of them (2: the next tile in
@@ -93,24 +98,26 @@ constexpr int key_grads_threads() {
 // products. Its registers (172 per thread) already allowed only one block of 8 warps per SM, which the
 // larger tile's shared memory keeps.
 // kCompact: the tiles of GPUs granting a block 99 KiB (sm_86 / 89, sm_120), where the above does not
-// fit: 32 rows at D = 128; at D = 256 the same 64 rows in one buffer (87.5 KiB instead of 154: the
-// loads no longer overlap the products; smaller tiles would make the warps' shares of the scores
-// narrower than the 16 columns mma_shared_a_bt forms at a time). Other head dims fit everywhere and
-// have no compact tiles. Either way each gradient sees the same products in the same order (tiles
-// start at the same query and are multiplied 16 queries at a time), so the gradients are the same bits.
-template <int kD, bool kCompact = false>
+// fit: 32 rows at D = 128 and (192, 128); at D = 256 the same 64 rows in one buffer (87.5 KiB instead of
+// 154: the loads no longer overlap the products; smaller tiles would make the warps' shares of the
+// scores narrower than the 16 columns mma_shared_a_bt forms at a time). Head dims with one column group
+// fit everywhere and have no compact tiles. Either way each gradient sees the same products in the same
+// order (tiles start at the same query and are multiplied 16 queries at a time), so the gradients are
+// the same bits.
+template <int kDk, int kDv, bool kCompact = false>
 constexpr int key_grads_walk_tile() {
-  return key_grads_column_groups<kD>() == 1 ? walk_tile<kD>() : kCompact && kD == 128 ? 32 : 64;
+  if (key_grads_column_groups<kDk, kDv>() == 1) return walk_tile<kDk, kDv>();
+  return kCompact && key_grads_row_groups<kDk, kDv>() > 1 ? 32 : 64;
 }
 
-template <int kD, bool kCompact = false>
+template <int kDk, int kDv, bool kCompact = false>
 constexpr int key_grads_walk_buffers() {
-  return kCompact && kD == 256 ? 1 : 2;
+  return kCompact && key_grads_row_groups<kDk, kDv>() == 1 ? 1 : 2;
 }
 
-template <int kD>
+template <int kDk, int kDv>
 constexpr bool key_grads_has_compact_tiles() {
-  return kD >= 128;
+  return key_grads_column_groups<kDk, kDv>() > 1;
 }
 
 // Leading dimension of the dK/dV kernel's shared P^T and dS^T tiles (keys x walked queries).
@@ -119,43 +126,46 @@ constexpr int pair_tile_ld() {
   return kWalk + 8;
 }
 
-// Bytes of `rows` shared rows of a head (padded by 8 elements against bank conflicts).
-template <int kD>
-constexpr int rows_bytes(int rows) {
-  return rows * (kD + 8) * 2;
+// Bytes of `rows` shared rows of each of two tiles, one of Q or K (Dk wide) and one of dO or V (Dv wide):
+// every tile of these kernels comes with its partner (padded by 8 elements against bank conflicts).
+template <int kDk, int kDv>
+constexpr int paired_rows_bytes(int rows) {
+  return rows * (kDk + 8 + kDv + 8) * 2;
 }
 
 // The dQ kernel's own Q and dO tiles and two buffers of K and V tiles, so that the next is in flight
 // while the current one is used.
-template <int kD>
+template <int kDk, int kDv>
 constexpr int query_grads_shared_bytes() {
-  return rows_bytes<kD>(2 * kBlockRows + 2 * 2 * walk_tile<kD>());
+  return paired_rows_bytes<kDk, kDv>(kBlockRows + 2 * walk_tile<kDk, kDv>());
 }
 
 // The dK/dV kernel's own K and V tiles, its buffers of the walked Q and dO tiles and of their rows'
 // log-sum-exp and delta, and P^T and dS^T when they pass through shared memory (more than one column
 // group).
-template <int kD, bool kCompact = false>
+template <int kDk, int kDv, bool kCompact = false>
 constexpr int key_grads_walked_tiles_bytes() {
-  constexpr int kWalked = key_grads_walk_buffers<kD, kCompact>() * key_grads_walk_tile<kD, kCompact>();
-  return rows_bytes<kD>(2 * key_grads_block_rows<kD>() + 2 * kWalked) + 2 * kWalked * 4;
+  constexpr int kWalked =
+      key_grads_walk_buffers<kDk, kDv, kCompact>() * key_grads_walk_tile<kDk, kDv, kCompact>();
+  return paired_rows_bytes<kDk, kDv>(key_grads_block_rows<kDk, kDv>() + kWalked) + 2 * kWalked * 4;
 }
 
-template <int kD, bool kCompact = false>
+template <int kDk, int kDv, bool kCompact = false>
 constexpr int key_grads_shared_bytes() {
-  constexpr int kKeys = key_grads_block_rows<kD>();
-  return key_grads_walked_tiles_bytes<kD, kCompact>() +
-         (key_grads_column_groups<kD>() > 1 ? 2 * kKeys * pair_tile_ld<key_grads_walk_tile<kD, kCompact>()>() * 2
-                                            : 0);
+  constexpr int kKeys = key_grads_block_rows<kDk, kDv>();
+  return key_grads_walked_tiles_bytes<kDk, kDv, kCompact>() +
+         (key_grads_column_groups<kDk, kDv>() > 1
+              ? 2 * kKeys * pair_tile_ld<key_grads_walk_tile<kDk, kDv, kCompact>()>() * 2
+              : 0);
 }
 
 // The least shared memory the backward's two kernels need on some GPU (the dK/dV kernel's compact tiles
 // where it has them): what a GPU must grant a block for this backward to take the tensor cores. 99 KiB
 // at D = 256 (the dQ kernel, exactly what sm_86 / 89 grant).
-template <int kD>
+template <int kDk, int kDv>
 constexpr int least_shared_bytes() {
-  const int key_grads = key_grads_shared_bytes<kD, key_grads_has_compact_tiles<kD>()>();
-  return key_grads > query_grads_shared_bytes<kD>() ? key_grads : query_grads_shared_bytes<kD>();
+  const int key_grads = key_grads_shared_bytes<kDk, kDv, key_grads_has_compact_tiles<kDk, kDv>()>();
+  return key_grads > query_grads_shared_bytes<kDk, kDv>() ? key_grads : query_grads_shared_bytes<kDk, kDv>();
 }
 
 // Dropped weight z p and dL/ds of one pair (z its dropout factor), 0 for pairs that do not take part
@@ -182,25 +192,29 @@ __device__ __forceinline__ void store_row(const RowView& view, int64_t b, int64_
   }
 }
 
-template <typename T, typename Activation, bool kBanded, int kD, bool kCompact = false>
-__global__ void __launch_bounds__(key_grads_threads<kD>()) key_grads_kernel(const QuadraticParams p, Activation act) {
-  constexpr int kLd = kD + 8, kSteps = kD / 16;
-  constexpr int kQueries = key_grads_walk_tile<kD, kCompact>(), kBuffers = key_grads_walk_buffers<kD, kCompact>();
-  constexpr int kGroups = key_grads_column_groups<kD>(), kBlockThreads = key_grads_threads<kD>();
-  constexpr int kRowGroups = key_grads_row_groups<kD>(), kKeys = key_grads_block_rows<kD>();
-  // A warp's share of a walked tile's queries (S^T, dP^T columns) and of the gradient columns.
-  constexpr int kWarpQueries = kQueries / kGroups, kWarpColumns = kD / kGroups;
-  constexpr int kPairTiles = kWarpQueries / 8, kGradTiles = kWarpColumns / 8, kPairLd = pair_tile_ld<kQueries>();
+template <typename T, typename Activation, bool kBanded, int kDk, int kDv, bool kCompact = false>
+__global__ void __launch_bounds__(key_grads_threads<kDk, kDv>())
+    key_grads_kernel(const QuadraticParams p, Activation act) {
+  constexpr int kLd = kDk + 8, kLdV = kDv + 8;  // rows of the Q and K tiles, of the dO and V tiles
+  constexpr int kQueries = key_grads_walk_tile<kDk, kDv, kCompact>();
+  constexpr int kBuffers = key_grads_walk_buffers<kDk, kDv, kCompact>();
+  constexpr int kGroups = key_grads_column_groups<kDk, kDv>(), kBlockThreads = key_grads_threads<kDk, kDv>();
+  constexpr int kRowGroups = key_grads_row_groups<kDk, kDv>(), kKeys = key_grads_block_rows<kDk, kDv>();
+  static_assert(kDk % (8 * kGroups) == 0 && kDv % (8 * kGroups) == 0, "column groups of whole 8-column tiles");
+  // A warp's share of a walked tile's queries (S^T, dP^T columns) and of the gradient columns of dK and dV.
+  constexpr int kWarpQueries = kQueries / kGroups, kWarpColumns = kDk / kGroups, kWarpValueColumns = kDv / kGroups;
+  constexpr int kPairTiles = kWarpQueries / 8, kPairLd = pair_tile_ld<kQueries>();
   T* k_tile = dynamic_shared<T>();
   T* v_tile = k_tile + kKeys * kLd;
   // Buffer n of the walked tiles: q at q_tiles + n kQueries kLd, dO after the q buffers, and so on
   // (offsets, not arrays of pointers, which a run-time index would put in local memory).
-  T* q_tiles = v_tile + kKeys * kLd;
+  T* q_tiles = v_tile + kKeys * kLdV;
   T* dout_tiles = q_tiles + kBuffers * kQueries * kLd;
-  float* lse_tiles = reinterpret_cast<float*>(dout_tiles + kBuffers * kQueries * kLd);
+  float* lse_tiles = reinterpret_cast<float*>(dout_tiles + kBuffers * kQueries * kLdV);
   float* delta_tiles = lse_tiles + kBuffers * kQueries;
   // P^T and dS^T of the current tile (keys x queries), when they pass through shared memory.
-  static_assert(key_grads_walked_tiles_bytes<kD, kCompact>() % 16 == 0, "ldmatrix reads 16-byte aligned rows of P^T");
+  static_assert(key_grads_walked_tiles_bytes<kDk, kDv, kCompact>() % 16 == 0,
+                "ldmatrix reads 16-byte aligned rows of P^T");
   T* prob_tile = reinterpret_cast<T*>(delta_tiles + kBuffers * kQueries);
   T* dscore_tile = prob_tile + kKeys * kPairLd;
 
@@ -209,7 +223,8 @@ __global__ void __launch_bounds__(key_grads_threads<kD>()) key_grads_kernel(cons
   const int64_t k0 = int64_t(blockIdx.y) * kKeys;
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp, g = lane / 4, t = lane % 4;
   const int key_group = warp % kRowGroups, column_group = warp / kRowGroups;
-  const int first_query = column_group * kWarpQueries, first_column = column_group * kWarpColumns;
+  const int first_query = column_group * kWarpQueries, first_column = column_group * kWarpColumns,
+            first_value_column = column_group * kWarpValueColumns;
   const int64_t keys = keys_of(p.key_lengths, b, s.k_len);
   const KeyBand band = key_band(p, keys);  // banded: query i sees keys [band.begin(i), band.end(i))
   const SequenceConstants<float> constants = sequence_constants<float>(p, b);
@@ -222,10 +237,10 @@ __global__ void __launch_bounds__(key_grads_threads<kD>()) key_grads_kernel(cons
 
   // Starts loading query tile i0 (and its rows' statistics) into buffer `buffer`.
   const auto load_query_tile = [&](int buffer, int64_t i0) {
-    mma::load_tile_async<T, kQueries, kD, kBlockThreads>(q_tiles + buffer * kQueries * kLd, kLd, p.q, b, h, i0,
-                                                         s.q_len);
-    mma::load_tile_async<T, kQueries, kD, kBlockThreads>(dout_tiles + buffer * kQueries * kLd, kLd, p.grad_out, b, h,
-                                                         i0, s.q_len);
+    mma::load_tile_async<T, kQueries, kDk, kBlockThreads>(q_tiles + buffer * kQueries * kLd, kLd, p.q, b, h, i0,
+                                                          s.q_len);
+    mma::load_tile_async<T, kQueries, kDv, kBlockThreads>(dout_tiles + buffer * kQueries * kLdV, kLdV, p.grad_out, b,
+                                                          h, i0, s.q_len);
     if constexpr (Activation::kNormalizesRows) {
       mma::load_floats_async<kQueries, kBlockThreads>(lse_tiles + buffer * kQueries, lse + bh * s.q_len, i0, s.q_len);
       mma::load_floats_async<kQueries, kBlockThreads>(delta_tiles + buffer * kQueries, delta + bh * s.q_len, i0,
@@ -236,9 +251,9 @@ __global__ void __launch_bounds__(key_grads_threads<kD>()) key_grads_kernel(cons
     for (int idx = threadIdx.x; idx < kBuffers * kQueries; idx += kBlockThreads) lse_tiles[idx] = delta_tiles[idx] = 0.f;
   }
   const T* warp_k = k_tile + key_group * 16 * kLd;
-  const T* warp_v = v_tile + key_group * 16 * kLd;
+  const T* warp_v = v_tile + key_group * 16 * kLdV;
 
-  mma::FragC grad_k[kGradTiles], grad_v[kGradTiles];
+  mma::FragC grad_k[kWarpColumns / 8], grad_v[kWarpValueColumns / 8];
   mma::zero(grad_k);
   mma::zero(grad_v);
 
@@ -248,8 +263,8 @@ __global__ void __launch_bounds__(key_grads_threads<kD>()) key_grads_kernel(cons
       kBanded && k0 < keys ? band.query_end(min(k0 + kKeys, keys) - 1, s.q_len) : s.q_len;
   const int64_t row_begin = kBanded ? band.first_query(k0, s.q_len) : 0;
   if (k0 < keys && row_begin < row_end) {
-    mma::load_tile_async<T, kKeys, kD, kBlockThreads>(k_tile, kLd, p.k, b, h, k0, keys);
-    mma::load_tile_async<T, kKeys, kD, kBlockThreads>(v_tile, kLd, p.v, b, h, k0, keys);
+    mma::load_tile_async<T, kKeys, kDk, kBlockThreads>(k_tile, kLd, p.k, b, h, k0, keys);
+    mma::load_tile_async<T, kKeys, kDv, kBlockThreads>(v_tile, kLdV, p.v, b, h, k0, keys);
     load_query_tile(0, row_begin);
   }
   int buffer = 0;
@@ -259,7 +274,7 @@ __global__ void __launch_bounds__(key_grads_threads<kD>()) key_grads_kernel(cons
     const bool more = i0 + kQueries < row_end;
     if (kBuffers == 2 && more) load_query_tile(buffer ^ 1, i0 + kQueries);  // in flight during this tile
     const T* q_tile = q_tiles + buffer * kQueries * kLd;
-    const T* dout_tile = dout_tiles + buffer * kQueries * kLd;
+    const T* dout_tile = dout_tiles + buffer * kQueries * kLdV;
     const float* lse_tile = lse_tiles + buffer * kQueries;
     const float* delta_tile = delta_tiles + buffer * kQueries;
 
@@ -267,8 +282,8 @@ __global__ void __launch_bounds__(key_grads_threads<kD>()) key_grads_kernel(cons
     mma::FragC prob[kPairTiles], dscore[kPairTiles];
     mma::zero(prob);
     mma::zero(dscore);
-    mma::mma_shared_a_bt<T, kSteps>(prob, warp_k, kLd, q_tile + first_query * kLd, kLd, lane);
-    mma::mma_shared_a_bt<T, kSteps>(dscore, warp_v, kLd, dout_tile + first_query * kLd, kLd, lane);
+    mma::mma_shared_a_bt<T, kDk / 16>(prob, warp_k, kLd, q_tile + first_query * kLd, kLd, lane);
+    mma::mma_shared_a_bt<T, kDv / 16>(dscore, warp_v, kLdV, dout_tile + first_query * kLdV, kLdV, lane);
 #pragma unroll
     for (int n = 0; n < kPairTiles; ++n) {
 #pragma unroll
@@ -283,7 +298,7 @@ __global__ void __launch_bounds__(key_grads_threads<kD>()) key_grads_kernel(cons
       }
     }
     if constexpr (kGroups == 1) {
-      mma::mma_p_b<T, kQueries / 16>(grad_v, prob, dout_tile, kLd, lane);
+      mma::mma_p_b<T, kQueries / 16>(grad_v, prob, dout_tile, kLdV, lane);
       mma::mma_p_b<T, kQueries / 16>(grad_k, dscore, q_tile, kLd, lane);
     } else {
       // Every warp needs its 16 keys' P^T and dS^T over all the tile's queries: the column groups
@@ -300,8 +315,8 @@ __global__ void __launch_bounds__(key_grads_threads<kD>()) key_grads_kernel(cons
       }
       __syncthreads();  // every share written
       const int warp_rows = key_group * 16 * kPairLd;
-      mma::mma_shared_a_b<T, kQueries / 16>(grad_v, prob_tile + warp_rows, kPairLd, dout_tile + first_column, kLd,
-                                            lane);
+      mma::mma_shared_a_b<T, kQueries / 16>(grad_v, prob_tile + warp_rows, kPairLd, dout_tile + first_value_column,
+                                            kLdV, lane);
       mma::mma_shared_a_b<T, kQueries / 16>(grad_k, dscore_tile + warp_rows, kPairLd, q_tile + first_column, kLd,
                                             lane);
     }
@@ -314,17 +329,18 @@ __global__ void __launch_bounds__(key_grads_threads<kD>()) key_grads_kernel(cons
 #pragma unroll
   for (int half = 0; half < 2; ++half) {
     store_row<T>(p.grad_k, b, h, key_rows[half], s.k_len, first_column, grad_k, half, scale, t);
-    store_row<T>(p.grad_v, b, h, key_rows[half], s.k_len, first_column, grad_v, half, 1.f, t);
+    store_row<T>(p.grad_v, b, h, key_rows[half], s.k_len, first_value_column, grad_v, half, 1.f, t);
   }
 }
 
-template <typename T, typename Activation, bool kBanded, int kD>
+template <typename T, typename Activation, bool kBanded, int kDk, int kDv>
 __global__ void __launch_bounds__(kThreads) query_grads_kernel(const QuadraticParams p, Activation act) {
-  constexpr int kLd = kD + 8, kSteps = kD / 16, kKeys = walk_tile<kD>();
-  constexpr int kPairTiles = kKeys / 8, kGradTiles = kD / 8;
+  constexpr int kLd = kDk + 8, kLdV = kDv + 8;  // rows of the Q and K tiles, of the dO and V tiles
+  constexpr int kSteps = kDk / 16, kValueSteps = kDv / 16, kKeys = walk_tile<kDk, kDv>();
+  constexpr int kPairTiles = kKeys / 8, kGradTiles = kDk / 8;
   T* q_tile = dynamic_shared<T>();
   T* dout_tile = q_tile + kBlockRows * kLd;
-  T* k_tiles = dout_tile + kBlockRows * kLd;  // buffer n at k_tiles + n kKeys kLd, then the V buffers
+  T* k_tiles = dout_tile + kBlockRows * kLdV;  // buffer n at k_tiles + n kKeys kLd, then the V buffers
   T* v_tiles = k_tiles + 2 * kKeys * kLd;
 
   const AttentionShape s = p.shape;
@@ -352,28 +368,27 @@ __global__ void __launch_bounds__(kThreads) query_grads_kernel(const QuadraticPa
 
   // Starts loading key tile k0 (keys and values) into buffer `buffer`.
   const auto load_key_tile = [&](int buffer, int64_t k0) {
-    mma::load_tile_async<T, kKeys, kD, kThreads>(k_tiles + buffer * kKeys * kLd, kLd, p.k, b, h, k0, keys);
-    mma::load_tile_async<T, kKeys, kD, kThreads>(v_tiles + buffer * kKeys * kLd, kLd, p.v, b, h, k0, keys);
+    mma::load_tile_async<T, kKeys, kDk, kThreads>(k_tiles + buffer * kKeys * kLd, kLd, p.k, b, h, k0, keys);
+    mma::load_tile_async<T, kKeys, kDv, kThreads>(v_tiles + buffer * kKeys * kLdV, kLdV, p.v, b, h, k0, keys);
   };
   const int64_t key_begin = kBanded ? band.begin(q0) / kKeys * kKeys : 0;
   const int64_t key_end = kBanded ? band.end(q0 + kBlockRows - 1) : keys;
 
-  mma::load_tile_async<T, kBlockRows, kD, kThreads>(q_tile, kLd, p.q, b, h, q0, s.q_len);
-  mma::load_tile_async<T, kBlockRows, kD, kThreads>(dout_tile, kLd, p.grad_out, b, h, q0, s.q_len);
+  mma::load_tile_async<T, kBlockRows, kDk, kThreads>(q_tile, kLd, p.q, b, h, q0, s.q_len);
+  mma::load_tile_async<T, kBlockRows, kDv, kThreads>(dout_tile, kLdV, p.grad_out, b, h, q0, s.q_len);
   if (key_begin < key_end) load_key_tile(0, key_begin);
   mma::cp_async_wait_all();
   __syncthreads();
-  constexpr bool kFragmentsInRegisters = query_fragments_in_registers<kD>();
+  constexpr bool kFragmentsInRegisters = query_fragments_in_registers<kDk, kDv>();
   const T* warp_queries = q_tile + warp * 16 * kLd;
-  const T* warp_dout = dout_tile + warp * 16 * kLd;
+  const T* warp_dout = dout_tile + warp * 16 * kLdV;
   // Unused (and removed by the compiler) when the rows are read from shared memory.
-  mma::FragA q_frag[kFragmentsInRegisters ? kSteps : 1], dout_frag[kFragmentsInRegisters ? kSteps : 1];
+  mma::FragA q_frag[kFragmentsInRegisters ? kSteps : 1], dout_frag[kFragmentsInRegisters ? kValueSteps : 1];
   if constexpr (kFragmentsInRegisters) {
 #pragma unroll
-    for (int ks = 0; ks < kSteps; ++ks) {
-      q_frag[ks] = mma::load_a(warp_queries + ks * 16, kLd, lane);
-      dout_frag[ks] = mma::load_a(warp_dout + ks * 16, kLd, lane);
-    }
+    for (int ks = 0; ks < kSteps; ++ks) q_frag[ks] = mma::load_a(warp_queries + ks * 16, kLd, lane);
+#pragma unroll
+    for (int ks = 0; ks < kValueSteps; ++ks) dout_frag[ks] = mma::load_a(warp_dout + ks * 16, kLdV, lane);
   }
 
   mma::FragC grad_q[kGradTiles];
@@ -384,21 +399,28 @@ __global__ void __launch_bounds__(kThreads) query_grads_kernel(const QuadraticPa
     __syncthreads();           // everyone's part; every warp is done with the other buffer's tile
     if (k0 + kKeys < key_end) load_key_tile(buffer ^ 1, k0 + kKeys);  // in flight during this tile
     const T* k_tile = k_tiles + buffer * kKeys * kLd;
-    const T* v_tile = v_tiles + buffer * kKeys * kLd;
+    const T* v_tile = v_tiles + buffer * kKeys * kLdV;
 
     mma::FragC prob[kPairTiles], dscore[kPairTiles];
     mma::zero(prob);
     mma::zero(dscore);
     if constexpr (kFragmentsInRegisters) {
       mma::mma_a_bt<T>(prob, q_frag, k_tile, kLd, lane);
-      mma::mma_a_bt<T>(dscore, dout_frag, v_tile, kLd, lane);
+      mma::mma_a_bt<T>(dscore, dout_frag, v_tile, kLdV, lane);
     } else {
       // Two k-steps at a time, as the D = 256 forward (quadratic_forward_tc.cuh), whose loop spilled
-      // unrolled whole: here 240-252 registers, no spill.
+      // unrolled whole: here 240-252 registers at D = 256, no spill. Where Dk != Dv one of the products
+      // stops early (the conditions are constant at D = 256, whose code they leave as it was).
+      constexpr int kWidestSteps = kSteps > kValueSteps ? kSteps : kValueSteps;
 #pragma unroll 2
-      for (int ks = 0; ks < kSteps; ++ks) {
-        mma::mma_step_a_bt<T>(prob, mma::load_a(warp_queries + ks * 16, kLd, lane), k_tile + ks * 16, kLd, lane);
-        mma::mma_step_a_bt<T>(dscore, mma::load_a(warp_dout + ks * 16, kLd, lane), v_tile + ks * 16, kLd, lane);
+      for (int ks = 0; ks < kWidestSteps; ++ks) {
+        if (ks < kSteps) {
+          mma::mma_step_a_bt<T>(prob, mma::load_a(warp_queries + ks * 16, kLd, lane), k_tile + ks * 16, kLd, lane);
+        }
+        if (ks < kValueSteps) {
+          mma::mma_step_a_bt<T>(dscore, mma::load_a(warp_dout + ks * 16, kLdV, lane), v_tile + ks * 16, kLdV,
+                                lane);
+        }
       }
     }
 #pragma unroll

@@ -1,4 +1,4 @@
-// Launches the kernels of quadratic_forward_tc.cuh: dispatch of dtype, activation, masking and head dim.
+// Launches the kernels of quadratic_forward_tc.cuh: dispatch of dtype, activation, masking and head dims.
 #include "../dispatch.h"
 #include "quadratic_forward_tc.cuh"
 #include "tensor_core_paths.h"
@@ -9,10 +9,10 @@ namespace {
 
 using namespace quadratic_forward_tc;
 
-template <int kD, typename T, typename Activation, bool kBanded>
+template <int kDk, int kDv, typename T, typename Activation, bool kBanded>
 void launch(const QuadraticParams& params, Activation activation, cudaStream_t stream) {
-  auto kernel = forward_kernel<T, Activation, kBanded, kD>;
-  constexpr int shared = forward_shared_bytes<kD>();
+  auto kernel = forward_kernel<T, Activation, kBanded, kDk, kDv>;
+  constexpr int shared = forward_shared_bytes<kDk, kDv>();
   allow_dynamic_shared(kernel, shared, "quadratic_attention_forward (tensor cores)");
   const AttentionShape& s = params.shape;
   const dim3 grid(static_cast<unsigned>(s.batch * s.heads), blocks_for(s.q_len, kBlockRows));
@@ -23,8 +23,8 @@ void launch(const QuadraticParams& params, Activation activation, cudaStream_t s
 }  // namespace
 
 void quadratic_forward_tensor_core(const QuadraticParams& params, cudaStream_t stream) {
-  dispatch_quadratic_tensor_core(params, [&](auto types, auto activation, auto banded, auto dim) {
-    launch<decltype(dim)::value, typename decltype(types)::scalar_t, decltype(activation), decltype(banded)::value>(
+  dispatch_quadratic_tensor_core(params, [&](auto types, auto activation, auto banded, auto dims) {
+    launch<dims.qk, dims.v, typename decltype(types)::scalar_t, decltype(activation), decltype(banded)::value>(
         params, activation, stream);
   });
 }

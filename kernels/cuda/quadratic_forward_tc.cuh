@@ -1,21 +1,22 @@
-// Quadratic attention forward on tensor cores (float16 / bfloat16, head dim 32, 64, 96, 128 or 256, sm_80+):
-// O = act(scale * Q K^T + bias) V, flash-attention 2's schedule.
+// Quadratic attention forward on tensor cores (float16 / bfloat16, sm_80+; head dims Dk = Dv = 32, 64, 96,
+// 128 or 256, and (Dk, Dv) = (192, 128), the query-key and value head dims of multi-head latent
+// attention, DeepSeek-V2's): O = act(scale * Q K^T + bias) V, flash-attention 2's schedule.
 //
 // Algorithm: a block of 4 warps owns 64 query rows of one (batch, head), 16 rows per warp, and walks the
-// visible keys in tiles of 64 (32 at D = 256; causal: only tiles that start at or before the block's last
-// row). Per tile,
+// visible keys in tiles of 64 (32 beyond Dk = 128; causal: only tiles that start at or before the
+// block's last row). Per tile,
 // K and V are copied into shared memory with cp.async, each overlapping a product (V while the scores
 // of the same tile are formed, the next K while P V runs: one buffer each, two barriers per tile, as
 // flash-attention 2 does); each warp computes its 16 x 64 scores S = Q K^T with mma.sync
-// (Q fragments stay in registers for the whole walk up to D = 128; at D = 256 the float32 16 x 256
-// accumulator alone takes 128 registers per thread, so Q is read from shared memory at each k-step and
-// the key tile halves), applies the activation in registers, rounds P to
-// the input type and adds P V into a float32 16 x D accumulator, again in registers. Softmax keeps the
+// (Q fragments stay in registers for the whole walk up to Dk = 128; beyond, Q is read from shared
+// memory at each k-step and the key tile halves: at D = 256 the float32 16 x 256 accumulator alone
+// takes 128 registers per thread), applies the activation in registers, rounds P to
+// the input type and adds P V into a float32 16 x Dv accumulator, again in registers. Softmax keeps the
 // running row max and sum (online softmax) and rescales the accumulator when the max grows; sigmoid and
 // relu need no row statistics. Masked scores (causal, padding keys) become probability 0. Dropout
 // (dropout.h) multiplies P by its factors after softmax's row sums took it (one draw per key pair).
-// Memory: shared Q, K, V tiles (64 x (D + 8) elements for Q, key-tile x (D + 8) for K and V: 15, 27, 39,
-// 51 and 66 KiB at D = 32, 64, 96, 128, 256); never N x N.
+// Memory: shared Q, K, V tiles (64 x (Dk + 8) elements for Q, key-tile x (Dk + 8) for K and x (Dv + 8)
+// for V: 15, 27, 39, 51 and 66 KiB at D = 32, 64, 96, 128, 256, 46 KiB at (192, 128)); never N x N.
 // Where the backward cannot take the tensor cores (rows it writes not 16-byte aligned, a GPU granting a
 // block less than 99 KiB at D = 256), the generic backward kernels read this forward's output and
 // log-sum-exp as their own.
@@ -36,29 +37,30 @@ constexpr int kWarps = 4;
 constexpr int kThreads = kWarps * kWarp;
 constexpr int kBlockRows = 16 * kWarps;  // query rows per block
 
-// Q stays in registers as mma fragments (kD / 16 of them, 4 registers each) up to D = 128.
-template <int kD>
+// Q stays in registers as mma fragments (Dk / 16 of them, 4 registers each) up to Dk = 128.
+template <int kDk>
 constexpr bool queries_in_registers() {
-  return kD <= 128;
+  return kDk <= 128;
 }
 
-// Keys per tile: 32 where Q is read from shared memory, so that the scores' 16 registers and the
-// accumulator's 128 fit beside each other.
-template <int kD>
+// Keys per tile: 32 where Q is read from shared memory, so that the scores' 16 registers fit beside the
+// accumulator (128 at D = 256; at (192, 128) 64-key tiles spilled 4-16 bytes, also with Q in registers).
+template <int kDk>
 constexpr int key_tile() {
-  return queries_in_registers<kD>() ? 64 : 32;
+  return queries_in_registers<kDk>() ? 64 : 32;
 }
 
-template <int kD>
+template <int kDk, int kDv>
 constexpr int forward_shared_bytes() {
-  return (kBlockRows + 2 * key_tile<kD>()) * (kD + 8) * 2;
+  return ((kBlockRows + key_tile<kDk>()) * (kDk + 8) + key_tile<kDk>() * (kDv + 8)) * 2;
 }
 
-template <typename T, typename Activation, bool kBanded, int kD>
+template <typename T, typename Activation, bool kBanded, int kDk, int kDv>
 __global__ void __launch_bounds__(kThreads) forward_kernel(const QuadraticParams p, Activation act) {
-  constexpr int kLd = kD + 8;  // padded rows: ldmatrix's 8 row addresses fall in distinct banks
-  constexpr int kKeyTile = key_tile<kD>(), kSteps = kD / 16, kScoreTiles = kKeyTile / 8, kOutTiles = kD / 8;
-  constexpr bool kQueriesInRegisters = queries_in_registers<kD>();
+  // Padded rows (Q, K: kLd; V: kLdV): ldmatrix's 8 row addresses fall in distinct banks.
+  constexpr int kLd = kDk + 8, kLdV = kDv + 8;
+  constexpr int kKeyTile = key_tile<kDk>(), kSteps = kDk / 16, kScoreTiles = kKeyTile / 8, kOutTiles = kDv / 8;
+  constexpr bool kQueriesInRegisters = queries_in_registers<kDk>();
   T* q_tile = dynamic_shared<T>();
   T* k_tile = q_tile + kBlockRows * kLd;
   T* v_tile = k_tile + kKeyTile * kLd;
@@ -88,9 +90,9 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(const QuadraticParams
 
   // The first K tile travels with Q; from then on each tile's load overlaps the previous product:
   // V(k0) while S = Q K(k0)^T and the activation run, K(k0 + kKeyTile) while P V(k0) runs.
-  mma::load_tile_async<T, kBlockRows, kD, kThreads>(q_tile, kLd, p.q, b, h, q0, s.q_len);
+  mma::load_tile_async<T, kBlockRows, kDk, kThreads>(q_tile, kLd, p.q, b, h, q0, s.q_len);
   if (key_begin < key_end) {
-    mma::load_tile_async<T, kKeyTile, kD, kThreads>(k_tile, kLd, p.k, b, h, key_begin, keys);
+    mma::load_tile_async<T, kKeyTile, kDk, kThreads>(k_tile, kLd, p.k, b, h, key_begin, keys);
   }
   mma::cp_async_wait_all();
   __syncthreads();
@@ -109,23 +111,26 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(const QuadraticParams
   for (int64_t k0 = key_begin; k0 < key_end; k0 += kKeyTile) {
     mma::cp_async_wait_all();  // this thread's part of K(k0)
     __syncthreads();           // everyone's part of K(k0); every warp is done with V(k0 - kKeyTile)
-    mma::load_tile_async<T, kKeyTile, kD, kThreads>(v_tile, kLd, p.v, b, h, k0, keys);
+    mma::load_tile_async<T, kKeyTile, kDv, kThreads>(v_tile, kLdV, p.v, b, h, k0, keys);
 
     mma::FragC score[kScoreTiles];
     mma::zero(score);
     if constexpr (kQueriesInRegisters) {
       mma::mma_a_bt<T>(score, q_frag, k_tile, kLd, lane);
     } else {
-      // Two k-steps at a time: unrolled whole, the non-banded softmax kernel spilled 48-60 bytes at 255
-      // registers; so, 248-254 registers and no spill (the 16 x 256 accumulator takes 128 of them).
+      // Two k-steps at a time: unrolled whole, the non-banded softmax kernel at D = 256 spilled 48-60
+      // bytes at 255 registers; so, 248-254 registers and no spill (the 16 x 256 accumulator takes 128
+      // of them).
 #pragma unroll 2
       for (int ks = 0; ks < kSteps; ++ks) {
         mma::mma_step_a_bt<T>(score, mma::load_a(warp_queries + ks * 16, kLd, lane), k_tile + ks * 16, kLd, lane);
       }
     }
 
-    // Tiles wholly inside the sequence and inside every row's band need no mask.
-    const bool masked_tile = k0 + kKeyTile > keys || (kBanded && (k0 + kKeyTile > band.end(warp_row0) ||
+    // Tiles wholly inside the sequence and inside every row's band need no mask; at (192, 128) every
+    // tile takes the masked path (a compare per score), since the two paths side by side took the
+    // non-causal softmax kernel to 255 registers and a 20-byte spill, one path alone to 212 and none.
+    const bool masked_tile = kDk != kDv || k0 + kKeyTile > keys || (kBanded && (k0 + kKeyTile > band.end(warp_row0) ||
                                                                   k0 < band.begin(warp_row0 + 15)));
     float tile_max[2] = {kNegInf, kNegInf};
 #pragma unroll
@@ -186,9 +191,9 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(const QuadraticParams
     mma::cp_async_wait_all();  // this thread's part of V(k0)
     __syncthreads();           // everyone's part of V(k0); every warp is done with K(k0)
     if (k0 + kKeyTile < key_end) {
-      mma::load_tile_async<T, kKeyTile, kD, kThreads>(k_tile, kLd, p.k, b, h, k0 + kKeyTile, keys);
+      mma::load_tile_async<T, kKeyTile, kDk, kThreads>(k_tile, kLd, p.k, b, h, k0 + kKeyTile, keys);
     }
-    mma::mma_p_b<T, kKeyTile / 16>(out, score, v_tile, kLd, lane);
+    mma::mma_p_b<T, kKeyTile / 16>(out, score, v_tile, kLdV, lane);
   }
 
 #pragma unroll

@@ -14,9 +14,13 @@
 namespace actattn {
 namespace cuda {
 
-// Head dims with a tiled instantiation (q, k and v must share it; kernels/dispatch.h instantiates them).
-// Both op families have the same set; linear attention also has two pairs with Dk != Dv.
+// Head dims with a tiled instantiation (kernels/dispatch.h instantiates them): Dk = Dv = 32, 64, 96 or
+// 128 in both op families; quadratic attention also 256 and (Dk, Dv) = (192, 128), linear attention
+// (64, 128) and (128, 64).
 inline bool tensor_core_head_dim(int64_t dim) { return dim == 32 || dim == 64 || dim == 96 || dim == 128; }
+inline bool quadratic_tensor_core_head_dims(int64_t qk_dim, int64_t v_dim) {
+  return qk_dim == v_dim ? tensor_core_head_dim(qk_dim) || qk_dim == 256 : qk_dim == 192 && v_dim == 128;
+}
 inline bool linear_tensor_core_head_dims(int64_t qk_dim, int64_t v_dim) {
   return qk_dim == v_dim ? tensor_core_head_dim(qk_dim)
                          : (qk_dim == 64 && v_dim == 128) || (qk_dim == 128 && v_dim == 64);
@@ -79,18 +83,19 @@ const char* common_tensor_core_refusal(const Params& p, bool backward) {
 
 // The least shared memory a block of the tensor-core quadratic backward needs at a tiled head dim
 // (quadratic_backward_tc.cuh).
-int quadratic_backward_tensor_core_shared_bytes(int64_t dim);
+int quadratic_backward_tensor_core_shared_bytes(int64_t qk_dim, int64_t v_dim);
 
 inline const char* quadratic_tensor_core_refusal(const QuadraticParams& p, bool backward) {
   if (const char* refusal = common_tensor_core_refusal(p, backward)) return refusal;
   if (!is_half_type(p.dtype)) return nullptr;
-  if (p.shape.qk_dim != p.shape.v_dim) {
-    return "q and v have different head dims (the quadratic tensor-core kernels need Dk = Dv)";
+  if (!quadratic_tensor_core_head_dims(p.shape.qk_dim, p.shape.v_dim)) {
+    return p.shape.qk_dim == p.shape.v_dim
+               ? "the head dim is not 32, 64, 96, 128 or 256, the dims with quadratic tensor-core kernels"
+               : "q and v have different head dims other than (192, 128), the pair with quadratic tensor-core "
+                 "kernels";
   }
-  if (!tensor_core_head_dim(p.shape.qk_dim) && p.shape.qk_dim != 256) {
-    return "the head dim is not 32, 64, 96, 128 or 256, the dims with quadratic tensor-core kernels";
-  }
-  if (backward && quadratic_backward_tensor_core_shared_bytes(p.shape.qk_dim) > device_shared_bytes_optin()) {
+  if (backward && quadratic_backward_tensor_core_shared_bytes(p.shape.qk_dim, p.shape.v_dim) >
+                      device_shared_bytes_optin()) {
     return "the GPU grants a block less shared memory than the tensor-core backward needs at this head dim "
            "(99 KiB at head dim 256, less at the others)";
   }

@@ -48,21 +48,25 @@ struct Case {
   // The dK/dV kernel's compact tiles (GPUs granting 99 KiB, sm_86 / 89): 32-query tiles at D = 128, one
   // buffer at D = 256; their dK and dV are also checked bit for bit against the full tiles'.
   bool compact = false;
+  int64_t v_dim = 0;  // Dv when not dim
+
+  int64_t value_dim() const { return v_dim != 0 ? v_dim : dim; }
 
   std::string name() const {
     const char* act[] = {"softmax", "sigmoid", "relu"};
     char buf[160];
-    std::snprintf(buf, sizeof buf, "%s %s%s%s%s%s%s B%lld H%lld Nq%lld Nk%lld D%lld", half ? "fp16" : "bf16",
+    std::snprintf(buf, sizeof buf, "%s %s%s%s%s%s%s B%lld H%lld Nq%lld Nk%lld D%lld%s", half ? "fp16" : "bf16",
                   act[static_cast<int>(activation)], causal ? (bottom_right ? " causal-br" : " causal") : "",
                   dropout_p > 0 ? " dropout" : window_left >= 0 || window_right >= 0 ? " window" : "",
                   padded ? " padded" : "", interleaved ? " interleaved" : "", compact ? " compact" : "",
-                  (long long)batch, (long long)heads, (long long)q_len, (long long)k_len, (long long)dim);
+                  (long long)batch, (long long)heads, (long long)q_len, (long long)k_len, (long long)dim,
+                  v_dim != 0 ? ("/" + std::to_string(v_dim)).c_str() : "");
     return buf;
   }
 };
 
 struct Reference {
-  std::vector<double> out, lse, dq, dk, dv;  // (B, H, N, D) contiguous; lse (B, H, Nq)
+  std::vector<double> out, lse, dq, dk, dv;  // (B, H, N, Dk or Dv) contiguous; lse (B, H, Nq)
 };
 
 double activation_prob(ScoreActivation act, double s, double inv_divisor) {
@@ -83,17 +87,17 @@ constexpr int64_t kDropoutSeed = 0x5EED5EED5EEDLL;
 template <typename T>
 Reference reference(const Case& c, const EmulatedTensor<T>& q, const EmulatedTensor<T>& k, const EmulatedTensor<T>& v,
                     const EmulatedTensor<T>& dout, const std::vector<int64_t>& lengths, double scale) {
-  const int64_t D = c.dim;
+  const int64_t D = c.dim, Dv = c.value_dim();
   QuadraticParams dropout_params;
   dropout_params.dropout_p = c.dropout_p;
   dropout_params.dropout_seed = &kDropoutSeed;
   const auto dropout = actattn::Dropout<double>::of(dropout_params);
   Reference r;
-  r.out.assign(c.batch * c.heads * c.q_len * D, 0);
+  r.out.assign(c.batch * c.heads * c.q_len * Dv, 0);
   r.lse.assign(c.batch * c.heads * c.q_len, -INFINITY);
-  r.dq.assign(r.out.size(), 0);
+  r.dq.assign(c.batch * c.heads * c.q_len * D, 0);
   r.dk.assign(c.batch * c.heads * c.k_len * D, 0);
-  r.dv.assign(r.dk.size(), 0);
+  r.dv.assign(c.batch * c.heads * c.k_len * Dv, 0);
   for (int64_t b = 0; b < c.batch; ++b) {
     const int64_t keys = lengths[b];
     const double n = keys > 1 ? double(keys) : 1.0;
@@ -126,14 +130,14 @@ Reference reference(const Case& c, const EmulatedTensor<T>& q, const EmulatedTen
                                                           : activation_prob(c.activation, s[j], inv_div);
           z[j] = dropout.multiplier(bh * c.q_len + i, j);
         }
-        double* o = &r.out[(bh * c.q_len + i) * D];
+        double* o = &r.out[(bh * c.q_len + i) * Dv];
         for (int64_t j = first; j < visible; ++j)
-          for (int64_t d = 0; d < D; ++d) o[d] += z[j] * p[j] * v.at(b, h, j, d);
+          for (int64_t d = 0; d < Dv; ++d) o[d] += z[j] * p[j] * v.at(b, h, j, d);
         double delta = 0;
-        for (int64_t d = 0; d < D; ++d) delta += dout.at(b, h, i, d) * o[d];
+        for (int64_t d = 0; d < Dv; ++d) delta += dout.at(b, h, i, d) * o[d];
         for (int64_t j = first; j < visible; ++j) {
           double dpj = 0;  // dL/dp_j: the forward multiplied p_j by z_j
-          for (int64_t d = 0; d < D; ++d) dpj += dout.at(b, h, i, d) * v.at(b, h, j, d);
+          for (int64_t d = 0; d < Dv; ++d) dpj += dout.at(b, h, i, d) * v.at(b, h, j, d);
           dpj *= z[j];
           const double ds = c.activation == ScoreActivation::kSoftmax
                                 ? p[j] * (dpj - delta)
@@ -141,8 +145,8 @@ Reference reference(const Case& c, const EmulatedTensor<T>& q, const EmulatedTen
           for (int64_t d = 0; d < D; ++d) {
             r.dq[(bh * c.q_len + i) * D + d] += scale * ds * k.at(b, h, j, d);
             r.dk[(bh * c.k_len + j) * D + d] += scale * ds * q.at(b, h, i, d);
-            r.dv[(bh * c.k_len + j) * D + d] += z[j] * p[j] * dout.at(b, h, i, d);
           }
+          for (int64_t d = 0; d < Dv; ++d) r.dv[(bh * c.k_len + j) * Dv + d] += z[j] * p[j] * dout.at(b, h, i, d);
         }
       }
     }
@@ -150,47 +154,49 @@ Reference reference(const Case& c, const EmulatedTensor<T>& q, const EmulatedTen
   return r;
 }
 
-template <typename T, int kD, typename Activation, bool kBanded>
+template <typename T, int kDk, int kDv, typename Activation, bool kBanded>
 void run_kernels(const Case& c, QuadraticParams& p, Activation act) {
   using namespace actattn::cuda;
   const unsigned bh = static_cast<unsigned>(c.batch * c.heads);
   emulation::launch(dim3(bh, blocks_for(c.q_len, quadratic_forward_tc::kBlockRows)), 128,
-                    [&] { quadratic_forward_tc::forward_kernel<T, Activation, kBanded, kD>(p, act); });
+                    [&] { quadratic_forward_tc::forward_kernel<T, Activation, kBanded, kDk, kDv>(p, act); });
 }
 
-template <typename T, int kD, typename Activation, bool kBanded, bool kCompact>
+template <typename T, int kDk, int kDv, typename Activation, bool kBanded, bool kCompact>
 void run_key_grads(const Case& c, const QuadraticParams& p, Activation act) {
   using namespace actattn::cuda;
-  emulation::launch(dim3(static_cast<unsigned>(c.batch * c.heads),
-                         blocks_for(c.k_len, quadratic_backward_tc::key_grads_block_rows<kD>())),
-                    quadratic_backward_tc::key_grads_threads<kD>(),
-                    [&] { quadratic_backward_tc::key_grads_kernel<T, Activation, kBanded, kD, kCompact>(p, act); });
+  emulation::launch(
+      dim3(static_cast<unsigned>(c.batch * c.heads),
+           blocks_for(c.k_len, quadratic_backward_tc::key_grads_block_rows<kDk, kDv>())),
+      quadratic_backward_tc::key_grads_threads<kDk, kDv>(),
+      [&] { quadratic_backward_tc::key_grads_kernel<T, Activation, kBanded, kDk, kDv, kCompact>(p, act); });
 }
 
 // dK and dV into p's gradients in the tiles the case asks for, and, for a compact case, into
 // `full_tiles`' in the full tiles; then dQ.
-template <typename T, int kD, typename Activation, bool kBanded>
+template <typename T, int kDk, int kDv, typename Activation, bool kBanded>
 void run_backward(const Case& c, const QuadraticParams& p, const QuadraticParams& full_tiles, Activation act) {
   using namespace actattn::cuda;
   const unsigned bh = static_cast<unsigned>(c.batch * c.heads);
   if (c.compact) {
-    run_key_grads<T, kD, Activation, kBanded, true>(c, p, act);
-    run_key_grads<T, kD, Activation, kBanded, false>(c, full_tiles, act);
+    run_key_grads<T, kDk, kDv, Activation, kBanded, true>(c, p, act);
+    run_key_grads<T, kDk, kDv, Activation, kBanded, false>(c, full_tiles, act);
   } else {
-    run_key_grads<T, kD, Activation, kBanded, false>(c, p, act);
+    run_key_grads<T, kDk, kDv, Activation, kBanded, false>(c, p, act);
   }
   emulation::launch(dim3(bh, blocks_for(c.q_len, quadratic_backward_tc::kBlockRows)), quadratic_backward_tc::kThreads,
-                    [&] { quadratic_backward_tc::query_grads_kernel<T, Activation, kBanded, kD>(p, act); });
+                    [&] { quadratic_backward_tc::query_grads_kernel<T, Activation, kBanded, kDk, kDv>(p, act); });
 }
 
-template <typename T, int kD>
+template <typename T, int kDk, int kDv>
 bool check_case(const Case& c, std::mt19937& gen) {
-  auto q = random_tensor<T>(c.batch, c.heads, c.q_len, kD, c.interleaved, gen);
-  auto k = random_tensor<T>(c.batch, c.heads, c.k_len, kD, c.interleaved, gen);
-  auto v = random_tensor<T>(c.batch, c.heads, c.k_len, kD, c.interleaved, gen);
-  auto dout = random_tensor<T>(c.batch, c.heads, c.q_len, kD, c.interleaved, gen);
-  EmulatedTensor<T> out(c.batch, c.heads, c.q_len, kD, c.interleaved), dq = out, dk(c.batch, c.heads, c.k_len, kD,
-                                                                                   c.interleaved), dv = dk;
+  auto q = random_tensor<T>(c.batch, c.heads, c.q_len, kDk, c.interleaved, gen);
+  auto k = random_tensor<T>(c.batch, c.heads, c.k_len, kDk, c.interleaved, gen);
+  auto v = random_tensor<T>(c.batch, c.heads, c.k_len, kDv, c.interleaved, gen);
+  auto dout = random_tensor<T>(c.batch, c.heads, c.q_len, kDv, c.interleaved, gen);
+  EmulatedTensor<T> out(c.batch, c.heads, c.q_len, kDv, c.interleaved);
+  EmulatedTensor<T> dq(c.batch, c.heads, c.q_len, kDk, c.interleaved), dk(c.batch, c.heads, c.k_len, kDk, c.interleaved);
+  EmulatedTensor<T> dv(c.batch, c.heads, c.k_len, kDv, c.interleaved);
   // Padding keys hold NaN: they must never reach a product.
   std::vector<int64_t> lengths(c.batch, c.k_len);
   if (c.padded) {
@@ -198,10 +204,12 @@ bool check_case(const Case& c, std::mt19937& gen) {
     lengths[0] = 0;
     for (int64_t b = 0; b < c.batch; ++b)
       for (int64_t h = 0; h < c.heads; ++h)
-        for (int64_t j = lengths[b]; j < c.k_len; ++j)
-          for (int64_t d = 0; d < kD; ++d) k.data[k.offset(b, h, j) + d] = v.data[v.offset(b, h, j) + d] = T(NAN);
+        for (int64_t j = lengths[b]; j < c.k_len; ++j) {
+          for (int64_t d = 0; d < kDk; ++d) k.data[k.offset(b, h, j) + d] = T(NAN);
+          for (int64_t d = 0; d < kDv; ++d) v.data[v.offset(b, h, j) + d] = T(NAN);
+        }
   }
-  const double scale = 1.0 / std::sqrt(double(kD));
+  const double scale = 1.0 / std::sqrt(double(kDk));
   const Reference ref = reference(c, q, k, v, dout, lengths, scale);
 
   std::vector<float> lse(c.batch * c.heads * c.q_len), delta(lse.size());
@@ -209,7 +217,7 @@ bool check_case(const Case& c, std::mt19937& gen) {
   p.activation = c.activation;
   p.causal = c.causal;
   p.causal_bottom_right = c.bottom_right;
-  p.shape = AttentionShape{c.batch, c.heads, c.q_len, c.k_len, kD, kD};
+  p.shape = AttentionShape{c.batch, c.heads, c.q_len, c.k_len, kDk, kDv};
   p.scale = scale;
   // The op's defaults (csrc/op_options.cpp): sigmoid's bias -log(n), relu's divisor n.
   p.bias_follows_keys = c.activation == ScoreActivation::kSigmoid;
@@ -237,22 +245,22 @@ bool check_case(const Case& c, std::mt19937& gen) {
   auto dispatch = [&](auto activation) {
     using Activation = decltype(activation);
     if (p.banded()) {
-      run_kernels<T, kD, Activation, true>(c, p, activation);
+      run_kernels<T, kDk, kDv, Activation, true>(c, p, activation);
     } else {
-      run_kernels<T, kD, Activation, false>(c, p, activation);
+      run_kernels<T, kDk, kDv, Activation, false>(c, p, activation);
     }
     // delta_i = dO_i . O_i from the kernel's own output, as the generic delta kernel computes it.
     for (int64_t b = 0; b < c.batch; ++b)
       for (int64_t h = 0; h < c.heads; ++h)
         for (int64_t i = 0; i < c.q_len; ++i) {
           double sum = 0;
-          for (int64_t d = 0; d < kD; ++d) sum += dout.at(b, h, i, d) * out.at(b, h, i, d);
+          for (int64_t d = 0; d < kDv; ++d) sum += dout.at(b, h, i, d) * out.at(b, h, i, d);
           delta[(b * c.heads + h) * c.q_len + i] = static_cast<float>(sum);
         }
     if (p.banded()) {
-      run_backward<T, kD, Activation, true>(c, p, full_tiles, activation);
+      run_backward<T, kDk, kDv, Activation, true>(c, p, full_tiles, activation);
     } else {
-      run_backward<T, kD, Activation, false>(c, p, full_tiles, activation);
+      run_backward<T, kDk, kDv, Activation, false>(c, p, full_tiles, activation);
     }
   };
   switch (c.activation) {
@@ -340,9 +348,31 @@ int main(int argc, char** argv) {
   cases.push_back({1, 1, 100, 100, 256, ScoreActivation::kSoftmax, true, false, false, false, false, 0.0, 40, -1});
   cases.push_back({1, 2, 130, 70, 256, ScoreActivation::kSoftmax, true, false, false, false, false, 0.0, -1, -1, true});
   cases.push_back({2, 1, 200, 90, 256, ScoreActivation::kSigmoid, false, true, true, true, false, 0.2, 70, -1, true});
+  // (Dk, Dv) = (192, 128): Q read from shared memory with 64-key tiles in the forward, 32-key tiles in
+  // the dQ kernel, two column groups of 96 dK and 64 dV columns; tile edges, padding, strides, causal
+  // and bottom-right causal, dropout, a window, float16, and the compact tiles (bit for bit).
+  const auto mla = [](Case c) {  // Dv = 128 beside the case's Dk = 192
+    c.v_dim = 128;
+    return c;
+  };
+  for (ScoreActivation act : acts) {
+    cases.push_back(mla({1, 2, 70, 70, 192, act, false, false, false, false}));
+    cases.push_back(mla({2, 1, 65, 130, 192, act, true, true, true, false, true, 0.3}));
+  }
+  cases.push_back(mla({1, 1, 130, 33, 192, ScoreActivation::kSoftmax, true, false, false, true}));
+  cases.push_back(mla({2, 1, 200, 200, 192, ScoreActivation::kSoftmax, true, true, true, false, false, 0.2, 70, -1, true}));
+  cases.push_back(mla({3, 1, 130, 70, 192, ScoreActivation::kRelu, false, true, false, true, false, 0.0, -1, -1, true}));
 
-  return actattn::emulation_test::run_cases<32, 64, 96, 128, 256>(
+  return actattn::emulation_test::run_cases<32, 64, 96, 128, 192, 256>(
       cases, filter, [](auto kind, const Case& c, std::mt19937& gen) {
-        return check_case<typename decltype(kind)::type, decltype(kind)::dim>(c, gen);
+        using T = typename decltype(kind)::type;
+        constexpr int kDk = decltype(kind)::dim;
+        if constexpr (kDk == 192) {
+          if (c.value_dim() == 128) return check_case<T, 192, 128>(c, gen);
+        } else {
+          if (c.value_dim() == kDk) return check_case<T, kDk, kDk>(c, gen);
+        }
+        std::printf("FAIL %s: no instantiation for these head dims\n", c.name().c_str());
+        return false;
       });
 }
