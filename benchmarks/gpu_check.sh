@@ -85,13 +85,15 @@ tail -n 15 "$OUT/memcheck.log"
 # Shared-memory races (racecheck) and barrier misuse (synccheck) in the kernels that share tiles between
 # warps: one case per kernel family (quadratic forward and its three backward kernels, causal, at D = 64
 # and at D = 128, whose dK/dV warps exchange P^T through shared memory; D = 256, whose forward and dQ
-# kernels read Q from shared memory and whose dK/dV block is four column groups of one row group; the linear backward's compact layouts of sm_86/89, forced; linear forward and backward on
+# kernels read Q from shared memory and whose dK/dV block is four column groups of one row group;
+# (Dk, Dv) = (192, 128), whose tiles have rows of two widths; the linear backward's compact layouts of
+# sm_86/89, forced; linear forward and backward on
 # tensor cores, causal and not; the generic linear backward's two kernels, float64).
 step "compute-sanitizer racecheck and synccheck (one case per kernel)"
 for tool in racecheck synccheck; do
   PYTORCH_NO_CUDA_MEMORY_CACHING=1 run_for 80 compute-sanitizer --tool "$tool" --error-exitcode 9 \
     $PY -m pytest -q -p no:cacheprovider -x tests/test_attention.py tests/test_linear_attention.py \
-    -k "cuda and ((tensor_core_shapes and (d64-padded-softmax-causal-bf16 or d128-nq-over-nk-softmax-causal-bf16 or d256-padded-nq-over-nk-softmax-causal-bf16 or d64-bnhd-elu-causal-bf16 or d64-bnhd-elu-full-bf16)) or (compact_tile_layouts and causal) or (test_causal_matches_reference_float64 and cuda-elu-norm-1x2x63x63x16x16))" \
+    -k "cuda and ((tensor_core_shapes and (d64-padded-softmax-causal-bf16 or d128-nq-over-nk-softmax-causal-bf16 or d256-padded-nq-over-nk-softmax-causal-bf16 or d192-128-bnhd-padded-softmax-causal-bf16 or d64-bnhd-elu-causal-bf16 or d64-bnhd-elu-full-bf16)) or (compact_tile_layouts and causal) or (test_causal_matches_reference_float64 and cuda-elu-norm-1x2x63x63x16x16))" \
     >"$OUT/$tool.log" 2>&1
   [ $? -eq 0 ] || status=1
   tail -n 5 "$OUT/$tool.log"

@@ -91,8 +91,8 @@ def test_low_precision_error_at_most_twice_the_composite(activation, causal, dty
     )
 
 
-# Calls that take the CUDA tensor-core kernels (float16 / bfloat16, head dim 32, 64, 96, 128 or 256, 16-byte
-# aligned rows): tile edges, Nq != Nk both ways, padding keys (a sequence
+# Calls that take the CUDA tensor-core kernels (float16 / bfloat16, head dim 32, 64, 96, 128 or 256 or
+# (Dk, Dv) = (192, 128), 16-byte aligned rows): tile edges, Nq != Nk both ways, padding keys (a sequence
 # without keys too), (B, N, H, D) memory.
 TENSOR_CORE_CASES = {
     "d128-nq-over-nk": ((1, 2, 130, 70, 128, 128), None, False),
@@ -101,6 +101,7 @@ TENSOR_CORE_CASES = {
     "d96-padded": ((2, 2, 100, 100, 96, 96), [100, 41], False),
     "d32-bnhd-nq-under-nk": ((1, 3, 70, 130, 32, 32), None, True),
     "d256-padded-nq-over-nk": ((2, 1, 100, 70, 256, 256), [70, 33], False),
+    "d192-128-bnhd-padded": ((2, 2, 100, 130, 192, 128), [130, 41], True),
 }
 
 
@@ -123,12 +124,12 @@ def test_tensor_core_shapes_within_twice_composite(case, activation, causal, dty
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the tensor-core kernels are CUDA's")
-@pytest.mark.parametrize("dim", [128, 256])
+@pytest.mark.parametrize("dims", [(128, 128), (256, 256), (192, 128)], ids=["d128", "d256", "d192-128"])
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
-def test_cuda_compact_tiles_give_the_full_tiles_bits(dim, causal, monkeypatch):
-    """The dK/dV kernel's compact tiles (sm_86/89: 32-query tiles at D = 128, one buffer at D = 256) walk
-    the same products in the same order: the same gradients, bit for bit."""
-    q, k, v = (t.cuda().bfloat16().requires_grad_() for t in random_qkv((2, 2, 150, 150, dim, dim)))
+def test_cuda_compact_tiles_give_the_full_tiles_bits(dims, causal, monkeypatch):
+    """The dK/dV kernel's compact tiles (sm_86/89: 32-query tiles at D = 128 and (192, 128), one buffer at
+    D = 256) walk the same products in the same order: the same gradients, bit for bit."""
+    q, k, v = (t.cuda().bfloat16().requires_grad_() for t in random_qkv((2, 2, 150, 150, *dims)))
     assert_compact_tiles_give_the_same_bits(
         lambda q, k, v: actattn.attention(q, k, v, causal=causal), q, k, v, monkeypatch
     )

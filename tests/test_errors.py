@@ -120,6 +120,25 @@ def test_cuda_half_precision_off_the_tensor_cores_warns_naming_why(op):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the tensor-core kernels are CUDA's")
+def test_cuda_attention_with_dk_not_dv_warns_but_at_the_tiled_pair():
+    """Quadratic attention's one tiled pair of head dims with Dk != Dv, (192, 128), is silent; another
+    pair runs the generic kernels and says why."""
+    def bf16(qk_dim, v_dim):
+        return [t.cuda().bfloat16().requires_grad_() for t in random_qkv((1, 2, 70, 70, qk_dim, v_dim))]
+
+    previous = torch.is_warn_always_enabled()
+    torch.set_warn_always(True)
+    try:
+        with pytest.warns(UserWarning, match=r"generic CUDA kernels .* different head dims other than \(192, 128\)"):
+            actattn.attention(*bf16(64, 128)).sum().backward()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("error", message="actattn")
+            actattn.attention(*bf16(192, 128)).sum().backward()
+    finally:
+        torch.set_warn_always(previous)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the tensor-core kernels are CUDA's")
 def test_cuda_attention_at_head_dim_256_takes_the_tensor_cores_on_every_sm80_gpu():
     """D = 256's tensor-core backward needs 99 KiB of shared memory per block (its dK/dV kernel's compact
     tiles where the GPU grants less than the full tiles' 154 KiB: sm_86 / 89), which every sm_80+ GPU
