@@ -1,7 +1,8 @@
 """Times actattn's ops against torch baselines measured in the same run, and prints a markdown table.
 
     .venv/bin/python benchmarks/bench.py [--device cpu|cuda] [--dtype float32|bfloat16|float16]
-                                         [--batch 2] [--heads 4] [--head-dim 64] [--seq-lens 512 2048]
+                                         [--batch 2] [--heads 4] [--head-dim 64] [--value-head-dim D]
+                                         [--seq-lens 512 2048]
     .venv/bin/python benchmarks/bench.py --preset cpu   # the CPU goal table (benchmarks/cpu_goals.py)
 
 Baselines: softmax against F.scaled_dot_product_attention; sigmoid and relu scores against the
@@ -10,9 +11,11 @@ composite (actattn.reference.chunked_linear_attention, chunk 64) and, with --fla
 package flash-linear-attention imports, causal linear attention against its Triton kernel
 fused_chunk_linear_attn as well (fed its own (B, N, H, D) layout, the feature map applied in torch).
 "ratio" is actattn's time over the baseline's: below 1 means actattn is faster. Times are medians over
---repeats runs after a warm-up. With --peak-gbs (the GPU's memory bandwidth, GB/s), linear cases also
-show the bandwidth floor of fwd+bwd as two calls: the forward reads q, k, v and writes O, the backward
-reads q, k, v, O, dO and writes dq, dk, dv, each tensor once (12 tensor passes).
+--repeats runs after a warm-up. --value-head-dim gives v (and so the output) another head dim than q and
+k (default: the same), e.g. 192 and 128 for multi-head latent attention's shapes. With --peak-gbs (the
+GPU's memory bandwidth, GB/s), linear cases also show the bandwidth floor of fwd+bwd as two calls: the
+forward reads q, k, v and writes O, the backward reads q, k, v, O, dO and writes dq, dk, dv, each tensor
+once (12 tensor passes, 6 of q's size and 6 of v's).
 """
 
 from __future__ import annotations
@@ -97,9 +100,9 @@ def fla_cases(q, k, v) -> Tuple[List[Tuple[str, str, Callable, Callable]], Tuple
     ], (qt, kt, vt)
 
 
-def linear_floor_ms(q, peak_gbs) -> float:
-    """fwd+bwd bandwidth floor: 12 passes over a (B, H, N, D) tensor (Dk = Dv), see the module docstring."""
-    return 12 * q.numel() * q.element_size() / (peak_gbs * 1e9) * 1e3
+def linear_floor_ms(q, v, peak_gbs) -> float:
+    """fwd+bwd bandwidth floor: 6 passes over a tensor of q's size and 6 of v's, see the module docstring."""
+    return 6 * (q.numel() + v.numel()) * q.element_size() / (peak_gbs * 1e9) * 1e3
 
 
 def cases(q, k, v) -> List[Tuple[str, str, Callable, Callable]]:
@@ -132,6 +135,7 @@ def main(argv=None) -> None:
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--head-dim", type=int, default=64)
+    parser.add_argument("--value-head-dim", type=int, default=None, help="v's head dim (default: --head-dim)")
     parser.add_argument("--seq-lens", type=int, nargs="+", default=[512, 2048])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--cases", nargs="+", default=None, help="only cases starting with one of these")
@@ -152,11 +156,13 @@ def main(argv=None) -> None:
             args.seq_lens = [1024, 4096]
         return cpu_goals.main(args, timed)
     dtype = getattr(torch, args.dtype)
+    v_dim = args.value_head_dim or args.head_dim
+    dims = f"D={args.head_dim}" if v_dim == args.head_dim else f"Dk={args.head_dim} Dv={v_dim}"
 
     print(
         f"device cpu ({torch.get_num_threads()} threads, actattn's {actattn.cpu_isa()} build)" if args.device == "cpu"
         else f"device {args.device}",
-        f"| torch {torch.__version__} | {args.dtype} | B={args.batch} H={args.heads} D={args.head_dim}"
+        f"| torch {torch.__version__} | {args.dtype} | B={args.batch} H={args.heads} {dims}"
         f" | median of {args.repeats} | ratio = actattn / baseline (< 1: actattn faster)\n",
     )
     print("| case | N | baseline | actattn fwd ms | baseline fwd ms | ratio fwd "
@@ -165,8 +171,8 @@ def main(argv=None) -> None:
     for n in args.seq_lens:
         gen = torch.Generator().manual_seed(0)
         q, k, v = (
-            torch.randn(args.batch, args.heads, n, args.head_dim, generator=gen).to(args.device, dtype).requires_grad_()
-            for _ in range(3)
+            torch.randn(args.batch, args.heads, n, dim, generator=gen).to(args.device, dtype).requires_grad_()
+            for dim in (args.head_dim, args.head_dim, v_dim)
         )
         extra, fla_leaves = fla_cases(q, k, v) if args.fla and args.device == "cuda" else ([], ())
         leaves = (q, k, v, *fla_leaves)
@@ -179,7 +185,7 @@ def main(argv=None) -> None:
                     a = timed_or_none(ours, args.device, args.repeats, backward, leaves)
                     b = timed_or_none(theirs, args.device, args.repeats, backward, leaves)
                 row += [fmt(a), fmt(b), fmt(a / b if a and b else None)]
-            floor = linear_floor_ms(q, args.peak_gbs) if args.peak_gbs and case.startswith("linear") else None
+            floor = linear_floor_ms(q, v, args.peak_gbs) if args.peak_gbs and case.startswith("linear") else None
             row.append("—" if floor is None else f"{floor:.2f}")
             print(f"| {case} | {n} | {baseline} | " + " | ".join(row) + " |", flush=True)
 

@@ -32,6 +32,20 @@ def test_bench_prints_one_row_per_case_with_the_linear_floor(capsys):
     assert all(float(value) > 0 for row in cases for value in row[3:9])
 
 
+def test_bench_takes_a_value_head_dim_of_its_own(capsys):
+    """--value-head-dim: v and the outputs 4 wide beside q and k 8 wide (multi-head latent attention's
+    shapes); the linear floor counts 6 passes of each size."""
+    bench = load_bench()
+    bench.main(["--device", "cpu", "--batch", "1", "--heads", "2", "--head-dim", "8", "--value-head-dim", "4",
+                "--seq-lens", "16", "--repeats", "1", "--peak-gbs", "0.001", "--cases", "softmax causal",
+                "linear elu causal"])
+    out = capsys.readouterr().out
+    assert "Dk=8 Dv=4" in out
+    rows = [line.split(" | ") for line in out.splitlines() if line.startswith("| ")][1:]
+    assert [row[0].strip("| ") for row in rows] == ["softmax causal", "linear elu causal"]
+    assert rows[1][-1].strip(" |") == f"{6 * (256 + 128) * 4 / 1e6 * 1e3:.2f}"
+
+
 def test_timed_drops_the_leaves_gradients_before_each_call():
     """A timed backward stores its gradients, as after zero_grad(set_to_none=True), instead of adding
     them to the previous call's: after a warm-up and 3 repeats x.grad is one call's gradient."""
