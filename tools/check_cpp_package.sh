@@ -23,7 +23,10 @@ fi
 # Only the install prefix: the package's config finds the LibTorch it was built against by itself.
 cmake -S examples/cpp -B "$example" -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
 cmake --build "$example" -j "$(nproc)" >/dev/null
+# 100 steps: every kind's loss falls below 3/4 of its first (under ASan on 2026-12-01 sigmoid's and relu's
+# the least, to 0.47 and 0.51 of it), in a third of the default 300 steps' time (4 against 10 CPU-seconds
+# per kind under ASan).
 for kind in softmax sigmoid relu linear-identity linear-relu linear-elu; do
-  "$example/train_attention" --kind "$kind" --steps 300 | tail -n 1
+  "$example/train_attention" --kind "$kind" --steps 100 | tail -n 1
 done
 echo "check_cpp_package: find_package(actattn) found the installed package; the example trained every kind"

@@ -12,5 +12,7 @@ if [ "$free_gb" -lt 12 ]; then
 fi
 [ -x .venv-cuda/bin/python ] || python3 -m venv .venv-cuda
 # pip's warnings about index locations this machine's pip configuration names but lacks are dropped.
-.venv-cuda/bin/python -m pip install -q torch==2.14.1 numpy "setuptools>=77" ninja 2>&1 \
+# --no-compile: no bytecode for torch's 6000 Python files (about 20 CPU-seconds), of which the check
+# imports a few once.
+.venv-cuda/bin/python -m pip install -q --no-compile torch==2.14.1 numpy "setuptools>=77" ninja 2>&1 \
   | { grep -v '^WARNING: Location' || true; }

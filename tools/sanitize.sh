@@ -45,8 +45,12 @@ assert "build/sanitize" in c.__file__, f"the sanitized extension was not the one
 print("sanitize: loaded", c.__file__)
 PY
 # torch.compile tests are left out (-k): they run the same kernels as the eager tests here, and under the
-# preloaded ASan their inductor builds took most of the minutes the Python part grew by in CI.
-PYTHONPATH="$lib" .venv/bin/python -m pytest -q -p no:cacheprovider -k "not compile" \
+# preloaded ASan their inductor builds took most of the minutes the Python part grew by in CI. So are the
+# four long-sequence precision tests (N = 65536 float16 states, error growth to N = 16384): what they
+# check is numerics, which the unsanitized pytest run checks; the kernels' loops and indexing they run are
+# the shorter tests' (under ASan they took 65 of the run's 150 s, 2026-12-01).
+PYTHONPATH="$lib" .venv/bin/python -m pytest -q -p no:cacheprovider \
+  -k "not compile and not past_float16_range and not does_not_grow_to_16k" \
   tests/test_op_arguments.py tests/test_errors.py tests/test_fuzz.py tests/test_nonfinite.py \
   tests/test_attention.py tests/test_linear_attention.py tests/test_key_lengths.py tests/test_precision.py \
   tests/test_decoding.py tests/test_dropout.py tests/test_window.py
