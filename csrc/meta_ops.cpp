@@ -1,7 +1,8 @@
 // Meta kernels: output shapes and dtypes only, with symbolic sizes, so FakeTensor tracing
 // (torch.compile, torch.export, opcheck) sees the same outputs and the same input errors as the CPU
 // and CUDA kernels without running them.
-#include <ATen/ATen.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
 #include <torch/library.h>
 
 #include "checks.h"

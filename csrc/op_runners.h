@@ -10,7 +10,10 @@
 // Row statistics, states and workspaces are in the accumulation type (float32, or float64).
 #pragma once
 
-#include <ATen/ATen.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/zeros.h>
 
 #include <array>
 #include <optional>
