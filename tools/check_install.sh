@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # Installs actattn as a user would and uses it from outside the source tree:
-# 1. builds a wheel with `python -m build` (an isolated build environment, as `pip install .` makes), with the
-#    build's torch pinned to .venv's through PIP_CONSTRAINT: an extension only loads into the torch it was
-#    built against, and an unpinned isolated build would fetch the newest torch;
+# 1. builds a wheel with `python -m build --no-isolation` against .venv's torch, as the README's recommended
+#    `pip install --no-build-isolation .` does (in place, so that ccache serves every compilation that
+#    bootstrap's build made: an isolated build's torch headers lie at a random path, which ccache hashes,
+#    and recompiling csrc/ cost CI about 230 CPU-seconds). The isolated build (`pip install .`) is checked
+#    up to its compiler: in an isolated environment of pyproject.toml's build requirements, with torch
+#    pinned to .venv's through PIP_CONSTRAINT (an extension only loads into the torch it was built against,
+#    and an unpinned isolated build would fetch the newest torch), pip prepares the package's metadata,
+#    which runs setup.py;
 # 2. installs the wheel into a fresh venv without extras: `import actattn` and an op's forward and backward
 #    work, the trainer's dependencies are absent, and the trainer says which extra to install;
 # 3. the wheel's C++ side: it holds libactattn.so, the public header and the CMake package, which
@@ -17,8 +22,14 @@ mkdir -p "$work"
 .venv/bin/python -c 'import torch; print(f"torch=={torch.__version__}")' >"$work/constraints.txt"
 export PIP_CONSTRAINT="$work/constraints.txt"
 
-echo "check_install: building the wheel (isolated build environment, $(cat "$work/constraints.txt"))"
-if ! MAX_JOBS=${MAX_JOBS:-$(nproc)} .venv/bin/python -m build --wheel --outdir "$work/dist" . >"$work/build.log" 2>&1; then
+echo "check_install: an isolated build environment ($(cat "$work/constraints.txt")) runs setup.py"
+if ! .venv/bin/python -m pip install --dry-run --ignore-installed . >"$work/isolated.log" 2>&1; then
+  tail -40 "$work/isolated.log" >&2
+  echo "check_install: pyproject.toml's build requirements do not run setup.py (log: $work/isolated.log)" >&2
+  exit 1
+fi
+echo "check_install: building the wheel against .venv's torch"
+if ! MAX_JOBS=${MAX_JOBS:-$(nproc)} .venv/bin/python -m build --wheel --no-isolation --outdir "$work/dist" . >"$work/build.log" 2>&1; then
   tail -40 "$work/build.log" >&2
   echo "check_install: the wheel did not build (log: $work/build.log)" >&2
   exit 1

@@ -37,10 +37,10 @@ phase_took() {
 # idle, and the foreground phases keep priority. Its result is collected at the end. `wait` on exit, so
 # that a failing run never leaves a half-written .venv-cuda behind.
 # torch's extension builds put ccache in front of their compilers (nvcc too) when it is installed, which
-# bootstrap sees to: the wheel check's isolated build then reuses the kernel objects bootstrap's build
-# compiled from the same sources with the same flags (ccache compares the preprocessed source, so a
-# changed header still recompiles). Its cache lives in build/, so that a clean clone starts from an empty
-# one and the CUDA build check always compiles, and prints its register report.
+# bootstrap sees to: the wheel check's build then reuses the objects bootstrap's build compiled from the
+# same sources with the same flags and torch (ccache compares the preprocessed source, so a changed
+# header still recompiles). Its cache lives in build/, so that a clean clone starts from an empty one and
+# the CUDA build check always compiles, and prints its register report.
 export CCACHE_DIR="$PWD/build/ccache" CCACHE_NOHASHDIR=1
 cuda_check_log=build/cuda-build-check.log
 nice -n 15 bash tools/check_cuda_build.sh >"$cuda_check_log" 2>&1 &
