@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Compiles all CUDA code without a GPU and without linking, so a CUDA compile error never lands:
-#  - every kernel in kernels/cuda/ with nvcc, for sm_80 and sm_90, with the flags of torch's extension
-#    build (tools/nvcc_flags.sh);
+#  - every kernel in kernels/cuda/ with nvcc, for the architectures in CUDA_CHECK_ARCHS (default 9.0, as
+#    in check_cuda_build.sh, which says why), with the flags of torch's extension build (tools/nvcc_flags.sh);
 #  - the torch glue of the CUDA backend (csrc/cuda/) against the headers of torch's CUDA build (2.14.1,
 #    cu130, unpacked from its wheel: the CPU build lacks c10/cuda's generated headers).
 set -euo pipefail
@@ -30,7 +30,14 @@ PY
 fi
 
 source tools/nvcc_flags.sh
-flags=("${nvcc_build_flags[@]}" -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90)
+flags=("${nvcc_build_flags[@]}")
+sms=()
+IFS=';' read -ra archs <<<"${CUDA_CHECK_ARCHS:-9.0}"
+for arch in "${archs[@]}"; do
+  sm=${arch/./}
+  flags+=(-gencode "arch=compute_$sm,code=sm_$sm")
+  sms+=("sm_$sm")
+done
 pids=()
 for source in kernels/cuda/*.cu; do
   name=$(basename "$source" .cu)
@@ -53,4 +60,4 @@ if [ "$status" -ne 0 ]; then
 fi
 .venv/bin/python tools/ptxas_report.py "$out"/*.ptxas.log --table build/cuda-registers.md --fail-on-spill |
     tee build/cuda-registers.txt
-echo "check_cuda.sh: all CUDA sources compile (kernels for sm_80 and sm_90, glue against torch 2.14.1 cu130 headers)"
+echo "check_cuda.sh: all CUDA sources compile (kernels for ${sms[*]}, glue against torch 2.14.1 cu130 headers)"
