@@ -78,7 +78,7 @@ PYTORCH_NO_CUDA_MEMORY_CACHING=1 run_for 150 compute-sanitizer --tool memcheck -
   "tests/test_attention.py::test_tensor_core_shapes_within_twice_composite" \
   "tests/test_linear_attention.py::test_tensor_core_shapes_within_twice_composite" \
   "tests/test_key_lengths.py::test_linear_padded_equals_unpadded_on_tensor_core_shapes" \
-  -k "cuda and (1x1x65x65x256x256 or 1x2x63x130x16x32 or 2x2x2x2x3x3 or (d64-padded and bf16 and softmax) or (d128 and fp16 and relu and causal) or bnhd-elu-causal-bf16 or (on_tensor_core_shapes and causal))" \
+  -k "cuda and (1x1x65x65x256x256 or 1x2x63x130x16x32 or 2x2x2x2x3x3 or (d64-padded and bf16 and softmax) or (d128 and fp16 and relu and causal) or d256-elu-causal-fp16 or bnhd-elu-causal-bf16 or (on_tensor_core_shapes and causal))" \
   >"$OUT/memcheck.log" 2>&1
 [ $? -eq 0 ] || status=1
 tail -n 15 "$OUT/memcheck.log"
@@ -89,12 +89,13 @@ tail -n 15 "$OUT/memcheck.log"
 # kernels read Q from shared memory and whose dK/dV block is four column groups of one row group;
 # (Dk, Dv) = (192, 128), whose tiles have rows of two widths; the linear backward's compact layouts of
 # sm_86/89, forced; linear forward and backward on
-# tensor cores, causal and not; the generic linear backward's two kernels, float64).
+# tensor cores, causal and not; the linear forward at D = 256 in float16, whose state loader reads the
+# state in two batches, with the generic backward; the generic linear backward's two kernels, float64).
 step "compute-sanitizer racecheck and synccheck (one case per kernel)"
 for tool in racecheck synccheck; do
   PYTORCH_NO_CUDA_MEMORY_CACHING=1 run_for 80 compute-sanitizer --tool "$tool" --error-exitcode 9 \
     $PY -m pytest -q -p no:cacheprovider -x tests/test_attention.py tests/test_linear_attention.py \
-    -k "cuda and ((tensor_core_shapes and (d64-padded-softmax-causal-bf16 or d128-nq-over-nk-softmax-causal-bf16 or d256-padded-nq-over-nk-softmax-causal-bf16 or d192-128-bnhd-padded-softmax-causal-bf16 or d64-bnhd-elu-causal-bf16 or d64-bnhd-elu-full-bf16)) or (compact_tile_layouts and causal) or (test_causal_matches_reference_float64 and cuda-elu-norm-1x2x63x63x16x16))" \
+    -k "cuda and ((tensor_core_shapes and (d64-padded-softmax-causal-bf16 or d128-nq-over-nk-softmax-causal-bf16 or d256-padded-nq-over-nk-softmax-causal-bf16 or d192-128-bnhd-padded-softmax-causal-bf16 or d64-bnhd-elu-causal-bf16 or d64-bnhd-elu-full-bf16 or d256-elu-causal-fp16)) or (compact_tile_layouts and causal) or (test_causal_matches_reference_float64 and cuda-elu-norm-1x2x63x63x16x16))" \
     >"$OUT/$tool.log" 2>&1
   [ $? -eq 0 ] || status=1
   tail -n 5 "$OUT/$tool.log"

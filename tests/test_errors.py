@@ -101,7 +101,7 @@ def test_mixed_cuda_and_cpu_devices():
 @pytest.mark.parametrize("op", [actattn.attention, actattn.linear_attention], ids=["attention", "linear"])
 def test_cuda_half_precision_off_the_tensor_cores_warns_naming_why(op):
     """bfloat16 at a head dim without a tensor-core kernel (80; both op families have 32, 64, 96 and 128,
-    attention 256 too) runs the generic kernels and says why (once per op and process, so
+    attention 256 too, linear attention's forward 256) runs the generic kernels and says why (once per op and process, so
     warn_always makes it say so here whatever ran before); D = 64 is silent."""
     def bf16(dim):
         return [t.cuda().bfloat16().requires_grad_() for t in random_qkv((1, 2, 70, 70, dim, dim))]
@@ -115,6 +115,28 @@ def test_cuda_half_precision_off_the_tensor_cores_warns_naming_why(op):
         with warnings.catch_warnings():
             warnings.filterwarnings("error", message="actattn")
             op(*bf16(64)).sum().backward()
+    finally:
+        torch.set_warn_always(previous)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the tensor-core kernels are CUDA's")
+def test_cuda_linear_attention_at_head_dim_256_warns_for_its_backward_only():
+    """Linear attention at D = 256 has a tensor-core forward (121 KiB of shared memory: A100 and
+    H100-class GPUs) and no tensor-core backward: the forward is silent where the GPU grants the memory,
+    the backward runs the generic kernels and says why."""
+    q, k, v = [t.cuda().bfloat16().requires_grad_() for t in random_qkv((1, 2, 70, 70, 256, 256))]
+    if torch.cuda.get_device_capability(q.device) < (8, 0):
+        pytest.skip("the tensor-core kernels need sm_80")
+    if getattr(torch.cuda.get_device_properties(q.device), "shared_memory_per_block_optin", 0) < 121 * 1024:
+        pytest.skip("the forward's tensor-core kernels at D = 256 need 121 KiB of shared memory per block")
+    previous = torch.is_warn_always_enabled()
+    torch.set_warn_always(True)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("error", message="actattn")
+            out = actattn.linear_attention(q, k, v, causal=True)
+        with pytest.warns(UserWarning, match=r"generic CUDA kernels .* tensor-core forward but no tensor-core backward"):
+            out.sum().backward()
     finally:
         torch.set_warn_always(previous)
 

@@ -8,7 +8,7 @@ namespace cuda {
 
 int linear_backward_tensor_core_shared_bytes(int64_t qk_dim, int64_t v_dim) {
   int bytes = 0;
-  dispatch_linear_head_dims(qk_dim, v_dim, [&](auto dims) {
+  dispatch_linear_head_dims<LinearPass::kBackward>(qk_dim, v_dim, [&](auto dims) {
     bytes = linear_backward_tc::least_chunk_grads_shared_bytes<dims.qk, dims.v>();
   });
   return bytes;
@@ -19,7 +19,7 @@ int64_t linear_backward_tensor_core_workspace(const LinearParams& params) {
 }
 
 void linear_backward_tensor_core(const LinearParams& params, cudaStream_t stream) {
-  dispatch_linear_tensor_core(params, [&](auto types, auto map, auto causal, auto dims) {
+  dispatch_linear_tensor_core<LinearPass::kBackward>(params, [&](auto types, auto map, auto causal, auto dims) {
     constexpr int kDk = dims.qk, kDv = dims.v;
     const bool compact =
         compact_tiles_forced() || linear_backward_tc::chunk_grads_shared_bytes<kDk, kDv>() > device_shared_bytes_optin();

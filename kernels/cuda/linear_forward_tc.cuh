@@ -1,5 +1,5 @@
-// Linear attention forward on tensor cores (float16 / bfloat16, sm_80+; Dk = Dv in {32, 64, 96, 128} or
-// (Dk, Dv) = (64, 128), (128, 64): kernels/dispatch.h), the feature map fused: a = scale phi(q),
+// Linear attention forward on tensor cores (float16 / bfloat16, sm_80+; Dk = Dv in {32, 64, 96, 128, 256}
+// or (Dk, Dv) = (64, 128), (128, 64): kernels/dispatch.h), the feature map fused: a = scale phi(q),
 // b = phi(k), o_i = a_i S_i / (a_i . z_i + eps).
 //
 // Algorithm: chunk-parallel (flash-linear-attention's `chunk` schedule), chunks of kChunk = 64 positions
@@ -24,12 +24,15 @@
 // of two sigma (exact) so that its largest entry is at most 2^14, and the state's part of the product
 // multiplied back by sigma in float32 (linear_tc::state_divisor).
 // Memory: workspace of B H ceil(Nk / 64) Dk (Dv + 1) floats (the per-chunk states; about N D per
-// (batch, head) at D = 64 and 2 N D at D = 128); shared tiles of 40 KiB (D = 64) and 67 KiB (D = 128) per block,
-// which every sm_80+ GPU grants. Saved for backward: the output and den (float32, when normalising);
+// (batch, head) at D = 64, 2 N D at D = 128, 4 N D at D = 256); shared tiles of 40 KiB (D = 64) and
+// 67 KiB (D = 128) per block, which every sm_80+ GPU grants, and 121 KiB at D = 256 (A100 and H100-class
+// GPUs; not sm_86/89). Saved for backward: the output and den (float32, when normalising);
 // the final state is an output.
 #pragma once
 
 #include "linear_tc_common.cuh"
+
+#include <numeric>
 
 namespace actattn {
 namespace cuda {
@@ -130,45 +133,72 @@ __device__ __forceinline__ void load_values_with_ones(T* tile, const RowView& v,
 
 // The float32 state [S | z] a chunk's queries see, columns [col0, col0 + kColumns) of S (row length kDv) and
 // z as two columns z_hi, z_lo, rounded to T into `tile` (kDk rows, kLdExtended). Float16 divides it by
-// the returned power of two first (see the header); `slots` holds one float per warp. Ends with a
-// barrier after which the tile may be read.
+// the returned power of two first (see the header); `slots` holds one float per warp. A thread's float4
+// loads are issued up to 16 at a time: all of them at D <= 128, held in registers between the largest
+// entry and the rounding; at D = 256 (32 per thread) in two batches, which float16 reads twice (its
+// largest entry first) rather than hold 128 floats. Ends with a barrier after which the tile may be read.
 template <typename T, int kDk, int kDv>
 __device__ __forceinline__ float load_state_tile(T* tile, const float* state, const float* norm, int col0,
                                                  float* slots) {
   using VB = ValueBlock<kDv>;
   constexpr int kColumns = VB::kColumns, kExtended = VB::kExtended, kLdExtended = VB::kLdExtended;
-  static_assert(kDk * kColumns % (4 * kThreads) == 0 && kDk <= kThreads, "whole float4s, one z entry per thread");
+  static_assert(kDk * kColumns % (4 * kThreads) == 0, "whole float4s per thread");
   constexpr int kQuads = kDk * kColumns / 4 / kThreads;  // float4 loads per thread
-  float4 values[kQuads];
+  constexpr int kBatch = kQuads <= 16 ? kQuads : std::gcd(kQuads, 16);
+  constexpr bool kResident = kBatch == kQuads;  // one batch: loaded once, whatever T
+  float4 values[kBatch];
+  auto load_batch = [&](int s0) {
 #pragma unroll
-  for (int s = 0; s < kQuads; ++s) {
-    const int idx = threadIdx.x + s * kThreads, row = idx / (kColumns / 4), col = (idx % (kColumns / 4)) * 4;
-    values[s] = *reinterpret_cast<const float4*>(state + row * kDv + col0 + col);
+    for (int s = 0; s < kBatch; ++s) {
+      const int idx = threadIdx.x + (s0 + s) * kThreads, row = idx / (kColumns / 4), col = (idx % (kColumns / 4)) * 4;
+      values[s] = *reinterpret_cast<const float4*>(state + row * kDv + col0 + col);
+    }
+  };
+  if constexpr (kResident) load_batch(0);
+  constexpr int kNorms = (kDk + kThreads - 1) / kThreads;  // z entries per thread: d = threadIdx.x + j kThreads
+  float z[kNorms];
+#pragma unroll
+  for (int j = 0; j < kNorms; ++j) {
+    const int d = threadIdx.x + j * kThreads;
+    z[j] = d < kDk ? norm[d] : 0.f;
   }
-  const int d = threadIdx.x;
-  float z = d < kDk ? norm[d] : 0.f;
 
-  float largest = fabsf(z);  // unused (and compiled away) but for float16
+  float largest = 0.f;  // unused (and compiled away) but for float16
+  if constexpr (std::is_same_v<T, __half>) {
 #pragma unroll
-  for (int s = 0; s < kQuads; ++s) {
-    largest = fmaxf(largest, fmaxf(fmaxf(fabsf(values[s].x), fabsf(values[s].y)),
-                                   fmaxf(fabsf(values[s].z), fabsf(values[s].w))));
+    for (int j = 0; j < kNorms; ++j) largest = fmaxf(largest, fabsf(z[j]));
+#pragma unroll 1
+    for (int s0 = 0; s0 < kQuads; s0 += kBatch) {
+      if constexpr (!kResident) load_batch(s0);
+#pragma unroll
+      for (int s = 0; s < kBatch; ++s) {
+        largest = fmaxf(largest, fmaxf(fmaxf(fabsf(values[s].x), fabsf(values[s].y)),
+                                       fmaxf(fabsf(values[s].z), fabsf(values[s].w))));
+      }
+    }
   }
   const float sigma = linear_tc::state_divisor<T, kThreads / kWarp>(largest, slots);
   const float inverse = 1.f / sigma;
 
+#pragma unroll 1
+  for (int s0 = 0; s0 < kQuads; s0 += kBatch) {
+    if constexpr (!kResident) load_batch(s0);
 #pragma unroll
-  for (int s = 0; s < kQuads; ++s) {
-    const int idx = threadIdx.x + s * kThreads, row = idx / (kColumns / 4), col = (idx % (kColumns / 4)) * 4;
-    const float4 x = values[s];
-    *reinterpret_cast<uint2*>(tile + row * kLdExtended + col) =
-        make_uint2(mma::pack<T>(x.x * inverse, x.y * inverse), mma::pack<T>(x.z * inverse, x.w * inverse));
+    for (int s = 0; s < kBatch; ++s) {
+      const int idx = threadIdx.x + (s0 + s) * kThreads, row = idx / (kColumns / 4), col = (idx % (kColumns / 4)) * 4;
+      const float4 x = values[s];
+      *reinterpret_cast<uint2*>(tile + row * kLdExtended + col) =
+          make_uint2(mma::pack<T>(x.x * inverse, x.y * inverse), mma::pack<T>(x.z * inverse, x.w * inverse));
+    }
   }
-  if (d < kDk) {
-    z *= inverse;
-    const float z_hi = linear_tc::unpack<T>(mma::pack<T>(z, 0.f)).x;
+#pragma unroll
+  for (int j = 0; j < kNorms; ++j) {
+    const int d = threadIdx.x + j * kThreads;
+    if (d >= kDk) break;
+    const float zj = z[j] * inverse;
+    const float z_hi = linear_tc::unpack<T>(mma::pack<T>(zj, 0.f)).x;
     uint32_t* extended = reinterpret_cast<uint32_t*>(tile + d * kLdExtended + VB::kNormColumn);
-    extended[0] = mma::pack<T>(z_hi, z - z_hi);
+    extended[0] = mma::pack<T>(z_hi, zj - z_hi);
 #pragma unroll
     for (int c = 1; c < (kExtended - kColumns) / 2; ++c) extended[c] = 0u;
   }

@@ -70,20 +70,25 @@ struct Case {
   }
 };
 
+// Head dims with a tensor-core backward (kernels/dispatch.h): all but 256, which has the forward only.
+template <int kDk, int kDv>
+constexpr bool has_backward_kernels() {
+  return kDk <= 128 && kDv <= 128;
+}
+
 // The forward's or the backward's launches, as linear_*_tc.cu make them (their run()), each emulated.
 // The workspace starts as NaN: the kernels must write every entry they read.
 template <typename T, int kDk, int kDv, typename Map, bool kCausal>
 void run_kernels(LinearParams& p, bool backward, bool compact) {
   using namespace actattn::cuda;
   auto launch = [](auto kernel, dim3 grid, int, const char*, const auto&... args) {
-    emulation::launch(grid, linear_tc::Shape<kDk, kDv>::kThreads, [&] { kernel(args...); });
+    emulation::launch(grid, linear_forward_tc::kThreads, [&] { kernel(args...); });
   };
   std::vector<float> workspace(
       backward ? linear_backward_tc::Plan(p).workspace_elems() : linear_forward_tc::Plan(p).workspace_elems(), NAN);
-  if (backward) {
+  if (!backward) return linear_forward_tc::run<T, Map, kCausal, kDk, kDv>(p, workspace.data(), launch);
+  if constexpr (has_backward_kernels<kDk, kDv>()) {
     linear_backward_tc::run<T, Map, kCausal, kDk, kDv>(p, workspace.data(), launch, compact);
-  } else {
-    linear_forward_tc::run<T, Map, kCausal, kDk, kDv>(p, workspace.data(), launch);
   }
 }
 
@@ -154,12 +159,22 @@ bool check_case(const Case& c, std::mt19937& gen) {
   };
   run({false});
   const auto ref = linear_reference(c.problem(), q, k, v, dout, st, lengths, scale, eps, out, /*dq_from_exact_output=*/true);
-  run({true});
 
   // Inputs, states and every product factor are rounded to 8 (bfloat16) or 11 (float16) significant bits;
   // gradients sum many such terms. Index or mask errors show as O(1) errors or NaN.
   const double tol = std::is_same_v<T, __half> ? 3e-3 : 2e-2;
   const double den_error = c.normalize ? vector_error(den, ref.den) : 0.0;
+  if constexpr (!has_backward_kernels<kDk, kDv>()) {
+    const double errors[] = {relative_error(out, ref.out), vector_error(s_final, ref.s_final),
+                             vector_error(z_final, ref.z_final)};
+    bool ok = den_error <= tol;
+    for (double e : errors) ok = ok && e <= tol;
+    std::printf("%-4s %-66s out %.1e den %.1e S %.1e z %.1e (the forward: no backward kernel)\n", ok ? "ok" : "FAIL",
+                c.name().c_str(), errors[0], den_error, errors[1], errors[2]);
+    return ok;
+  }
+  run({true});
+
   const double errors[] = {relative_error(out, ref.out),     relative_error(dq, ref.dq),
                            relative_error(dk, ref.dk),       relative_error(dv, ref.dv),
                            vector_error(s_final, ref.s_final), vector_error(z_final, ref.z_final),
@@ -218,9 +233,15 @@ int main(int argc, char** argv) {
       {1, 1, 100, 100, 128, M::kElu, true, true, true, false, false, false, 0.f, 0, 0.f, true},
       {2, 1, 130, 130, 128, M::kRelu, true, false, false, true, true, false, 0.f, 0, 0.f, true},
       {2, 1, 100, 512, 128, M::kElu, false, true, true, true, false, true, 128.f, 0, 0.f, true},
+      // D = 256, the forward alone: 4 column blocks of 64, the state tile loaded in two batches; float16
+      // states past 65504 divided into range.
+      {2, 1, 150, 150, 256, M::kElu, true, true, true, true, false, false},
+      {2, 1, 100, 130, 256, M::kRelu, false, false, true, false, true, false},
+      {1, 1, 512, 512, 256, M::kElu, true, true, false, false, false, true, 128.f},
+      {1, 1, 70, 70, 256, M::kElu, true, true, true, false, false, true},  // small, for TSan
   };
 
-  return actattn::emulation_test::run_cases<32, 64, 96, 128>(
+  return actattn::emulation_test::run_cases<32, 64, 96, 128, 256>(
       cases, filter, [](auto kind, const Case& c, std::mt19937& gen) {
         using T = typename decltype(kind)::type;
         constexpr int kDk = decltype(kind)::dim;
