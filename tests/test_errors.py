@@ -1,5 +1,6 @@
 """Bad input raises an error that names the argument, what was expected and what was given."""
 
+import contextlib
 import warnings
 
 import pytest
@@ -97,30 +98,41 @@ def test_mixed_cuda_and_cpu_devices():
         actattn.attention(q.cuda(), k, v)
 
 
+@pytest.fixture
+def warn_always():
+    """The generic kernels' warning comes once per op and process; warn_always makes every call say it,
+    whatever ran before."""
+    previous = torch.is_warn_always_enabled()
+    torch.set_warn_always(True)
+    yield
+    torch.set_warn_always(previous)
+
+
+@contextlib.contextmanager
+def no_actattn_warning():
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="actattn")
+        yield
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the tensor-core kernels are CUDA's")
 @pytest.mark.parametrize("op", [actattn.attention, actattn.linear_attention], ids=["attention", "linear"])
-def test_cuda_half_precision_off_the_tensor_cores_warns_naming_why(op):
+def test_cuda_half_precision_off_the_tensor_cores_warns_naming_why(op, warn_always):
     """bfloat16 at a head dim without a tensor-core kernel (80; both op families have 32, 64, 96 and 128,
-    attention 256 too, linear attention's forward 256) runs the generic kernels and says why (once per op and process, so
-    warn_always makes it say so here whatever ran before); D = 64 is silent."""
+    attention 256 too, linear attention's forward 256) runs the generic kernels and says why; D = 64 is
+    silent."""
     def bf16(dim):
         return [t.cuda().bfloat16().requires_grad_() for t in random_qkv((1, 2, 70, 70, dim, dim))]
 
-    previous = torch.is_warn_always_enabled()
-    torch.set_warn_always(True)
-    try:
-        dims = "32, 64, 96, 128 or 256" if op is actattn.attention else "32, 64, 96 or 128"
-        with pytest.warns(UserWarning, match=rf"generic CUDA kernels .* head dim is not {dims}"):
-            op(*bf16(80)).sum().backward()
-        with warnings.catch_warnings():
-            warnings.filterwarnings("error", message="actattn")
-            op(*bf16(64)).sum().backward()
-    finally:
-        torch.set_warn_always(previous)
+    dims = "32, 64, 96, 128 or 256" if op is actattn.attention else "32, 64, 96 or 128"
+    with pytest.warns(UserWarning, match=rf"generic CUDA kernels .* head dim is not {dims}"):
+        op(*bf16(80)).sum().backward()
+    with no_actattn_warning():
+        op(*bf16(64)).sum().backward()
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the tensor-core kernels are CUDA's")
-def test_cuda_linear_attention_at_head_dim_256_warns_for_its_backward_only():
+def test_cuda_linear_attention_at_head_dim_256_warns_for_its_backward_only(warn_always):
     """Linear attention at D = 256 has a tensor-core forward (121 KiB of shared memory: A100 and
     H100-class GPUs) and no tensor-core backward: the forward is silent where the GPU grants the memory,
     the backward runs the generic kernels and says why."""
@@ -129,50 +141,32 @@ def test_cuda_linear_attention_at_head_dim_256_warns_for_its_backward_only():
         pytest.skip("the tensor-core kernels need sm_80")
     if getattr(torch.cuda.get_device_properties(q.device), "shared_memory_per_block_optin", 0) < 121 * 1024:
         pytest.skip("the forward's tensor-core kernels at D = 256 need 121 KiB of shared memory per block")
-    previous = torch.is_warn_always_enabled()
-    torch.set_warn_always(True)
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("error", message="actattn")
-            out = actattn.linear_attention(q, k, v, causal=True)
-        with pytest.warns(UserWarning, match=r"generic CUDA kernels .* tensor-core forward but no tensor-core backward"):
-            out.sum().backward()
-    finally:
-        torch.set_warn_always(previous)
+    with no_actattn_warning():
+        out = actattn.linear_attention(q, k, v, causal=True)
+    with pytest.warns(UserWarning, match=r"generic CUDA kernels .* tensor-core forward but no tensor-core backward"):
+        out.sum().backward()
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the tensor-core kernels are CUDA's")
-def test_cuda_attention_with_dk_not_dv_warns_but_at_the_tiled_pair():
+def test_cuda_attention_with_dk_not_dv_warns_but_at_the_tiled_pair(warn_always):
     """Quadratic attention's one tiled pair of head dims with Dk != Dv, (192, 128), is silent; another
     pair runs the generic kernels and says why."""
     def bf16(qk_dim, v_dim):
         return [t.cuda().bfloat16().requires_grad_() for t in random_qkv((1, 2, 70, 70, qk_dim, v_dim))]
 
-    previous = torch.is_warn_always_enabled()
-    torch.set_warn_always(True)
-    try:
-        with pytest.warns(UserWarning, match=r"generic CUDA kernels .* different head dims other than \(192, 128\)"):
-            actattn.attention(*bf16(64, 128)).sum().backward()
-        with warnings.catch_warnings():
-            warnings.filterwarnings("error", message="actattn")
-            actattn.attention(*bf16(192, 128)).sum().backward()
-    finally:
-        torch.set_warn_always(previous)
+    with pytest.warns(UserWarning, match=r"generic CUDA kernels .* different head dims other than \(192, 128\)"):
+        actattn.attention(*bf16(64, 128)).sum().backward()
+    with no_actattn_warning():
+        actattn.attention(*bf16(192, 128)).sum().backward()
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the tensor-core kernels are CUDA's")
-def test_cuda_attention_at_head_dim_256_takes_the_tensor_cores_on_every_sm80_gpu():
+def test_cuda_attention_at_head_dim_256_takes_the_tensor_cores_on_every_sm80_gpu(warn_always):
     """D = 256's tensor-core backward needs 99 KiB of shared memory per block (its dK/dV kernel's compact
     tiles where the GPU grants less than the full tiles' 154 KiB: sm_86 / 89), which every sm_80+ GPU
     grants: forward and backward run without a warning."""
     q, k, v = [t.cuda().bfloat16().requires_grad_() for t in random_qkv((1, 2, 70, 70, 256, 256))]
     if torch.cuda.get_device_capability(q.device) < (8, 0):
         pytest.skip("the tensor-core kernels need sm_80")
-    previous = torch.is_warn_always_enabled()
-    torch.set_warn_always(True)
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("error", message="actattn")
-            actattn.attention(q, k, v).sum().backward()
-    finally:
-        torch.set_warn_always(previous)
+    with no_actattn_warning():
+        actattn.attention(q, k, v).sum().backward()
