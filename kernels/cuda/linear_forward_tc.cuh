@@ -24,14 +24,16 @@
 // of two sigma (exact) so that its largest entry is at most 2^14, and the state's part of the product
 // multiplied back by sigma in float32 (linear_tc::state_divisor).
 // Memory: workspace of B H ceil(Nk / 64) Dk (Dv + 1) floats (the per-chunk states; about N D per
-// (batch, head) at D = 64, 2 N D at D = 128, 4 N D at D = 256); shared tiles of 40 KiB (D = 64) and
-// 67 KiB (D = 128) per block, which every sm_80+ GPU grants, and 121 KiB at D = 256 (A100 and H100-class
-// GPUs; not sm_86/89). Saved for backward: the output and den (float32, when normalising);
+// (batch, head) at D = 64, 2 N D at D = 128, 4 N D at D = 256); shared tiles of 40 KiB (D = 64), 67 KiB
+// (D = 128) and 77 KiB (D = 256, where the causal block loads B and V into the state's memory once the
+// product with the state is done: keys_over_state) per block, which every sm_80+ GPU grants. Saved for
+// backward: the output and den (float32, when normalising);
 // the final state is an output.
 #pragma once
 
 #include "linear_tc_common.cuh"
 
+#include <algorithm>
 #include <numeric>
 
 namespace actattn {
@@ -106,12 +108,30 @@ constexpr int states_shared_bytes() {
   return (kChunk * key_ld<kDk>() + kChunk * ValueBlock<kDv>::kLdExtended) * 2;
 }
 
+// Whether the chunk outputs kernel (causal) loads B and V into the state tile's memory once the product
+// with the state is done, instead of into their own while the state loads: at D = 256, where that takes
+// its shared memory from 121 KiB to 77 (every sm_80+ GPU grants it; an H100 holds two blocks per SM, not
+// one) at the price of B's and V's loads no longer overlapping the state's.
+template <int kDk>
+constexpr bool keys_over_state() {
+  return kDk > 128;
+}
+
+// The chunk outputs kernel's tiles, in T elements: A, then the state and (after it, or over it) B and V.
+template <int kDk, int kDv>
+struct OutputTiles {
+  static constexpr int kQueries = kChunk * key_ld<kDk>();
+  static constexpr int kKeysAndValues = kChunk * key_ld<kDk>() + kChunk * ValueBlock<kDv>::kLdExtended;
+  static constexpr int kState = kDk * ValueBlock<kDv>::kLdExtended;
+  static constexpr int kElems = kQueries + (keys_over_state<kDk>() ? std::max(kKeysAndValues, kState)
+                                                                   : kKeysAndValues + kState);
+};
+
 template <int kDk, int kDv>
 constexpr int outputs_shared_bytes() {
-  constexpr int kLdExtended = ValueBlock<kDv>::kLdExtended;
-  return (2 * kChunk * key_ld<kDk>() + kChunk * kLdExtended + kDk * kLdExtended) * 2 +
-         (kThreads / kWarp) * static_cast<int>(sizeof(float));
+  return OutputTiles<kDk, kDv>::kElems * 2 + (kThreads / kWarp) * static_cast<int>(sizeof(float));
 }
+static_assert(outputs_shared_bytes<256, 256>() <= 99 * 1024, "D = 256 fits the GPUs granting least (sm_86/89)");
 
 // Value columns [col0, col0 + kColumns) of rows [row0, row0 + kChunk) into `tile` (kLdExtended), started with
 // cp.async (rows from `valid` on zero), and the extended columns written: a one in kNormColumn, zeros
@@ -258,11 +278,13 @@ __global__ void __launch_bounds__(kThreads) chunk_outputs_kernel(const LinearPar
                 kNormColumn = VB::kNormColumn;
   static_assert(kDk % 16 == 0, "whole k-steps");
   constexpr int kLdK = key_ld<kDk>();
+  constexpr bool kKeysOverState = keys_over_state<kDk>();
+  using Tiles = OutputTiles<kDk, kDv>;
   T* a_tile = dynamic_shared<T>();
-  T* b_tile = a_tile + kChunk * kLdK;
+  T* s_tile = a_tile + Tiles::kQueries;
+  T* b_tile = kKeysOverState ? s_tile : s_tile + Tiles::kState;
   T* v_tile = b_tile + kChunk * kLdK;
-  T* s_tile = v_tile + kChunk * kLdExtended;
-  float* slots = reinterpret_cast<float*>(s_tile + kDk * kLdExtended);
+  float* slots = reinterpret_cast<float*>(a_tile + Tiles::kElems);
 
   const AttentionShape s = p.shape;
   const Plan plan(p);
@@ -272,13 +294,15 @@ __global__ void __launch_bounds__(kThreads) chunk_outputs_kernel(const LinearPar
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp, g = lane / 4, t = lane % 4;
   const int64_t keys = keys_of(p.key_lengths, b, s.k_len);
 
-  if constexpr (kCausal) load_values_with_ones<T, kDv>(v_tile, p.v, b, h, q0, keys, col0);
-  linear_tc::load_mapped_tile<T, Map, kChunk, kDk, kThreads, 4>(a_tile, kLdK, p.q, b, h, q0, s.q_len,
-                                                             static_cast<float>(p.scale));
-  if constexpr (kCausal) {
+  auto load_values = [&] { load_values_with_ones<T, kDv>(v_tile, p.v, b, h, q0, keys, col0); };
+  auto load_keys = [&] {  // and waits for V's copies: both land at the next barrier
     linear_tc::load_mapped_tile<T, Map, kChunk, kDk, kThreads, 4>(b_tile, kLdK, p.k, b, h, q0, keys, 1.f);
     mma::cp_async_wait_all();
-  }
+  };
+  if constexpr (kCausal && !kKeysOverState) load_values();  // its copies in flight while A and B load
+  linear_tc::load_mapped_tile<T, Map, kChunk, kDk, kThreads, 4>(a_tile, kLdK, p.q, b, h, q0, s.q_len,
+                                                             static_cast<float>(p.scale));
+  if constexpr (kCausal && !kKeysOverState) load_keys();
   // Causal: the state before this chunk (prefix_states_kernel); non-causal: the final state.
   const float* state = kCausal ? workspace + (bh * plan.key_chunks + blk.chunk) * plan.entries
                                : static_cast<const float*>(p.final_state) + bh * kDk * kDv;
@@ -291,6 +315,12 @@ __global__ void __launch_bounds__(kThreads) chunk_outputs_kernel(const LinearPar
   mma::mma_shared_a_b<T, kDk / 16, kExtendedTiles>(acc, a_rows, kLdK, s_tile, kLdExtended, lane);
   linear_tc::multiply(acc, sigma);
   if constexpr (kCausal) {
+    if constexpr (kKeysOverState) {
+      __syncthreads();  // every warp is done with the state, whose memory B and V take
+      load_values();
+      load_keys();
+      __syncthreads();
+    }
 #pragma unroll 1  // unrolled in part, it spilled at D = 32 (56 registers)
     for (int kb = 0; kb <= warp; ++kb) {  // 16-key blocks at or left of the diagonal
       mma::FragC w[2];

@@ -112,8 +112,9 @@ int linear_backward_tensor_core_shared_bytes(int64_t qk_dim, int64_t v_dim);
 
 // The chunk-parallel backward's blocks hold a D x D state tile besides four chunk tiles: 104 KiB at
 // D = 128, which A100 and H100-class GPUs grant; sm_86/89 (99 KiB) run them in compact layouts (87 KiB,
-// linear_backward_tc.cuh's Tiles). The forward's tiles (67 KiB at D = 128) fit every sm_80+ GPU; at
-// D = 256 they take 121 KiB, which A100 and H100-class GPUs grant and sm_86/89 do not.
+// linear_backward_tc.cuh's Tiles). The forward's tiles (67 KiB at D = 128, 77 KiB at 256) fit every sm_80+
+// GPU; so every sm_80+ GPU takes the tensor cores at every tiled head dim, and the check below only
+// guards GPUs granting less than 99 KiB.
 inline const char* linear_tensor_core_refusal(const LinearParams& p, bool backward) {
   if (const char* refusal = common_tensor_core_refusal(p, backward)) return refusal;
   if (!is_half_type(p.dtype)) return nullptr;
@@ -132,7 +133,7 @@ inline const char* linear_tensor_core_refusal(const LinearParams& p, bool backwa
                               : linear_forward_tensor_core_shared_bytes(p.shape.qk_dim, p.shape.v_dim);
   if (shared > device_shared_bytes_optin()) {
     return "the GPU grants a block less shared memory than the tensor-core kernels need at these head dims "
-           "(87 KiB for the backward at head dim 128, 121 KiB for the forward at 256, less at the others)";
+           "(87 KiB for the backward at head dim 128, less at the others)";
   }
   return nullptr;
 }
