@@ -8,8 +8,8 @@
 #   3. runs the GPU benchmark (bf16, B=4, H=16, D=64, N=4096) against SDPA and the torch composites,
 #   4. runs compute-sanitizer memcheck over a small subset, with torch's caching allocator off, then
 #      racecheck and synccheck on one tensor-core case per kernel,
-#   5. runs the long-sequence benchmarks (N=16384, D=64 and 128), D=256 and (Dk, Dv) = (192, 128) (N=4096)
-#      with what time is left,
+#   5. runs the long-sequence benchmarks (N=16384, D=64 and 128), D=256 (softmax, linear) and
+#      (Dk, Dv) = (192, 128) (N=4096) with what time is left,
 #   6. and then lists each case's kernels by time (benchmarks/kernel_times.py: torch.profiler).
 # Steps run in that order of importance, each capped by the time left, so that one slow step cannot
 # take the results of the others with it. Logs go to $OUT (default build/gpu-check); carry
@@ -106,6 +106,10 @@ run_for 60 "${bench[@]}" --head-dim 64 --seq-lens 16384 --cases "softmax causal"
 run_for 60 "${bench[@]}" --head-dim 128 --seq-lens 16384 --cases "softmax" "linear relu causal" 2>&1 | grep "^| [a-z]" | tee -a "$OUT/bench.md"
 # D = 256: forward and backward on the tensor cores (the backward's dK/dV blocks: 16 keys, 4 warps).
 run_for 40 "${bench[@]}" --head-dim 256 --seq-lens 4096 --cases "softmax" 2>&1 | grep "^| [a-z]" | tee -a "$OUT/bench.md"
+# Linear attention at D = 256: the forward on tensor cores (B and V over the state tile), the backward
+# generic (no tensor-core backward at 256), fla's chunk kernels beside it.
+run_for 40 "${bench[@]}" --head-dim 256 --seq-lens 4096 --cases "linear relu causal" 2>&1 | grep "^| [a-z]" \
+  | tee -a "$OUT/bench.md"
 # (Dk, Dv) = (192, 128), multi-head latent attention's (SDPA takes its memory-efficient kernel there).
 run_for 40 "${bench[@]}" --head-dim 192 --value-head-dim 128 --seq-lens 4096 --cases "softmax causal" 2>&1 \
   | grep "^| [a-z]" | tee -a "$OUT/bench.md"
