@@ -158,7 +158,8 @@ void dispatch_linear_tensor_core(const LinearParams& p, Fn&& fn) {
   dispatch_half_dtype(p.dtype, [&](auto types) {
     dispatch_feature_map(p.feature_map, [&](auto map) {
       dispatch_bool(p.causal, [&](auto causal) {
-        dispatch_linear_head_dims<kPass>(p.shape.qk_dim, p.shape.v_dim, [&](auto dims) { fn(types, map, causal, dims); });
+        dispatch_linear_head_dims<kPass>(p.shape.qk_dim, p.shape.v_dim,
+                                         [&](auto dims) { fn(types, map, causal, dims); });
       });
     });
   });

@@ -20,7 +20,8 @@ constexpr int forward_shared_bytes() {
 
 int linear_forward_tensor_core_shared_bytes(int64_t qk_dim, int64_t v_dim) {
   int bytes = 0;
-  dispatch_linear_head_dims<LinearPass::kForward>(qk_dim, v_dim, [&](auto dims) { bytes = forward_shared_bytes<dims.qk, dims.v>(); });
+  dispatch_linear_head_dims<LinearPass::kForward>(
+      qk_dim, v_dim, [&](auto dims) { bytes = forward_shared_bytes<dims.qk, dims.v>(); });
   return bytes;
 }
 
