@@ -72,23 +72,13 @@ struct Dropout {
   }
 
   // The factor of one weight: 1 when inactive, else kept_scale or 0. Draws for one key (the generic
-  // CUDA kernels); the CPU kernels draw once per four keys (cpu/dropout_factors.h).
+  // CUDA kernels and the tests' references); the CPU kernels draw once per four keys
+  // (cpu/dropout_factors.h), the tensor-core kernels once per four across the lanes that hold them
+  // (cuda/dropout_fragments.cuh).
   ACTATTN_HOST_DEVICE Acc multiplier(int64_t query_row, int64_t key) const {
     if (!active) return Acc(1);
     return draw(query_row, key).x[key & 3] < keep_below ? kept_scale : Acc(0);
   }
-
-  // The factors of keys `key` and key + 1 (key even) of one row: one draw, as a tensor-core thread holds them.
-  ACTATTN_HOST_DEVICE void pair_multipliers(int64_t query_row, int64_t key, Acc* first, Acc* second) const {
-    if (!active) {
-      *first = *second = Acc(1);
-      return;
-    }
-    const PhiloxWords words = draw(query_row, key);
-    *first = words.x[key & 3] < keep_below ? kept_scale : Acc(0);
-    *second = words.x[(key & 3) + 1] < keep_below ? kept_scale : Acc(0);
-  }
-
 };
 
 }  // namespace actattn

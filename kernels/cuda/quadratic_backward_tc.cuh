@@ -22,7 +22,8 @@
 //    dP = dO V^T, dQ += dS K. Up to D = 128 each warp keeps its Q and dO rows in registers as mma
 //    fragments; beyond (dQ's 16 x 256 accumulator alone takes 128 registers at D = 256) it reads them
 //    from shared memory at each k-step, and walks key tiles of 16 at D = 256, 32 at (192, 128).
-// With dropout (dropout.h) dV takes z p and ds takes z dp, z the pair's regenerated factor.
+// With dropout (dropout.h) dV takes z p and ds takes z dp, z the pair's regenerated factor (one Philox
+// draw per four pairs, shared by the lanes that hold them: dropout_fragments.cuh).
 // S and dP are computed twice (7 tile products per tile pair instead of flash-attention 2's 5, which
 // adds dQ with atomics): the price of determinism by construction.
 // Tiles: the dK/dV kernel walks query tiles of 64 at D <= 64 and with column groups (whose warps share
@@ -41,6 +42,7 @@
 
 #include "../dropout.h"
 #include "../key_lengths.h"
+#include "dropout_fragments.cuh"
 #include "mma.cuh"
 
 namespace actattn {
@@ -49,6 +51,7 @@ namespace quadratic_backward_tc {
 
 constexpr int kWarps = 4;                // of the dQ kernel
 constexpr int kThreads = kWarps * kWarp;  // of the dQ kernel
+constexpr int kMinBlocks = 2;             // of the dQ kernel, as the forward's (quadratic_forward_tc.cuh)
 constexpr int kBlockRows = 16 * kWarps;   // queries a dQ block owns
 
 // Rows of the key tiles the dQ kernel walks (and of the query tiles the dK/dV kernel walks with one
@@ -88,6 +91,13 @@ constexpr int key_grads_column_groups() {
 template <int kDk, int kDv>
 constexpr int key_grads_threads() {
   return key_grads_row_groups<kDk, kDv>() * key_grads_column_groups<kDk, kDv>() * kWarp;
+}
+
+// Blocks of 4 warps ask for 2 per SM, as the forward's do (quadratic_forward_tc.cuh says why); 8 warps
+// for none: 2 blocks of 256 threads would cap them at 128 registers, where they spill.
+template <int kDk, int kDv>
+constexpr int key_grads_min_blocks() {
+  return key_grads_threads<kDk, kDv>() <= 4 * kWarp ? 2 : 1;
 }
 
 // The query tiles the dK/dV kernel walks: their rows and how many buffers of them (2: the next tile in
@@ -193,7 +203,7 @@ __device__ __forceinline__ void store_row(const RowView& view, int64_t b, int64_
 }
 
 template <typename T, typename Activation, bool kBanded, int kDk, int kDv, bool kCompact = false>
-__global__ void __launch_bounds__(key_grads_threads<kDk, kDv>())
+__global__ void __launch_bounds__(key_grads_threads<kDk, kDv>(), key_grads_min_blocks<kDk, kDv>())
     key_grads_kernel(const QuadraticParams p, Activation act) {
   constexpr int kLd = kDk + 8, kLdV = kDv + 8;  // rows of the Q and K tiles, of the dO and V tiles
   constexpr int kQueries = key_grads_walk_tile<kDk, kDv, kCompact>();
@@ -286,14 +296,17 @@ __global__ void __launch_bounds__(key_grads_threads<kDk, kDv>())
     mma::mma_shared_a_bt<T, kDv / 16>(dscore, warp_v, kLdV, dout_tile + first_query * kLdV, kLdV, lane);
 #pragma unroll
     for (int n = 0; n < kPairTiles; ++n) {
+      float keep[4] = {1.f, 1.f, 1.f, 1.f};  // the thread's two queries of each of its two keys
+      if (dropout.active) {
+        dropout_fragments::key_major_factors(dropout, bh * s.q_len + i0 + first_query + n * 8 + 2 * t, key_rows, g,
+                                             keep);
+      }
 #pragma unroll
       for (int r = 0; r < 4; ++r) {
         const int column = first_query + n * 8 + 2 * t + (r & 1);
         const int64_t i = i0 + column, j = key_rows[r >> 1];
         const bool visible = i < s.q_len && j < keys && (!kBanded || band.sees(i, j));
-        // The pair's queries are consecutive here, so each factor is its own draw.
-        const float keep = dropout.multiplier(bh * s.q_len + i, j);
-        pair_grads(act, visible, prob[n].x[r] * scale + constants.bias, dscore[n].x[r], keep, lse_tile[column],
+        pair_grads(act, visible, prob[n].x[r] * scale + constants.bias, dscore[n].x[r], keep[r], lse_tile[column],
                    delta_tile[column], &prob[n].x[r], &dscore[n].x[r]);
       }
     }
@@ -334,7 +347,7 @@ __global__ void __launch_bounds__(key_grads_threads<kDk, kDv>())
 }
 
 template <typename T, typename Activation, bool kBanded, int kDk, int kDv>
-__global__ void __launch_bounds__(kThreads) query_grads_kernel(const QuadraticParams p, Activation act) {
+__global__ void __launch_bounds__(kThreads, kMinBlocks) query_grads_kernel(const QuadraticParams p, Activation act) {
   constexpr int kLd = kDk + 8, kLdV = kDv + 8;  // rows of the Q and K tiles, of the dO and V tiles
   constexpr int kSteps = kDk / 16, kValueSteps = kDv / 16, kKeys = walk_tile<kDk, kDv>();
   constexpr int kPairTiles = kKeys / 8, kGradTiles = kDk / 8;
@@ -355,6 +368,7 @@ __global__ void __launch_bounds__(kThreads) query_grads_kernel(const QuadraticPa
   act.inv_divisor = constants.inv_divisor;
   const float scale = static_cast<float>(p.scale);
   const int64_t rows[2] = {q0 + warp * 16 + g, q0 + warp * 16 + g + 8};
+  const int64_t query_rows[2] = {bh * s.q_len + rows[0], bh * s.q_len + rows[1]};  // dropout's row ids
   const Dropout<float> dropout = Dropout<float>::of(p);
   float row_lse[2] = {0.f, 0.f}, row_delta[2] = {0.f, 0.f};
   if constexpr (Activation::kNormalizesRows) {
@@ -425,9 +439,8 @@ __global__ void __launch_bounds__(kThreads) query_grads_kernel(const QuadraticPa
     }
 #pragma unroll
     for (int n = 0; n < kPairTiles; ++n) {
-      float keep[4];  // the thread's two keys of each of its two rows: one draw per row
-      dropout.pair_multipliers(bh * s.q_len + rows[0], k0 + n * 8 + 2 * t, &keep[0], &keep[1]);
-      dropout.pair_multipliers(bh * s.q_len + rows[1], k0 + n * 8 + 2 * t, &keep[2], &keep[3]);
+      float keep[4] = {1.f, 1.f, 1.f, 1.f};  // the thread's two keys of each of its two rows
+      if (dropout.active) dropout_fragments::row_major_factors(dropout, query_rows, k0 + n * 8 + 2 * t, t, keep);
 #pragma unroll
       for (int r = 0; r < 4; ++r) {
         const int half = r >> 1;

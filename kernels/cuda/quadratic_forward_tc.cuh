@@ -14,7 +14,8 @@
 // the input type and adds P V into a float32 16 x Dv accumulator, again in registers. Softmax keeps the
 // running row max and sum (online softmax) and rescales the accumulator when the max grows; sigmoid and
 // relu need no row statistics. Masked scores (causal, padding keys) become probability 0. Dropout
-// (dropout.h) multiplies P by its factors after softmax's row sums took it (one draw per key pair).
+// (dropout.h) multiplies P by its factors after softmax's row sums took it (one Philox draw per four
+// scores, shared by the two lanes that hold them: dropout_fragments.cuh).
 // Memory: shared Q, K, V tiles (64 x (Dk + 8) elements for Q, key-tile x (Dk + 8) for K and x (Dv + 8)
 // for V: 15, 27, 39, 51 and 66 KiB at D = 32, 64, 96, 128, 256, 46 KiB at (192, 128)); never N x N.
 // Where the backward cannot take the tensor cores (rows it writes not 16-byte aligned, a GPU granting a
@@ -27,6 +28,7 @@
 
 #include "../dropout.h"
 #include "../key_lengths.h"
+#include "dropout_fragments.cuh"
 #include "mma.cuh"
 
 namespace actattn {
@@ -55,8 +57,13 @@ constexpr int forward_shared_bytes() {
   return ((kBlockRows + key_tile<kDk>()) * (kDk + 8) + key_tile<kDk>() * (kDv + 8)) * 2;
 }
 
+// At least 2 blocks per SM (at most 255 registers): without a minimum ptxas squeezed kernels needing a
+// little over 168 registers onto the 3-block step and spilled 4-8 bytes there (sm_80); with it they
+// take 190-202 and nothing spills.
+constexpr int kMinBlocks = 2;
+
 template <typename T, typename Activation, bool kBanded, int kDk, int kDv>
-__global__ void __launch_bounds__(kThreads) forward_kernel(const QuadraticParams p, Activation act) {
+__global__ void __launch_bounds__(kThreads, kMinBlocks) forward_kernel(const QuadraticParams p, Activation act) {
   // Padded rows (Q, K: kLd; V: kLdV): ldmatrix's 8 row addresses fall in distinct banks.
   constexpr int kLd = kDk + 8, kLdV = kDv + 8;
   constexpr int kKeyTile = key_tile<kDk>(), kSteps = kDk / 16, kScoreTiles = kKeyTile / 8, kOutTiles = kDv / 8;
@@ -177,15 +184,13 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(const QuadraticParams
       }
     }
     if (dropout.active) {
+      const int64_t query_rows[2] = {bh * s.q_len + rows[0], bh * s.q_len + rows[1]};
 #pragma unroll
-      for (int half = 0; half < 2; ++half) {
+      for (int n = 0; n < kScoreTiles; ++n) {
+        float keep[4];
+        dropout_fragments::row_major_factors(dropout, query_rows, k0 + n * 8 + 2 * t, t, keep);
 #pragma unroll
-        for (int n = 0; n < kScoreTiles; ++n) {
-          float first, second;
-          dropout.pair_multipliers(bh * s.q_len + rows[half], k0 + n * 8 + 2 * t, &first, &second);
-          score[n].x[2 * half] *= first;
-          score[n].x[2 * half + 1] *= second;
-        }
+        for (int r = 0; r < 4; ++r) score[n].x[r] *= keep[r];
       }
     }
     mma::cp_async_wait_all();  // this thread's part of V(k0)

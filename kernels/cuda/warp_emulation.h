@@ -409,6 +409,7 @@ struct WarpSlots {
   Barrier barrier{32, true};
   float value[32];
   double wide_value[32];  // float64 shuffles (the generic kernels' warp sums)
+  uint32_t word[32];       // 32-bit integer shuffles (dropout_fragments.cuh's Philox words)
   const void* address[32];
   uint32_t a[32][4];
   uint32_t b[32][2];
@@ -498,6 +499,11 @@ inline float __shfl_xor_sync(unsigned /*mask*/, float value, int lane_mask) {
 inline double __shfl_xor_sync(unsigned /*mask*/, double value, int lane_mask) {
   using namespace actattn::cuda::emulation;
   return exchange_xor(warp().wide_value, value, lane_mask);
+}
+
+inline uint32_t __shfl_xor_sync(unsigned /*mask*/, uint32_t value, int lane_mask) {
+  using namespace actattn::cuda::emulation;
+  return exchange_xor(warp().word, value, lane_mask);
 }
 
 namespace actattn {
