@@ -4,9 +4,9 @@
 # kernel's kind and counts the cases that fail, under each of the emulation's schedules and overall
 # (kernels/cuda/warp_emulation.h's Schedule). A deletion that fails no case is a barrier the emulation
 # cannot check. About 25 minutes on 2 cores (17 barriers; two builds and runs at a time).
-# With --tsan it builds the ThreadSanitizer test instead and runs the cases CTest runs under TSan
-# (CMakeLists.txt's ACTATTN_TSAN_CASES) of that kind, counting those in which TSan reports a race: whether
-# those few cases cover every barrier.
+# With --tsan it builds the ThreadSanitizer test instead (which holds the few cases CTest runs under
+# TSan, the test file's tsan_cases()) and runs each of its cases alone, counting those in which TSan
+# reports a race: whether those few cases cover every barrier.
 #
 #   bash tools/barrier_mutants.sh [--tsan] [OUT_DIR, default build/barrier-mutants] [KERNEL_HEADER...]
 # (the headers whose barriers to delete; default every tensor-core kernel header)
@@ -19,7 +19,6 @@ if [ "${1:-}" = --tsan ]; then
 fi
 out=$(realpath -m "${1:-build/barrier-mutants}")
 rm -rf "$out" && mkdir -p "$out"
-sed -n '/set(ACTATTN_TSAN_CASES/,/)/p' CMakeLists.txt | grep -o '"[^"]*"' | tr -d '"' >"$out/tsan-cases.txt"
 export out tsan
 shift || true
 sources=("$@")
@@ -37,12 +36,12 @@ done | xargs -P "$(nproc)" -L 1 sh -c '
   if [ "$tsan" = 1 ]; then
     g++ -std=c++20 -O1 -g1 -fsanitize=thread -I/usr/local/cuda/include "$copy/tests/emulation/${kind}_kernels.cpp" -o "$copy/test"
     cases=0 reported=0
-    while IFS="|" read -r case_kind filter; do
-      [ "$case_kind" = "$kind" ] || continue
+    "$copy/test" --list >"$copy/cases.txt"
+    while read -r name; do
       cases=$((cases + 1))
-      "$copy/test" "$filter" >"$copy/run-$cases.log" 2>&1 || true
+      "$copy/test" "$name" >"$copy/run-$cases.log" 2>&1 || true
       ! grep -q "WARNING: ThreadSanitizer" "$copy/run-$cases.log" || reported=$((reported + 1))
-    done <"$out/tsan-cases.txt"
+    done <"$copy/cases.txt"
     printf "%s:%s  TSan reports a race in %s of %s cases  | %s\n" "$source" "$line" "$reported" "$cases" "$code" \
       >"$copy/summary"
   else

@@ -9,14 +9,21 @@
 #include <cstring>
 #include <random>
 #include <string>
+#include <type_traits>
 #include <vector>
 
+#include "../../kernels/feature_maps.h"
 #include "../../kernels/params.h"
 #include "emulated_tensors.h"
 #include "linear_reference.h"
 
 namespace actattn {
 namespace emulation_test {
+
+// The feature map's type for a FeatureMapKind known at compile time (a case's Kernels).
+template <FeatureMapKind kMap>
+using FeatureMapOf = std::conditional_t<kMap == FeatureMapKind::kIdentity, IdentityMap,
+                                        std::conditional_t<kMap == FeatureMapKind::kRelu, ReluMap, EluPlusOneMap>>;
 
 // Keys per sequence (all k_len unless padded: then sequence b keeps (37 b + Nk / 2) % (Nk + 1), sequence
 // 0 none). Padding keys and values are set to NaN: they must never reach a product.

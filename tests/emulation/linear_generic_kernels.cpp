@@ -6,7 +6,8 @@
 // masks, padding, states and the "only what is asked for" paths.
 // Not covered: timing, the hardware's rounding order.
 //
-// Usage: actattn_linear_generic_emulation [case-filter substring]; exits 1 if any case fails.
+// Usage: actattn_linear_generic_emulation [case-filter substring | --list]; exits 1 if any case fails. Built with
+// -fsanitize=thread (actattn_linear_generic_emulation_tsan) it runs tsan_cases() instead of plain_cases().
 #define ACTATTN_WARP_EMULATION
 #include "../../kernels/cuda/warp_emulation.h"
 // clang-format off
@@ -28,6 +29,7 @@ using actattn::AttentionShape;
 using actattn::FeatureMapKind;
 using actattn::LinearParams;
 using actattn::emulation_test::computes_only_what_is_asked;
+using actattn::emulation_test::FeatureMapOf;
 using actattn::emulation_test::linear_reference;
 using actattn::emulation_test::LinearProblem;
 using actattn::emulation_test::pad_keys;
@@ -45,6 +47,14 @@ struct Case {
   FeatureMapKind map;
   bool causal, normalize, with_state, padded, interleaved;
   Type type;
+
+  // The template arguments of the kernels the case runs: run_cases instantiates those of its cases only.
+  struct Kernels {
+    Type type;
+    FeatureMapKind map;
+    bool causal;
+  };
+  constexpr Kernels kernels() const { return {type, map, causal}; }
 
   LinearProblem problem() const {
     return {batch, heads, q_len, k_len, qk_dim, v_dim, map, causal, normalize, with_state};
@@ -80,7 +90,7 @@ void run_backward(const LinearParams& p) {
                     [&] { value_grads_kernel<T, Acc, Map, kCausal>(p); });
 }
 
-template <typename T, typename Acc>
+template <typename T, typename Acc, typename Map, bool kCausal>
 bool check_case(const Case& c, std::mt19937& gen) {
   const LinearProblem problem = c.problem();
   const int64_t B = c.batch, H = c.heads, Nq = c.q_len, Nk = c.k_len, Dk = c.qk_dim, Dv = c.v_dim, bh = B * H;
@@ -135,21 +145,11 @@ bool check_case(const Case& c, std::mt19937& gen) {
   std::vector<Acc> workspace(actattn::cuda::linear_backward::workspace_elems(p.shape), Acc(NAN));
   p.workspace = workspace.data();
 
-  auto run = [&] {
-    auto with_map = [&](auto map) {
-      using Map = decltype(map);
-      if (c.causal) {
-        run_backward<T, Acc, Map, true>(p);
-      } else {
-        run_backward<T, Acc, Map, false>(p);
-      }
-    };
-    switch (c.map) {
-      case FeatureMapKind::kIdentity: with_map(actattn::IdentityMap{}); break;
-      case FeatureMapKind::kRelu: with_map(actattn::ReluMap{}); break;
-      case FeatureMapKind::kElu: with_map(actattn::EluPlusOneMap{}); break;
-    }
-  };
+  if (c.causal != kCausal) {
+    std::printf("FAIL %s: Case::kernels() disagrees with the case's parameters\n", c.name().c_str());
+    return false;
+  }
+  auto run = [&] { run_backward<T, Acc, Map, kCausal>(p); };
   run();
 
   // float64 and float32 compute in their own precision; bfloat16 rounds the gradients it stores to 8
@@ -167,15 +167,13 @@ bool check_case(const Case& c, std::mt19937& gen) {
   return ok;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  const std::string filter = argc > 1 ? argv[1] : "";
+// Every case of the plain build.
+constexpr std::vector<Case> plain_cases() {
   using M = FeatureMapKind;
   const Type f64 = Type::kFloat64, f32 = Type::kFloat32, bf16 = Type::kBFloat16;
   // {B, H, Nq, Nk, Dk, Dv, map, causal, normalize, state, padded, interleaved, type}. Head dims off the
   // splits' multiples (16 feature rows per block, 32 or 16 value columns) and lengths off the 16-row chunks.
-  const std::vector<Case> cases = {
+  return {
       {1, 2, 70, 70, 40, 24, M::kElu, true, true, true, false, false, f64},     // Dk > Dv, state
       {2, 1, 50, 50, 24, 72, M::kRelu, true, true, false, true, true, f64},     // Dk < Dv, padding, strides
       {1, 1, 45, 45, 17, 33, M::kIdentity, true, false, true, false, false, f64},  // unnormalised
@@ -187,21 +185,35 @@ int main(int argc, char** argv) {
       {1, 1, 50, 50, 96, 96, M::kElu, true, true, true, false, false, bf16},    // float16 types' fallback
       {1, 1, 1, 1, 8, 8, M::kRelu, false, true, true, false, false, bf16},
   };
-  std::mt19937 gen(0);
-  int failures = 0, run = 0;
-  for (const Case& c : cases) {
-    if (c.name().find(filter) == std::string::npos) continue;
-    ++run;
-    const bool ok = actattn::emulation_test::check_under_every_schedule(c, gen, [](const Case& c, std::mt19937& g) {
-      switch (c.type) {
-        case Type::kFloat64: return check_case<double, double>(c, g);
-        case Type::kFloat32: return check_case<float, float>(c, g);
-        case Type::kBFloat16: return check_case<__nv_bfloat16, float>(c, g);
-      }
-      return false;
-    });
-    failures += !ok;
-  }
-  std::printf("%d of %d cases failed\n", failures, run);
-  return failures == 0 && run > 0 ? 0 : 1;
+}
+
+// The ThreadSanitizer build's cases: two of the plain ones, causal and not, which launch every kernel.
+constexpr std::vector<Case> tsan_cases() {
+  using M = FeatureMapKind;
+  return {
+      {2, 1, 70, 70, 40, 72, M::kElu, true, true, true, true, false, Type::kFloat32},
+      {2, 1, 30, 70, 40, 40, M::kElu, false, true, true, true, true, Type::kFloat64},
+  };
+}
+
+#ifdef ACTATTN_EMULATION_TSAN
+constexpr auto kCases = actattn::emulation_test::as_array<tsan_cases().size()>(tsan_cases());
+#else
+constexpr auto kCases = actattn::emulation_test::as_array<plain_cases().size()>(plain_cases());
+#endif
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  return actattn::emulation_test::run_cases<kCases>(argc, argv, [](auto kernels, const Case& c, std::mt19937& gen) {
+    constexpr Case::Kernels k = decltype(kernels)::value;
+    using Map = FeatureMapOf<k.map>;
+    if constexpr (k.type == Type::kFloat64) {
+      return check_case<double, double, Map, k.causal>(c, gen);
+    } else if constexpr (k.type == Type::kFloat32) {
+      return check_case<float, float, Map, k.causal>(c, gen);
+    } else {
+      return check_case<__nv_bfloat16, float, Map, k.causal>(c, gen);
+    }
+  });
 }

@@ -4,7 +4,8 @@
 // algorithm, its masks, the state carried between chunks and the gradient formulas are all checked.
 // Not covered: timing, races the emulation's barriers hide, the hardware's rounding order.
 //
-// Usage: actattn_linear_emulation [case-filter substring]; exits 1 if any case fails.
+// Usage: actattn_linear_emulation [case-filter substring | --list]; exits 1 if any case fails. Built with
+// -fsanitize=thread (actattn_linear_emulation_tsan) it runs tsan_cases() instead of plain_cases().
 #define ACTATTN_WARP_EMULATION
 #include "../../kernels/cuda/warp_emulation.h"
 // clang-format off
@@ -19,6 +20,7 @@
 #include <cmath>
 #include <cstdio>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace {
@@ -27,6 +29,7 @@ using actattn::AttentionShape;
 using actattn::FeatureMapKind;
 using actattn::LinearParams;
 using actattn::emulation_test::computes_only_what_is_asked;
+using actattn::emulation_test::FeatureMapOf;
 using actattn::emulation_test::linear_reference;
 using actattn::emulation_test::LinearProblem;
 using actattn::emulation_test::pad_keys;
@@ -50,7 +53,16 @@ struct Case {
   float feature_mean = 0.f;  // added to q and k: large den, so float16's dnum = dO / den would be subnormal
   bool compact = false;      // D = 128: the backward's compact tile layouts (GPUs granting 99 KiB, sm_86 / 89)
 
-  int64_t value_dim() const { return v_dim != 0 ? v_dim : dim; }
+  constexpr int64_t value_dim() const { return v_dim != 0 ? v_dim : dim; }
+
+  // The template arguments of the kernels the case runs: run_cases instantiates those of its cases only.
+  struct Kernels {
+    bool half;
+    int64_t dk, dv;
+    FeatureMapKind map;
+    bool causal;
+  };
+  constexpr Kernels kernels() const { return {half, dim, value_dim(), map, causal}; }
   LinearProblem problem() const {
     return {batch, heads, q_len, k_len, dim, value_dim(), map, causal, normalize, with_state};
   }
@@ -92,7 +104,7 @@ void run_kernels(LinearParams& p, bool backward, bool compact) {
   }
 }
 
-template <typename T, int kDk, int kDv>
+template <typename T, int kDk, int kDv, typename Map, bool kCausal>
 bool check_case(const Case& c, std::mt19937& gen) {
   auto q = random_tensor<T>(c.batch, c.heads, c.q_len, kDk, c.interleaved, gen);
   auto k = random_tensor<T>(c.batch, c.heads, c.k_len, kDk, c.interleaved, gen);
@@ -139,23 +151,13 @@ bool check_case(const Case& c, std::mt19937& gen) {
   p.grad_initial_state = ds0.data();
   p.grad_initial_normalizer = dz0.data();
 
+  if (c.causal != kCausal) {
+    std::printf("FAIL %s: Case::kernels() disagrees with the case's parameters\n", c.name().c_str());
+    return false;
+  }
   // Runs the forward and/or backward kernel (passes: false = forward, true = backward).
   auto run = [&](std::initializer_list<bool> passes) {
-    auto with_map = [&](auto map) {
-      using Map = decltype(map);
-      for (bool backward : passes) {
-        if (c.causal) {
-          run_kernels<T, kDk, kDv, Map, true>(p, backward, c.compact);
-        } else {
-          run_kernels<T, kDk, kDv, Map, false>(p, backward, c.compact);
-        }
-      }
-    };
-    switch (c.map) {
-      case FeatureMapKind::kIdentity: with_map(actattn::IdentityMap{}); break;
-      case FeatureMapKind::kRelu: with_map(actattn::ReluMap{}); break;
-      case FeatureMapKind::kElu: with_map(actattn::EluPlusOneMap{}); break;
-    }
+    for (bool backward : passes) run_kernels<T, kDk, kDv, Map, kCausal>(p, backward, c.compact);
   };
   run({false});
   const auto ref = linear_reference(c.problem(), q, k, v, dout, st, lengths, scale, eps, out, /*dq_from_exact_output=*/true);
@@ -191,13 +193,10 @@ bool check_case(const Case& c, std::mt19937& gen) {
   return ok;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  const std::string filter = argc > 1 ? argv[1] : "";
+// Every case of the plain build. {B, H, Nq, Nk, D, map, causal, normalize, state, padded, interleaved, fp16}
+constexpr std::vector<Case> plain_cases() {
   using M = FeatureMapKind;
-  // {B, H, Nq, Nk, D, map, causal, normalize, state, padded, interleaved, fp16}
-  const std::vector<Case> cases = {
+  return {
       {1, 2, 150, 150, 64, M::kElu, true, true, true, false, false, false},        // chunk edges, state
       {1, 1, 150, 150, 64, M::kElu, true, true, false, false, false, false},       // zero state
       {2, 1, 100, 100, 64, M::kRelu, true, true, true, true, true, false},         // padding, strides
@@ -238,18 +237,39 @@ int main(int argc, char** argv) {
       {2, 1, 150, 150, 256, M::kElu, true, true, true, true, false, false},
       {2, 1, 100, 130, 256, M::kRelu, false, false, true, false, true, false},
       {1, 1, 512, 512, 256, M::kElu, true, true, false, false, false, true, 128.f},
-      {1, 1, 70, 70, 256, M::kElu, true, true, true, false, false, true},  // small, for TSan
+      {1, 1, 70, 70, 256, M::kElu, true, true, true, false, false, true},  // small (also a TSan case)
   };
+}
 
-  return actattn::emulation_test::run_cases<32, 64, 96, 128, 256>(
-      cases, filter, [](auto kind, const Case& c, std::mt19937& gen) {
-        using T = typename decltype(kind)::type;
-        constexpr int kDk = decltype(kind)::dim;
-        if (c.value_dim() == kDk) return check_case<T, kDk, kDk>(c, gen);
-        if constexpr (kDk == 64 || kDk == 128) {
-          if (c.value_dim() == 192 - kDk) return check_case<T, kDk, 192 - kDk>(c, gen);
-        }
-        std::printf("FAIL %s: no instantiation for these head dims\n", c.name().c_str());
-        return false;
-      });
+// The ThreadSanitizer build's cases (TSan makes a case 20-100x slower), five of the plain ones that between
+// them launch every kernel of the forward and the backward at D = 64 and 128, causal and not: the
+// backward's compact layouts of sm_86/89; float16, whose state loaders take the block's largest entry
+// through a barrier, at (Dk, Dv) = (128, 64); and the forward at D = 256, whose state loader reads the
+// state in two batches. With each barrier of the tensor-core kernels deleted in turn, TSan reports a race
+// in at least one of these cases (tools/barrier_mutants.sh --tsan).
+constexpr std::vector<Case> tsan_cases() {
+  using M = FeatureMapKind;
+  return {
+      {1, 2, 150, 150, 64, M::kElu, true, true, true, false, false, false},
+      {2, 1, 70, 150, 64, M::kElu, false, true, true, true, true, false},
+      {1, 1, 100, 100, 128, M::kElu, true, true, true, false, false, false, 0.f, 0, 0.f, true},
+      {1, 1, 100, 70, 128, M::kRelu, false, true, true, false, true, true, 0.f, 64},
+      {1, 1, 70, 70, 256, M::kElu, true, true, true, false, false, true},
+  };
+}
+
+#ifdef ACTATTN_EMULATION_TSAN
+constexpr auto kCases = actattn::emulation_test::as_array<tsan_cases().size()>(tsan_cases());
+#else
+constexpr auto kCases = actattn::emulation_test::as_array<plain_cases().size()>(plain_cases());
+#endif
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  return actattn::emulation_test::run_cases<kCases>(argc, argv, [](auto kernels, const Case& c, std::mt19937& gen) {
+    constexpr Case::Kernels k = decltype(kernels)::value;
+    using T = std::conditional_t<k.half, __half, __nv_bfloat16>;
+    return check_case<T, k.dk, k.dv, FeatureMapOf<k.map>, k.causal>(c, gen);
+  });
 }

@@ -6,7 +6,8 @@
 // Philox's known answers) and the gradient formulas.
 // Not covered: timing, races the emulation's barriers hide, the hardware's rounding order.
 //
-// Usage: actattn_quadratic_emulation [case-filter substring]; exits 1 if any case fails.
+// Usage: actattn_quadratic_emulation [case-filter substring | --list]; exits 1 if any case fails. Built with
+// -fsanitize=thread (actattn_quadratic_emulation_tsan) it runs tsan_cases() instead of plain_cases().
 #define ACTATTN_WARP_EMULATION
 #include "../../kernels/cuda/warp_emulation.h"
 // clang-format off
@@ -50,7 +51,19 @@ struct Case {
   bool compact = false;
   int64_t v_dim = 0;  // Dv when not dim
 
-  int64_t value_dim() const { return v_dim != 0 ? v_dim : dim; }
+  constexpr int64_t value_dim() const { return v_dim != 0 ? v_dim : dim; }
+
+  // The template arguments of the kernels the case runs: run_cases instantiates those of its cases only.
+  struct Kernels {
+    bool half;
+    int64_t dk, dv;
+    ScoreActivation activation;
+    bool banded;  // QuadraticParams::banded(): causal or a window
+    bool compact;
+  };
+  constexpr Kernels kernels() const {
+    return {half, dim, value_dim(), activation, causal || window_left >= 0 || window_right >= 0, compact};
+  }
 
   std::string name() const {
     const char* act[] = {"softmax", "sigmoid", "relu"};
@@ -174,11 +187,11 @@ void run_key_grads(const Case& c, const QuadraticParams& p, Activation act) {
 
 // dK and dV into p's gradients in the tiles the case asks for, and, for a compact case, into
 // `full_tiles`' in the full tiles; then dQ.
-template <typename T, int kDk, int kDv, typename Activation, bool kBanded>
+template <typename T, int kDk, int kDv, typename Activation, bool kBanded, bool kCompact>
 void run_backward(const Case& c, const QuadraticParams& p, const QuadraticParams& full_tiles, Activation act) {
   using namespace actattn::cuda;
   const unsigned bh = static_cast<unsigned>(c.batch * c.heads);
-  if (c.compact) {
+  if constexpr (kCompact) {
     run_key_grads<T, kDk, kDv, Activation, kBanded, true>(c, p, act);
     run_key_grads<T, kDk, kDv, Activation, kBanded, false>(c, full_tiles, act);
   } else {
@@ -188,7 +201,7 @@ void run_backward(const Case& c, const QuadraticParams& p, const QuadraticParams
                     [&] { quadratic_backward_tc::query_grads_kernel<T, Activation, kBanded, kDk, kDv>(p, act); });
 }
 
-template <typename T, int kDk, int kDv>
+template <typename T, int kDk, int kDv, typename Activation, bool kBanded, bool kCompact>
 bool check_case(const Case& c, std::mt19937& gen) {
   auto q = random_tensor<T>(c.batch, c.heads, c.q_len, kDk, c.interleaved, gen);
   auto k = random_tensor<T>(c.batch, c.heads, c.k_len, kDk, c.interleaved, gen);
@@ -242,32 +255,21 @@ bool check_case(const Case& c, std::mt19937& gen) {
   full_tiles.grad_k = dk_full.view();
   full_tiles.grad_v = dv_full.view();
 
-  auto dispatch = [&](auto activation) {
-    using Activation = decltype(activation);
-    if (p.banded()) {
-      run_kernels<T, kDk, kDv, Activation, true>(c, p, activation);
-    } else {
-      run_kernels<T, kDk, kDv, Activation, false>(c, p, activation);
-    }
-    // delta_i = dO_i . O_i from the kernel's own output, as the generic delta kernel computes it.
-    for (int64_t b = 0; b < c.batch; ++b)
-      for (int64_t h = 0; h < c.heads; ++h)
-        for (int64_t i = 0; i < c.q_len; ++i) {
-          double sum = 0;
-          for (int64_t d = 0; d < kDv; ++d) sum += dout.at(b, h, i, d) * out.at(b, h, i, d);
-          delta[(b * c.heads + h) * c.q_len + i] = static_cast<float>(sum);
-        }
-    if (p.banded()) {
-      run_backward<T, kDk, kDv, Activation, true>(c, p, full_tiles, activation);
-    } else {
-      run_backward<T, kDk, kDv, Activation, false>(c, p, full_tiles, activation);
-    }
-  };
-  switch (c.activation) {
-    case ScoreActivation::kSoftmax: dispatch(actattn::SoftmaxScore<float, actattn::FastMath>{}); break;
-    case ScoreActivation::kSigmoid: dispatch(actattn::SigmoidScore<float, actattn::FastMath>{}); break;
-    case ScoreActivation::kRelu: dispatch(actattn::ReluScore<float, actattn::FastMath>{}); break;
+  if (p.banded() != kBanded || c.compact != kCompact) {
+    std::printf("FAIL %s: Case::kernels() disagrees with the case's parameters\n", c.name().c_str());
+    return false;
   }
+  const Activation activation{};
+  run_kernels<T, kDk, kDv, Activation, kBanded>(c, p, activation);
+  // delta_i = dO_i . O_i from the kernel's own output, as the generic delta kernel computes it.
+  for (int64_t b = 0; b < c.batch; ++b)
+    for (int64_t h = 0; h < c.heads; ++h)
+      for (int64_t i = 0; i < c.q_len; ++i) {
+        double sum = 0;
+        for (int64_t d = 0; d < kDv; ++d) sum += dout.at(b, h, i, d) * out.at(b, h, i, d);
+        delta[(b * c.heads + h) * c.q_len + i] = static_cast<float>(sum);
+      }
+  run_backward<T, kDk, kDv, Activation, kBanded, kCompact>(c, p, full_tiles, activation);
 
   double lse_err = 0;
   for (size_t i = 0; i < lse.size(); ++i) {
@@ -293,10 +295,13 @@ bool check_case(const Case& c, std::mt19937& gen) {
   return ok;
 }
 
-}  // namespace
+constexpr Case mla(Case c) {  // Dv = 128 beside the case's Dk = 192
+  c.v_dim = 128;
+  return c;
+}
 
-int main(int argc, char** argv) {
-  const std::string filter = argc > 1 ? argv[1] : "";
+// Every case of the plain build.
+constexpr std::vector<Case> plain_cases() {
   std::vector<Case> cases;
   const ScoreActivation acts[] = {ScoreActivation::kSoftmax, ScoreActivation::kSigmoid, ScoreActivation::kRelu};
   for (ScoreActivation act : acts) {
@@ -351,10 +356,6 @@ int main(int argc, char** argv) {
   // (Dk, Dv) = (192, 128): Q read from shared memory with 64-key tiles in the forward, 32-key tiles in
   // the dQ kernel, two column groups of 96 dK and 64 dV columns; tile edges, padding, strides, causal
   // and bottom-right causal, dropout, a window, float16, and the compact tiles (bit for bit).
-  const auto mla = [](Case c) {  // Dv = 128 beside the case's Dk = 192
-    c.v_dim = 128;
-    return c;
-  };
   for (ScoreActivation act : acts) {
     cases.push_back(mla({1, 2, 70, 70, 192, act, false, false, false, false}));
     cases.push_back(mla({2, 1, 65, 130, 192, act, true, true, true, false, true, 0.3}));
@@ -363,16 +364,49 @@ int main(int argc, char** argv) {
   cases.push_back(mla({2, 1, 200, 200, 192, ScoreActivation::kSoftmax, true, true, true, false, false, 0.2, 70, -1, true}));
   cases.push_back(mla({3, 1, 130, 70, 192, ScoreActivation::kRelu, false, true, false, true, false, 0.0, -1, -1, true}));
 
-  return actattn::emulation_test::run_cases<32, 64, 96, 128, 192, 256>(
-      cases, filter, [](auto kind, const Case& c, std::mt19937& gen) {
-        using T = typename decltype(kind)::type;
-        constexpr int kDk = decltype(kind)::dim;
-        if constexpr (kDk == 192) {
-          if (c.value_dim() == 128) return check_case<T, 192, 128>(c, gen);
-        } else {
-          if (c.value_dim() == kDk) return check_case<T, kDk, kDk>(c, gen);
-        }
-        std::printf("FAIL %s: no instantiation for these head dims\n", c.name().c_str());
-        return false;
-      });
+  return cases;
+}
+
+// The ThreadSanitizer build's cases (TSan makes a case 20-100x slower), nine of the plain ones that between
+// them launch every kernel (the forward, dQ and dK/dV) at D = 64 and 128, at D = 96 (whose tile loads
+// are dealt out differently), at D = 256 (Q from shared memory, 16-key dK/dV blocks) and at (Dk, Dv) =
+// (192, 128); the dK/dV kernel's compact tiles of sm_86/89 at D = 128, 256 and (192, 128) (at 256 two
+// query tiles walk through one buffer: a barrier between a tile's last reads and the next copy into it);
+// causal and not, dropout, padding and strides. With each barrier of the tensor-core kernels deleted in
+// turn, TSan reports a race in at least one of these cases (tools/barrier_mutants.sh --tsan).
+constexpr std::vector<Case> tsan_cases() {
+  using A = ScoreActivation;
+  return {
+      {1, 2, 70, 70, 64, A::kSoftmax, true, false, false, false},
+      {1, 1, 130, 33, 128, A::kSoftmax, false, false, false, false},
+      {2, 1, 65, 130, 64, A::kRelu, true, true, true, false, false, 0.3},
+      {2, 1, 40, 100, 96, A::kSoftmax, true, true, true, false, true, 0.3},
+      {1, 2, 130, 33, 128, A::kSoftmax, true, false, false, false, true, 0.0, -1, -1, true},
+      {1, 1, 130, 33, 256, A::kRelu, true, false, false, true},
+      {2, 1, 200, 90, 256, A::kSigmoid, false, true, true, true, false, 0.2, 70, -1, true},
+      mla({2, 1, 65, 130, 192, A::kSigmoid, true, true, true, false, true, 0.3}),
+      mla({3, 1, 130, 70, 192, A::kRelu, false, true, false, true, false, 0.0, -1, -1, true}),
+  };
+}
+
+#ifdef ACTATTN_EMULATION_TSAN
+constexpr auto kCases = actattn::emulation_test::as_array<tsan_cases().size()>(tsan_cases());
+#else
+constexpr auto kCases = actattn::emulation_test::as_array<plain_cases().size()>(plain_cases());
+#endif
+
+template <ScoreActivation kActivation>
+using Score = std::conditional_t<
+    kActivation == ScoreActivation::kSoftmax, actattn::SoftmaxScore<float, actattn::FastMath>,
+    std::conditional_t<kActivation == ScoreActivation::kSigmoid, actattn::SigmoidScore<float, actattn::FastMath>,
+                       actattn::ReluScore<float, actattn::FastMath>>>;
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  return actattn::emulation_test::run_cases<kCases>(argc, argv, [](auto kernels, const Case& c, std::mt19937& gen) {
+    constexpr Case::Kernels k = decltype(kernels)::value;
+    using T = std::conditional_t<k.half, __half, __nv_bfloat16>;
+    return check_case<T, k.dk, k.dv, Score<k.activation>, k.banded, k.compact>(c, gen);
+  });
 }
