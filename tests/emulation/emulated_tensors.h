@@ -90,12 +90,19 @@ struct Constant {
   static constexpr auto value = kValue;
 };
 
-// A case list built by a constexpr function (in a std::vector, which cannot outlive a constant
-// evaluation) as an array: as_array<cases().size()>(cases()).
-template <std::size_t kSize, typename Case>
-constexpr std::array<Case, kSize> as_array(const std::vector<Case>& cases) {
-  std::array<Case, kSize> out{};
-  for (std::size_t i = 0; i < kSize; ++i) out[i] = cases[i];
+// The cases a build runs, as an array: under ThreadSanitizer, which makes a case 20-100x slower, the few
+// of tsan_cases(), otherwise plain_cases() (constexpr functions returning a std::vector, which cannot
+// outlive a constant evaluation).
+template <auto plain_cases, auto tsan_cases>
+constexpr auto cases_of_this_build() {
+#ifdef ACTATTN_EMULATION_TSAN
+  constexpr auto cases = tsan_cases;
+#else
+  constexpr auto cases = plain_cases;
+#endif
+  std::array<typename decltype(cases())::value_type, cases().size()> out{};
+  const auto list = cases();
+  for (std::size_t i = 0; i < out.size(); ++i) out[i] = list[i];
   return out;
 }
 

@@ -258,11 +258,7 @@ constexpr std::vector<Case> tsan_cases() {
   };
 }
 
-#ifdef ACTATTN_EMULATION_TSAN
-constexpr auto kCases = actattn::emulation_test::as_array<tsan_cases().size()>(tsan_cases());
-#else
-constexpr auto kCases = actattn::emulation_test::as_array<plain_cases().size()>(plain_cases());
-#endif
+constexpr auto kCases = actattn::emulation_test::cases_of_this_build<plain_cases, tsan_cases>();
 
 }  // namespace
 
