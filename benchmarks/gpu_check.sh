@@ -89,8 +89,9 @@ tail -n 15 "$OUT/memcheck.log"
 # kernels read Q from shared memory and whose dK/dV block is four column groups of one row group;
 # (Dk, Dv) = (192, 128), whose tiles have rows of two widths; the linear backward's compact layouts of
 # sm_86/89, forced; linear forward and backward on
-# tensor cores, causal and not; the linear forward at D = 256 in float16, whose state loader reads the
-# state in two batches, with the generic backward; the generic linear backward's two kernels, float64).
+# tensor cores, causal and not; linear attention at D = 256 in float16, whose forward's state loader reads
+# the state in two batches and whose backward runs in value groups; the generic linear backward's two
+# kernels, float64).
 step "compute-sanitizer racecheck and synccheck (one case per kernel)"
 for tool in racecheck synccheck; do
   PYTORCH_NO_CUDA_MEMORY_CACHING=1 run_for 80 compute-sanitizer --tool "$tool" --error-exitcode 9 \
@@ -106,8 +107,8 @@ run_for 60 "${bench[@]}" --head-dim 64 --seq-lens 16384 --cases "softmax causal"
 run_for 60 "${bench[@]}" --head-dim 128 --seq-lens 16384 --cases "softmax" "linear relu causal" 2>&1 | grep "^| [a-z]" | tee -a "$OUT/bench.md"
 # D = 256: forward and backward on the tensor cores (the backward's dK/dV blocks: 16 keys, 4 warps).
 run_for 40 "${bench[@]}" --head-dim 256 --seq-lens 4096 --cases "softmax" 2>&1 | grep "^| [a-z]" | tee -a "$OUT/bench.md"
-# Linear attention at D = 256: the forward on tensor cores (B and V over the state tile), the backward
-# generic (no tensor-core backward at 256), fla's chunk kernels beside it.
+# Linear attention at D = 256: the forward on tensor cores (B and V over the state tile), the backward in
+# four value groups of 64 columns, fla's chunk kernels beside it.
 run_for 40 "${bench[@]}" --head-dim 256 --seq-lens 4096 --cases "linear relu causal" 2>&1 | grep "^| [a-z]" \
   | tee -a "$OUT/bench.md"
 # (Dk, Dv) = (192, 128), multi-head latent attention's (SDPA takes its memory-efficient kernel there).

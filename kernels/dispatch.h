@@ -92,17 +92,11 @@ void dispatch_quadratic_head_dims(int64_t qk_dim, int64_t v_dim, Fn&& fn) {
   dispatch_head_dim(qk_dim, [&](auto dim) { fn(HeadDims<dim.value, dim.value>{}); });
 }
 
-// Which tensor-core linear launcher a dispatch serves: the forward has one head dim more than the backward.
-enum class LinearPass { kForward, kBackward };
-
-// Head dims (Dk, Dv) of the tensor-core linear kernels: Dk = Dv as above, and (64, 128), (128, 64); the
-// forward also Dk = Dv = 256 (Gemma's). The backward has no 256: its blocks hold a Dk x Dv state tile
-// (132 KiB at 256) beside four chunk tiles (linear_backward_tc.cuh).
-template <LinearPass kPass, typename Fn>
+// Head dims (Dk, Dv) of the tensor-core linear kernels: Dk = Dv as above and 256 (Gemma's; the backward
+// runs it as four groups of 64 value columns, linear_backward_tc.cuh), and (64, 128), (128, 64).
+template <typename Fn>
 void dispatch_linear_head_dims(int64_t qk_dim, int64_t v_dim, Fn&& fn) {
-  if constexpr (kPass == LinearPass::kForward) {
-    if (qk_dim == 256 && v_dim == 256) return fn(HeadDims<256, 256>{});
-  }
+  if (qk_dim == 256 && v_dim == 256) return fn(HeadDims<256, 256>{});
   if (qk_dim == v_dim) return dispatch_head_dim(qk_dim, [&](auto dim) { fn(HeadDims<dim.value, dim.value>{}); });
   if (qk_dim == 64 && v_dim == 128) return fn(HeadDims<64, 128>{});
   if (qk_dim == 128 && v_dim == 64) return fn(HeadDims<128, 64>{});
@@ -153,13 +147,12 @@ void dispatch_quadratic_tensor_core(const QuadraticParams& p, Fn&& fn) {
 }
 
 // Every compile-time choice of a tensor-core linear kernel: fn(types, feature map, causal, head dims).
-template <LinearPass kPass, typename Fn>
+template <typename Fn>
 void dispatch_linear_tensor_core(const LinearParams& p, Fn&& fn) {
   dispatch_half_dtype(p.dtype, [&](auto types) {
     dispatch_feature_map(p.feature_map, [&](auto map) {
       dispatch_bool(p.causal, [&](auto causal) {
-        dispatch_linear_head_dims<kPass>(p.shape.qk_dim, p.shape.v_dim,
-                                         [&](auto dims) { fn(types, map, causal, dims); });
+        dispatch_linear_head_dims(p.shape.qk_dim, p.shape.v_dim, [&](auto dims) { fn(types, map, causal, dims); });
       });
     });
   });

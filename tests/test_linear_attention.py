@@ -201,10 +201,10 @@ def test_cuda_compact_tile_layouts_give_the_full_layouts_bits(causal, monkeypatc
     )
 
 
-# Shapes that take the tensor-core kernels on a GPU (float16 / bfloat16, Dk = Dv in {32, 64, 96, 128}
+# Shapes that take the tensor-core kernels on a GPU (float16 / bfloat16, Dk = Dv in {32, 64, 96, 128, 256}
 # or (Dk, Dv) = (64, 128), (128, 64): chunks of 64 positions, so 150 and 97 end inside a chunk; 64 or 32
-# value columns per block, three blocks of 32 at D = 96; at D = 256 the forward alone, four blocks of 64,
-# the backward generic); elsewhere the generic kernels meet the same rule.
+# value columns per block, three blocks of 32 at D = 96; at D = 256 four blocks of 64, and the backward
+# runs as four value groups summing dq and dk); elsewhere the generic kernels meet the same rule.
 TENSOR_CORE_CASES = {
     "d256": ((1, 2, 150, 150, 256, 256), False),
     "d128": ((1, 2, 150, 150, 128, 128), False),

@@ -1,5 +1,5 @@
-// Linear attention backward on tensor cores (float16 / bfloat16, sm_80+; Dk = Dv in {32, 64, 96, 128} or
-// (Dk, Dv) = (64, 128), (128, 64): kernels/dispatch.h).
+// Linear attention backward on tensor cores (float16 / bfloat16, sm_80+; Dk = Dv in {32, 64, 96, 128, 256}
+// or (Dk, Dv) = (64, 128), (128, 64): kernels/dispatch.h).
 //
 // With dnum_i = dO_i / den_i, dden_i = -(dnum_i . o_i) (dnum = dO, dden = 0 without normalisation):
 //   da_i = S_i dnum_i + z_i dden_i,   dq_i = scale phi'(q_i) da_i,
@@ -44,11 +44,23 @@
 // is no inf and a gradient state ~ 1 / sqrt(N) is no subnormal; dnum = dO / den (~ 1 / N) is multiplied
 // by a power of two rho ~ den (linear_tc::output_grad_factor) and the products with it divided by rho.
 // Memory: workspace of B H (2 ceil(N / 64) + 1) (Dk Dv + Dk) floats (the forward's per-chunk states, the
-// full state, the per-chunk gradient states): about 2 N D per (batch, head) at D = 64, 4 N D at D = 128.
+// full state, the per-chunk gradient states): about 2 N D per (batch, head) at D = 64, 4 N D at D = 128;
+// at D = 256 one value group's (Dv = 64: 2 N D) and the dq, dk sums (2 N D) and state slices.
 // Shared tiles of a key block: A, B, V, dNum (64 x (D + 8) each) and the state (D x (D + 8)), 46 KiB
 // at D = 64 and 104 KiB at D = 128 (A100 and H100-class GPUs; sm_86/89 grant 99 KiB and get the 87-KiB
 // compact layouts of Tiles at D = 128); a query block the same (its A for w only when normalising).
 // Recomputes phi(q), phi(k) and the states; reads the forward's output and den.
+// Dk = 256 runs as value groups (run): a block holding the 256 x 256 state tile (132 KiB) beside four
+// chunk tiles fits no GPU, so the launches above run once per 64 value columns c at (Dk, Dv) = (256, 64)
+// (123 KiB: A100 and H100-class GPUs, not sm_86/89; ptxas: 186-232 registers, no spill). Columns c of
+// the output are a linear attention of their own with the same den, o[:, c] = A S[:, c] / den, whose
+// exact backward (its own dden^c = -dnum[:, c] . o[:, c], dz^c = A^T dden^c and centre m[c]) gives
+// dv[:, c], the state gradient's columns c, and shares of dq, dk and of the initial normaliser's
+// gradient that sum to theirs. The states' column slices are copied into the workspace and out of it
+// (copy_state_columns_kernel); the final normaliser's gradient enters the first group only.
+// dq and dk sum the groups' shares in float32 (GroupSums: 2 N Dk floats more per (batch, head)), group
+// after group, so the sums are the same bits every run; the last group applies phi' and rounds. Against
+// one 256-wide pass it recomputes phi(q), phi(k) and tril(A B^T) per group.
 #pragma once
 
 #include "linear_forward_tc.cuh"
@@ -86,15 +98,25 @@ constexpr int chunk_grads_shared_bytes() {
 // The shared memory of the smallest GPUs with the tensor-core kernels (sm_86/89, sm_120): 99 KiB.
 constexpr int kLeastSharedBytesOptin = 99 * 1024;
 
-// Whether the pair of head dims has the compact layouts: only where the full one does not fit everywhere.
+// Whether the pair of head dims has the compact layouts: only where the full one does not fit everywhere
+// and they do (at Dk = 256 the key block's would still take 116 KiB: the full layout only).
 template <int kDk, int kDv>
 constexpr bool has_compact_layouts() {
-  return chunk_grads_shared_bytes<kDk, kDv>() > kLeastSharedBytesOptin;
+  return kDk <= 128 && chunk_grads_shared_bytes<kDk, kDv>() > kLeastSharedBytesOptin;
 }
 
-// What a GPU must grant a block for the backward's dq and dk, dv kernels at these head dims.
+// Value columns per group of the backward's launches: 64 at Dk = 256 (the value groups), else all.
+constexpr int64_t value_group_columns(int64_t qk_dim, int64_t v_dim) { return qk_dim > 128 ? 64 : v_dim; }
 template <int kDk, int kDv>
+constexpr int value_group_columns() {
+  return static_cast<int>(value_group_columns(kDk, kDv));
+}
+
+// What a GPU must grant a block for the backward's dq and dk, dv kernels at these head dims (of a value
+// group's launches at Dk = 256).
+template <int kDk, int kDvAll>
 constexpr int least_chunk_grads_shared_bytes() {
+  constexpr int kDv = value_group_columns<kDk, kDvAll>();
   if constexpr (has_compact_layouts<kDk, kDv>()) {
     constexpr int keys = chunk_grads_shared_bytes<kDk, kDv, TileLayout::kValuesOverKeys>();
     constexpr int queries = chunk_grads_shared_bytes<kDk, kDv, TileLayout::kQueriesOverState>();
@@ -183,6 +205,28 @@ struct Plan {
   dim3 key_grads_grid() const { return dim3(static_cast<unsigned>(heads_total * key_chunks)); }
 };
 
+// Where the dq and dk kernels of the value groups (Dk = 256) sum the groups' shares: float32 (B H, N, Dk),
+// the first group writing, the later ones adding, the last one applying phi' and storing the gradient.
+// Null (a single group: the kernels store the gradient directly) below Dk = 256.
+struct GroupSums {
+  float* dq = nullptr;
+  float* dk = nullptr;
+  bool first = true, last = true;
+};
+
+// Adds this group's share of two adjacent entries to the earlier groups' at `sum`; true with the total on
+// the last group, else stores the partial sum and returns false.
+__device__ __forceinline__ bool sum_group_share(float2& share, float* sum, const GroupSums& sums) {
+  if (!sums.first) {
+    const float2 earlier = *reinterpret_cast<const float2*>(sum);
+    share.x += earlier.x;
+    share.y += earlier.y;
+  }
+  if (sums.last) return true;
+  *reinterpret_cast<float2*>(sum) = share;
+  return false;
+}
+
 // Launch 2: the share [dS | dz] = A^T [dNum | dden] of one query chunk into the gradient states
 // (shared memory: grad_states_shared_bytes).
 template <typename T, typename Map, int kDk, int kDv>
@@ -235,7 +279,8 @@ __global__ void __launch_bounds__(linear_tc::Shape<kDk, kDv>::kThreads) grad_sta
 // H200). The CPU backward takes g . o the same way.
 template <typename T, typename Map, bool kCausal, int kDk, int kDv, TileLayout kLayout>
 __device__ __forceinline__ void query_chunk_grads(const LinearParams& p, const Tiles<T, kDk, kDv, kLayout>& sm,
-                                                  int64_t b, int64_t h, int64_t q0, float sigma, float rho) {
+                                                  int64_t b, int64_t h, int64_t q0, float sigma, float rho,
+                                                  const GroupSums& sums) {
   using Sh = linear_tc::Shape<kDk, kDv>;
   constexpr int kLdK = Sh::kLdK, kLdV = Sh::kLdV, kKeyTiles = Sh::kKeyTiles, kValueSteps = Sh::kValueSteps;
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp, g = lane / 4, t = lane % 4;
@@ -331,12 +376,20 @@ __device__ __forceinline__ void query_chunk_grads(const LinearParams& p, const T
     if (i >= p.shape.q_len) continue;
     const T* q_row = row_ptr<const T>(p.q, b, h, i);
     T* dq_row = row_ptr<T>(p.grad_q, b, h, i);
+    float* sum_row = kDk > 128 ? sums.dq + ((b * p.shape.heads + h) * p.shape.q_len + i) * kDk : nullptr;
 #pragma unroll
     for (int n = 0; n < kKeyTiles; ++n) {
       const int c = n * 8 + 2 * t;
+      float2 da_pair = make_float2(da[n].x[2 * half], da[n].x[2 * half + 1]);
+      float factor = scale;
+      if constexpr (kDk > 128) {  // value groups: the shares summed at rho's scale removed
+        da_pair = make_float2(da_pair.x / rho, da_pair.y / rho);
+        factor = static_cast<float>(p.scale);
+        if (!sum_group_share(da_pair, sum_row + c, sums)) continue;
+      }
       const float2 q = linear_tc::unpack<T>(*reinterpret_cast<const uint32_t*>(q_row + c));
       *reinterpret_cast<uint32_t*>(dq_row + c) =
-          mma::pack<T>(scale * Map::grad(q.x, da[n].x[2 * half]), scale * Map::grad(q.y, da[n].x[2 * half + 1]));
+          mma::pack<T>(factor * Map::grad(q.x, da_pair.x), factor * Map::grad(q.y, da_pair.y));
     }
   }
 }
@@ -348,7 +401,7 @@ __device__ __forceinline__ void query_chunk_grads(const LinearParams& p, const T
 template <typename T, typename Map, bool kCausal, int kDk, int kDv, TileLayout kLayout>
 __device__ __forceinline__ void key_chunk_grads(const LinearParams& p, const Tiles<T, kDk, kDv, kLayout>& sm,
                                                 int64_t b, int64_t h, int64_t k0, int64_t keys, const T* centre,
-                                                float sigma, float rho) {
+                                                float sigma, float rho, const GroupSums& sums) {
   using Sh = linear_tc::Shape<kDk, kDv>;
   constexpr int kLdK = Sh::kLdK, kLdV = Sh::kLdV, kKeyTiles = Sh::kKeyTiles, kValueTiles = Sh::kValueTiles;
   constexpr int kKeySteps = Sh::kKeySteps, kValueSteps = Sh::kValueSteps, kBlocks = Sh::kChunk / 16;
@@ -378,6 +431,7 @@ __device__ __forceinline__ void key_chunk_grads(const LinearParams& p, const Til
       if (j >= p.shape.k_len) continue;
       T* out = row_ptr<T>(view, b, h, j);
       const T* k_row = row_ptr<const T>(p.k, b, h, j);
+      float* sum_row = kDk > 128 ? sums.dk + ((b * p.shape.heads + h) * p.shape.k_len + j) * kDk : nullptr;
 #pragma unroll
       for (int n = 0; n < kTiles; ++n) {
         const int c = n * 8 + 2 * t;
@@ -385,6 +439,12 @@ __device__ __forceinline__ void key_chunk_grads(const LinearParams& p, const Til
         if (j >= keys) {
           x = y = 0.f;
         } else if (with_derivative) {
+          if constexpr (kDk > 128) {  // value groups: db's shares summed (dv's columns are the group's own)
+            float2 db_pair = make_float2(x, y);
+            if (!sum_group_share(db_pair, sum_row + c, sums)) continue;
+            x = db_pair.x;
+            y = db_pair.y;
+          }
           const float2 k = linear_tc::unpack<T>(*reinterpret_cast<const uint32_t*>(k_row + c));
           x = Map::grad(k.x, x);
           y = Map::grad(k.y, y);
@@ -465,7 +525,7 @@ __device__ __forceinline__ const T* centre_of(const LinearParams& p, const linea
 // kLayout: kFull, or kQueriesOverState where the GPU grants less shared memory (Tiles).
 template <typename T, typename Map, bool kCausal, int kDk, int kDv, TileLayout kLayout = TileLayout::kFull>
 __global__ void __launch_bounds__(linear_tc::Shape<kDk, kDv>::kThreads, linear_tc::Shape<kDk, kDv>::kChunkGradsMinBlocks)
-    query_grads_kernel(const LinearParams p, float* workspace) {
+    query_grads_kernel(const LinearParams p, float* workspace, const GroupSums sums) {
   using Sh = linear_tc::Shape<kDk, kDv>;
   constexpr int kLdK = Sh::kLdK, kLdV = Sh::kLdV, kChunk = Sh::kChunk, kThreads = Sh::kThreads;
   const Tiles<T, kDk, kDv, kLayout> sm;
@@ -497,14 +557,14 @@ __global__ void __launch_bounds__(linear_tc::Shape<kDk, kDv>::kThreads, linear_t
   linear_tc::load_vector<kDk>(sm.z, z);
   const float sigma =
       linear_tc::round_state_tile<T, kDk, kDv, kThreads>(sm.state, kLdV, state, z, centre, sm.slots);
-  query_chunk_grads<T, Map, kCausal, kDk, kDv>(p, sm, b, h, c0, sigma, rho);
+  query_chunk_grads<T, Map, kCausal, kDk, kDv>(p, sm, b, h, c0, sigma, rho, sums);
 }
 
 // Launch 5, dk and dv: one key chunk (shared memory: chunk_grads_shared_bytes).
 // kLayout: kFull, or kValuesOverKeys where the GPU grants less shared memory (Tiles).
 template <typename T, typename Map, bool kCausal, int kDk, int kDv, TileLayout kLayout = TileLayout::kFull>
 __global__ void __launch_bounds__(linear_tc::Shape<kDk, kDv>::kThreads, linear_tc::Shape<kDk, kDv>::kChunkGradsMinBlocks)
-    key_grads_kernel(const LinearParams p, float* workspace) {
+    key_grads_kernel(const LinearParams p, float* workspace, const GroupSums sums) {
   using Sh = linear_tc::Shape<kDk, kDv>;
   constexpr int kLdK = Sh::kLdK, kLdV = Sh::kLdV, kChunk = Sh::kChunk, kThreads = Sh::kThreads;
   const Tiles<T, kDk, kDv, kLayout> sm;
@@ -565,18 +625,93 @@ __global__ void __launch_bounds__(linear_tc::Shape<kDk, kDv>::kThreads, linear_t
   }
   const float sigma =
       linear_tc::round_state_tile<T, kDk, kDv, kThreads>(sm.state, kLdV, ds, nullptr, nullptr, sm.slots);
-  key_chunk_grads<T, Map, kCausal, kDk, kDv>(p, sm, b, h, c0, keys, centre, sigma, rho);
+  key_chunk_grads<T, Map, kCausal, kDk, kDv>(p, sm, b, h, c0, keys, centre, sigma, rho, sums);
 }
 
-// The backward's launches in order. `launch(kernel, grid, shared_bytes, name, args...)` starts one with
-// Shape's kThreads threads: a CUDA launch in linear_backward_tc.cu, an emulated one in tests/emulation.
-// `compact`: the dq and dk, dv kernels' compact layouts (Tiles), where the head dims have them.
+// Copies columns [0, cols) of a rows x from_ld float32 matrix per head into a rows x to_ld one (the
+// pointers already at the first column): a value group's slice of a state, in or out of the workspace.
+// One block per head (16 K entries at Dk = 256: a copy far smaller than the launches around it).
+struct StateColumns {
+  const float* from;
+  float* to;
+  int64_t heads_total;
+  int rows, cols, from_ld, to_ld;
+
+  static constexpr int kThreads = linear_tc::Shape<32, 32>::kThreads;
+  dim3 grid() const { return dim3(static_cast<unsigned>(heads_total)); }
+};
+
+// Static: no template, and only this header's launcher includes it (a second definition must not link).
+// The caller's states are theirs to align: 4-byte accesses.
+static __global__ void __launch_bounds__(StateColumns::kThreads) copy_state_columns_kernel(const StateColumns c) {
+  const int64_t bh = blockIdx.x;
+  for (int e = threadIdx.x; e < c.rows * c.cols; e += StateColumns::kThreads) {
+    const int row = e / c.cols, col = e % c.cols;
+    c.to[(bh * c.rows + row) * c.to_ld + col] = c.from[(bh * c.rows + row) * c.from_ld + col];
+  }
+}
+
+// The initial normaliser's gradient: the sum of the value groups' shares, group after group.
+static __global__ void __launch_bounds__(StateColumns::kThreads)
+    sum_group_normalizers_kernel(const float* shares, int groups, int64_t elems, float* total) {
+  const int64_t e = static_cast<int64_t>(blockIdx.x) * StateColumns::kThreads + threadIdx.x;
+  if (e >= elems) return;
+  float sum = 0.f;
+  for (int g = 0; g < groups; ++g) sum += shares[g * elems + e];
+  total[e] = sum;
+}
+
+// The value groups' workspace (floats): one group's Plan (reused group after group), then the dq and dk
+// sums, the states' column slices (initial, saved, the final state's and the initial state's
+// gradients) and each group's share of the initial normaliser's gradient.
+struct ValueGroups {
+  int64_t heads_total, q_len, k_len, qk_dim, columns, groups, group_plan_elems;
+
+  explicit ValueGroups(const LinearParams& p)
+      : heads_total(p.shape.batch * p.shape.heads), q_len(p.shape.q_len), k_len(p.shape.k_len),
+        qk_dim(p.shape.qk_dim), columns(value_group_columns(p.shape.qk_dim, p.shape.v_dim)),
+        groups(p.shape.v_dim / columns), group_plan_elems(Plan(with_columns(p, columns)).workspace_elems()) {}
+
+  static LinearParams with_columns(LinearParams p, int64_t columns) {
+    p.shape.v_dim = columns;
+    return p;
+  }
+  int64_t slice_elems() const { return heads_total * qk_dim * columns; }
+  int64_t normalizer_elems() const { return heads_total * qk_dim; }
+  // Offsets in the workspace.
+  int64_t dq_sums() const { return group_plan_elems; }
+  int64_t dk_sums() const { return dq_sums() + heads_total * q_len * qk_dim; }
+  int64_t slices() const { return dk_sums() + heads_total * k_len * qk_dim; }
+  int64_t normalizer_shares() const { return slices() + 4 * slice_elems(); }
+  int64_t workspace_elems() const { return normalizer_shares() + groups * normalizer_elems(); }
+
+  // The parameters of group g's launches: views offset to its columns (elements of `element_bytes`), the
+  // states' column slices in the workspace, its share of the initial normaliser's gradient.
+  LinearParams group_params(const LinearParams& p, int64_t g, int64_t element_bytes, float* workspace) const {
+    LinearParams group = with_columns(p, columns);
+    for (RowView* view : {&group.v, &group.out, &group.grad_out, &group.grad_v}) {
+      if (view->data != nullptr) view->data = static_cast<char*>(view->data) + g * columns * element_bytes;
+    }
+    float* slice = workspace + slices();
+    if (p.initial_state != nullptr) group.initial_state = slice;
+    if (p.saved_state != nullptr) group.saved_state = slice + slice_elems();
+    if (p.grad_final_state != nullptr) group.grad_final_state = slice + 2 * slice_elems();
+    group.grad_initial_state = slice + 3 * slice_elems();
+    group.grad_final_normalizer = g == 0 ? p.grad_final_normalizer : nullptr;  // enters once
+    group.grad_initial_normalizer = workspace + normalizer_shares() + g * normalizer_elems();
+    return group;
+  }
+};
+
+// The launches of one group of value columns (all of them below Dk = 256), in order. `launch(kernel,
+// grid, shared_bytes, name, args...)` starts one with Shape's kThreads threads: a CUDA launch in
+// linear_backward_tc.cu, an emulated one in tests/emulation. `compact`: the dq and dk, dv kernels' compact
+// layouts (Tiles), where the head dims have them.
 template <typename T, typename Map, bool kCausal, int kDk, int kDv, typename Launch>
-void run(const LinearParams& p, float* workspace, Launch&& launch, bool compact) {
+void run_group(const LinearParams& p, float* workspace, Launch&& launch, bool compact, const GroupSums& sums) {
   namespace fwd = linear_forward_tc;
   static_assert(linear_tc::Shape<kDk, kDv>::kThreads == fwd::kThreads, "one block size for every launch");
   const Plan plan(p);
-  if (plan.heads_total == 0) return;
   if (Plan::needs_forward_states(p)) {
     const fwd::Plan forward(p);
     if (forward.key_chunks > 0) {
@@ -597,12 +732,12 @@ void run(const LinearParams& p, float* workspace, Launch&& launch, bool compact)
     if (p.grad_q.data != nullptr && plan.query_chunks > 0) {
       launch(query_grads_kernel<T, Map, kCausal, kDk, kDv, kQueryLayout>, plan.query_grads_grid(),
              chunk_grads_shared_bytes<kDk, kDv, kQueryLayout>(), "linear_attention_backward (tensor cores, dq)", p,
-             workspace);
+             workspace, sums);
     }
     if (p.grad_k.data != nullptr && plan.key_chunks > 0) {
       launch(key_grads_kernel<T, Map, kCausal, kDk, kDv, kKeyLayout>, plan.key_grads_grid(),
              chunk_grads_shared_bytes<kDk, kDv, kKeyLayout>(), "linear_attention_backward (tensor cores, dk, dv)", p,
-             workspace);
+             workspace, sums);
     }
   };
   using Full = std::integral_constant<TileLayout, TileLayout::kFull>;
@@ -613,6 +748,46 @@ void run(const LinearParams& p, float* workspace, Launch&& launch, bool compact)
     }
   }
   chunk_grads(Full{}, Full{});
+}
+
+// Float32 elements of the workspace the backward needs.
+inline int64_t workspace_elems(const LinearParams& p) {
+  return value_group_columns(p.shape.qk_dim, p.shape.v_dim) == p.shape.v_dim ? Plan(p).workspace_elems()
+                                                                              : ValueGroups(p).workspace_elems();
+}
+
+// The backward's launches: run_group's, once per value group at Dk = 256 (see the top of this file).
+template <typename T, typename Map, bool kCausal, int kDk, int kDv, typename Launch>
+void run(const LinearParams& p, float* workspace, Launch&& launch, bool compact) {
+  if (p.shape.batch * p.shape.heads == 0) return;
+  constexpr int kColumns = value_group_columns<kDk, kDv>();
+  if constexpr (kColumns == kDv) {
+    run_group<T, Map, kCausal, kDk, kDv>(p, workspace, launch, compact, GroupSums{});
+  } else {
+    const ValueGroups groups(p);
+    float* slices = workspace + groups.slices();
+    auto copy = [&](const float* from, float* to, int from_ld, int to_ld) {
+      const StateColumns columns{from, to, groups.heads_total, kDk, kColumns, from_ld, to_ld};
+      launch(copy_state_columns_kernel, columns.grid(), 0, "linear_attention_backward (tensor cores, state columns)",
+             columns);
+    };
+    for (int64_t g = 0; g < groups.groups; ++g) {
+      const int64_t first_column = g * kColumns;
+      const void* inputs[] = {p.initial_state, p.saved_state, p.grad_final_state};  // slices 0, 1, 2
+      for (int k = 0; k < 3; ++k) {
+        if (inputs[k] == nullptr) continue;
+        copy(static_cast<const float*>(inputs[k]) + first_column, slices + k * groups.slice_elems(), kDv, kColumns);
+      }
+      const GroupSums sums{workspace + groups.dq_sums(), workspace + groups.dk_sums(), g == 0, g == groups.groups - 1};
+      run_group<T, Map, kCausal, kDk, kColumns>(groups.group_params(p, g, sizeof(T), workspace), workspace, launch,
+                                                compact, sums);
+      copy(slices + 3 * groups.slice_elems(), static_cast<float*>(p.grad_initial_state) + first_column, kColumns, kDv);
+    }
+    const int64_t elems = groups.normalizer_elems();
+    launch(sum_group_normalizers_kernel, dim3(blocks_for(elems, StateColumns::kThreads)), 0,
+           "linear_attention_backward (tensor cores, normaliser gradient)", workspace + groups.normalizer_shares(),
+           static_cast<int>(groups.groups), elems, static_cast<float*>(p.grad_initial_normalizer));
+  }
 }
 
 }  // namespace linear_backward_tc

@@ -20,8 +20,7 @@ constexpr int forward_shared_bytes() {
 
 int linear_forward_tensor_core_shared_bytes(int64_t qk_dim, int64_t v_dim) {
   int bytes = 0;
-  dispatch_linear_head_dims<LinearPass::kForward>(
-      qk_dim, v_dim, [&](auto dims) { bytes = forward_shared_bytes<dims.qk, dims.v>(); });
+  dispatch_linear_head_dims(qk_dim, v_dim, [&](auto dims) { bytes = forward_shared_bytes<dims.qk, dims.v>(); });
   return bytes;
 }
 
@@ -30,7 +29,7 @@ int64_t linear_forward_tensor_core_workspace(const LinearParams& params) {
 }
 
 void linear_forward_tensor_core(const LinearParams& params, cudaStream_t stream) {
-  dispatch_linear_tensor_core<LinearPass::kForward>(params, [&](auto types, auto map, auto causal, auto dims) {
+  dispatch_linear_tensor_core(params, [&](auto types, auto map, auto causal, auto dims) {
     linear_forward_tc::run<typename decltype(types)::scalar_t, decltype(map), decltype(causal)::value, dims.qk,
                            dims.v>(params, static_cast<float*>(params.workspace),
                                    launch_with<linear_forward_tc::kThreads>(stream));

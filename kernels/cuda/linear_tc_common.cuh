@@ -14,13 +14,14 @@ namespace actattn {
 namespace cuda {
 namespace linear_tc {
 
-// A chunk block of the backward: head dims Dk (q, k) and Dv (v), each 32, 64, 96 or 128; chunks of 64
-// positions whatever they are, 4 warps; warp w owns rows [16 w, 16 w + 16) of the chunk, so every
-// product is a 16-row strip per warp.
+// A chunk block of the backward: head dims Dk (q, k) and Dv (v), each 32, 64, 96 or 128, or Dk = 256
+// with Dv = 64 (the backward at D = 256 runs as four value groups of 64 columns: linear_backward_tc.cuh);
+// chunks of 64 positions whatever they are, 4 warps; warp w owns rows [16 w, 16 w + 16) of the chunk,
+// so every product is a 16-row strip per warp.
 template <int kDk, int kDv>
 struct Shape {
-  static_assert(kDk % 32 == 0 && kDk <= 128 && kDv % 32 == 0 && kDv <= 128,
-                "tiled head dims: whole n-tile pairs, one z entry per thread");
+  static_assert(kDk % 32 == 0 && (kDk <= 128 || (kDk == 256 && kDv == 64)) && kDv % 32 == 0 && kDv <= 128,
+                "tiled head dims: whole n-tile pairs; a 16-row strip's Dk accumulators fit the registers");
   static constexpr int kChunk = 64;
   static constexpr int kWarps = kChunk / 16;
   static constexpr int kThreads = kWarps * kWarp;

@@ -15,14 +15,14 @@ namespace actattn {
 namespace cuda {
 
 // Head dims with a tiled instantiation (kernels/dispatch.h instantiates them): Dk = Dv = 32, 64, 96 or
-// 128 in both op families; quadratic attention also 256 and (Dk, Dv) = (192, 128), linear attention
-// (64, 128) and (128, 64) and, its forward only, 256.
+// 128 in both op families, and 256; quadratic attention also (Dk, Dv) = (192, 128), linear attention
+// (64, 128) and (128, 64).
 inline bool tensor_core_head_dim(int64_t dim) { return dim == 32 || dim == 64 || dim == 96 || dim == 128; }
 inline bool quadratic_tensor_core_head_dims(int64_t qk_dim, int64_t v_dim) {
   return qk_dim == v_dim ? tensor_core_head_dim(qk_dim) || qk_dim == 256 : qk_dim == 192 && v_dim == 128;
 }
-inline bool linear_tensor_core_head_dims(int64_t qk_dim, int64_t v_dim, bool backward) {
-  return qk_dim == v_dim ? tensor_core_head_dim(qk_dim) || (qk_dim == 256 && !backward)
+inline bool linear_tensor_core_head_dims(int64_t qk_dim, int64_t v_dim) {
+  return qk_dim == v_dim ? tensor_core_head_dim(qk_dim) || qk_dim == 256
                          : (qk_dim == 64 && v_dim == 128) || (qk_dim == 128 && v_dim == 64);
 }
 
@@ -112,20 +112,15 @@ int linear_backward_tensor_core_shared_bytes(int64_t qk_dim, int64_t v_dim);
 
 // The chunk-parallel backward's blocks hold a D x D state tile besides four chunk tiles: 104 KiB at
 // D = 128, which A100 and H100-class GPUs grant; sm_86/89 (99 KiB) run them in compact layouts (87 KiB,
-// linear_backward_tc.cuh's Tiles). The forward's tiles (67 KiB at D = 128, 77 KiB at 256) fit every sm_80+
-// GPU; so every sm_80+ GPU takes the tensor cores at every tiled head dim, and the check below only
-// guards GPUs granting less than 99 KiB.
+// linear_backward_tc.cuh's Tiles). At D = 256 its value groups' blocks hold a 256 x 64 state slice and
+// take 123 KiB: A100 and H100-class GPUs only (sm_86/89 take the generic backward, saying why). The
+// forward's tiles (67 KiB at D = 128, 77 KiB at 256) fit every sm_80+ GPU.
 inline const char* linear_tensor_core_refusal(const LinearParams& p, bool backward) {
   if (const char* refusal = common_tensor_core_refusal(p, backward)) return refusal;
   if (!is_half_type(p.dtype)) return nullptr;
-  if (!linear_tensor_core_head_dims(p.shape.qk_dim, p.shape.v_dim, backward)) {
-    if (p.shape.qk_dim == 256 && p.shape.v_dim == 256) {
-      return "the head dim is 256, where linear attention has a tensor-core forward but no tensor-core backward "
-             "(its blocks would hold a 256 x 256 state tile, 132 KiB, beside four chunk tiles)";
-    }
+  if (!linear_tensor_core_head_dims(p.shape.qk_dim, p.shape.v_dim)) {
     return p.shape.qk_dim == p.shape.v_dim
-               ? "the head dim is not 32, 64, 96 or 128 (256: the forward only), the dims with linear tensor-core "
-                 "kernels"
+               ? "the head dim is not 32, 64, 96, 128 or 256, the dims with linear tensor-core kernels"
                : "q and v have different head dims other than (64, 128) and (128, 64), the pairs with linear "
                  "tensor-core kernels";
   }
@@ -133,7 +128,7 @@ inline const char* linear_tensor_core_refusal(const LinearParams& p, bool backwa
                               : linear_forward_tensor_core_shared_bytes(p.shape.qk_dim, p.shape.v_dim);
   if (shared > device_shared_bytes_optin()) {
     return "the GPU grants a block less shared memory than the tensor-core kernels need at these head dims "
-           "(87 KiB for the backward at head dim 128, less at the others)";
+           "(for the backward 123 KiB at head dim 256, 87 KiB at 128, less at the others)";
   }
   return nullptr;
 }
