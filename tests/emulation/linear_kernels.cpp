@@ -236,13 +236,14 @@ constexpr std::vector<Case> plain_cases() {
   };
 }
 
-// The ThreadSanitizer build's cases (TSan makes a case 20-100x slower), five of the plain ones that between
-// them launch every kernel of the forward and the backward at D = 64 and 128, causal and not: the
-// backward's compact layouts of sm_86/89; float16, whose state loaders take the block's largest entry
-// through a barrier, at (Dk, Dv) = (128, 64); and D = 256, whose forward reads the state tile in two
-// batches and whose backward runs four value groups at (Dk, Dv) = (256, 64), summing their shares of dq and
-// dk. That last one runs one backward (Runs::kOneBackward: about 45 CPU-seconds under TSan; the reruns
-// asking for dq or dk, dv alone tripled it, and the plain build runs them). With each barrier of the
+// The ThreadSanitizer build's cases (TSan makes a case 20-100x slower), which between them launch every
+// kernel of the forward and the backward at every head dim pair with tensor-core kernels, causal and not:
+// D = 64 and 128, the backward's compact layouts of sm_86/89; float16, whose state loaders take the
+// block's largest entry through a barrier, at (Dk, Dv) = (128, 64); D = 256, whose forward reads the
+// state tile in two batches and whose backward runs four value groups at (Dk, Dv) = (256, 64), summing
+// their shares of dq and dk (Runs::kOneBackward: about 45 CPU-seconds under TSan; the reruns asking for
+// dq or dk, dv alone tripled it, and the plain build runs them); D = 32 and 96, blocks of 32 value
+// columns; (64, 128). Two chunks each: 3-17 s under TSan, but 44 s at D = 256. With each barrier of the
 // tensor-core kernels deleted in turn, TSan reports a race in at least one of these cases
 // (tools/barrier_mutants.sh --tsan).
 constexpr std::vector<Case> tsan_cases() {
@@ -253,6 +254,9 @@ constexpr std::vector<Case> tsan_cases() {
       {1, 1, 100, 100, 128, M::kElu, true, true, true, false, false, false, 0.f, 0, 0.f, true},
       {1, 1, 100, 70, 128, M::kRelu, false, true, true, false, true, true, 0.f, 64},
       {1, 1, 70, 70, 256, M::kElu, true, true, true, false, false, true, 0.f, 0, 0.f, false, Runs::kOneBackward},
+      {1, 2, 100, 100, 32, M::kElu, true, true, true, false, false, false},
+      {2, 1, 70, 70, 64, M::kElu, true, true, true, true, false, false, 0.f, 128},
+      {1, 1, 60, 70, 96, M::kElu, false, true, true, false, true, true},
   };
 }
 

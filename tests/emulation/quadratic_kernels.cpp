@@ -367,8 +367,8 @@ constexpr std::vector<Case> plain_cases() {
   return cases;
 }
 
-// The ThreadSanitizer build's cases (TSan makes a case 20-100x slower), nine of the plain ones that between
-// them launch every kernel (the forward, dQ and dK/dV) at D = 64 and 128, at D = 96 (whose tile loads
+// The ThreadSanitizer build's cases (TSan makes a case 20-100x slower), which between them launch every
+// kernel (the forward, dQ and dK/dV) at D = 32, 64 and 128, at D = 96 (whose tile loads
 // are dealt out differently), at D = 256 (Q from shared memory, 16-key dK/dV blocks) and at (Dk, Dv) =
 // (192, 128); the dK/dV kernel's compact tiles of sm_86/89 at D = 128, 256 and (192, 128) (at 256 two
 // query tiles walk through one buffer: a barrier between a tile's last reads and the next copy into it);
@@ -386,6 +386,8 @@ constexpr std::vector<Case> tsan_cases() {
       {2, 1, 200, 90, 256, A::kSigmoid, false, true, true, true, false, 0.2, 70, -1, true},
       mla({2, 1, 65, 130, 192, A::kSigmoid, true, true, true, false, true, 0.3}),
       mla({3, 1, 130, 70, 192, A::kRelu, false, true, false, true, false, 0.0, -1, -1, true}),
+      {1, 2, 70, 70, 32, A::kSoftmax, true, false, false, false},
+      {2, 1, 65, 130, 32, A::kSigmoid, false, true, true, false, true, 0.3},
   };
 }
 
