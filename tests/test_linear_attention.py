@@ -192,10 +192,13 @@ def test_low_precision_error_at_most_twice_the_composite(feature_map, normalize,
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the tensor-core kernels are CUDA's")
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
-def test_cuda_compact_tile_layouts_give_the_full_layouts_bits(causal, monkeypatch):
-    """The D = 128 backward's compact layouts (sm_86/89) load two tiles later into shared memory, the same
-    products in the same order: the same gradients, bit for bit."""
-    q, k, v = (t.cuda().bfloat16().requires_grad_() for t in random_qkv((2, 2, 150, 150, 128, 128)))
+@pytest.mark.parametrize("head_dim", [128, 256])
+def test_cuda_compact_tile_layouts_give_the_full_layouts_bits(head_dim, causal, monkeypatch):
+    """The backward's compact layouts (sm_86/89) load two tiles later into shared memory (and at D = 256
+    the key block's state in halves), the same products in the same order: in bfloat16, whose states are
+    not rescaled, the same gradients, bit for bit."""
+    shape = (2, 2, 150, 150, head_dim, head_dim)
+    q, k, v = (t.cuda().bfloat16().requires_grad_() for t in random_qkv(shape))
     assert_compact_tiles_give_the_same_bits(
         lambda q, k, v: actattn.linear_attention(q, k, v, causal=causal), q, k, v, monkeypatch
     )

@@ -52,7 +52,8 @@
 // Recomputes phi(q), phi(k) and the states; reads the forward's output and den.
 // Dk = 256 runs as value groups (run): a block holding the 256 x 256 state tile (132 KiB) beside four
 // chunk tiles fits no GPU, so the launches above run once per 64 value columns c at (Dk, Dv) = (256, 64)
-// (123 KiB: A100 and H100-class GPUs, not sm_86/89; ptxas: 186-232 registers, no spill). Columns c of
+// (123 KiB: A100 and H100-class GPUs; sm_86/89 get the 96-KiB compact layouts of Tiles, whose key block
+// holds half the state's rows at a time; ptxas: 186-232 registers, no spill). Columns c of
 // the output are a linear attention of their own with the same den, o[:, c] = A S[:, c] / den, whose
 // exact backward (its own dden^c = -dnum[:, c] . o[:, c], dz^c = A^T dden^c and centre m[c]) gives
 // dv[:, c], the state gradient's columns c, and shares of dq, dk and of the initial normaliser's
@@ -73,19 +74,33 @@ namespace linear_backward_tc {
 // Shared memory of the dq and the dk, dv kernels (Tiles): chunk tiles B, V, dNum, A, the state, and
 // float32 vectors; A is placed last, after the 16-byte aligned floats.
 // The compact layouts, for GPUs that grant a block less than the full one needs (sm_86/89 and sm_120,
-// 99 KiB, at D = 128, which needs 104): the key block's V shares B's memory (V is loaded once the dv
-// products, the only ones that read B, are done) and the query block's A shares the state's (A is
-// loaded once the one product that reads the state is done). 87 KiB at D = 128; each of the two loads
-// then waits for a barrier instead of overlapping the earlier products.
-enum class TileLayout { kFull, kValuesOverKeys, kQueriesOverState };
+// 99 KiB, at D = 128, which needs 104, and at Dk = 256, whose value groups need 123): the key block's V
+// shares B's memory (V is loaded once the dv products, the only ones that read B, are done) and the
+// query block's A shares the state's (A is loaded once the one product that reads the state is done).
+// 87 KiB at D = 128; each of the two loads then waits for a barrier instead of overlapping the earlier
+// products. At Dk = 256 the key block's state tile also holds half of dS_c's rows at a time
+// (kValuesOverKeysHalfState): dv takes the first half's product, then the second's; db, whose column
+// halves are those halves' products, the second's and then the first's, reloaded (three loads of a half,
+// each after a barrier); 96 KiB, and the query block's 90.
+enum class TileLayout { kFull, kValuesOverKeys, kQueriesOverState, kValuesOverKeysHalfState };
+
+constexpr bool values_over_keys(TileLayout layout) {
+  return layout == TileLayout::kValuesOverKeys || layout == TileLayout::kValuesOverKeysHalfState;
+}
+
+// Rows of the state tile: Dk, or half of them.
+template <int kDk, TileLayout kLayout>
+constexpr int state_tile_rows() {
+  return kLayout == TileLayout::kValuesOverKeysHalfState ? kDk / 2 : kDk;
+}
 
 template <int kDk, int kDv, TileLayout kLayout>
 constexpr int floats_end_bytes() {
   using Sh = linear_tc::Shape<kDk, kDv>;
-  const int keys_and_values = kLayout == TileLayout::kValuesOverKeys
+  const int keys_and_values = values_over_keys(kLayout)
                                   ? (Sh::kKeyTileElems > Sh::kValueTileElems ? Sh::kKeyTileElems : Sh::kValueTileElems)
                                   : Sh::kKeyTileElems + Sh::kValueTileElems;
-  return (keys_and_values + Sh::kValueTileElems + Sh::kStateElems) * 2 +
+  return (keys_and_values + Sh::kValueTileElems + state_tile_rows<kDk, kLayout>() * Sh::kLdV) * 2 +
          (2 * kDk + 2 * Sh::kChunk + 4) * static_cast<int>(sizeof(float));
 }
 
@@ -98,11 +113,16 @@ constexpr int chunk_grads_shared_bytes() {
 // The shared memory of the smallest GPUs with the tensor-core kernels (sm_86/89, sm_120): 99 KiB.
 constexpr int kLeastSharedBytesOptin = 99 * 1024;
 
-// Whether the pair of head dims has the compact layouts: only where the full one does not fit everywhere
-// and they do (at Dk = 256 the key block's would still take 116 KiB: the full layout only).
+// Whether the pair of head dims has the compact layouts: only where the full one does not fit everywhere.
 template <int kDk, int kDv>
 constexpr bool has_compact_layouts() {
-  return kDk <= 128 && chunk_grads_shared_bytes<kDk, kDv>() > kLeastSharedBytesOptin;
+  return chunk_grads_shared_bytes<kDk, kDv>() > kLeastSharedBytesOptin;
+}
+
+// The key block's compact layout (V over B alone would leave Dk = 256 at 116 KiB).
+template <int kDk>
+constexpr TileLayout compact_key_layout() {
+  return kDk > 128 ? TileLayout::kValuesOverKeysHalfState : TileLayout::kValuesOverKeys;
 }
 
 // Value columns per group of the backward's launches: 64 at Dk = 256 (the value groups), else all.
@@ -118,7 +138,7 @@ template <int kDk, int kDvAll>
 constexpr int least_chunk_grads_shared_bytes() {
   constexpr int kDv = value_group_columns<kDk, kDvAll>();
   if constexpr (has_compact_layouts<kDk, kDv>()) {
-    constexpr int keys = chunk_grads_shared_bytes<kDk, kDv, TileLayout::kValuesOverKeys>();
+    constexpr int keys = chunk_grads_shared_bytes<kDk, kDv, compact_key_layout<kDk>()>();
     constexpr int queries = chunk_grads_shared_bytes<kDk, kDv, TileLayout::kQueriesOverState>();
     return keys > queries ? keys : queries;
   } else {
@@ -138,7 +158,7 @@ struct Tiles {
   T* b;         // phi(K) of a chunk
   T* v;         // V of a chunk (the key block's centred on m)
   T* dnum;      // dO / den of a chunk
-  T* state;     // S_c (query block) or dS_c (key block), rounded
+  T* state;     // S_c (query block) or dS_c (key block, or half of its rows), rounded
   float* z;     // query block: z_c
   float* dz_centred;  // key block: dz_c + dS_c m
   float* dden;   // dden of a chunk's rows
@@ -147,12 +167,12 @@ struct Tiles {
   T* a;          // scale phi(Q) of a chunk (the dq block's only when normalising)
 
   __device__ Tiles() {
-    constexpr bool kValuesOverKeys = kLayout == TileLayout::kValuesOverKeys;
+    constexpr bool kValuesOverKeys = values_over_keys(kLayout);
     b = dynamic_shared<T>();
     v = kValuesOverKeys ? b : b + Sh::kKeyTileElems;
     dnum = v + (kValuesOverKeys && Sh::kKeyTileElems > Sh::kValueTileElems ? Sh::kKeyTileElems : Sh::kValueTileElems);
     state = dnum + Sh::kValueTileElems;
-    z = reinterpret_cast<float*>(state + Sh::kStateElems);
+    z = reinterpret_cast<float*>(state + state_tile_rows<kDk, kLayout>() * Sh::kLdV);
     dz_centred = z + kDk;
     dden = dz_centred + kDk;
     shift = dden + Sh::kChunk;
@@ -397,11 +417,12 @@ __device__ __forceinline__ void query_chunk_grads(const LinearParams& p, const T
 // dv and dk for the chunk at k0: dv = B dS + tril(A B^T)^T dNum, db = V dS^T + dz + tril(dNum V^T + dden)^T A.
 // The intra-chunk terms (causal) are formed times the chunk's rho (load_output_grads), so the state's
 // terms are brought to that scale first and the sums divided by rho at the end.
-// The compact layout (kValuesOverKeys) loads V, centred on `centre`, once dv is done.
+// The compact layouts load V, centred on `centre`, once dv is done; kValuesOverKeysHalfState loads the
+// halves of dS_c's rows (float32 at `ds`) in turn, the first one already in the state tile (sigma its).
 template <typename T, typename Map, bool kCausal, int kDk, int kDv, TileLayout kLayout>
 __device__ __forceinline__ void key_chunk_grads(const LinearParams& p, const Tiles<T, kDk, kDv, kLayout>& sm,
                                                 int64_t b, int64_t h, int64_t k0, int64_t keys, const T* centre,
-                                                float sigma, float rho, const GroupSums& sums) {
+                                                const float* ds, float sigma, float rho, const GroupSums& sums) {
   using Sh = linear_tc::Shape<kDk, kDv>;
   constexpr int kLdK = Sh::kLdK, kLdV = Sh::kLdV, kKeyTiles = Sh::kKeyTiles, kValueTiles = Sh::kValueTiles;
   constexpr int kKeySteps = Sh::kKeySteps, kValueSteps = Sh::kValueSteps, kBlocks = Sh::kChunk / 16;
@@ -454,10 +475,27 @@ __device__ __forceinline__ void key_chunk_grads(const LinearParams& p, const Til
     }
   };
 
+  constexpr bool kHalfState = kLayout == TileLayout::kValuesOverKeysHalfState;
+  constexpr int kHalfRows = kDk / 2;
+  // Half of dS_c's rows into the state tile once every warp is done with it; their sigma.
+  auto load_state_half = [&](int half) {
+    __syncthreads();
+    return linear_tc::round_state_tile<T, kHalfRows, kDv, Sh::kThreads>(sm.state, kLdV, ds + half * kHalfRows * kDv,
+                                                                       nullptr, nullptr, sm.slots);
+  };
+
   {
     mma::FragC dv[kValueTiles];
     mma::zero(dv);
-    mma::mma_shared_a_b<T, kKeySteps, kValueTiles>(dv, b_rows, kLdK, sm.state, kLdV, lane);
+    if constexpr (kHalfState) {  // each half's product at its own sigma (powers of two: exact)
+      mma::mma_shared_a_b<T, kHalfRows / 16, kValueTiles>(dv, b_rows, kLdK, sm.state, kLdV, lane);
+      linear_tc::multiply(dv, sigma);
+      sigma = load_state_half(1);
+      linear_tc::multiply(dv, 1.f / sigma);
+      mma::mma_shared_a_b<T, kHalfRows / 16, kValueTiles>(dv, b_rows + kHalfRows, kLdK, sm.state, kLdV, lane);
+    } else {
+      mma::mma_shared_a_b<T, kKeySteps, kValueTiles>(dv, b_rows, kLdK, sm.state, kLdV, lane);
+    }
     linear_tc::multiply(dv, sigma * rho);
     if constexpr (kCausal) {
       for (int qb = warp; qb < kBlocks; ++qb) {  // 16-query blocks at or right of the diagonal
@@ -471,7 +509,7 @@ __device__ __forceinline__ void key_chunk_grads(const LinearParams& p, const Til
     linear_tc::multiply(dv, 1.f / rho);
     store(p.grad_v, dv, false);
   }
-  if constexpr (kLayout == TileLayout::kValuesOverKeys) {
+  if constexpr (values_over_keys(kLayout)) {
     __syncthreads();  // every warp is done with B, whose memory V takes
     linear_tc::load_centred_tile<T, Sh::kChunk, kDv, Sh::kThreads, 4>(sm.v, kLdV, p.v, b, h, k0, keys, centre);
     __syncthreads();
@@ -479,8 +517,19 @@ __device__ __forceinline__ void key_chunk_grads(const LinearParams& p, const Til
 
   mma::FragC db[kKeyTiles];
   mma::zero(db);
-  mma::mma_shared_a_bt<T, kValueSteps>(db, v_rows, kLdV, sm.state, kLdV, lane);
-  linear_tc::multiply(db, sigma * rho);
+  if constexpr (kHalfState) {  // db's columns of the half in the tile (dv's last), then the first half's
+    constexpr int kHalfTiles = kKeyTiles / 2;
+    auto& second = mma::tiles_of<kHalfTiles, kHalfTiles>(db);
+    mma::mma_shared_a_bt<T, kValueSteps>(second, v_rows, kLdV, sm.state, kLdV, lane);
+    linear_tc::multiply(second, sigma * rho);
+    sigma = load_state_half(0);
+    auto& first = mma::tiles_of<0, kHalfTiles>(db);
+    mma::mma_shared_a_bt<T, kValueSteps>(first, v_rows, kLdV, sm.state, kLdV, lane);
+    linear_tc::multiply(first, sigma * rho);
+  } else {
+    mma::mma_shared_a_bt<T, kValueSteps>(db, v_rows, kLdV, sm.state, kLdV, lane);
+    linear_tc::multiply(db, sigma * rho);
+  }
 #pragma unroll
   for (int n = 0; n < kKeyTiles; ++n) {
 #pragma unroll
@@ -561,7 +610,7 @@ __global__ void __launch_bounds__(linear_tc::Shape<kDk, kDv>::kThreads, linear_t
 }
 
 // Launch 5, dk and dv: one key chunk (shared memory: chunk_grads_shared_bytes).
-// kLayout: kFull, or kValuesOverKeys where the GPU grants less shared memory (Tiles).
+// kLayout: kFull, or compact_key_layout where the GPU grants less shared memory (Tiles).
 template <typename T, typename Map, bool kCausal, int kDk, int kDv, TileLayout kLayout = TileLayout::kFull>
 __global__ void __launch_bounds__(linear_tc::Shape<kDk, kDv>::kThreads, linear_tc::Shape<kDk, kDv>::kChunkGradsMinBlocks)
     key_grads_kernel(const LinearParams p, float* workspace, const GroupSums sums) {
@@ -623,9 +672,9 @@ __global__ void __launch_bounds__(linear_tc::Shape<kDk, kDv>::kThreads, linear_t
       }
     }
   }
-  const float sigma =
-      linear_tc::round_state_tile<T, kDk, kDv, kThreads>(sm.state, kLdV, ds, nullptr, nullptr, sm.slots);
-  key_chunk_grads<T, Map, kCausal, kDk, kDv>(p, sm, b, h, c0, keys, centre, sigma, rho, sums);
+  const float sigma = linear_tc::round_state_tile<T, state_tile_rows<kDk, kLayout>(), kDv, kThreads>(
+      sm.state, kLdV, ds, nullptr, nullptr, sm.slots);
+  key_chunk_grads<T, Map, kCausal, kDk, kDv>(p, sm, b, h, c0, keys, centre, ds, sigma, rho, sums);
 }
 
 // Copies columns [0, cols) of a rows x from_ld float32 matrix per head into a rows x to_ld one (the
@@ -744,7 +793,7 @@ void run_group(const LinearParams& p, float* workspace, Launch&& launch, bool co
   if constexpr (has_compact_layouts<kDk, kDv>()) {
     if (compact) {
       return chunk_grads(std::integral_constant<TileLayout, TileLayout::kQueriesOverState>{},
-                         std::integral_constant<TileLayout, TileLayout::kValuesOverKeys>{});
+                         std::integral_constant<TileLayout, compact_key_layout<kDk>()>{});
     }
   }
   chunk_grads(Full{}, Full{});

@@ -208,6 +208,14 @@ __device__ __forceinline__ void mma_step_a_b(FragC (&acc)[N], const FragA& a, co
   }
 }
 
+// n-tiles [kFirst, kFirst + M) of a row strip's accumulators, as an array of their own: a product that
+// fills part of the strip.
+template <int kFirst, int M, int N>
+__device__ __forceinline__ FragC (&tiles_of(FragC (&acc)[N]))[M] {
+  static_assert(kFirst + M <= N, "tiles within the strip");
+  return *reinterpret_cast<FragC(*)[M]>(acc + kFirst);
+}
+
 // acc (16 x 8 N) += A B^T, A (16 x 16 kSteps) given as fragments, B (8 N x 16 kSteps) stored row-major at
 // `rows` (ld): scores from queries in registers and a key tile in shared memory.
 template <typename T, int kSteps, int N>

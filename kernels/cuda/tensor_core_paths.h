@@ -113,8 +113,8 @@ int linear_backward_tensor_core_shared_bytes(int64_t qk_dim, int64_t v_dim);
 // The chunk-parallel backward's blocks hold a D x D state tile besides four chunk tiles: 104 KiB at
 // D = 128, which A100 and H100-class GPUs grant; sm_86/89 (99 KiB) run them in compact layouts (87 KiB,
 // linear_backward_tc.cuh's Tiles). At D = 256 its value groups' blocks hold a 256 x 64 state slice and
-// take 123 KiB: A100 and H100-class GPUs only (sm_86/89 take the generic backward, saying why). The
-// forward's tiles (67 KiB at D = 128, 77 KiB at 256) fit every sm_80+ GPU.
+// take 123 KiB (A100 and H100-class GPUs), or 96 in the compact layouts (sm_86/89). The forward's tiles
+// (67 KiB at D = 128, 77 KiB at 256) fit every sm_80+ GPU.
 inline const char* linear_tensor_core_refusal(const LinearParams& p, bool backward) {
   if (const char* refusal = common_tensor_core_refusal(p, backward)) return refusal;
   if (!is_half_type(p.dtype)) return nullptr;
@@ -128,7 +128,7 @@ inline const char* linear_tensor_core_refusal(const LinearParams& p, bool backwa
                               : linear_forward_tensor_core_shared_bytes(p.shape.qk_dim, p.shape.v_dim);
   if (shared > device_shared_bytes_optin()) {
     return "the GPU grants a block less shared memory than the tensor-core kernels need at these head dims "
-           "(for the backward 123 KiB at head dim 256, 87 KiB at 128, less at the others)";
+           "(for the backward 96 KiB at head dim 256, 87 KiB at 128, less at the others)";
   }
   return nullptr;
 }

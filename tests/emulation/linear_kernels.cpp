@@ -36,6 +36,7 @@ using actattn::emulation_test::pad_keys;
 using actattn::emulation_test::random_states;
 using actattn::emulation_test::random_tensor;
 using actattn::emulation_test::reads_saved_state;
+using actattn::emulation_test::same_bits;
 using actattn::emulation_test::relative_error;
 using actattn::emulation_test::EmulatedTensor;
 using actattn::emulation_test::vector_error;
@@ -57,7 +58,7 @@ struct Case {
   float value_mean = 0.f;  // added to v: states that grow past float16's range with N
   int64_t v_dim = 0;       // Dv when not dim
   float feature_mean = 0.f;  // added to q and k: large den, so float16's dnum = dO / den would be subnormal
-  bool compact = false;      // D = 128: the backward's compact tile layouts (GPUs granting 99 KiB, sm_86 / 89)
+  bool compact = false;      // D = 128, 256: the backward's compact tile layouts (GPUs granting 99 KiB, sm_86 / 89)
   Runs runs = Runs::kEverything;
 
   constexpr int64_t value_dim() const { return v_dim != 0 ? v_dim : dim; }
@@ -175,6 +176,24 @@ bool check_case(const Case& c, std::mt19937& gen) {
   bool ok = den_error <= tol;
   for (double e : errors) ok = ok && e <= tol;
 
+  // The compact layouts form the same products in the same order as the full ones: the same bits, but
+  // in float16 at Dk = 256, whose halves of the state are each divided by their own power of two.
+  if (c.compact && (std::is_same_v<T, __nv_bfloat16> || kDk <= 128)) {
+    const auto compact_dq = dq.data, compact_dk = dk.data, compact_dv = dv.data;
+    const auto compact_ds0 = ds0, compact_dz0 = dz0;
+    run_kernels<T, kDk, kDv, Map, kCausal>(p, /*backward=*/true, /*compact=*/false);
+    if (!(same_bits(dq.data, compact_dq) && same_bits(dk.data, compact_dk) && same_bits(dv.data, compact_dv) &&
+          same_bits(ds0, compact_ds0) && same_bits(dz0, compact_dz0))) {
+      std::printf("FAIL %s: the compact layouts' gradients differ from the full layouts'\n", c.name().c_str());
+      ok = false;
+    }
+    dq.data = compact_dq;  // the checks below rerun the compact layouts against their own gradients
+    dk.data = compact_dk;
+    dv.data = compact_dv;
+    ds0 = compact_ds0;
+    dz0 = compact_dz0;
+  }
+
   const auto backward = [&] { run({true}); };
   if (c.runs == Runs::kEverything) {
     ok = computes_only_what_is_asked(c.name(), p, backward, dq, dk, dv, ds0, dz0) && ok;
@@ -231,6 +250,12 @@ constexpr std::vector<Case> plain_cases() {
       {2, 1, 100, 130, 256, M::kRelu, false, false, true, false, true, false},
       {2, 1, 90, 140, 256, M::kElu, false, true, true, true, false, true},  // non-causal: the saved state's slices
       {1, 1, 512, 512, 256, M::kElu, true, true, false, false, false, true, 128.f},
+      // D = 256 in the compact layouts (sm_86/89: the key block's state tile holds half of dS_c's rows at
+      // a time, each half rounded at its own float16 divisor): causal and not, float16 values of large mean;
+      // in bfloat16 bit for bit the full layouts' gradients (two bfloat16 cases: the half loads' barrier fails both).
+      {2, 1, 150, 150, 256, M::kRelu, true, true, true, true, false, false, 0.f, 0, 0.f, true},
+      {1, 1, 100, 300, 256, M::kElu, false, true, true, false, true, false, 128.f, 0, 0.f, true},
+      {1, 1, 300, 300, 256, M::kElu, true, true, true, false, false, true, 64.f, 0, 0.f, true},
       // Small, two chunks: the TSan build's D = 256 case, which runs less of it (tsan_cases()).
       {1, 1, 70, 70, 256, M::kElu, true, true, true, false, false, true},
   };
@@ -241,11 +266,12 @@ constexpr std::vector<Case> plain_cases() {
 // D = 64 and 128, the backward's compact layouts of sm_86/89; float16, whose state loaders take the
 // block's largest entry through a barrier, at (Dk, Dv) = (128, 64); D = 256, whose forward reads the
 // state tile in two batches and whose backward runs four value groups at (Dk, Dv) = (256, 64), summing
-// their shares of dq and dk (Runs::kOneBackward: about 45 CPU-seconds under TSan; the reruns asking for
-// dq or dk, dv alone tripled it, and the plain build runs them); D = 32 and 96, blocks of 32 value
-// columns; (64, 128). Two chunks each: 3-17 s under TSan, but 44 s at D = 256. With each barrier of the
-// tensor-core kernels deleted in turn, TSan reports a race in at least one of these cases
-// (tools/barrier_mutants.sh --tsan).
+// their shares of dq and dk, in the full layouts and (bfloat16: float16's divisor has a barrier of its
+// own that hides a missing one) the compact ones, whose key block loads the state's halves in turn; these
+// two run one backward (Runs::kOneBackward: 45-60 CPU-seconds each under TSan; the reruns asking for dq or
+// dk, dv alone tripled it, and the plain build runs them); D = 32 and 96, blocks of 32 value columns;
+// (64, 128). 3-17 s each but at D = 256. With each barrier of the tensor-core kernels deleted in turn,
+// TSan reports a race in at least one of these cases (tools/barrier_mutants.sh --tsan).
 constexpr std::vector<Case> tsan_cases() {
   using M = FeatureMapKind;
   return {
@@ -254,6 +280,7 @@ constexpr std::vector<Case> tsan_cases() {
       {1, 1, 100, 100, 128, M::kElu, true, true, true, false, false, false, 0.f, 0, 0.f, true},
       {1, 1, 100, 70, 128, M::kRelu, false, true, true, false, true, true, 0.f, 64},
       {1, 1, 70, 70, 256, M::kElu, true, true, true, false, false, true, 0.f, 0, 0.f, false, Runs::kOneBackward},
+      {1, 1, 64, 64, 256, M::kRelu, true, true, true, false, false, false, 0.f, 0, 0.f, true, Runs::kOneBackward},
       {1, 2, 100, 100, 32, M::kElu, true, true, true, false, false, false},
       {2, 1, 70, 70, 64, M::kElu, true, true, true, true, false, false, 0.f, 128},
       {1, 1, 60, 70, 96, M::kElu, false, true, true, false, true, true},
