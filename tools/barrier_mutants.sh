@@ -3,7 +3,7 @@
 # of the tensor-core kernels in turn, in a copy of the tree, builds the plain emulation test of that
 # kernel's kind and counts the cases that fail, under each of the emulation's schedules and overall
 # (kernels/cuda/warp_emulation.h's Schedule). A deletion that fails no case is a barrier the emulation
-# cannot check. About 25 minutes on 2 cores (19 barriers; two builds and runs at a time).
+# cannot check. About 25 minutes on 2 cores (20 barriers; two builds and runs at a time).
 # With --tsan it builds the ThreadSanitizer test instead (which holds the few cases CTest runs under
 # TSan, the test file's tsan_cases()) and runs each of its cases alone, counting those in which TSan
 # reports a race: whether those few cases cover every barrier.
